@@ -1,0 +1,17 @@
+//! Wire types, errors and validation rules of podid's APIs.
+//!
+//! This crate does no IO: it describes what travels on the wire (the EKS
+//! pod-identity-association subset, podid's cluster registry) and the rules a
+//! request must satisfy, so the same definitions serve the server, the CLI and
+//! the tests.
+#![forbid(unsafe_code)]
+
+pub mod arn;
+pub mod association;
+pub mod cluster;
+pub mod error;
+pub mod time;
+pub mod validate;
+
+pub use error::{ApiError, ErrorKind};
+pub use time::EpochMillis;

@@ -1,0 +1,31 @@
+//! Time behind a small seam, so tests can move it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use podid_api::EpochMillis;
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> SystemTime;
+
+    /// Now, in epoch milliseconds.
+    fn now_millis(&self) -> EpochMillis {
+        EpochMillis(
+            self.now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}

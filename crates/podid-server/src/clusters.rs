@@ -1,0 +1,249 @@
+//! podid's cluster registry: `/podid/v1/clusters`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Extension;
+use podid_api::cluster::{
+    Cluster, ClusterResponse, KeySource, ListClustersResponse, RegisterClusterRequest,
+    UpdateClusterRequest, DEFAULT_AUDIENCE,
+};
+use podid_api::{validate, ApiError};
+
+use crate::auth::Principal;
+use crate::http_api::{answer, parse_json, store_error};
+use crate::jwks::discover_jwks_uri;
+use crate::keys::Operation;
+use crate::AppState;
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
+}
+
+fn cluster_arn(value: &str) -> Result<(), ApiError> {
+    let ok = value.starts_with("arn:")
+        && value.len() <= 2048
+        && value.split(':').count() >= 6
+        && !value.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_parameter(format!(
+            "clusterArn '{}' is not an ARN",
+            podid_api::arn::printable(value)
+        )))
+    }
+}
+
+/// The keys a registration or update names: (source, jwks uri, jwks document).
+async fn resolve_keys(
+    state: &AppState,
+    issuer: &str,
+    jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
+    discovery: bool,
+) -> Result<Option<(KeySource, Option<String>, serde_json::Value)>, ApiError> {
+    let given =
+        usize::from(jwks.is_some()) + usize::from(jwks_uri.is_some()) + usize::from(discovery);
+    if given > 1 {
+        return Err(ApiError::invalid_parameter(
+            "give exactly one key source: jwks, jwksUri or discovery",
+        ));
+    }
+    let fetch_failed = |e: crate::jwks::FetchError| {
+        ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"))
+    };
+    if let Some(doc) = jwks {
+        validate::jwks(&doc)?;
+        return Ok(Some((KeySource::Inline, None, doc)));
+    }
+    let (source, uri) = if let Some(uri) = jwks_uri {
+        validate::url("jwksUri", &uri)?;
+        (KeySource::Uri, uri)
+    } else if discovery {
+        (
+            KeySource::Discovery,
+            discover_jwks_uri(state.fetcher.as_ref(), issuer)
+                .await
+                .map_err(fetch_failed)?,
+        )
+    } else {
+        return Ok(None);
+    };
+    validate::url("jwks_uri", &uri)?;
+    let doc = state.fetcher.fetch_json(&uri).await.map_err(fetch_failed)?;
+    validate::jwks(&doc)?;
+    Ok(Some((source, Some(uri), doc)))
+}
+
+/// `POST /podid/v1/clusters`.
+pub async fn register(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(Operation::RegisterCluster, &principal, async {
+        let req: RegisterClusterRequest = parse_json(&headers, &body)?;
+        let name = req.name.ok_or_else(|| ApiError::invalid_parameter("name is required"))?;
+        validate::cluster_name(&name)?;
+        let issuer = req.issuer.ok_or_else(|| ApiError::invalid_parameter("issuer is required"))?;
+        validate::url("issuer", &issuer)?;
+        let audience = req.audience.unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
+        validate::audience(&audience)?;
+        let arn = req.cluster_arn.unwrap_or_else(|| state.scope.cluster_arn(&name));
+        cluster_arn(&arn)?;
+        if state.store.get_cluster(&name).await.map_err(store_error)?.is_some() {
+            return Err(store_error(podid_store::StoreError::ClusterExists(name)));
+        }
+        let (key_source, jwks_uri, jwks) =
+            resolve_keys(&state, &issuer, req.jwks, req.jwks_uri, req.discovery.unwrap_or(false))
+                .await?
+                .ok_or_else(|| ApiError::invalid_parameter("a key source is required: jwks, jwksUri or discovery"))?;
+        let now = state.clock.now_millis();
+        let cluster = Cluster {
+            name,
+            issuer,
+            audience,
+            cluster_arn: arn,
+            key_source,
+            jwks_uri,
+            jwks,
+            created_at: now,
+            modified_at: now,
+        };
+        state.store.insert_cluster(&cluster).await.map_err(store_error)?;
+        tracing::info!(cluster = %cluster.name, issuer = %cluster.issuer, key_source = cluster.key_source.as_str(), "cluster registered");
+        Ok(ClusterResponse { cluster })
+    })
+    .await
+}
+
+/// `GET /podid/v1/clusters`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    answer(Operation::ListClusters, &principal, async {
+        let clusters = state.store.list_clusters().await.map_err(store_error)?;
+        Ok(ListClustersResponse { clusters })
+    })
+    .await
+}
+
+async fn load(state: &AppState, name: &str) -> Result<Cluster, ApiError> {
+    validate::cluster_name(name)?;
+    state
+        .store
+        .get_cluster(name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No cluster found for name: {name}.")))
+}
+
+/// `GET /podid/v1/clusters/{name}`.
+pub async fn describe(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    answer(Operation::DescribeCluster, &principal, async {
+        let Path(name) = name.map_err(path_error)?;
+        Ok(ClusterResponse {
+            cluster: load(&state, &name).await?,
+        })
+    })
+    .await
+}
+
+/// `PATCH /podid/v1/clusters/{name}`.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(Operation::UpdateCluster, &principal, async {
+        let Path(name) = name.map_err(path_error)?;
+        let req: UpdateClusterRequest = parse_json(&headers, &body)?;
+        if req == UpdateClusterRequest::default() {
+            return Err(ApiError::invalid_parameter(
+                "nothing to update: give issuer, audience, clusterArn, jwks, jwksUri or discovery",
+            ));
+        }
+        let mut cluster = load(&state, &name).await?;
+        if let Some(issuer) = req.issuer {
+            validate::url("issuer", &issuer)?;
+            cluster.issuer = issuer;
+        }
+        if let Some(audience) = req.audience {
+            validate::audience(&audience)?;
+            cluster.audience = audience;
+        }
+        if let Some(arn) = req.cluster_arn {
+            cluster_arn(&arn)?;
+            cluster.cluster_arn = arn;
+        }
+        if let Some((source, uri, jwks)) = resolve_keys(
+            &state,
+            &cluster.issuer,
+            req.jwks,
+            req.jwks_uri,
+            req.discovery.unwrap_or(false),
+        )
+        .await?
+        {
+            cluster.key_source = source;
+            cluster.jwks_uri = uri;
+            cluster.jwks = jwks;
+        }
+        cluster.modified_at = state.clock.now_millis();
+        state
+            .store
+            .update_cluster(&cluster)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(cluster = %cluster.name, "cluster updated");
+        Ok(ClusterResponse { cluster })
+    })
+    .await
+}
+
+/// `DELETE /podid/v1/clusters/{name}[?force=true]`.
+pub async fn deregister(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    answer(Operation::DeregisterCluster, &principal, async {
+        let Path(name) = name.map_err(path_error)?;
+        validate::cluster_name(&name)?;
+        let mut force = false;
+        for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+            if key == "force" {
+                force = match value.as_ref() {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::invalid_parameter(format!(
+                            "force '{}' must be true or false",
+                            podid_api::arn::printable(other)
+                        )))
+                    }
+                };
+            }
+        }
+        let cluster = state
+            .store
+            .delete_cluster(&name, force)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(cluster = %name, force, "cluster deregistered");
+        Ok(ClusterResponse { cluster })
+    })
+    .await
+}

@@ -1,0 +1,1576 @@
+//! One suite of store tests, written once against `dyn AssociationStore` and
+//! run on every backend: a SQLite file, SQLite `:memory:` and PostgreSQL.
+//!
+//! PostgreSQL tests use the database `PODID_TEST_POSTGRES_URL` names (see
+//! `tests/setup-postgres.sh`), each test in a fresh schema of its own so they
+//! can run in parallel. Without the variable they are skipped, except under
+//! `CI`, where they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use podid_api::association::Tags;
+use podid_api::cluster::{Cluster, KeySource};
+use podid_api::EpochMillis;
+use podid_store::{
+    AssociationStore, IdempotencyKey, ListQuery, Page, PostgresStore, SqliteStore, StoreError,
+    StoredAssociation, Written,
+};
+use serde_json::json;
+
+// ---------------------------------------------------------------- fixture
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    SqliteFile,
+    SqliteMemory,
+    Postgres,
+}
+
+enum Handle {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+}
+
+struct Fixture {
+    kind: Kind,
+    handle: Handle,
+    /// The SQLite file, or the PostgreSQL URL with the test's schema.
+    location: String,
+    /// PostgreSQL: the server URL and the test's schema, dropped at the end.
+    pg_schema: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("PODID_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "PODID_TEST_POSTGRES_URL is not set but CI is: PostgreSQL tests must not be skipped in CI \
+             (run crates/podid-store/tests/setup-postgres.sh and export the URL it prints)"
+        ),
+        _ => None,
+    }
+}
+
+impl Fixture {
+    /// A fresh, empty store of `kind`; `None` when PostgreSQL tests are skipped.
+    async fn new(kind: Kind) -> Option<Fixture> {
+        match kind {
+            Kind::SqliteFile => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("podid.db").to_str().unwrap().to_owned();
+                let store = SqliteStore::open(&path).await.unwrap();
+                Some(Fixture {
+                    kind,
+                    handle: Handle::Sqlite(Arc::new(store)),
+                    location: path,
+                    pg_schema: None,
+                    _dir: Some(dir),
+                })
+            }
+            Kind::SqliteMemory => {
+                let store = SqliteStore::open(":memory:").await.unwrap();
+                Some(Fixture {
+                    kind,
+                    handle: Handle::Sqlite(Arc::new(store)),
+                    location: ":memory:".into(),
+                    pg_schema: None,
+                    _dir: None,
+                })
+            }
+            Kind::Postgres => {
+                let Some(base) = postgres_url() else {
+                    println!("PostgreSQL tests skipped: PODID_TEST_POSTGRES_URL is not set");
+                    return None;
+                };
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                let schema = format!(
+                    "t_{}_{}_{}",
+                    std::process::id(),
+                    nanos % 1_000_000_000,
+                    unique()
+                );
+                let admin = sqlx::PgPool::connect(&base).await.unwrap();
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+                let store = PostgresStore::connect(&url).await.unwrap();
+                Some(Fixture {
+                    kind,
+                    handle: Handle::Postgres(Arc::new(store)),
+                    location: url,
+                    pg_schema: Some((base, schema)),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    fn store(&self) -> Arc<dyn AssociationStore> {
+        match &self.handle {
+            Handle::Sqlite(s) => s.clone(),
+            Handle::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// Whether the data outlives the store (not so for `:memory:`).
+    fn persistent(&self) -> bool {
+        self.kind != Kind::SqliteMemory
+    }
+
+    async fn close(&self) {
+        match &self.handle {
+            Handle::Sqlite(s) => s.close().await,
+            Handle::Postgres(s) => s.close().await,
+        }
+    }
+
+    /// Closes the store and opens the same database again.
+    async fn reopen(&mut self) {
+        self.close().await;
+        self.handle = match self.kind {
+            Kind::SqliteFile => {
+                Handle::Sqlite(Arc::new(SqliteStore::open(&self.location).await.unwrap()))
+            }
+            Kind::Postgres => Handle::Postgres(Arc::new(
+                PostgresStore::connect(&self.location).await.unwrap(),
+            )),
+            Kind::SqliteMemory => panic!("an in-memory database cannot be reopened"),
+        };
+    }
+
+    /// Runs raw SQL on the database behind the store's back; false where that
+    /// cannot be done (`:memory:`).
+    async fn raw(&self, sql: &str) -> bool {
+        match self.kind {
+            Kind::SqliteFile => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.location))
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+                true
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.location).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+                pool.close().await;
+                true
+            }
+            Kind::SqliteMemory => false,
+        }
+    }
+
+    async fn finish(self) {
+        self.close().await;
+        if let Some((base, schema)) = &self.pg_schema {
+            let admin = sqlx::PgPool::connect(base).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+        }
+    }
+}
+
+/// Runs each suite function on each backend.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut f = super::Fixture::new(super::Kind::SqliteFile).await.unwrap();
+                    super::$name(&mut f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let mut f = super::Fixture::new(super::Kind::SqliteMemory).await.unwrap();
+                    super::$name(&mut f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(mut f) = super::Fixture::new(super::Kind::Postgres).await else { return };
+                    super::$name(&mut f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    clusters,
+    create_and_read,
+    create_requires_cluster,
+    duplicate_association,
+    idempotent_create,
+    replay_after_delete,
+    update_association,
+    update_idempotency,
+    tag_updates,
+    delete_association,
+    list_pagination,
+    delete_cluster,
+    concurrent_distinct_creates,
+    concurrent_same_service_account,
+    concurrent_same_token,
+    concurrent_tag_updates,
+    concurrent_force_delete_and_creates,
+    reopen_keeps_data,
+    corrupt_rows_and_stale_tokens,
+}
+
+// ---------------------------------------------------------------- builders
+
+fn cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        issuer: format!("https://oidc.example.com/{name}"),
+        audience: "pods.eks.amazonaws.com".into(),
+        cluster_arn: format!("arn:aws:eks:us-east-1:111122223333:cluster/{name}"),
+        key_source: KeySource::Inline,
+        jwks_uri: None,
+        jwks: json!({"keys": [{"kty": "RSA", "kid": "k1", "n": "abc", "e": "AQAB"}]}),
+        created_at: EpochMillis(1_700_000_000_123),
+        modified_at: EpochMillis(1_700_000_000_123),
+    }
+}
+
+fn new_id() -> String {
+    format!("a-{:017}", unique())
+}
+
+fn assoc(cluster: &str, namespace: &str, service_account: &str) -> StoredAssociation {
+    StoredAssociation {
+        id: new_id(),
+        cluster: cluster.to_owned(),
+        namespace: namespace.to_owned(),
+        service_account: service_account.to_owned(),
+        role_arn: "arn:aws:iam::111122223333:role/app".into(),
+        target_role_arn: None,
+        external_id: format!("ext-{}", unique()),
+        disable_session_tags: false,
+        policy: None,
+        tags: Tags::new(),
+        created_at: EpochMillis(1_700_000_100_000),
+        modified_at: EpochMillis(1_700_000_100_000),
+    }
+}
+
+fn key(token: &str, operation: &str, digest: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        token: token.into(),
+        operation: operation.into(),
+        request_digest: digest.into(),
+    }
+}
+
+fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn query(cluster: &str, limit: u32) -> ListQuery {
+    ListQuery {
+        cluster: cluster.into(),
+        limit,
+        ..ListQuery::default()
+    }
+}
+
+async fn create(s: &dyn AssociationStore, a: &StoredAssociation) -> StoredAssociation {
+    let w = s.create_association(a, None).await.unwrap();
+    assert!(!w.replayed);
+    w.association
+}
+
+/// Every item a query lists, page by page.
+async fn list_all(s: &dyn AssociationStore, q: &ListQuery) -> (Vec<StoredAssociation>, usize) {
+    let mut q = q.clone();
+    let mut all = Vec::new();
+    let mut pages = 0;
+    loop {
+        let Page { items, next } = s.list_associations(&q).await.unwrap();
+        pages += 1;
+        assert!(items.len() <= q.limit.max(1) as usize);
+        all.extend(items);
+        match next {
+            Some(n) => q.after = Some(n),
+            None => return (all, pages),
+        }
+        assert!(pages < 10_000, "pagination does not end");
+    }
+}
+
+fn ids(items: &[StoredAssociation]) -> Vec<String> {
+    items.iter().map(|a| a.id.clone()).collect()
+}
+
+// ---------------------------------------------------------------- the suite
+
+async fn clusters(f: &mut Fixture) {
+    let s = f.store();
+    s.ping().await.unwrap();
+    assert!(s.list_clusters().await.unwrap().is_empty());
+
+    let b = cluster("b-cluster");
+    let mut a = cluster("a-cluster");
+    a.key_source = KeySource::Uri;
+    a.jwks_uri = Some("https://oidc.example.com/keys".into());
+    a.jwks = json!({"keys": [], "nested": {"x": [1, 2.5, null, "ü"]}});
+    s.insert_cluster(&b).await.unwrap();
+    s.insert_cluster(&a).await.unwrap();
+    assert_eq!(s.get_cluster("a-cluster").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_cluster("b-cluster").await.unwrap(), Some(b.clone()));
+    assert_eq!(s.get_cluster("c-cluster").await.unwrap(), None);
+    assert_eq!(s.list_clusters().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let mut again = cluster("b-cluster");
+    again.issuer = "https://other".into();
+    match s.insert_cluster(&again).await {
+        Err(StoreError::ClusterExists(name)) => assert_eq!(name, "b-cluster"),
+        other => panic!("expected ClusterExists, got {other:?}"),
+    }
+    assert_eq!(s.get_cluster("b-cluster").await.unwrap(), Some(b.clone()));
+
+    let mut changed = b.clone();
+    changed.issuer = "https://new-issuer".into();
+    changed.key_source = KeySource::Discovery;
+    changed.jwks_uri = Some("https://new-issuer/keys".into());
+    changed.jwks = json!({"keys": [{"kid": "k2"}]});
+    changed.modified_at = EpochMillis(1_800_000_000_000);
+    changed.created_at = EpochMillis(1); // ignored: creation time is kept
+    s.update_cluster(&changed).await.unwrap();
+    let stored = s.get_cluster("b-cluster").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        Cluster {
+            created_at: b.created_at,
+            ..changed
+        }
+    );
+
+    match s.update_cluster(&cluster("nope")).await {
+        Err(StoreError::ClusterNotFound(name)) => assert_eq!(name, "nope"),
+        other => panic!("expected ClusterNotFound, got {other:?}"),
+    }
+    assert_eq!(s.list_clusters().await.unwrap().len(), 2);
+}
+
+async fn create_and_read(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+
+    let plain = assoc("c1", "default", "app");
+    let Written {
+        association,
+        replayed,
+    } = s.create_association(&plain, None).await.unwrap();
+    assert!(!replayed);
+    assert_eq!(association, plain);
+
+    let mut full = assoc("c1", "kube-system", "ünïcode-sa");
+    full.target_role_arn = Some("arn:aws:iam::444455556666:role/target".into());
+    full.disable_session_tags = true;
+    full.policy = Some(r#"{"Version":"2012-10-17","Statement":[]}"#.into());
+    full.tags = tags(&[("team", "payments"), ("empty", ""), ("ключ", "значение")]);
+    assert_eq!(create(&*s, &full).await, full);
+
+    assert_eq!(
+        s.get_association("c1", &plain.id).await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(
+        s.get_association("c1", &full.id).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(s.get_association("c2", &plain.id).await.unwrap(), None);
+    assert_eq!(
+        s.get_association("c1", "a-00000000000000000")
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert_eq!(
+        s.find_association("c1", "default", "app").await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "kube-system", "ünïcode-sa")
+            .await
+            .unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "default", "other").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_association("c1", "other", "app").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_association("c2", "default", "app").await.unwrap(),
+        None
+    );
+}
+
+async fn create_requires_cluster(f: &mut Fixture) {
+    let s = f.store();
+    let a = assoc("ghost", "default", "app");
+    match s.create_association(&a, None).await {
+        Err(StoreError::ClusterNotFound(name)) => assert_eq!(name, "ghost"),
+        other => panic!("expected ClusterNotFound, got {other:?}"),
+    }
+    match s
+        .create_association(&a, Some(&key("t", "create", "d")))
+        .await
+    {
+        Err(StoreError::ClusterNotFound(_)) => {}
+        other => panic!("expected ClusterNotFound, got {other:?}"),
+    }
+    // Nothing was written: once the cluster exists, the same create (and token) works.
+    s.insert_cluster(&cluster("ghost")).await.unwrap();
+    assert!(s
+        .list_associations(&query("ghost", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let w = s
+        .create_association(&a, Some(&key("t", "create", "d")))
+        .await
+        .unwrap();
+    assert!(!w.replayed);
+}
+
+async fn duplicate_association(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let first = create(&*s, &assoc("c1", "ns", "sa")).await;
+
+    let dup = assoc("c1", "ns", "sa");
+    match s.create_association(&dup, None).await {
+        Err(StoreError::DuplicateAssociation {
+            cluster,
+            namespace,
+            service_account,
+            existing_id,
+        }) => {
+            assert_eq!(
+                (
+                    cluster.as_str(),
+                    namespace.as_str(),
+                    service_account.as_str()
+                ),
+                ("c1", "ns", "sa")
+            );
+            assert_eq!(existing_id, first.id);
+        }
+        other => panic!("expected DuplicateAssociation, got {other:?}"),
+    }
+    // A new token does not get around it either.
+    match s
+        .create_association(&dup, Some(&key("fresh", "create", "d")))
+        .await
+    {
+        Err(StoreError::DuplicateAssociation { existing_id, .. }) => {
+            assert_eq!(existing_id, first.id)
+        }
+        other => panic!("expected DuplicateAssociation, got {other:?}"),
+    }
+    assert_eq!(s.get_association("c1", &dup.id).await.unwrap(), None);
+
+    // Any other member of the triple differing is a different mapping.
+    create(&*s, &assoc("c1", "ns", "sa2")).await;
+    create(&*s, &assoc("c1", "ns2", "sa")).await;
+    create(&*s, &assoc("c2", "ns", "sa")).await;
+    assert_eq!(
+        s.list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+
+    // The refused create's token was not recorded.
+    let w = s
+        .create_association(
+            &assoc("c1", "ns3", "sa"),
+            Some(&key("fresh", "create", "d")),
+        )
+        .await
+        .unwrap();
+    assert!(!w.replayed);
+}
+
+async fn idempotent_create(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let k = key("token-1", "create", "digest-1");
+
+    let original = assoc("c1", "ns", "sa");
+    let w = s.create_association(&original, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: original.clone(),
+            replayed: false
+        }
+    );
+
+    // The retry carries freshly generated id and external id: the first answer comes back.
+    let retry = assoc("c1", "ns", "sa");
+    let w = s.create_association(&retry, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: original.clone(),
+            replayed: true
+        }
+    );
+    assert_eq!(s.get_association("c1", &retry.id).await.unwrap(), None);
+
+    // The replay shows the association as it now stands.
+    let tagged = s
+        .update_tags("c1", &original.id, &tags(&[("k", "v")]), &[])
+        .await
+        .unwrap();
+    let w = s.create_association(&retry, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: tagged,
+            replayed: true
+        }
+    );
+
+    // The same token with another request is refused.
+    for other in [
+        key("token-1", "create", "digest-2"),
+        key("token-1", "update", "digest-1"),
+    ] {
+        match s
+            .create_association(&assoc("c1", "ns", "other-sa"), Some(&other))
+            .await
+        {
+            Err(StoreError::IdempotencyMismatch) => {}
+            result => panic!("expected IdempotencyMismatch, got {result:?}"),
+        }
+    }
+    assert_eq!(
+        s.find_association("c1", "ns", "other-sa").await.unwrap(),
+        None
+    );
+
+    // Tokens are scoped to the cluster.
+    let elsewhere = assoc("c2", "ns", "sa");
+    let w = s.create_association(&elsewhere, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: elsewhere,
+            replayed: false
+        }
+    );
+}
+
+async fn replay_after_delete(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let k = key("token", "create", "digest");
+    let first = assoc("c1", "ns", "sa");
+    assert!(
+        !s.create_association(&first, Some(&k))
+            .await
+            .unwrap()
+            .replayed
+    );
+    s.delete_association("c1", &first.id).await.unwrap();
+
+    // The token went with the association: the same request creates anew.
+    let second = assoc("c1", "ns", "sa");
+    let w = s.create_association(&second, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: second.clone(),
+            replayed: false
+        }
+    );
+    // ... and the token now stands for the new association.
+    let w = s
+        .create_association(&assoc("c1", "ns", "sa"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: second,
+            replayed: true
+        }
+    );
+}
+
+async fn update_association(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let mut original = assoc("c1", "ns", "sa");
+    original.tags = tags(&[("a", "1")]);
+    let original = create(&*s, &original).await;
+
+    let mut change = original.clone();
+    change.role_arn = "arn:aws:iam::111122223333:role/new".into();
+    change.target_role_arn = Some("arn:aws:iam::444455556666:role/target".into());
+    change.disable_session_tags = true;
+    change.policy = Some("{}".into());
+    change.modified_at = EpochMillis(1_800_000_000_000);
+    // Fields update does not write:
+    change.namespace = "changed".into();
+    change.service_account = "changed".into();
+    change.external_id = "changed".into();
+    change.tags = Tags::new();
+    change.created_at = EpochMillis(5);
+
+    let expected = StoredAssociation {
+        role_arn: change.role_arn.clone(),
+        target_role_arn: change.target_role_arn.clone(),
+        disable_session_tags: true,
+        policy: change.policy.clone(),
+        modified_at: change.modified_at,
+        ..original.clone()
+    };
+    let w = s.update_association(&change, None).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: expected.clone(),
+            replayed: false
+        }
+    );
+    assert_eq!(
+        s.get_association("c1", &original.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "ns", "sa").await.unwrap(),
+        Some(expected.clone())
+    );
+
+    // Clearing the optional fields.
+    let mut clear = expected.clone();
+    clear.target_role_arn = None;
+    clear.policy = None;
+    clear.disable_session_tags = false;
+    clear.modified_at = EpochMillis(1_800_000_000_001);
+    assert_eq!(
+        s.update_association(&clear, None)
+            .await
+            .unwrap()
+            .association,
+        clear
+    );
+
+    for (cluster, id) in [
+        ("c1", "a-00000000000000000"),
+        ("c2", original.id.as_str()),
+        ("ghost", original.id.as_str()),
+    ] {
+        let missing = StoredAssociation {
+            cluster: cluster.into(),
+            id: id.into(),
+            ..clear.clone()
+        };
+        match s.update_association(&missing, None).await {
+            Err(StoreError::AssociationNotFound { cluster: c, id: i }) => {
+                assert_eq!((c.as_str(), i.as_str()), (cluster, id))
+            }
+            other => panic!("expected AssociationNotFound, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        s.get_association("c1", &original.id).await.unwrap(),
+        Some(clear)
+    );
+}
+
+async fn update_idempotency(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let one = create(&*s, &assoc("c1", "ns", "one")).await;
+    let two = create(&*s, &assoc("c1", "ns", "two")).await;
+    let k = key("upd", "update", "d1");
+
+    let mut change = one.clone();
+    change.role_arn = "arn:aws:iam::111122223333:role/first".into();
+    change.modified_at = EpochMillis(1_800_000_000_000);
+    let first = s.update_association(&change, Some(&k)).await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.association.role_arn, change.role_arn);
+
+    // A replay writes nothing and answers with the association as it stands.
+    let mut again = change.clone();
+    again.role_arn = "arn:aws:iam::111122223333:role/not-written".into();
+    again.modified_at = EpochMillis(1_900_000_000_000);
+    let replay = s.update_association(&again, Some(&k)).await.unwrap();
+    assert_eq!(
+        replay,
+        Written {
+            association: first.association.clone(),
+            replayed: true
+        }
+    );
+    assert_eq!(
+        s.get_association("c1", &one.id).await.unwrap(),
+        Some(first.association.clone())
+    );
+
+    // Other request, other association, or another operation's token: refused.
+    match s
+        .update_association(&again, Some(&key("upd", "update", "d2")))
+        .await
+    {
+        Err(StoreError::IdempotencyMismatch) => {}
+        other => panic!("expected IdempotencyMismatch, got {other:?}"),
+    }
+    let on_two = StoredAssociation {
+        role_arn: "arn:aws:iam::111122223333:role/x".into(),
+        ..two.clone()
+    };
+    match s.update_association(&on_two, Some(&k)).await {
+        Err(StoreError::IdempotencyMismatch) => {}
+        other => panic!("expected IdempotencyMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        s.get_association("c1", &two.id).await.unwrap(),
+        Some(two.clone())
+    );
+    let created_with = key("made", "create", "dc");
+    create_with_token(&*s, &assoc("c1", "ns", "three"), &created_with).await;
+    match s
+        .update_association(&on_two, Some(&key("made", "update", "dc")))
+        .await
+    {
+        Err(StoreError::IdempotencyMismatch) => {}
+        other => panic!("expected IdempotencyMismatch, got {other:?}"),
+    }
+    // A missing association with a new token: not found, and the token stays unused.
+    let ghost = StoredAssociation {
+        id: "a-00000000000000000".into(),
+        ..two.clone()
+    };
+    match s
+        .update_association(&ghost, Some(&key("new", "update", "dn")))
+        .await
+    {
+        Err(StoreError::AssociationNotFound { .. }) => {}
+        other => panic!("expected AssociationNotFound, got {other:?}"),
+    }
+    let w = s
+        .update_association(&on_two, Some(&key("new", "update", "d-two")))
+        .await
+        .unwrap();
+    assert!(!w.replayed);
+    assert_eq!(w.association.role_arn, on_two.role_arn);
+}
+
+async fn create_with_token(
+    s: &dyn AssociationStore,
+    a: &StoredAssociation,
+    k: &IdempotencyKey,
+) -> StoredAssociation {
+    let w = s.create_association(a, Some(k)).await.unwrap();
+    assert!(!w.replayed);
+    w.association
+}
+
+async fn tag_updates(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let a = create(&*s, &assoc("c1", "ns", "sa")).await;
+
+    let t = s
+        .update_tags("c1", &a.id, &tags(&[("a", "1"), ("b", "2")]), &[])
+        .await
+        .unwrap();
+    assert_eq!(t.tags, tags(&[("a", "1"), ("b", "2")]));
+    assert_eq!(
+        t.modified_at, a.modified_at,
+        "tags do not change modified_at"
+    );
+    assert_eq!(
+        s.get_association("c1", &a.id).await.unwrap(),
+        Some(t.clone())
+    );
+
+    // Removal comes first, then additions overwrite; unknown keys are ignored.
+    let t = s
+        .update_tags(
+            "c1",
+            &a.id,
+            &tags(&[("a", "new"), ("c", "3")]),
+            &["a".into(), "b".into(), "zzz".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.tags, tags(&[("a", "new"), ("c", "3")]));
+
+    // Up to 50 in all.
+    let many: Tags = (0..48)
+        .map(|i| (format!("k{i:02}"), format!("v{i}")))
+        .collect();
+    let t = s.update_tags("c1", &a.id, &many, &[]).await.unwrap();
+    assert_eq!(t.tags.len(), 50);
+    let before = s.get_association("c1", &a.id).await.unwrap().unwrap();
+    match s
+        .update_tags("c1", &a.id, &tags(&[("one-more", "x")]), &[])
+        .await
+    {
+        Err(StoreError::TooManyTags(n)) => assert_eq!(n, 51),
+        other => panic!("expected TooManyTags, got {other:?}"),
+    }
+    // A refused change writes nothing, not even its removals.
+    match s
+        .update_tags("c1", &a.id, &tags(&[("x1", ""), ("x2", "")]), &["a".into()])
+        .await
+    {
+        Err(StoreError::TooManyTags(n)) => assert_eq!(n, 51),
+        other => panic!("expected TooManyTags, got {other:?}"),
+    }
+    assert_eq!(s.get_association("c1", &a.id).await.unwrap(), Some(before));
+    // Swapping one for another at the limit is fine.
+    let t = s
+        .update_tags("c1", &a.id, &tags(&[("swap", "in")]), &["a".into()])
+        .await
+        .unwrap();
+    assert_eq!(t.tags.len(), 50);
+    assert!(t.tags.contains_key("swap") && !t.tags.contains_key("a"));
+
+    // Update leaves tags alone.
+    let mut change = t.clone();
+    change.role_arn = "arn:aws:iam::111122223333:role/other".into();
+    change.tags = Tags::new();
+    assert_eq!(
+        s.update_association(&change, None)
+            .await
+            .unwrap()
+            .association
+            .tags,
+        t.tags
+    );
+
+    // Removing everything.
+    let keys: Vec<String> = t.tags.keys().cloned().collect();
+    assert!(s
+        .update_tags("c1", &a.id, &Tags::new(), &keys)
+        .await
+        .unwrap()
+        .tags
+        .is_empty());
+    assert!(s
+        .get_association("c1", &a.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .tags
+        .is_empty());
+
+    match s
+        .update_tags("c1", "a-00000000000000000", &tags(&[("a", "1")]), &[])
+        .await
+    {
+        Err(StoreError::AssociationNotFound { .. }) => {}
+        other => panic!("expected AssociationNotFound, got {other:?}"),
+    }
+    match s
+        .update_tags("other", &a.id, &tags(&[("a", "1")]), &[])
+        .await
+    {
+        Err(StoreError::AssociationNotFound { .. }) => {}
+        other => panic!("expected AssociationNotFound, got {other:?}"),
+    }
+}
+
+async fn delete_association(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let mut a = assoc("c1", "ns", "sa");
+    a.tags = tags(&[("k", "v")]);
+    let a = create(&*s, &a).await;
+    let keep = create(&*s, &assoc("c1", "ns", "keep")).await;
+
+    match s.delete_association("c2", &a.id).await {
+        Err(StoreError::AssociationNotFound { cluster, id }) => {
+            assert_eq!((cluster, id), ("c2".into(), a.id.clone()))
+        }
+        other => panic!("expected AssociationNotFound, got {other:?}"),
+    }
+    assert_eq!(s.delete_association("c1", &a.id).await.unwrap(), a);
+    assert_eq!(s.get_association("c1", &a.id).await.unwrap(), None);
+    assert_eq!(s.find_association("c1", "ns", "sa").await.unwrap(), None);
+    match s.delete_association("c1", &a.id).await {
+        Err(StoreError::AssociationNotFound { .. }) => {}
+        other => panic!("expected AssociationNotFound, got {other:?}"),
+    }
+    assert_eq!(
+        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
+        vec![keep.id.clone()]
+    );
+
+    // The service account is free again.
+    let again = create(&*s, &assoc("c1", "ns", "sa")).await;
+    assert_eq!(
+        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
+        vec![keep.id, again.id]
+    );
+}
+
+async fn list_pagination(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("big")).await.unwrap();
+    s.insert_cluster(&cluster("small")).await.unwrap();
+    s.insert_cluster(&cluster("empty")).await.unwrap();
+
+    let mut created = Vec::new();
+    for i in 0..250 {
+        let a = create(
+            &*s,
+            &assoc("big", &format!("ns{}", i % 5), &format!("sa{}", i / 5)),
+        )
+        .await;
+        created.push(a);
+        if i % 60 == 0 {
+            create(&*s, &assoc("small", "ns0", &format!("sa{i}"))).await;
+        }
+    }
+    // Gaps from deletions do not disturb the order.
+    for i in [0, 17, 100, 249] {
+        s.delete_association("big", &created[i].id).await.unwrap();
+    }
+    let live: Vec<StoredAssociation> = created
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![0, 17, 100, 249].contains(i))
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert_eq!(live.len(), 246);
+
+    let page = s.list_associations(&query("big", 100)).await.unwrap();
+    assert_eq!(page.items.len(), 100);
+    assert!(page.next.is_some());
+    assert_eq!(page.items, live[..100]);
+
+    for limit in [1, 7, 100, 245, 246, 247, 1000] {
+        let (all, pages) = list_all(&*s, &query("big", limit)).await;
+        assert_eq!(ids(&all), ids(&live), "limit {limit}");
+        assert_eq!(
+            pages,
+            246_usize.div_ceil(limit as usize).max(1),
+            "limit {limit}"
+        );
+    }
+    // A limit of 0 is taken as 1.
+    let page = s.list_associations(&query("big", 0)).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+
+    // Filters, paged.
+    let ns1 = ListQuery {
+        namespace: Some("ns1".into()),
+        ..query("big", 10)
+    };
+    let (all, pages) = list_all(&*s, &ns1).await;
+    let expected: Vec<_> = live
+        .iter()
+        .filter(|a| a.namespace == "ns1")
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 50);
+    assert_eq!(all, expected);
+    assert_eq!(pages, 5);
+
+    let sa3 = ListQuery {
+        service_account: Some("sa3".into()),
+        ..query("big", 2)
+    };
+    let (all, _) = list_all(&*s, &sa3).await;
+    let expected: Vec<_> = live
+        .iter()
+        .filter(|a| a.service_account == "sa3")
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 5);
+    assert_eq!(all, expected);
+
+    let both = ListQuery {
+        namespace: Some("ns3".into()),
+        service_account: Some("sa3".into()),
+        ..query("big", 1)
+    };
+    let page = s.list_associations(&both).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].namespace, "ns3");
+    assert_eq!(page.items[0].service_account, "sa3");
+    assert_eq!(page.next, None);
+    let none = ListQuery {
+        namespace: Some("ns3".into()),
+        service_account: Some("sa-none".into()),
+        ..query("big", 10)
+    };
+    assert_eq!(
+        s.list_associations(&none).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+
+    // Other clusters are not mixed in.
+    let (small, _) = list_all(&*s, &query("small", 2)).await;
+    assert_eq!(small.len(), 5);
+    assert!(small.iter().all(|a| a.cluster == "small"));
+    assert_eq!(
+        s.list_associations(&query("empty", 10)).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+    assert_eq!(
+        s.list_associations(&query("unknown", 10)).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+
+    // A position past the end gives an empty last page; new associations come last.
+    let page = s.list_associations(&query("big", 300)).await.unwrap();
+    assert_eq!(page.next, None);
+    let later = create(&*s, &assoc("big", "ns9", "late")).await;
+    let (all, _) = list_all(&*s, &query("big", 50)).await;
+    assert_eq!(all.last(), Some(&later));
+    let tail = s
+        .list_associations(&ListQuery {
+            after: Some(i64::MAX - 1),
+            ..query("big", 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tail,
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+}
+
+async fn delete_cluster(f: &mut Fixture) {
+    let s = f.store();
+    match s.delete_cluster("ghost", false).await {
+        Err(StoreError::ClusterNotFound(name)) => assert_eq!(name, "ghost"),
+        other => panic!("expected ClusterNotFound, got {other:?}"),
+    }
+    match s.delete_cluster("ghost", true).await {
+        Err(StoreError::ClusterNotFound(_)) => {}
+        other => panic!("expected ClusterNotFound, got {other:?}"),
+    }
+
+    let c1 = cluster("c1");
+    s.insert_cluster(&c1).await.unwrap();
+    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let k = key("tok", "create", "dig");
+    let a = create_with_token(&*s, &assoc("c1", "ns", "a"), &k).await;
+    create(&*s, &assoc("c1", "ns", "b")).await;
+    let other = create_with_token(&*s, &assoc("c2", "ns", "a"), &k).await;
+
+    match s.delete_cluster("c1", false).await {
+        Err(StoreError::ClusterInUse { name, associations }) => {
+            assert_eq!((name.as_str(), associations), ("c1", 2))
+        }
+        other => panic!("expected ClusterInUse, got {other:?}"),
+    }
+    assert_eq!(s.get_cluster("c1").await.unwrap(), Some(c1.clone()));
+    assert_eq!(
+        s.list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    assert_eq!(s.delete_cluster("c1", true).await.unwrap(), c1);
+    assert_eq!(s.get_cluster("c1").await.unwrap(), None);
+    assert_eq!(s.get_association("c1", &a.id).await.unwrap(), None);
+    assert_eq!(s.find_association("c1", "ns", "a").await.unwrap(), None);
+    assert!(s
+        .list_associations(&query("c1", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // The other cluster is untouched.
+    assert_eq!(
+        s.get_association("c2", &other.id).await.unwrap(),
+        Some(other.clone())
+    );
+    let w = s
+        .create_association(&assoc("c2", "ns", "a"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: other,
+            replayed: true
+        }
+    );
+
+    // Registered again, the cluster starts empty: its tokens went too.
+    s.insert_cluster(&c1).await.unwrap();
+    assert!(s
+        .list_associations(&query("c1", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let fresh = assoc("c1", "ns", "a");
+    let w = s.create_association(&fresh, Some(&k)).await.unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: fresh,
+            replayed: false
+        }
+    );
+
+    // An empty cluster goes without force.
+    s.insert_cluster(&cluster("c3")).await.unwrap();
+    assert_eq!(s.delete_cluster("c3", false).await.unwrap().name, "c3");
+    assert_eq!(s.list_clusters().await.unwrap().len(), 2);
+}
+
+async fn concurrent_distinct_creates(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let a = assoc("c1", &format!("ns{}", i % 7), &format!("sa-{i}"));
+                let k = key(&format!("tok-{i}"), "create", "d");
+                let w = s.create_association(&a, (i % 2 == 0).then_some(&k)).await;
+                (a, w)
+            })
+        })
+        .collect();
+    let mut made = HashSet::new();
+    for t in tasks {
+        let (a, w) = t.await.unwrap();
+        match w {
+            Ok(w) => {
+                assert!(!w.replayed);
+                assert_eq!(w.association, a);
+                made.insert(a.id);
+            }
+            Err(e) => panic!(
+                "concurrent create failed: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
+        }
+    }
+    assert_eq!(made.len(), 200);
+    let (all, _) = list_all(&*s, &query("c1", 100)).await;
+    assert_eq!(all.len(), 200);
+    assert_eq!(
+        all.iter().map(|a| a.id.clone()).collect::<HashSet<_>>(),
+        made
+    );
+}
+
+async fn concurrent_same_service_account(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(
+                async move { s.create_association(&assoc("c1", "ns", "same"), None).await },
+            )
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut duplicates = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(w) => winners.push(w.association),
+            Err(StoreError::DuplicateAssociation { existing_id, .. }) => {
+                duplicates.push(existing_id)
+            }
+            Err(e) => panic!(
+                "unexpected error: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins");
+    assert_eq!(duplicates.len(), 19);
+    assert!(duplicates.iter().all(|id| *id == winners[0].id));
+    assert_eq!(
+        s.list_associations(&query("c1", 100)).await.unwrap().items,
+        winners
+    );
+}
+
+async fn concurrent_same_token(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.create_association(
+                    &assoc("c1", "ns", "sa"),
+                    Some(&key("shared", "create", "same")),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(w) => results.push(w),
+            Err(e) => panic!(
+                "retries with one token must all succeed: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
+        }
+    }
+    assert_eq!(results.iter().filter(|w| !w.replayed).count(), 1);
+    let first = &results[0].association;
+    assert!(results.iter().all(|w| w.association == *first));
+    assert_eq!(
+        s.list_associations(&query("c1", 100)).await.unwrap().items,
+        vec![first.clone()]
+    );
+}
+
+async fn concurrent_tag_updates(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let a = create(&*s, &assoc("c1", "ns", "sa")).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let s = s.clone();
+            let id = a.id.clone();
+            tokio::spawn(async move {
+                s.update_tags("c1", &id, &tags(&[(&format!("k{i}"), "v")]), &[])
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // No update was lost.
+    assert_eq!(
+        s.get_association("c1", &a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .len(),
+        40
+    );
+
+    // Racing past the limit: exactly the ones that fit get in.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            let id = a.id.clone();
+            tokio::spawn(async move {
+                s.update_tags("c1", &id, &tags(&[(&format!("more{i}"), "v")]), &[])
+                    .await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => {}
+            Err(StoreError::TooManyTags(51)) => refused += 1,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    assert_eq!(refused, 10);
+    assert_eq!(
+        s.get_association("c1", &a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .len(),
+        50
+    );
+}
+
+async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("doomed")).await.unwrap();
+    for i in 0..5 {
+        create(&*s, &assoc("doomed", "ns", &format!("early-{i}"))).await;
+    }
+    let creates: Vec<_> = (0..50)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.create_association(&assoc("doomed", "ns", &format!("sa-{i}")), None)
+                    .await
+            })
+        })
+        .collect();
+    let delete = {
+        let s = s.clone();
+        tokio::spawn(async move { s.delete_cluster("doomed", true).await })
+    };
+    for t in creates {
+        match t.await.unwrap() {
+            Ok(_) | Err(StoreError::ClusterNotFound(_)) => {}
+            Err(e) => panic!(
+                "unexpected error: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
+        }
+    }
+    delete.await.unwrap().unwrap();
+    // Whatever got in before the deregistration went with it, and nothing after it.
+    assert_eq!(s.get_cluster("doomed").await.unwrap(), None);
+    s.insert_cluster(&cluster("doomed")).await.unwrap();
+    assert!(s
+        .list_associations(&query("doomed", 100))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn reopen_keeps_data(f: &mut Fixture) {
+    if !f.persistent() {
+        return;
+    }
+    let c = cluster("c1");
+    let (a, b, k) = {
+        let s = f.store();
+        s.insert_cluster(&c).await.unwrap();
+        let k = key("tok", "create", "dig");
+        let mut a = assoc("c1", "ns", "a");
+        a.tags = tags(&[("k", "v")]);
+        let a = create_with_token(&*s, &a, &k).await;
+        let b = create(&*s, &assoc("c1", "ns", "b")).await;
+        (a, b, k)
+    };
+    f.reopen().await;
+    let s = f.store();
+    assert_eq!(s.list_clusters().await.unwrap(), vec![c]);
+    assert_eq!(
+        s.get_association("c1", &a.id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.list_associations(&query("c1", 10)).await.unwrap().items,
+        vec![a.clone(), b.clone()]
+    );
+    let w = s
+        .create_association(&assoc("c1", "ns", "a"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: a.clone(),
+            replayed: true
+        }
+    );
+    // Positions continue after the reopen.
+    let later = create(&*s, &assoc("c1", "ns", "c")).await;
+    assert_eq!(
+        s.list_associations(&query("c1", 10)).await.unwrap().items,
+        vec![a, b, later]
+    );
+    // And once more (migrations already applied).
+    f.reopen().await;
+    assert_eq!(
+        f.store()
+            .list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+}
+
+async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
+    let s = f.store();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let a = create(&*s, &assoc("c1", "ns", "sa")).await;
+
+    // A token left pointing at a missing association counts as unused.
+    if !f
+        .raw(
+            "INSERT INTO idempotency_tokens (cluster, token, operation, request_digest, association_id, created_at) \
+             VALUES ('c1', 'stale', 'create', 'd', 'a-gone0000000000000', 0)",
+        )
+        .await
+    {
+        return;
+    }
+    let fresh = assoc("c1", "ns", "fresh");
+    let w = s
+        .create_association(&fresh, Some(&key("stale", "create", "d")))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: fresh.clone(),
+            replayed: false
+        }
+    );
+    let w = s
+        .create_association(
+            &assoc("c1", "ns", "fresh"),
+            Some(&key("stale", "create", "d")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: fresh,
+            replayed: true
+        }
+    );
+
+    f.raw(&format!(
+        "UPDATE associations SET tags = '{{not json' WHERE id = '{}'",
+        a.id
+    ))
+    .await;
+    let s = f.store();
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.find_association("c1", "ns", "sa").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.list_associations(&query("c1", 10)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.update_tags("c1", &a.id, &Tags::new(), &[]).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    f.raw(&format!(
+        "UPDATE associations SET tags = '[\"list\"]' WHERE id = '{}'",
+        a.id
+    ))
+    .await;
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // Deleting it is refused with the damage reported, and deletes nothing.
+    assert!(matches!(
+        s.delete_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+
+    f.raw("UPDATE clusters SET jwks = 'nope' WHERE name = 'c1'")
+        .await;
+    assert!(matches!(
+        s.get_cluster("c1").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.list_clusters().await,
+        Err(StoreError::Corrupt(_))
+    ));
+    f.raw("UPDATE clusters SET jwks = '{}', key_source = 'carrier-pigeon' WHERE name = 'c1'")
+        .await;
+    assert!(matches!(
+        s.get_cluster("c1").await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+// ---------------------------------------------------------------- open()
+
+#[tokio::test]
+async fn open_by_url() {
+    let s = podid_store::open("sqlite::memory:").await.unwrap();
+    s.ping().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested-ok.db");
+    let s = podid_store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    s.insert_cluster(&cluster("c1")).await.unwrap();
+    assert!(path.exists());
+    assert!(matches!(
+        podid_store::open("mysql://x").await,
+        Err(StoreError::InvalidUrl(_))
+    ));
+    if let Some(url) = postgres_url() {
+        podid_store::open(&url).await.unwrap().ping().await.unwrap();
+    } else {
+        println!("PostgreSQL part of open_by_url skipped: PODID_TEST_POSTGRES_URL is not set");
+    }
+}

@@ -1,0 +1,207 @@
+//! A small SigV4-signing client for podid's APIs, used by the CLI.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use serde::de::DeserializeOwned;
+
+/// Failures of a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an AWS-shaped error.
+    #[error("{code}: {message}{}", request_id.as_deref().map(|id| format!(" (request id {id})")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error name.
+        code: String,
+        /// The error message.
+        message: String,
+        /// `x-amzn-requestid`.
+        request_id: Option<String>,
+    },
+    /// The request could not be sent or the answer not read.
+    #[error("cannot reach {endpoint}: {reason}")]
+    Transport {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The request could not be signed or built.
+    #[error("cannot build the request: {0}")]
+    Request(String),
+    /// The answer is not what the API promises.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+/// Where and how to call podid.
+pub struct ApiClient {
+    endpoint: url::Url,
+    region: String,
+    credentials: Option<Credentials>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `endpoint`, signing with the default AWS credential chain
+    /// (environment, shared profile, …) when it finds credentials.
+    pub async fn from_environment(endpoint: &str, region: &str) -> anyhow::Result<Self> {
+        let endpoint = url::Url::parse(endpoint)
+            .map_err(|e| anyhow::anyhow!("--endpoint '{endpoint}' is not a URL: {e}"))?;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let credentials = match config.credentials_provider() {
+            Some(provider) => match provider.provide_credentials().await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no AWS credentials found; sending unsigned requests");
+                    None
+                }
+            },
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(ApiClient {
+            endpoint,
+            region: region.to_owned(),
+            credentials,
+            http,
+        })
+    }
+
+    /// Sends a request and decodes a JSON answer. `path` is already
+    /// percent-encoded; `query` pairs are encoded here.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let mut url = self.endpoint.clone();
+        url.set_path(&format!(
+            "{}{}",
+            self.endpoint.path().trim_end_matches('/'),
+            path
+        ));
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
+        }
+        let body_bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let mut request = self.http.request(method.clone(), url.clone());
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        if let Some(creds) = &self.credentials {
+            let host = match url.port() {
+                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_owned(),
+            };
+            headers.push(("host".into(), host));
+            let identity: Identity = creds.clone().into();
+            let params = v4::SigningParams::builder()
+                .identity(&identity)
+                .region(&self.region)
+                .name("eks")
+                .time(SystemTime::now())
+                .settings(SigningSettings::default())
+                .build()
+                .map_err(|e| ClientError::Request(e.to_string()))?
+                .into();
+            let signable = SignableRequest::new(
+                method.as_str(),
+                url.as_str(),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                SignableBody::Bytes(&body_bytes),
+            )
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+            let (instructions, _signature) = sign(signable, &params)
+                .map_err(|e| ClientError::Request(e.to_string()))?
+                .into_parts();
+            for (name, value) in instructions.headers() {
+                headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        for (name, value) in &headers {
+            if name != "host" {
+                request = request.header(name, value);
+            }
+        }
+        if body.is_some() {
+            request = request.body(body_bytes);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            endpoint: self.endpoint.to_string(),
+            reason: e.without_url().to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response.bytes().await.map_err(|e| ClientError::Transport {
+            endpoint: self.endpoint.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !(200..300).contains(&status) {
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let code = error_type
+                .or_else(|| {
+                    parsed
+                        .get("__type")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| format!("HTTP{status}"));
+            let message = parsed
+                .get("message")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned();
+            let message = if code == "MissingAuthenticationTokenException" {
+                format!("{message} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE to a podid key)")
+            } else {
+                message
+            };
+            return Err(ClientError::Api {
+                status,
+                code,
+                message,
+                request_id,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// Percent-encodes one path segment (ARNs in `/tags/{arn}` included).
+pub fn segment(value: &str) -> String {
+    // RFC 3986 unreserved characters stay as they are; everything else,
+    // ':' and '/' included, is encoded, as the AWS SDKs encode URI labels.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+}

@@ -1,0 +1,92 @@
+//! `podid`: the server and the command-line client in one binary.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cli;
+mod client;
+mod server;
+
+/// Pod identity for any Kubernetes cluster, wire-compatible with EKS Pod Identity.
+#[derive(Debug, Parser)]
+#[command(name = "podid", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PODID_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Log filter (tracing-subscriber syntax, e.g. `info,podid_server=debug`).
+    #[arg(long, global = true, default_value = "info", env = "PODID_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the central server: association API, cluster registry, metrics.
+    Server(server::ServerArgs),
+    /// Manage pod identity associations.
+    #[command(subcommand)]
+    Association(cli::AssociationCommand),
+    /// Manage registered clusters.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCommand),
+    /// Print the trust policy a target role needs so podid's broker may assume it.
+    TrustPolicy(cli::TrustPolicyArgs),
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Association(cmd) => cli::association(cmd).await,
+            Command::Cluster(cmd) => cli::cluster(cmd).await,
+            Command::TrustPolicy(args) => cli::trust_policy(&args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

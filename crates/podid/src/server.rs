@@ -1,0 +1,152 @@
+//! `podid server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use podid_api::arn::ArnScope;
+use podid_server::clock::SystemClock;
+use podid_server::jwks::HttpFetcher;
+use podid_server::keys::KeyRing;
+use podid_server::metrics::Metrics;
+use podid_server::{AppState, Authentication};
+
+/// Flags of `podid server`; each has an environment variable too.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (`:0` picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "PODID_LISTEN")]
+    listen: SocketAddr,
+    /// `sqlite:///path/podid.db` (embedded, default) or `postgres://user:pass@host/db`.
+    #[arg(long, default_value = "sqlite://podid.db", env = "PODID_DATABASE_URL")]
+    database_url: String,
+    /// TOML file of API keys: `[[key]] access_key_id, secret_access_key, role`.
+    #[arg(
+        long,
+        env = "PODID_KEYS_FILE",
+        required_unless_present = "insecure_no_auth"
+    )]
+    keys_file: Option<PathBuf>,
+    /// Accept unsigned requests and treat every caller as admin. Local trials only.
+    #[arg(long, conflicts_with = "keys_file")]
+    insecure_no_auth: bool,
+    /// Region of podid's ARNs.
+    #[arg(long, default_value = "us-east-1", env = "PODID_REGION")]
+    region: String,
+    /// 12-digit account id of podid's ARNs.
+    #[arg(long, env = "PODID_ACCOUNT_ID")]
+    account_id: String,
+    /// Partition of podid's ARNs.
+    #[arg(long, default_value = "aws", env = "PODID_PARTITION")]
+    partition: String,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if args.account_id.len() != 12 || !args.account_id.bytes().all(|c| c.is_ascii_digit()) {
+        bail!("--account-id must be 12 digits, got '{}'", args.account_id);
+    }
+    let lower = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    };
+    if !lower(&args.region) || !lower(&args.partition) {
+        bail!("--region and --partition take lowercase letters, digits and '-'");
+    }
+    let auth = match (&args.keys_file, args.insecure_no_auth) {
+        (_, true) => {
+            tracing::warn!("--insecure-no-auth: requests are NOT authenticated and every caller is an admin; use this for local trials only");
+            Authentication::Disabled
+        }
+        (Some(path), false) => {
+            let keys = KeyRing::load(path)?;
+            tracing::info!(keys = keys.len(), "loaded API keys");
+            Authentication::SigV4(Arc::new(keys))
+        }
+        (None, false) => bail!("--keys-file is required (or --insecure-no-auth for local trials)"),
+    };
+    let store = podid_store::open(&args.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                redact_url(&args.database_url)
+            )
+        })?;
+    tracing::info!(database = %redact_url(&args.database_url), "store open");
+    let state = AppState {
+        store,
+        auth,
+        scope: ArnScope {
+            partition: args.partition,
+            region: args.region,
+            account_id: args.account_id,
+        },
+        clock: Arc::new(SystemClock),
+        fetcher: Arc::new(HttpFetcher::new().context("cannot build the HTTP client")?),
+        metrics: Arc::new(Metrics::new()),
+    };
+    podid_server::serve(
+        state,
+        args.listen,
+        |addr| {
+            tracing::info!(%addr, "listening");
+            // One machine-readable line on stdout, for scripts and tests that
+            // start the server on port 0.
+            println!("podid server listening on http://{addr}");
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://podid:hunter2@db:5432/podid"),
+            "postgres://podid:****@db:5432/podid"
+        );
+        assert_eq!(redact_url("sqlite://podid.db"), "sqlite://podid.db");
+    }
+}
