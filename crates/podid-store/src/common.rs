@@ -306,6 +306,15 @@ macro_rules! association_store_impl {
                     }
                 }
                 if let Some(existing) = existing_id(&mut *tx, &a.cluster, &a.namespace, &a.service_account).await? {
+                    // At READ COMMITTED (PostgreSQL) the holder may have been
+                    // committed, with this very token, after the token was
+                    // looked up: look again so a retry is answered as a replay.
+                    if let Some(key) = idempotency {
+                        if let Some(replay) = check_token(&mut tx, &a.cluster, key, None).await? {
+                            tx.commit().await?;
+                            return Ok(replay);
+                        }
+                    }
                     return Err(duplicate(a, existing));
                 }
                 sqlx::query(
