@@ -22,9 +22,10 @@ struct Cli {
         env = "PODID_LOG_FORMAT"
     )]
     log_format: LogFormat,
-    /// Log filter (tracing-subscriber syntax, e.g. `info,podid_server=debug`).
-    #[arg(long, global = true, default_value = "info", env = "PODID_LOG")]
-    log: String,
+    /// Log filter (tracing-subscriber syntax, e.g. `info,podid_server=debug`);
+    /// default `info` for servers, `warn` for the CLI verbs.
+    #[arg(long, global = true, env = "PODID_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +64,11 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
+    let default_filter = match cli.command {
+        Command::Server(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

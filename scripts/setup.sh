@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what podid's build, demo and tests need on a fresh Debian machine.
+# Idempotent: a second run changes nothing. System packages need root; without
+# root it says what is missing and stops.
+#
+#   scripts/setup.sh            system packages + the Python venv (.venv)
+#   scripts/setup.sh postgres   also start PostgreSQL for the tests and print its URL
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v ip >/dev/null || missing+=(iproute2)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ "${1:-}" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
+if ((${#missing[@]})); then
+    if [ "$(id -u)" != 0 ]; then
+        log "missing packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]}) and run again"
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+    log "cargo is missing: install the Rust toolchain (rustup) first"
+    exit 1
+fi
+
+# The Python venv with pinned clients (boto3, aws CLI) and moto.
+if [ ! -x .venv/bin/python ] || ! cmp -s tests/python/requirements.txt .venv/.requirements.txt; then
+    log "creating .venv with tests/python/requirements.txt"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt >&2
+    cp tests/python/requirements.txt .venv/.requirements.txt
+fi
+
+if [ "${1:-}" = postgres ]; then
+    bash crates/podid-store/tests/setup-postgres.sh
+fi
