@@ -8,6 +8,7 @@
 
 pub mod arn;
 pub mod association;
+pub mod audit;
 pub mod cluster;
 pub mod error;
 pub mod time;

@@ -675,6 +675,90 @@ macro_rules! association_store_impl {
                 current.tags = merged;
                 Ok(current)
             }
+
+            async fn record_audit(&self, events: &[podid_api::audit::AuditEvent]) -> Result<(), $crate::StoreError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for e in events {
+                    sqlx::query(
+                        "INSERT INTO audit_events (time, request_id, caller, cluster, namespace, service_account, \
+                         pod_name, pod_uid, association_id, role_arn, outcome, error_code) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(e.time.0)
+                    .bind(&e.request_id)
+                    .bind(&e.caller)
+                    .bind(&e.cluster)
+                    .bind(&e.namespace)
+                    .bind(&e.service_account)
+                    .bind(&e.pod_name)
+                    .bind(&e.pod_uid)
+                    .bind(&e.association_id)
+                    .bind(&e.role_arn)
+                    .bind(e.outcome.as_str())
+                    .bind(&e.error_code)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, q: &$crate::AuditQuery) -> Result<$crate::AuditPage, $crate::StoreError> {
+                use sqlx::Row as _;
+                let mut sql = String::from(
+                    "SELECT seq, time, request_id, caller, cluster, namespace, service_account, pod_name, pod_uid, \
+                     association_id, role_arn, outcome, error_code FROM audit_events WHERE 1 = 1",
+                );
+                let mut n = 0;
+                let mut next = |column: &str, op: &str, sql: &mut String| {
+                    n += 1;
+                    sql.push_str(&format!(" AND {column} {op} ${n}"));
+                };
+                if q.cluster.is_some() { next("cluster", "=", &mut sql); }
+                if q.namespace.is_some() { next("namespace", "=", &mut sql); }
+                if q.service_account.is_some() { next("service_account", "=", &mut sql); }
+                if q.outcome.is_some() { next("outcome", "=", &mut sql); }
+                if q.since.is_some() { next("time", ">=", &mut sql); }
+                if q.before.is_some() { next("seq", "<", &mut sql); }
+                n += 1;
+                sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+                let mut query = sqlx::query(&sql);
+                if let Some(v) = &q.cluster { query = query.bind(v); }
+                if let Some(v) = &q.namespace { query = query.bind(v); }
+                if let Some(v) = &q.service_account { query = query.bind(v); }
+                if let Some(v) = q.outcome { query = query.bind(v.as_str()); }
+                if let Some(v) = q.since { query = query.bind(v.0); }
+                if let Some(v) = q.before { query = query.bind(v); }
+                let limit = q.limit.max(1);
+                let rows = query.bind(i64::from(limit) + 1).fetch_all(self.read_pool()).await?;
+                let more = rows.len() > limit as usize;
+                let mut events = Vec::with_capacity(rows.len().min(limit as usize));
+                for row in rows.iter().take(limit as usize) {
+                    let outcome: String = row.try_get("outcome")?;
+                    let seq: i64 = row.try_get("seq")?;
+                    events.push(podid_api::audit::AuditEvent {
+                        seq,
+                        time: podid_api::EpochMillis(row.try_get("time")?),
+                        request_id: row.try_get("request_id")?,
+                        caller: row.try_get("caller")?,
+                        cluster: row.try_get("cluster")?,
+                        namespace: row.try_get("namespace")?,
+                        service_account: row.try_get("service_account")?,
+                        pod_name: row.try_get("pod_name")?,
+                        pod_uid: row.try_get("pod_uid")?,
+                        association_id: row.try_get("association_id")?,
+                        role_arn: row.try_get("role_arn")?,
+                        outcome: podid_api::audit::AuditOutcome::parse(&outcome)
+                            .ok_or_else(|| $crate::StoreError::Corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
+                        error_code: row.try_get("error_code")?,
+                    });
+                }
+                let next = if more { events.last().map(|e| e.seq) } else { None };
+                Ok($crate::AuditPage { events, next })
+            }
         }
     };
 }

@@ -94,6 +94,34 @@ pub struct Page {
     pub next: Option<i64>,
 }
 
+/// What audit events to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    /// Only this cluster.
+    pub cluster: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this service account.
+    pub service_account: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<podid_api::audit::AuditOutcome>,
+    /// Only events at or after this time.
+    pub since: Option<EpochMillis>,
+    /// Continue with events older than this position (from [`AuditPage::next`]).
+    pub before: Option<i64>,
+    /// Page size, at least 1.
+    pub limit: u32,
+}
+
+/// One page of audit events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<podid_api::audit::AuditEvent>,
+    /// Position to continue before, when older events follow.
+    pub next: Option<i64>,
+}
+
 /// Errors of the store. Domain outcomes (not found, conflicts) are variants of
 /// their own so the server can map them to API errors; database failures keep
 /// their source for the log, never for the client.
@@ -231,6 +259,12 @@ pub trait AssociationStore: Send + Sync + 'static {
         add: &Tags,
         remove: &[String],
     ) -> Result<StoredAssociation, StoreError>;
+
+    /// Appends audit events in one transaction (the broker batches them).
+    async fn record_audit(&self, events: &[podid_api::audit::AuditEvent])
+        -> Result<(), StoreError>;
+    /// Lists audit events, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
 
 /// Opens the store a database URL names and runs its migrations:

@@ -247,6 +247,7 @@ suite! {
     concurrent_force_delete_and_creates,
     reopen_keeps_data,
     corrupt_rows_and_stale_tokens,
+    audit_log,
 }
 
 // ---------------------------------------------------------------- builders
@@ -1583,4 +1584,104 @@ async fn open_by_url() {
     } else {
         println!("PostgreSQL part of open_by_url skipped: PODID_TEST_POSTGRES_URL is not set");
     }
+}
+
+fn audit_event(
+    i: i64,
+    cluster: &str,
+    ns: &str,
+    outcome: podid_api::audit::AuditOutcome,
+) -> podid_api::audit::AuditEvent {
+    podid_api::audit::AuditEvent {
+        seq: 0,
+        time: EpochMillis(1_000_000 + i),
+        request_id: format!("req-{i}"),
+        caller: "NODEKEY".into(),
+        cluster: cluster.into(),
+        namespace: Some(ns.into()),
+        service_account: Some("sa".into()),
+        pod_name: Some(format!("pod-{i}")),
+        pod_uid: Some(format!("uid-{i}")),
+        association_id: (outcome == podid_api::audit::AuditOutcome::Issued)
+            .then(|| "a-0123456789abcdefg".into()),
+        role_arn: None,
+        outcome,
+        error_code: (outcome != podid_api::audit::AuditOutcome::Issued)
+            .then(|| "InvalidTokenException".into()),
+    }
+}
+
+async fn audit_log(f: &mut Fixture) {
+    use podid_api::audit::AuditOutcome::{Denied, Issued};
+    use podid_store::AuditQuery;
+    let s = f.store();
+    s.record_audit(&[]).await.unwrap();
+    let events: Vec<_> = (0..30)
+        .map(|i| {
+            audit_event(
+                i,
+                if i % 3 == 0 { "green" } else { "blue" },
+                if i % 2 == 0 { "a" } else { "b" },
+                if i % 5 == 0 { Denied } else { Issued },
+            )
+        })
+        .collect();
+    s.record_audit(&events[..10]).await.unwrap();
+    s.record_audit(&events[10..]).await.unwrap();
+
+    // Newest first, paged without loss or repetition.
+    let mut seen = Vec::new();
+    let mut q = AuditQuery {
+        limit: 7,
+        ..Default::default()
+    };
+    loop {
+        let page = s.list_audit(&q).await.unwrap();
+        seen.extend(page.events.iter().map(|e| e.request_id.clone()));
+        match page.next {
+            Some(before) => q.before = Some(before),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).rev().map(|i| format!("req-{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let page = s
+        .list_audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = &page.events[0];
+    assert_eq!(first.request_id, "req-29");
+    let mut stored = first.clone();
+    stored.seq = 0;
+    assert_eq!(stored, events[29]);
+
+    let filtered = s
+        .list_audit(&AuditQuery {
+            cluster: Some("blue".into()),
+            namespace: Some("a".into()),
+            outcome: Some(Issued),
+            since: Some(EpochMillis(1_000_010)),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let want: Vec<String> = (10..30)
+        .rev()
+        .filter(|i| i % 3 != 0 && i % 2 == 0 && i % 5 != 0)
+        .map(|i| format!("req-{i}"))
+        .collect();
+    assert_eq!(
+        filtered
+            .events
+            .iter()
+            .map(|e| e.request_id.clone())
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert!(filtered.next.is_none());
 }
