@@ -39,8 +39,19 @@ pub enum ErrorKind {
     RequestEntityTooLarge,
     /// The body is not JSON. 415.
     UnsupportedMediaType,
-    /// The store is not reachable; try again. 503.
+    /// The store or STS is not reachable; try again. 503.
     ServiceUnavailable,
+    /// EKS Auth: the token is not valid for the cluster. 400.
+    InvalidToken,
+    /// EKS Auth: the token has expired. 400.
+    ExpiredToken,
+    /// EKS Auth: STS refused to issue the pod's credentials (the role does
+    /// not trust the broker, a wrong external id). 400, as EKS Auth answers it.
+    CredentialsDenied,
+    /// EKS Auth: too many requests; try again later. 429.
+    Throttling,
+    /// EKS Auth: the server failed. 500.
+    InternalServer,
 }
 
 impl ErrorKind {
@@ -61,6 +72,11 @@ impl ErrorKind {
             ErrorKind::RequestEntityTooLarge => "RequestEntityTooLargeException",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaTypeException",
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
+            ErrorKind::InvalidToken => "InvalidTokenException",
+            ErrorKind::ExpiredToken => "ExpiredTokenException",
+            ErrorKind::CredentialsDenied => "AccessDeniedException",
+            ErrorKind::Throttling => "ThrottlingException",
+            ErrorKind::InternalServer => "InternalServerException",
         }
     }
 
@@ -68,9 +84,7 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::ResourceNotFound | ErrorKind::UnknownOperation => 404,
-            ErrorKind::InvalidParameter
-            | ErrorKind::InvalidRequest
-            | ErrorKind::ResourceLimitExceeded => 400,
+            ErrorKind::InvalidParameter | ErrorKind::InvalidRequest | ErrorKind::ResourceLimitExceeded => 400,
             ErrorKind::ResourceInUse => 409,
             ErrorKind::Server => 500,
             ErrorKind::MissingAuthenticationToken
@@ -80,6 +94,9 @@ impl ErrorKind {
             ErrorKind::RequestEntityTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::ServiceUnavailable => 503,
+            ErrorKind::InvalidToken | ErrorKind::ExpiredToken | ErrorKind::CredentialsDenied => 400,
+            ErrorKind::Throttling => 429,
+            ErrorKind::InternalServer => 500,
         }
     }
 
@@ -99,6 +116,11 @@ impl ErrorKind {
         ErrorKind::RequestEntityTooLarge,
         ErrorKind::UnsupportedMediaType,
         ErrorKind::ServiceUnavailable,
+        ErrorKind::InvalidToken,
+        ErrorKind::ExpiredToken,
+        ErrorKind::CredentialsDenied,
+        ErrorKind::Throttling,
+        ErrorKind::InternalServer,
     ];
 }
 
@@ -118,10 +140,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            message: message.into(),
-        }
+        ApiError { kind, message: message.into() }
     }
 
     /// `InvalidParameterException` with `message`.
@@ -141,10 +160,7 @@ impl ApiError {
 
     /// The JSON body AWS `rest-json` services answer errors with.
     pub fn body(&self) -> ErrorBody<'_> {
-        ErrorBody {
-            type_name: self.kind.name(),
-            message: &self.message,
-        }
+        ErrorBody { type_name: self.kind.name(), message: &self.message }
     }
 }
 
@@ -174,10 +190,7 @@ mod tests {
     fn body_has_type_and_message() {
         let e = ApiError::new(ErrorKind::ResourceInUse, "already there");
         let body = serde_json::to_value(e.body()).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"__type": "ResourceInUseException", "message": "already there"})
-        );
+        assert_eq!(body, serde_json::json!({"__type": "ResourceInUseException", "message": "already there"}));
         assert_eq!(e.kind.status(), 409);
     }
 }

@@ -10,6 +10,7 @@ pub mod arn;
 pub mod association;
 pub mod audit;
 pub mod cluster;
+pub mod eks_auth;
 pub mod error;
 pub mod time;
 pub mod validate;

@@ -43,10 +43,7 @@ struct AuthorizationHeader<'a> {
 
 fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError> {
     let incomplete = |what: &str| {
-        ApiError::new(
-            ErrorKind::InvalidSignature,
-            format!("Authorization header is not a valid SigV4 header: {what}"),
-        )
+        ApiError::new(ErrorKind::InvalidSignature, format!("Authorization header is not a valid SigV4 header: {what}"))
     };
     let rest = value.strip_prefix("AWS4-HMAC-SHA256").ok_or_else(|| {
         ApiError::new(
@@ -69,17 +66,10 @@ fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError>
     let signed = signed.ok_or_else(|| incomplete("no SignedHeaders"))?;
     let signature = signature.ok_or_else(|| incomplete("no Signature"))?;
     let mut scope = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-    ) else {
-        return Err(incomplete(
-            "Credential must be KEY/DATE/REGION/SERVICE/aws4_request",
-        ));
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) =
+        (scope.next(), scope.next(), scope.next(), scope.next(), scope.next(), scope.next())
+    else {
+        return Err(incomplete("Credential must be KEY/DATE/REGION/SERVICE/aws4_request"));
     };
     if signature.len() != 64 || !signature.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(incomplete("Signature must be 64 hexadecimal digits"));
@@ -88,21 +78,12 @@ fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError>
     if !signed_headers.contains(&"host") {
         return Err(incomplete("the host header must be signed"));
     }
-    Ok(AuthorizationHeader {
-        access_key_id,
-        date,
-        region,
-        service,
-        signed_headers,
-        signature,
-    })
+    Ok(AuthorizationHeader { access_key_id, date, region, service, signed_headers, signature })
 }
 
 fn parse_amz_date(value: &str) -> Option<SystemTime> {
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
-    PrimitiveDateTime::parse(value, &format)
-        .ok()
-        .map(|t| SystemTime::from(t.assume_utc()))
+    PrimitiveDateTime::parse(value, &format).ok().map(|t| SystemTime::from(t.assume_utc()))
 }
 
 /// Verifies a SigV4-signed request and says who sent it.
@@ -122,57 +103,28 @@ pub fn verify_request(
 ) -> Result<Principal, ApiError> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::MissingAuthenticationToken,
-                "Missing Authentication Token",
-            )
-        })?
+        .ok_or_else(|| ApiError::new(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"))?
         .to_str()
-        .map_err(|_| {
-            ApiError::new(
-                ErrorKind::InvalidSignature,
-                "Authorization header is not ASCII",
-            )
-        })?;
+        .map_err(|_| ApiError::new(ErrorKind::InvalidSignature, "Authorization header is not ASCII"))?;
     let auth = parse_authorization(authorization)?;
     let key = keys.get(auth.access_key_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::UnrecognizedClient,
-            "The security token included in the request is invalid.",
-        )
+        ApiError::new(ErrorKind::UnrecognizedClient, "The security token included in the request is invalid.")
     })?;
 
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::InvalidSignature,
-                "the request must carry an X-Amz-Date header",
-            )
-        })?;
-    let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::InvalidSignature,
-            "X-Amz-Date must be YYYYMMDDTHHMMSSZ",
-        )
-    })?;
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidSignature, "the request must carry an X-Amz-Date header"))?;
+    let signed_at = parse_amz_date(amz_date)
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidSignature, "X-Amz-Date must be YYYYMMDDTHHMMSSZ"))?;
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
-        return Err(ApiError::new(
-            ErrorKind::InvalidSignature,
-            "the credential scope date does not match X-Amz-Date",
-        ));
+        return Err(ApiError::new(ErrorKind::InvalidSignature, "the credential scope date does not match X-Amz-Date"));
     }
-    let skew = now
-        .duration_since(signed_at)
-        .unwrap_or_else(|e| e.duration());
+    let skew = now.duration_since(signed_at).unwrap_or_else(|e| e.duration());
     if skew > MAX_CLOCK_SKEW {
         return Err(ApiError::new(
             ErrorKind::InvalidSignature,
-            format!(
-                "Signature expired: {amz_date} is more than 5 minutes away from the server's time"
-            ),
+            format!("Signature expired: {amz_date} is more than 5 minutes away from the server's time"),
         ));
     }
 
@@ -183,25 +135,16 @@ pub fn verify_request(
         let mut found = false;
         for value in headers.get_all(*name) {
             let value = value.to_str().map_err(|_| {
-                ApiError::new(
-                    ErrorKind::InvalidSignature,
-                    format!("signed header '{name}' is not ASCII"),
-                )
+                ApiError::new(ErrorKind::InvalidSignature, format!("signed header '{name}' is not ASCII"))
             })?;
             signed_headers.push((name, value));
             found = true;
         }
         if !found {
-            return Err(ApiError::new(
-                ErrorKind::InvalidSignature,
-                format!("signed header '{name}' is missing"),
-            ));
+            return Err(ApiError::new(ErrorKind::InvalidSignature, format!("signed header '{name}' is missing")));
         }
     }
-    let session_token = headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let session_token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let identity: Identity = Credentials::new(
         key.access_key_id.clone(),
         key.secret_access_key.expose().to_owned(),
@@ -232,23 +175,12 @@ pub fn verify_request(
     // The authority is a placeholder: the signer takes the host from the signed
     // Host header, which is always present (checked above).
     let target = format!("http://podid.invalid{path_and_query}");
-    let request = SignableRequest::new(
-        method,
-        target,
-        signed_headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|_| bad())?;
+    let request = SignableRequest::new(method, target, signed_headers.into_iter(), SignableBody::Bytes(body))
+        .map_err(|_| bad())?;
     let output = sign(request, &params).map_err(|_| bad())?;
     let expected = output.signature().as_bytes();
-    if expected
-        .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
-        .into()
-    {
-        Ok(Principal {
-            access_key_id: key.access_key_id.clone(),
-            role: key.role,
-        })
+    if expected.ct_eq(auth.signature.to_ascii_lowercase().as_bytes()).into() {
+        Ok(Principal { access_key_id: key.access_key_id.clone(), role: key.role })
     } else {
         Err(bad())
     }
@@ -268,13 +200,7 @@ mod tests {
     }
 
     /// Signs a request the way an SDK does, with aws-sigv4's defaults.
-    fn signed(
-        method: &str,
-        uri: &str,
-        body: &[u8],
-        at: SystemTime,
-        secret: &str,
-    ) -> (http::Uri, http::HeaderMap) {
+    fn signed(method: &str, uri: &str, body: &[u8], at: SystemTime, secret: &str) -> (http::Uri, http::HeaderMap) {
         let identity: Identity = Credentials::new("AKIDEXAMPLE", secret, None, None, "test").into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -286,17 +212,8 @@ mod tests {
             .unwrap()
             .into();
         let full = format!("http://localhost:8080{uri}");
-        let headers = [
-            ("content-type", "application/json"),
-            ("host", "localhost:8080"),
-        ];
-        let req = SignableRequest::new(
-            method,
-            full.clone(),
-            headers.into_iter(),
-            SignableBody::Bytes(body),
-        )
-        .unwrap();
+        let headers = [("content-type", "application/json"), ("host", "localhost:8080")];
+        let req = SignableRequest::new(method, full.clone(), headers.into_iter(), SignableBody::Bytes(body)).unwrap();
         let (instructions, _) = sign(req, &params).unwrap().into_parts();
         let mut request = http::Request::builder().method(method).uri(&full);
         for (k, v) in headers {
@@ -314,19 +231,14 @@ mod tests {
         let uri = "/clusters/blue/pod-identity-associations?maxResults=5&namespace=default";
         let (uri, headers) = signed("GET", uri, b"", now, SECRET);
         let p = verify_request(&ring(), now, "GET", &uri, &headers, b"").unwrap();
-        assert_eq!(
-            p,
-            Principal {
-                access_key_id: "AKIDEXAMPLE".into(),
-                role: Role::Admin
-            }
-        );
+        assert_eq!(p, Principal { access_key_id: "AKIDEXAMPLE".into(), role: Role::Admin });
     }
 
     #[test]
     fn accepts_encoded_path_labels() {
         let now = SystemTime::now();
-        let uri = "/tags/arn%3Aaws%3Aeks%3Aus-east-1%3A111122223333%3Apodidentityassociation%2Fblue%2Fa-0123456789abcdefg";
+        let uri =
+            "/tags/arn%3Aaws%3Aeks%3Aus-east-1%3A111122223333%3Apodidentityassociation%2Fblue%2Fa-0123456789abcdefg";
         let (uri, headers) = signed("GET", uri, b"", now, SECRET);
         assert!(verify_request(&ring(), now, "GET", &uri, &headers, b"").is_ok());
     }
@@ -335,80 +247,41 @@ mod tests {
     fn refuses_tampering_wrong_secret_unknown_key_skew_and_missing_auth() {
         let now = SystemTime::now();
         let body = br#"{"namespace":"default"}"#;
-        let (uri, headers) = signed(
-            "POST",
-            "/clusters/blue/pod-identity-associations",
-            body,
-            now,
-            SECRET,
-        );
+        let (uri, headers) = signed("POST", "/clusters/blue/pod-identity-associations", body, now, SECRET);
 
-        let tampered = verify_request(
-            &ring(),
-            now,
-            "POST",
-            &uri,
-            &headers,
-            br#"{"namespace":"other"}"#,
-        );
+        let tampered = verify_request(&ring(), now, "POST", &uri, &headers, br#"{"namespace":"other"}"#);
         assert_eq!(tampered.unwrap_err().kind, ErrorKind::InvalidSignature);
         let other_method = verify_request(&ring(), now, "PUT", &uri, &headers, body);
         assert_eq!(other_method.unwrap_err().kind, ErrorKind::InvalidSignature);
 
-        let (uri2, headers2) = signed(
-            "POST",
-            "/clusters/blue/pod-identity-associations",
-            body,
-            now,
-            "another-secret-entirely",
-        );
+        let (uri2, headers2) =
+            signed("POST", "/clusters/blue/pod-identity-associations", body, now, "another-secret-entirely");
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri2, &headers2, body)
-                .unwrap_err()
-                .kind,
+            verify_request(&ring(), now, "POST", &uri2, &headers2, body).unwrap_err().kind,
             ErrorKind::InvalidSignature
         );
 
         let mut unknown = headers.clone();
-        let auth = unknown
-            .get("authorization")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .replace("AKIDEXAMPLE", "AKIDUNKNOWN");
+        let auth = unknown.get("authorization").unwrap().to_str().unwrap().replace("AKIDEXAMPLE", "AKIDUNKNOWN");
         unknown.insert("authorization", auth.parse().unwrap());
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri, &unknown, body)
-                .unwrap_err()
-                .kind,
+            verify_request(&ring(), now, "POST", &uri, &unknown, body).unwrap_err().kind,
             ErrorKind::UnrecognizedClient
         );
 
         for skew in [Duration::from_secs(301), Duration::from_secs(3600)] {
-            let late =
-                verify_request(&ring(), now + skew, "POST", &uri, &headers, body).unwrap_err();
+            let late = verify_request(&ring(), now + skew, "POST", &uri, &headers, body).unwrap_err();
             assert_eq!(late.kind, ErrorKind::InvalidSignature);
             assert!(late.message.contains("expired"));
-            let early =
-                verify_request(&ring(), now - skew, "POST", &uri, &headers, body).unwrap_err();
+            let early = verify_request(&ring(), now - skew, "POST", &uri, &headers, body).unwrap_err();
             assert_eq!(early.kind, ErrorKind::InvalidSignature);
         }
-        assert!(verify_request(
-            &ring(),
-            now + Duration::from_secs(299),
-            "POST",
-            &uri,
-            &headers,
-            body
-        )
-        .is_ok());
+        assert!(verify_request(&ring(), now + Duration::from_secs(299), "POST", &uri, &headers, body).is_ok());
 
         let mut none = headers.clone();
         none.remove("authorization");
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri, &none, body)
-                .unwrap_err()
-                .kind,
+            verify_request(&ring(), now, "POST", &uri, &none, body).unwrap_err().kind,
             ErrorKind::MissingAuthenticationToken
         );
     }

@@ -7,8 +7,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use podid_api::cluster::{
-    Cluster, ClusterResponse, KeySource, ListClustersResponse, RegisterClusterRequest,
-    UpdateClusterRequest, DEFAULT_AUDIENCE,
+    Cluster, ClusterResponse, KeySource, ListClustersResponse, RegisterClusterRequest, UpdateClusterRequest,
+    DEFAULT_AUDIENCE,
 };
 use podid_api::{validate, ApiError};
 
@@ -30,10 +30,7 @@ fn cluster_arn(value: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_parameter(format!(
-            "clusterArn '{}' is not an ARN",
-            podid_api::arn::printable(value)
-        )))
+        Err(ApiError::invalid_parameter(format!("clusterArn '{}' is not an ARN", podid_api::arn::printable(value))))
     }
 }
 
@@ -45,16 +42,12 @@ async fn resolve_keys(
     jwks_uri: Option<String>,
     discovery: bool,
 ) -> Result<Option<(KeySource, Option<String>, serde_json::Value)>, ApiError> {
-    let given =
-        usize::from(jwks.is_some()) + usize::from(jwks_uri.is_some()) + usize::from(discovery);
+    let given = usize::from(jwks.is_some()) + usize::from(jwks_uri.is_some()) + usize::from(discovery);
     if given > 1 {
-        return Err(ApiError::invalid_parameter(
-            "give exactly one key source: jwks, jwksUri or discovery",
-        ));
+        return Err(ApiError::invalid_parameter("give exactly one key source: jwks, jwksUri or discovery"));
     }
-    let fetch_failed = |e: crate::jwks::FetchError| {
-        ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"))
-    };
+    let fetch_failed =
+        |e: crate::jwks::FetchError| ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"));
     if let Some(doc) = jwks {
         validate::jwks(&doc)?;
         return Ok(Some((KeySource::Inline, None, doc)));
@@ -63,12 +56,7 @@ async fn resolve_keys(
         validate::url("jwksUri", &uri)?;
         (KeySource::Uri, uri)
     } else if discovery {
-        (
-            KeySource::Discovery,
-            discover_jwks_uri(state.fetcher.as_ref(), issuer)
-                .await
-                .map_err(fetch_failed)?,
-        )
+        (KeySource::Discovery, discover_jwks_uri(state.fetcher.as_ref(), issuer).await.map_err(fetch_failed)?)
     } else {
         return Ok(None);
     };
@@ -122,10 +110,7 @@ pub async fn register(
 }
 
 /// `GET /podid/v1/clusters`.
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-) -> Response {
+pub async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
     answer(Operation::ListClusters, &principal, async {
         let clusters = state.store.list_clusters().await.map_err(store_error)?;
         Ok(ListClustersResponse { clusters })
@@ -151,9 +136,7 @@ pub async fn describe(
 ) -> Response {
     answer(Operation::DescribeCluster, &principal, async {
         let Path(name) = name.map_err(path_error)?;
-        Ok(ClusterResponse {
-            cluster: load(&state, &name).await?,
-        })
+        Ok(ClusterResponse { cluster: load(&state, &name).await? })
     })
     .await
 }
@@ -174,38 +157,59 @@ pub async fn update(
                 "nothing to update: give issuer, audience, clusterArn, jwks, jwksUri or discovery",
             ));
         }
-        let mut cluster = load(&state, &name).await?;
-        if let Some(issuer) = req.issuer {
-            validate::url("issuer", &issuer)?;
-            cluster.issuer = issuer;
-        }
-        if let Some(audience) = req.audience {
-            validate::audience(&audience)?;
-            cluster.audience = audience;
-        }
-        if let Some(arn) = req.cluster_arn {
-            cluster_arn(&arn)?;
-            cluster.cluster_arn = arn;
-        }
-        if let Some((source, uri, jwks)) = resolve_keys(
+        // Fetch new keys once, outside the retry loop.
+        let issuer_for_discovery = match &req.issuer {
+            Some(i) => i.clone(),
+            None => load(&state, &name).await?.issuer,
+        };
+        let keys = resolve_keys(
             &state,
-            &cluster.issuer,
-            req.jwks,
-            req.jwks_uri,
+            &issuer_for_discovery,
+            req.jwks.clone(),
+            req.jwks_uri.clone(),
             req.discovery.unwrap_or(false),
         )
-        .await?
-        {
-            cluster.key_source = source;
-            cluster.jwks_uri = uri;
-            cluster.jwks = jwks;
+        .await?;
+        if let Some(issuer) = &req.issuer {
+            validate::url("issuer", issuer)?;
         }
-        cluster.modified_at = state.clock.now_millis();
-        state
-            .store
-            .update_cluster(&cluster)
-            .await
-            .map_err(store_error)?;
+        if let Some(audience) = &req.audience {
+            validate::audience(audience)?;
+        }
+        if let Some(arn) = &req.cluster_arn {
+            cluster_arn(arn)?;
+        }
+        // Read, change, write if nobody wrote in between; otherwise read again.
+        let mut attempt = 0;
+        let cluster = loop {
+            attempt += 1;
+            let current = load(&state, &name).await?;
+            let mut cluster = current.clone();
+            if let Some(issuer) = &req.issuer {
+                cluster.issuer = issuer.clone();
+            }
+            if let Some(audience) = &req.audience {
+                cluster.audience = audience.clone();
+            }
+            if let Some(arn) = &req.cluster_arn {
+                cluster.cluster_arn = arn.clone();
+            }
+            if let Some((source, uri, jwks)) = &keys {
+                cluster.key_source = *source;
+                cluster.jwks_uri = uri.clone();
+                cluster.jwks = jwks.clone();
+            }
+            cluster.modified_at = podid_api::EpochMillis(state.clock.now_millis().0.max(current.modified_at.0 + 1));
+            match state.store.update_cluster(&cluster, current.modified_at).await {
+                Err(podid_store::StoreError::Conflict) if attempt < crate::associations::MAX_UPDATE_ATTEMPTS => {
+                    continue
+                }
+                result => {
+                    result.map_err(store_error)?;
+                    break cluster;
+                }
+            }
+        };
         tracing::info!(cluster = %cluster.name, "cluster updated");
         Ok(ClusterResponse { cluster })
     })
@@ -237,11 +241,7 @@ pub async fn deregister(
                 };
             }
         }
-        let cluster = state
-            .store
-            .delete_cluster(&name, force)
-            .await
-            .map_err(store_error)?;
+        let cluster = state.store.delete_cluster(&name, force).await.map_err(store_error)?;
         tracing::info!(cluster = %name, force, "cluster deregistered");
         Ok(ClusterResponse { cluster })
     })

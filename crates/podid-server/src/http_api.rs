@@ -32,31 +32,16 @@ pub struct RequestId(pub String);
 /// Builds the server's router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route(
-            "/clusters/{cluster}/pod-identity-associations",
-            post(associations::create).get(associations::list),
-        )
+        .route("/clusters/{cluster}/pod-identity-associations", post(associations::create).get(associations::list))
         .route(
             "/clusters/{cluster}/pod-identity-associations/{id}",
-            get(associations::describe)
-                .post(associations::update)
-                .delete(associations::delete),
+            get(associations::describe).post(associations::update).delete(associations::delete),
         )
-        .route(
-            "/tags/{arn}",
-            get(associations::list_tags)
-                .post(associations::tag)
-                .delete(associations::untag),
-        )
-        .route(
-            "/podid/v1/clusters",
-            post(clusters::register).get(clusters::list),
-        )
+        .route("/tags/{arn}", get(associations::list_tags).post(associations::tag).delete(associations::untag))
+        .route("/podid/v1/clusters", post(clusters::register).get(clusters::list))
         .route(
             "/podid/v1/clusters/{name}",
-            get(clusters::describe)
-                .patch(clusters::update)
-                .delete(clusters::deregister),
+            get(clusters::describe).patch(clusters::update).delete(clusters::deregister),
         )
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
@@ -73,11 +58,7 @@ pub fn router(state: AppState) -> Router {
 async fn unknown_operation(request: Request) -> Response {
     error_response(&ApiError::new(
         ErrorKind::UnknownOperation,
-        format!(
-            "no operation at {} {}",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("no operation at {} {}", request.method(), request.uri().path()),
     ))
 }
 
@@ -93,13 +74,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
         .into_response()
 }
 
@@ -129,21 +104,11 @@ async fn front(State(state): State<AppState>, request: Request, next: Next) -> R
         },
     };
 
-    let operation = response
-        .extensions()
-        .get::<Operation>()
-        .map(|o| o.name())
-        .unwrap_or("unknown");
+    let operation = response.extensions().get::<Operation>().map(|o| o.name()).unwrap_or("unknown");
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .observe(operation, status, elapsed.as_secs_f64());
-    let error = response
-        .headers()
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    state.metrics.observe(operation, status, elapsed.as_secs_f64());
+    let error = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(
         request_id = %request_id.0,
         %method,
@@ -168,63 +133,37 @@ async fn buffer_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError>
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiError::invalid_request(
-            "the request body could not be read",
-        )),
+        Err(_) => Err(ApiError::invalid_request("the request body could not be read")),
     }
 }
 
-fn authenticate(
-    state: &AppState,
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-) -> Result<Principal, ApiError> {
+fn authenticate(state: &AppState, parts: &axum::http::request::Parts, body: &[u8]) -> Result<Principal, ApiError> {
     match &state.auth {
-        Authentication::Disabled => Ok(Principal {
-            access_key_id: "anonymous".to_owned(),
-            role: Role::Admin,
-        }),
-        Authentication::SigV4(keys) => verify_request(
-            keys,
-            state.clock.now(),
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            body,
-        ),
+        Authentication::Disabled => Ok(Principal { access_key_id: "anonymous".to_owned(), role: Role::Admin }),
+        Authentication::SigV4(keys) => {
+            verify_request(keys, state.clock.now(), parts.method.as_str(), &parts.uri, &parts.headers, body)
+        }
     }
 }
 
 /// The AWS `rest-json` error answer: status, `x-amzn-errortype`, and
 /// `{"__type","message"}`.
 pub fn error_response(error: &ApiError) -> Response {
-    let status =
-        StatusCode::from_u16(error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&error.body()).unwrap_or_default();
     (
         status,
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                header::HeaderName::from_static("x-amzn-errortype"),
-                HeaderValue::from_static(error.kind.name()),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::HeaderName::from_static("x-amzn-errortype"), HeaderValue::from_static(error.kind.name())),
         ],
         body,
     )
@@ -254,18 +193,8 @@ pub async fn answer<T: Serialize>(
     };
     let mut response = match result {
         Ok(value) => match serde_json::to_vec(&value) {
-            Ok(body) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            Err(_) => error_response(&ApiError::new(
-                ErrorKind::Server,
-                "the response could not be encoded",
-            )),
+            Ok(body) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+            Err(_) => error_response(&ApiError::new(ErrorKind::Server, "the response could not be encoded")),
         },
         Err(e) => error_response(&e),
     };
@@ -277,39 +206,21 @@ pub async fn answer<T: Serialize>(
 /// their own precise errors; a non-JSON content type is refused.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let json = ct == "application/json"
-            || ct.starts_with("application/x-amz-json")
-            || ct.ends_with("+json");
+        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let json = ct == "application/json" || ct.starts_with("application/x-amz-json") || ct.ends_with("+json");
         if !json && !body.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::UnsupportedMediaType,
-                format!(
-                    "content type '{}' is not supported: send application/json",
-                    podid_api::arn::printable(&ct)
-                ),
+                format!("content type '{}' is not supported: send application/json", podid_api::arn::printable(&ct)),
             ));
         }
     }
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
     serde_json::from_slice(body).map_err(|e| {
         // serde's message names the field and the position; the classification
         // keeps syntax errors apart from wrong types.
         let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "malformed JSON"
-            }
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed JSON",
             _ => "invalid request",
         };
         ApiError::invalid_request(format!("{what}: {e}"))
@@ -320,34 +231,30 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
 /// with their cause and answered without it.
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::ClusterNotFound(name) => {
-            ApiError::not_found(format!("No cluster found for name: {name}."))
+        StoreError::ClusterNotFound(name) => ApiError::not_found(format!("No cluster found for name: {name}.")),
+        StoreError::ClusterExists(name) => {
+            ApiError::new(ErrorKind::ResourceInUse, format!("Cluster already registered: {name}."))
         }
-        StoreError::ClusterExists(name) => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("Cluster already registered: {name}."),
-        ),
-        e @ StoreError::ClusterInUse { .. } => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("{e}; delete them first or deregister with force"),
-        ),
-        StoreError::AssociationNotFound { cluster, id } => ApiError::not_found(format!(
-            "Pod identity association {id} not found in cluster {cluster}."
-        )),
-        StoreError::DuplicateAssociation { existing_id, .. } => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("Association already exists: {existing_id}"),
-        ),
-        StoreError::IdempotencyMismatch => ApiError::invalid_request(
-            "clientRequestToken was already used with a different request; use a new token",
-        ),
+        e @ StoreError::ClusterInUse { .. } => {
+            ApiError::new(ErrorKind::ResourceInUse, format!("{e}; delete them first or deregister with force"))
+        }
+        StoreError::AssociationNotFound { cluster, id } => {
+            ApiError::not_found(format!("Pod identity association {id} not found in cluster {cluster}."))
+        }
+        StoreError::DuplicateAssociation { existing_id, .. } => {
+            ApiError::new(ErrorKind::ResourceInUse, format!("Association already exists: {existing_id}"))
+        }
+        StoreError::IdempotencyMismatch => {
+            ApiError::invalid_request("clientRequestToken was already used with a different request; use a new token")
+        }
         e @ StoreError::TooManyTags(_) => ApiError::invalid_parameter(e.to_string()),
+        StoreError::Conflict => ApiError::new(
+            ErrorKind::ResourceInUse,
+            "the resource is being changed by other requests right now; try again",
+        ),
         other => {
             tracing::error!(error = %error_chain(&other), "store failure");
-            ApiError::new(
-                ErrorKind::Server,
-                "the server could not complete the request; try again",
-            )
+            ApiError::new(ErrorKind::Server, "the server could not complete the request; try again")
         }
     }
 }

@@ -16,6 +16,7 @@ use podid_store::AssociationStore;
 
 mod associations;
 pub mod auth;
+pub mod broker;
 pub mod clock;
 mod clusters;
 mod http_api;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub fetcher: Arc<dyn DocumentFetcher>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The credential broker; `None` answers the credential call with 503.
+    pub broker: Option<broker::Broker>,
 }
 
 /// Binds `addr`, reports the bound address through `on_bound` (so `:0` works in
@@ -96,18 +99,11 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
     on_bound(bound);
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ServerError::Serve)
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
 }

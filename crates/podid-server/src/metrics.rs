@@ -24,6 +24,110 @@ pub struct OperationLabels {
 
 type HistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
+/// Labels of a broker decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuanceLabels {
+    /// `issued`, `denied` or `failed`.
+    pub outcome: String,
+    /// The error answered, empty when issued.
+    pub error: String,
+}
+
+/// Labels of a credential-cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit`, `miss` or `joined` (waited for a concurrent issuance).
+    pub result: String,
+}
+
+/// The credential broker's metrics.
+#[derive(Debug)]
+pub struct BrokerMetrics {
+    /// `podid_broker_issuances_total{outcome,error}`.
+    pub issuances: Family<IssuanceLabels, Counter>,
+    /// `podid_broker_sts_duration_seconds`: one pod's issuance (one or two AssumeRole calls).
+    pub sts_latency: Histogram,
+    /// `podid_broker_credential_cache_total{result}`.
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    /// `podid_broker_sts_rate_limit_waits_total`: calls that waited for a slot.
+    pub limiter_waits: Counter,
+    /// `podid_broker_sts_rate_limit_wait_seconds`.
+    pub limiter_wait_seconds: Histogram,
+    /// `podid_broker_sts_rate_limit_refusals_total`: calls refused at their deadline.
+    pub limiter_refusals: Counter,
+    /// `podid_broker_audit_dropped_total`: audit events dropped because the queue stayed full.
+    pub audit_dropped: Counter,
+}
+
+impl BrokerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = BrokerMetrics {
+            issuances: Family::default(),
+            sts_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            cache_lookups: Family::default(),
+            limiter_waits: Counter::default(),
+            limiter_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            limiter_refusals: Counter::default(),
+            audit_dropped: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("broker");
+        r.register("issuances", "Credential requests by outcome and error", m.issuances.clone());
+        r.register("sts_duration_seconds", "Time to issue one pod's credentials at STS", m.sts_latency.clone());
+        r.register("credential_cache", "Credential cache lookups by result", m.cache_lookups.clone());
+        r.register("sts_rate_limit_waits", "STS calls that waited for a rate-limit slot", m.limiter_waits.clone());
+        r.register(
+            "sts_rate_limit_wait_seconds",
+            "Time STS calls waited for a rate-limit slot",
+            m.limiter_wait_seconds.clone(),
+        );
+        r.register(
+            "sts_rate_limit_refusals",
+            "STS calls refused because no slot freed before their deadline",
+            m.limiter_refusals.clone(),
+        );
+        r.register("audit_dropped", "Audit events dropped because the queue stayed full", m.audit_dropped.clone());
+        m
+    }
+
+    /// Counts one decision.
+    pub fn issued(&self, outcome: &str, error: &str) {
+        self.issuances.get_or_create(&IssuanceLabels { outcome: outcome.to_owned(), error: error.to_owned() }).inc();
+    }
+
+    /// Counts one cache lookup.
+    pub fn cache(&self, outcome: crate::broker::cache::CacheOutcome) {
+        self.cache_lookups.get_or_create(&CacheLabels { result: outcome.as_str().to_owned() }).inc();
+    }
+
+    /// A rate-limiter observer reporting into these metrics.
+    pub fn limiter_observer(&self) -> LimiterMetrics {
+        LimiterMetrics {
+            waits: self.limiter_waits.clone(),
+            wait_seconds: self.limiter_wait_seconds.clone(),
+            refusals: self.limiter_refusals.clone(),
+        }
+    }
+}
+
+/// Reports the STS rate limiter's decisions.
+#[derive(Debug, Clone)]
+pub struct LimiterMetrics {
+    waits: Counter,
+    wait_seconds: Histogram,
+    refusals: Counter,
+}
+
+impl podid_sts::LimiterObserver for LimiterMetrics {
+    fn waited(&self, waited: std::time::Duration) {
+        self.waits.inc();
+        self.wait_seconds.observe(waited.as_secs_f64());
+    }
+
+    fn refused(&self) {
+        self.refusals.inc();
+    }
+}
+
 /// The server's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -31,6 +135,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `podid_http_request_duration_seconds{operation}`.
     pub latency: HistogramFamily,
+    /// The broker's metrics.
+    pub broker: BrokerMetrics,
 }
 
 impl Default for Metrics {
@@ -44,38 +150,18 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "API requests by operation and HTTP status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "API requests by operation and HTTP status", requests.clone());
         let latency: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
-        registry.register(
-            "http_request_duration_seconds",
-            "API request latency by operation",
-            latency.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            latency,
-        }
+        registry.register("http_request_duration_seconds", "API request latency by operation", latency.clone());
+        let broker = BrokerMetrics::register(&mut registry);
+        Metrics { registry, requests, latency, broker }
     }
 
     /// Records one answered request.
     pub fn observe(&self, operation: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                operation: operation.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OperationLabels {
-                operation: operation.to_owned(),
-            })
-            .observe(seconds);
+        self.requests.get_or_create(&RequestLabels { operation: operation.to_owned(), status }).inc();
+        self.latency.get_or_create(&OperationLabels { operation: operation.to_owned() }).observe(seconds);
     }
 
     /// The registry, for components that add their own metrics.

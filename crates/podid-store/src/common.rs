@@ -39,10 +39,7 @@ pub(crate) use cluster_columns;
 
 /// Milliseconds since the epoch, now.
 pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 /// Tags as stored: a JSON object.
@@ -52,8 +49,7 @@ pub(crate) fn encode_tags(tags: &Tags) -> Result<String, StoreError> {
 
 /// Tags read back.
 pub(crate) fn decode_tags(id: &str, text: &str) -> Result<Tags, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("tags of association '{id}': {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("tags of association '{id}': {e}")))
 }
 
 /// A JWKS document as stored.
@@ -63,17 +59,13 @@ pub(crate) fn encode_jwks(jwks: &serde_json::Value) -> Result<String, StoreError
 
 /// A JWKS document read back.
 pub(crate) fn decode_jwks(cluster: &str, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("JWKS of cluster '{cluster}': {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("JWKS of cluster '{cluster}': {e}")))
 }
 
 /// A key source read back.
 pub(crate) fn decode_key_source(cluster: &str, text: &str) -> Result<KeySource, StoreError> {
-    KeySource::parse(text).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "key source of cluster '{cluster}': unknown '{text}'"
-        ))
-    })
+    KeySource::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("key source of cluster '{cluster}': unknown '{text}'")))
 }
 
 /// Whether a database error is a unique (or primary key) violation.
@@ -83,11 +75,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// `current` without `remove`, then with `add` added or overwritten; refused
 /// past [`MAX_TAGS`].
-pub(crate) fn merge_tags(
-    current: &Tags,
-    add: &Tags,
-    remove: &[String],
-) -> Result<Tags, StoreError> {
+pub(crate) fn merge_tags(current: &Tags, add: &Tags, remove: &[String]) -> Result<Tags, StoreError> {
     let mut merged = current.clone();
     for key in remove {
         merged.remove(key);
@@ -349,6 +337,7 @@ macro_rules! association_store_impl {
             async fn update_once(
                 &self,
                 a: &$crate::StoredAssociation,
+                expected_modified_at: podid_api::EpochMillis,
                 idempotency: Option<&$crate::IdempotencyKey>,
             ) -> Result<$crate::Written, $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
@@ -358,11 +347,18 @@ macro_rules! association_store_impl {
                         return Ok(replay);
                     }
                 }
-                if association_in_tx(&mut tx, &a.cluster, &a.id, true).await?.is_none() {
-                    return Err($crate::StoreError::AssociationNotFound {
-                        cluster: a.cluster.clone(),
-                        id: a.id.clone(),
-                    });
+                match association_in_tx(&mut tx, &a.cluster, &a.id, true).await? {
+                    None => {
+                        return Err($crate::StoreError::AssociationNotFound {
+                            cluster: a.cluster.clone(),
+                            id: a.id.clone(),
+                        })
+                    }
+                    // Someone else changed it since the caller read it.
+                    Some(current) if current.modified_at != expected_modified_at => {
+                        return Err($crate::StoreError::Conflict)
+                    }
+                    Some(_) => {}
                 }
                 sqlx::query(
                     "UPDATE associations SET role_arn = $3, target_role_arn = $4, \
@@ -440,11 +436,15 @@ macro_rules! association_store_impl {
                 rows.iter().map(cluster_from_row).collect()
             }
 
-            async fn update_cluster(&self, c: &podid_api::cluster::Cluster) -> Result<(), $crate::StoreError> {
+            async fn update_cluster(
+                &self,
+                c: &podid_api::cluster::Cluster,
+                expected_modified_at: podid_api::EpochMillis,
+            ) -> Result<(), $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
                     "UPDATE clusters SET issuer = $2, audience = $3, cluster_arn = $4, key_source = $5, \
-                     jwks_uri = $6, jwks = $7, modified_at = $8 WHERE name = $1",
+                     jwks_uri = $6, jwks = $7, modified_at = $8 WHERE name = $1 AND modified_at = $9",
                 )
                 .bind(&c.name)
                 .bind(&c.issuer)
@@ -454,10 +454,20 @@ macro_rules! association_store_impl {
                 .bind(&c.jwks_uri)
                 .bind($crate::common::encode_jwks(&c.jwks)?)
                 .bind(c.modified_at.0)
+                .bind(expected_modified_at.0)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
-                    return Err($crate::StoreError::ClusterNotFound(c.name.clone()));
+                    let exists = sqlx::query("SELECT 1 FROM clusters WHERE name = $1")
+                        .bind(&c.name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    return Err(if exists {
+                        $crate::StoreError::Conflict
+                    } else {
+                        $crate::StoreError::ClusterNotFound(c.name.clone())
+                    });
                 }
                 tx.commit().await?;
                 Ok(())
@@ -612,11 +622,12 @@ macro_rules! association_store_impl {
             async fn update_association(
                 &self,
                 a: &$crate::StoredAssociation,
+                expected_modified_at: podid_api::EpochMillis,
                 idempotency: Option<&$crate::IdempotencyKey>,
             ) -> Result<$crate::Written, $crate::StoreError> {
                 let mut attempt = 1;
                 loop {
-                    match self.update_once(a, idempotency).await {
+                    match self.update_once(a, expected_modified_at, idempotency).await {
                         // Two updates with one new token raced to record it:
                         // look again, now as a replay or a mismatch.
                         Err($crate::StoreError::Database(e))
@@ -769,47 +780,28 @@ mod tests {
     use super::*;
 
     fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
     fn merge_removes_before_adding() {
         let current = tags(&[("a", "1"), ("b", "2")]);
-        let merged = merge_tags(
-            &current,
-            &tags(&[("a", "9"), ("c", "3")]),
-            &["a".into(), "b".into()],
-        );
+        let merged = merge_tags(&current, &tags(&[("a", "9"), ("c", "3")]), &["a".into(), "b".into()]);
         assert_eq!(merged.ok(), Some(tags(&[("a", "9"), ("c", "3")])));
     }
 
     #[test]
     fn merge_refuses_past_the_limit() {
         let current: Tags = (0..50).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(matches!(
-            merge_tags(&current, &tags(&[("x", "")]), &[]),
-            Err(StoreError::TooManyTags(51))
-        ));
+        assert!(matches!(merge_tags(&current, &tags(&[("x", "")]), &[]), Err(StoreError::TooManyTags(51))));
         assert!(merge_tags(&current, &tags(&[("x", "")]), &["k0".into()]).is_ok());
     }
 
     #[test]
     fn corrupt_json_is_an_error() {
-        assert!(matches!(
-            decode_tags("a-1", "{not json"),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode_tags("a-1", "[1]"),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(decode_tags("a-1", "{not json"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode_tags("a-1", "[1]"), Err(StoreError::Corrupt(_))));
         assert!(matches!(decode_jwks("c", ""), Err(StoreError::Corrupt(_))));
-        assert!(matches!(
-            decode_key_source("c", "magic"),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(decode_key_source("c", "magic"), Err(StoreError::Corrupt(_))));
     }
 }

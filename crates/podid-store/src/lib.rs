@@ -151,7 +151,9 @@ pub enum StoreError {
         id: String,
     },
     /// Another association already maps this service account.
-    #[error("service account {namespace}/{service_account} in cluster '{cluster}' already has association '{existing_id}'")]
+    #[error(
+        "service account {namespace}/{service_account} in cluster '{cluster}' already has association '{existing_id}'"
+    )]
     DuplicateAssociation {
         /// The cluster.
         cluster: String,
@@ -165,6 +167,9 @@ pub enum StoreError {
     /// The idempotency token was used before with a different request.
     #[error("clientRequestToken was already used with a different request")]
     IdempotencyMismatch,
+    /// The record changed since the caller read it; read again and retry.
+    #[error("the resource was changed concurrently")]
+    Conflict,
     /// Adding tags would exceed the limit.
     #[error("the resource would carry {0} tags, at most 50 are allowed")]
     TooManyTags(usize),
@@ -207,8 +212,10 @@ pub trait AssociationStore: Send + Sync + 'static {
     async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>, StoreError>;
     /// Every cluster, by name.
     async fn list_clusters(&self) -> Result<Vec<Cluster>, StoreError>;
-    /// Replaces a registered cluster's settings; [`StoreError::ClusterNotFound`] if absent.
-    async fn update_cluster(&self, cluster: &Cluster) -> Result<(), StoreError>;
+    /// Replaces a registered cluster's settings if it still has
+    /// `expected_modified_at` ([`StoreError::Conflict`] otherwise, so concurrent
+    /// partial updates cannot overwrite each other); [`StoreError::ClusterNotFound`] if absent.
+    async fn update_cluster(&self, cluster: &Cluster, expected_modified_at: EpochMillis) -> Result<(), StoreError>;
     /// Deregisters a cluster. With associations left it fails with
     /// [`StoreError::ClusterInUse`] unless `force`, which deletes them too.
     async fn delete_cluster(&self, name: &str, force: bool) -> Result<Cluster, StoreError>;
@@ -222,11 +229,7 @@ pub trait AssociationStore: Send + Sync + 'static {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Written, StoreError>;
     /// The association `id` of `cluster`.
-    async fn get_association(
-        &self,
-        cluster: &str,
-        id: &str,
-    ) -> Result<Option<StoredAssociation>, StoreError>;
+    async fn get_association(&self, cluster: &str, id: &str) -> Result<Option<StoredAssociation>, StoreError>;
     /// The association of (cluster, namespace, service account), as the broker needs it.
     async fn find_association(
         &self,
@@ -238,18 +241,17 @@ pub trait AssociationStore: Send + Sync + 'static {
     async fn list_associations(&self, query: &ListQuery) -> Result<Page, StoreError>;
     /// Writes changed settings of an existing association (matched by cluster
     /// and id; namespace, service account, external id, tags and creation time
-    /// are kept). Idempotency as for create.
+    /// are kept), if it still has `expected_modified_at` — else
+    /// [`StoreError::Conflict`], and the caller reads again. Idempotency as for
+    /// create (a replay is answered before the version is checked).
     async fn update_association(
         &self,
         association: &StoredAssociation,
+        expected_modified_at: EpochMillis,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Written, StoreError>;
     /// Deletes an association and its idempotency tokens, returning it as it was.
-    async fn delete_association(
-        &self,
-        cluster: &str,
-        id: &str,
-    ) -> Result<StoredAssociation, StoreError>;
+    async fn delete_association(&self, cluster: &str, id: &str) -> Result<StoredAssociation, StoreError>;
     /// Adds or overwrites `add` and removes `remove` in one step, refusing with
     /// [`StoreError::TooManyTags`] past 50. Tags do not change `modified_at`.
     async fn update_tags(
@@ -261,8 +263,7 @@ pub trait AssociationStore: Send + Sync + 'static {
     ) -> Result<StoredAssociation, StoreError>;
 
     /// Appends audit events in one transaction (the broker batches them).
-    async fn record_audit(&self, events: &[podid_api::audit::AuditEvent])
-        -> Result<(), StoreError>;
+    async fn record_audit(&self, events: &[podid_api::audit::AuditEvent]) -> Result<(), StoreError>;
     /// Lists audit events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
@@ -294,14 +295,8 @@ mod tests {
 
     #[test]
     fn sqlite_urls() {
-        assert_eq!(
-            sqlite_path("sqlite:///var/lib/podid/podid.db").as_deref(),
-            Some("/var/lib/podid/podid.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite://podid.db").as_deref(),
-            Some("podid.db")
-        );
+        assert_eq!(sqlite_path("sqlite:///var/lib/podid/podid.db").as_deref(), Some("/var/lib/podid/podid.db"));
+        assert_eq!(sqlite_path("sqlite://podid.db").as_deref(), Some("podid.db"));
         assert_eq!(sqlite_path("sqlite::memory:").as_deref(), Some(":memory:"));
         assert_eq!(sqlite_path("sqlite://"), None);
         assert_eq!(sqlite_path("mysql://x"), None);

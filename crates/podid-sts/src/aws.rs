@@ -80,7 +80,13 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkErro
         }
         SdkError::TimeoutError(_) => IssueError::Unavailable("STS did not answer in time".to_owned()),
         SdkError::DispatchFailure(d) => {
-            let what = if d.is_timeout() { "timed out" } else if d.is_io() { "connection failed" } else { "request failed" };
+            let what = if d.is_timeout() {
+                "timed out"
+            } else if d.is_io() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
             IssueError::Unavailable(format!("STS {what}"))
         }
         SdkError::ResponseError(_) => IssueError::Unavailable("STS answered something unreadable".to_owned()),

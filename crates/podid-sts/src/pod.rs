@@ -64,14 +64,8 @@ pub fn session_name(cluster: &str, pod: &str, random: &str) -> String {
 /// The six EKS session tags of a pod, in [`SESSION_TAG_KEYS`] order. STS
 /// limits values to 256 characters; longer values are cut.
 pub fn session_tags(req: &PodCredentialRequest) -> Vec<SessionTag> {
-    let values = [
-        &req.cluster_arn,
-        &req.cluster_name,
-        &req.namespace,
-        &req.service_account,
-        &req.pod_name,
-        &req.pod_uid,
-    ];
+    let values =
+        [&req.cluster_arn, &req.cluster_name, &req.namespace, &req.service_account, &req.pod_name, &req.pod_uid];
     SESSION_TAG_KEYS
         .iter()
         .zip(values)

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use podid_api::association::{
-    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse,
-    PodIdentityAssociation, UpdateAssociationRequest,
+    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse, PodIdentityAssociation,
+    UpdateAssociationRequest,
 };
 use podid_api::cluster::{
     Cluster, ClusterResponse, ListClustersResponse, RegisterClusterRequest, UpdateClusterRequest,
@@ -43,10 +43,8 @@ pub struct Connection {
 
 impl Connection {
     async fn client(&self) -> anyhow::Result<ApiClient> {
-        let endpoint = self
-            .endpoint
-            .as_deref()
-            .context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
+        let endpoint =
+            self.endpoint.as_deref().context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
         ApiClient::from_environment(endpoint, &self.region).await
     }
 }
@@ -227,10 +225,8 @@ impl ClusterSettings {
         let Some(path) = &self.jwks_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let doc = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let doc = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
         Ok(Some(doc))
     }
 }
@@ -244,18 +240,14 @@ pub struct TrustPolicyArgs {
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 fn read_policy(value: Option<String>) -> anyhow::Result<Option<String>> {
     match value {
         Some(v) if v.starts_with('@') => {
             let path = &v[1..];
-            Ok(Some(std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read policy file {path}")
-            })?))
+            Ok(Some(std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {path}"))?))
         }
         other => Ok(other),
     }
@@ -275,11 +267,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -290,16 +278,9 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&AssociationResponse {
-            association: a.clone(),
-        }),
+        Output::Json => print_json(&AssociationResponse { association: a.clone() }),
         Output::Table => {
-            let tags = a
-                .tags
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let tags = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
             let rows = [
                 ("ASSOCIATION ID", a.association_id.clone()),
                 ("ASSOCIATION ARN", a.association_arn.clone()),
@@ -307,23 +288,9 @@ fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Resu
                 ("NAMESPACE", a.namespace.clone()),
                 ("SERVICE ACCOUNT", a.service_account.clone()),
                 ("ROLE ARN", a.role_arn.clone()),
-                (
-                    "TARGET ROLE ARN",
-                    a.target_role_arn.clone().unwrap_or_else(|| "-".into()),
-                ),
-                (
-                    "EXTERNAL ID",
-                    a.external_id.clone().unwrap_or_else(|| "-".into()),
-                ),
-                (
-                    "SESSION TAGS",
-                    if a.disable_session_tags {
-                        "disabled"
-                    } else {
-                        "enabled"
-                    }
-                    .into(),
-                ),
+                ("TARGET ROLE ARN", a.target_role_arn.clone().unwrap_or_else(|| "-".into())),
+                ("EXTERNAL ID", a.external_id.clone().unwrap_or_else(|| "-".into())),
+                ("SESSION TAGS", if a.disable_session_tags { "disabled" } else { "enabled" }.into()),
                 ("POLICY", a.policy.clone().unwrap_or_else(|| "-".into())),
                 ("TAGS", if tags.is_empty() { "-".into() } else { tags }),
                 ("CREATED", format_time(a.created_at.seconds())),
@@ -340,20 +307,13 @@ fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Resu
 fn format_time(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| seconds.to_string())
 }
 
 fn association_path(cluster: &str, id: Option<&str>) -> String {
     match id {
-        Some(id) => format!(
-            "/clusters/{}/pod-identity-associations/{}",
-            segment(cluster),
-            segment(id)
-        ),
+        Some(id) => format!("/clusters/{}/pod-identity-associations/{}", segment(cluster), segment(id)),
         None => format!("/clusters/{}/pod-identity-associations", segment(cluster)),
     }
 }
@@ -385,38 +345,17 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
             };
             let client = conn.client().await?;
             let body = serde_json::to_value(&request)?;
-            let out: AssociationResponse = client
-                .call(
-                    Method::POST,
-                    &association_path(&cluster_name, None),
-                    &[],
-                    Some(&body),
-                )
-                .await?;
+            let out: AssociationResponse =
+                client.call(Method::POST, &association_path(&cluster_name, None), &[], Some(&body)).await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::Describe {
-            conn,
-            cluster_name,
-            association_id,
-        } => {
+        AssociationCommand::Describe { conn, cluster_name, association_id } => {
             let client = conn.client().await?;
-            let out: AssociationResponse = client
-                .call(
-                    Method::GET,
-                    &association_path(&cluster_name, Some(&association_id)),
-                    &[],
-                    None,
-                )
-                .await?;
+            let out: AssociationResponse =
+                client.call(Method::GET, &association_path(&cluster_name, Some(&association_id)), &[], None).await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::List {
-            conn,
-            cluster_name,
-            namespace,
-            service_account,
-        } => {
+        AssociationCommand::List { conn, cluster_name, namespace, service_account } => {
             let client = conn.client().await?;
             let mut all = Vec::new();
             let mut next: Option<String> = None;
@@ -431,14 +370,8 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                 if let Some(token) = &next {
                     query.push(("nextToken", token.clone()));
                 }
-                let page: ListAssociationsResponse = client
-                    .call(
-                        Method::GET,
-                        &association_path(&cluster_name, None),
-                        &query,
-                        None,
-                    )
-                    .await?;
+                let page: ListAssociationsResponse =
+                    client.call(Method::GET, &association_path(&cluster_name, None), &query, None).await?;
                 all.extend(page.associations);
                 match page.next_token {
                     Some(token) => next = Some(token),
@@ -446,10 +379,7 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                 }
             }
             match conn.output {
-                Output::Json => print_json(&ListAssociationsResponse {
-                    associations: all,
-                    next_token: None,
-                }),
+                Output::Json => print_json(&ListAssociationsResponse { associations: all, next_token: None }),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = all
                         .iter()
@@ -462,10 +392,7 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print_table(
-                        &["ASSOCIATION ID", "CLUSTER", "NAMESPACE", "SERVICE ACCOUNT"],
-                        &rows,
-                    );
+                    print_table(&["ASSOCIATION ID", "CLUSTER", "NAMESPACE", "SERVICE ACCOUNT"], &rows);
                     Ok(())
                 }
             }
@@ -490,37 +417,20 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
             let client = conn.client().await?;
             let body = serde_json::to_value(&request)?;
             let out: AssociationResponse = client
-                .call(
-                    Method::POST,
-                    &association_path(&cluster_name, Some(&association_id)),
-                    &[],
-                    Some(&body),
-                )
+                .call(Method::POST, &association_path(&cluster_name, Some(&association_id)), &[], Some(&body))
                 .await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::Delete {
-            conn,
-            cluster_name,
-            association_id,
-        } => {
+        AssociationCommand::Delete { conn, cluster_name, association_id } => {
             let client = conn.client().await?;
-            let out: AssociationResponse = client
-                .call(
-                    Method::DELETE,
-                    &association_path(&cluster_name, Some(&association_id)),
-                    &[],
-                    None,
-                )
-                .await?;
+            let out: AssociationResponse =
+                client.call(Method::DELETE, &association_path(&cluster_name, Some(&association_id)), &[], None).await?;
             match conn.output {
                 Output::Json => print_json(&out),
                 Output::Table => {
                     println!(
                         "deleted {} ({}/{})",
-                        out.association.association_id,
-                        out.association.namespace,
-                        out.association.service_account
+                        out.association.association_id, out.association.namespace, out.association.service_account
                     );
                     Ok(())
                 }
@@ -531,18 +441,12 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
 
 fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&ListClustersResponse {
-            clusters: clusters.to_vec(),
-        }),
+        Output::Json => print_json(&ListClustersResponse { clusters: clusters.to_vec() }),
         Output::Table => {
             let rows: Vec<Vec<String>> = clusters
                 .iter()
                 .map(|c| {
-                    let keys = c
-                        .jwks
-                        .get("keys")
-                        .and_then(|k| k.as_array())
-                        .map_or(0, Vec::len);
+                    let keys = c.jwks.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
                     vec![
                         c.name.clone(),
                         c.issuer.clone(),
@@ -552,10 +456,7 @@ fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print_table(
-                &["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER ARN"],
-                &rows,
-            );
+            print_table(&["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER ARN"], &rows);
             Ok(())
         }
     }
@@ -571,11 +472,7 @@ fn print_cluster(output: Output, cluster: Cluster) -> anyhow::Result<()> {
 /// Runs `podid cluster …`.
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Register {
-            conn,
-            name,
-            settings,
-        } => {
+        ClusterCommand::Register { conn, name, settings } => {
             if settings.jwks_file.is_none() && settings.jwks_uri.is_none() && !settings.discovery {
                 bail!("give the cluster's keys: --jwks-file, --jwks-uri or --discovery");
             }
@@ -589,40 +486,22 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
                 discovery: settings.discovery.then_some(true),
             };
             let client = conn.client().await?;
-            let out: ClusterResponse = client
-                .call(
-                    Method::POST,
-                    "/podid/v1/clusters",
-                    &[],
-                    Some(&serde_json::to_value(&request)?),
-                )
-                .await?;
+            let out: ClusterResponse =
+                client.call(Method::POST, "/podid/v1/clusters", &[], Some(&serde_json::to_value(&request)?)).await?;
             print_cluster(conn.output, out.cluster)
         }
         ClusterCommand::List { conn } => {
             let client = conn.client().await?;
-            let out: ListClustersResponse = client
-                .call(Method::GET, "/podid/v1/clusters", &[], None)
-                .await?;
+            let out: ListClustersResponse = client.call(Method::GET, "/podid/v1/clusters", &[], None).await?;
             print_clusters(conn.output, &out.clusters)
         }
         ClusterCommand::Describe { conn, name } => {
             let client = conn.client().await?;
-            let out: ClusterResponse = client
-                .call(
-                    Method::GET,
-                    &format!("/podid/v1/clusters/{}", segment(&name)),
-                    &[],
-                    None,
-                )
-                .await?;
+            let out: ClusterResponse =
+                client.call(Method::GET, &format!("/podid/v1/clusters/{}", segment(&name)), &[], None).await?;
             print_cluster(conn.output, out.cluster)
         }
-        ClusterCommand::Update {
-            conn,
-            name,
-            settings,
-        } => {
+        ClusterCommand::Update { conn, name, settings } => {
             let request = UpdateClusterRequest {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
@@ -644,19 +523,9 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Deregister { conn, name, force } => {
             let client = conn.client().await?;
-            let query = if force {
-                vec![("force", "true".to_owned())]
-            } else {
-                vec![]
-            };
-            let out: ClusterResponse = client
-                .call(
-                    Method::DELETE,
-                    &format!("/podid/v1/clusters/{}", segment(&name)),
-                    &query,
-                    None,
-                )
-                .await?;
+            let query = if force { vec![("force", "true".to_owned())] } else { vec![] };
+            let out: ClusterResponse =
+                client.call(Method::DELETE, &format!("/podid/v1/clusters/{}", segment(&name)), &query, None).await?;
             match conn.output {
                 Output::Json => print_json(&out),
                 Output::Table => {
@@ -685,9 +554,7 @@ pub fn trust_policy_document(broker_principal: &str) -> serde_json::Value {
 /// Runs `podid trust-policy`.
 pub fn trust_policy(args: &TrustPolicyArgs) -> anyhow::Result<()> {
     let p = &args.broker_principal;
-    let ok = p.starts_with("arn:")
-        && (p.contains(":iam::") || p.contains(":sts::"))
-        && p.split(':').count() == 6;
+    let ok = p.starts_with("arn:") && (p.contains(":iam::") || p.contains(":sts::")) && p.split(':').count() == 6;
     if !ok {
         bail!("--broker-principal must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/podid-broker");
     }
@@ -701,22 +568,13 @@ mod tests {
     #[test]
     fn trust_policy_names_the_broker_and_both_actions() {
         let doc = trust_policy_document("arn:aws:iam::123456789012:role/podid-broker");
-        assert_eq!(
-            doc["Statement"][0]["Principal"]["AWS"],
-            "arn:aws:iam::123456789012:role/podid-broker"
-        );
-        assert_eq!(
-            doc["Statement"][0]["Action"],
-            serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
-        );
+        assert_eq!(doc["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::123456789012:role/podid-broker");
+        assert_eq!(doc["Statement"][0]["Action"], serde_json::json!(["sts:AssumeRole", "sts:TagSession"]));
     }
 
     #[test]
     fn tags_parse() {
-        assert_eq!(
-            parse_tag("team=ml=x").unwrap(),
-            ("team".into(), "ml=x".into())
-        );
+        assert_eq!(parse_tag("team=ml=x").unwrap(), ("team".into(), "ml=x".into()));
         assert!(parse_tag("nope").is_err());
     }
 }

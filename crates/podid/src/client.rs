@@ -52,11 +52,9 @@ impl ApiClient {
     /// A client for `endpoint`, signing with the default AWS credential chain
     /// (environment, shared profile, …) when it finds credentials.
     pub async fn from_environment(endpoint: &str, region: &str) -> anyhow::Result<Self> {
-        let endpoint = url::Url::parse(endpoint)
-            .map_err(|e| anyhow::anyhow!("--endpoint '{endpoint}' is not a URL: {e}"))?;
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let endpoint =
+            url::Url::parse(endpoint).map_err(|e| anyhow::anyhow!("--endpoint '{endpoint}' is not a URL: {e}"))?;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
         let credentials = match config.credentials_provider() {
             Some(provider) => match provider.provide_credentials().await {
                 Ok(c) => Some(c),
@@ -71,12 +69,7 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(ApiClient {
-            endpoint,
-            region: region.to_owned(),
-            credentials,
-            http,
-        })
+        Ok(ApiClient { endpoint, region: region.to_owned(), credentials, http })
     }
 
     /// Sends a request and decodes a JSON answer. `path` is already
@@ -89,18 +82,11 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
         let mut url = self.endpoint.clone();
-        url.set_path(&format!(
-            "{}{}",
-            self.endpoint.path().trim_end_matches('/'),
-            path
-        ));
+        url.set_path(&format!("{}{}", self.endpoint.path().trim_end_matches('/'), path));
         if !query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
         }
-        let body_bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
+        let body_bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
         let mut request = self.http.request(method.clone(), url.clone());
         let mut headers: Vec<(String, String)> = Vec::new();
         if body.is_some() {
@@ -129,9 +115,8 @@ impl ApiClient {
                 SignableBody::Bytes(&body_bytes),
             )
             .map_err(|e| ClientError::Request(e.to_string()))?;
-            let (instructions, _signature) = sign(signable, &params)
-                .map_err(|e| ClientError::Request(e.to_string()))?
-                .into_parts();
+            let (instructions, _signature) =
+                sign(signable, &params).map_err(|e| ClientError::Request(e.to_string()))?.into_parts();
             for (name, value) in instructions.headers() {
                 headers.push((name.to_owned(), value.to_owned()));
             }
@@ -149,46 +134,24 @@ impl ApiClient {
             reason: e.without_url().to_string(),
         })?;
         let status = response.status().as_u16();
-        let request_id = response
-            .headers()
-            .get("x-amzn-requestid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| ClientError::Transport {
-            endpoint: self.endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+        let request_id = response.headers().get("x-amzn-requestid").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport { endpoint: self.endpoint.to_string(), reason: e.to_string() })?;
         if !(200..300).contains(&status) {
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let code = error_type
-                .or_else(|| {
-                    parsed
-                        .get("__type")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                })
+                .or_else(|| parsed.get("__type").and_then(|v| v.as_str()).map(str::to_owned))
                 .unwrap_or_else(|| format!("HTTP{status}"));
-            let message = parsed
-                .get("message")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned();
+            let message = parsed.get("message").and_then(|v| v.as_str()).unwrap_or("").to_owned();
             let message = if code == "MissingAuthenticationTokenException" {
                 format!("{message} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE to a podid key)")
             } else {
                 message
             };
-            return Err(ClientError::Api {
-                status,
-                code,
-                message,
-                request_id,
-            });
+            return Err(ClientError::Api { status, code, message, request_id });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -198,10 +161,7 @@ impl ApiClient {
 pub fn segment(value: &str) -> String {
     // RFC 3986 unreserved characters stay as they are; everything else,
     // ':' and '/' included, is encoded, as the AWS SDKs encode URI labels.
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }

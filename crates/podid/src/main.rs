@@ -14,13 +14,7 @@ mod server;
 #[command(name = "podid", version, about, propagate_version = true)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "PODID_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "PODID_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter (tracing-subscriber syntax, e.g. `info,podid_server=debug`);
     /// default `info` for servers, `warn` for the CLI verbs.
@@ -51,11 +45,9 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -69,10 +61,7 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,0 +1,258 @@
+//! The per-pod credential cache with single-flight issuance.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use podid_sts::{IssueError, IssuedCredentials};
+use tokio::sync::OnceCell;
+
+/// Which pod session credentials belong to. The association's modification
+/// time is part of it, so changing an association (another role, say) makes
+/// its pods get new credentials at their next call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// Association id.
+    pub association_id: String,
+    /// Association `modifiedAt` (ms).
+    pub association_version: i64,
+    /// Pod uid.
+    pub pod_uid: String,
+}
+
+/// How a lookup was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// From the cache.
+    Hit,
+    /// This caller issued.
+    Miss,
+    /// Another caller was already issuing; this one waited for its result.
+    Joined,
+}
+
+type Flight = Arc<OnceCell<Result<Arc<IssuedCredentials>, IssueError>>>;
+
+/// Serves a pod's credentials again while more than `min_remaining` of their
+/// validity is left, so a pod whose token rotated costs no STS call; and makes
+/// concurrent misses for one pod share one issuance.
+pub struct CredentialCache {
+    min_remaining: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<CacheKey, Arc<IssuedCredentials>>>,
+    in_flight: Mutex<HashMap<CacheKey, Flight>>,
+}
+
+impl CredentialCache {
+    /// A cache of at most `max_entries` pods, serving credentials while more
+    /// than `min_remaining` remains.
+    pub fn new(min_remaining: Duration, max_entries: usize) -> Self {
+        CredentialCache {
+            min_remaining,
+            max_entries: max_entries.max(1),
+            entries: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether credentials are fresh enough to serve at `now`.
+    pub fn fresh(&self, credentials: &IssuedCredentials, now: SystemTime) -> bool {
+        credentials.expiration.duration_since(now).is_ok_and(|left| left > self.min_remaining)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets a pod's credentials.
+    pub fn remove(&self, key: &CacheKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    /// The pod's cached credentials, or the result of `issue` — run by one
+    /// caller while concurrent callers for the same pod wait for it.
+    pub async fn get_or_issue<F, Fut>(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+        issue: F,
+    ) -> (Result<Arc<IssuedCredentials>, IssueError>, CacheOutcome)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<IssuedCredentials, IssueError>>,
+    {
+        if let Some(hit) = self.lookup(key, now) {
+            return (Ok(hit), CacheOutcome::Hit);
+        }
+        let (flight, leader) = {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return (Err(IssueError::Internal("credential cache lock poisoned".into())), CacheOutcome::Miss);
+            };
+            match in_flight.get(key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f: Flight = Arc::new(OnceCell::new());
+                    in_flight.insert(key.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let mut ran = false;
+        let result = flight
+            .get_or_init(|| {
+                ran = true;
+                async {
+                    // A leader that lost a race with a finished flight finds the
+                    // fresh entry here instead of issuing again.
+                    if let Some(hit) = self.lookup(key, now) {
+                        return Ok(hit);
+                    }
+                    let issued = Arc::new(issue().await?);
+                    self.insert(key.clone(), issued.clone(), now);
+                    Ok(issued)
+                }
+            })
+            .await
+            .clone();
+        if ran || leader {
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                if in_flight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                    in_flight.remove(key);
+                }
+            }
+        }
+        (result, if ran { CacheOutcome::Miss } else { CacheOutcome::Joined })
+    }
+
+    fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<IssuedCredentials>> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(key).filter(|c| self.fresh(c, now)).cloned()
+    }
+
+    fn insert(&self, key: CacheKey, credentials: Arc<IssuedCredentials>, now: SystemTime) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= self.max_entries && !entries.contains_key(&key) {
+            entries.retain(|_, c| self.fresh(c, now));
+            if entries.len() >= self.max_entries {
+                // Still full: drop the entry that would go stale first.
+                if let Some(k) = entries.iter().min_by_key(|(_, c)| c.expiration).map(|(k, _)| k.clone()) {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.insert(key, credentials);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use podid_sts::Secret;
+
+    use super::*;
+
+    fn creds(expires_in: Duration) -> IssuedCredentials {
+        IssuedCredentials {
+            access_key_id: "ASIA".into(),
+            secret_access_key: Secret::new("s"),
+            session_token: Secret::new("t"),
+            expiration: SystemTime::now() + expires_in,
+            assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+            assumed_role_id: "AROA:s".into(),
+        }
+    }
+
+    fn key(pod: &str) -> CacheKey {
+        CacheKey { association_id: "a-0123456789abcdefg".into(), association_version: 1, pod_uid: pod.into() }
+    }
+
+    #[tokio::test]
+    async fn serves_fresh_credentials_and_reissues_stale_ones() {
+        let cache = CredentialCache::new(Duration::from_secs(900), 10);
+        let now = SystemTime::now();
+        let (r, o) = cache.get_or_issue(&key("p"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        assert!(r.is_ok());
+        assert_eq!(o, CacheOutcome::Miss);
+        let (_, o) = cache.get_or_issue(&key("p"), now, || async { panic!("must not issue") }).await;
+        assert_eq!(o, CacheOutcome::Hit);
+        // 46 minutes later less than 15 remain: issue again.
+        let later = now + Duration::from_secs(46 * 60);
+        let (_, o) = cache.get_or_issue(&key("p"), later, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        // Another version of the association is another key.
+        let other = CacheKey { association_version: 2, ..key("p") };
+        let (_, o) = cache.get_or_issue(&other, now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        assert_eq!(o, CacheOutcome::Miss);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let cache = CredentialCache::new(Duration::from_secs(900), 10);
+        let now = SystemTime::now();
+        let (r, _) = cache.get_or_issue(&key("p"), now, || async { Err(IssueError::AccessDenied("no".into())) }).await;
+        assert!(r.is_err());
+        let (r, o) = cache.get_or_issue(&key("p"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        assert!(r.is_ok());
+        assert_eq!(o, CacheOutcome::Miss);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_share_one_issuance() {
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_issue(&key("p"), SystemTime::now(), || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        gate.notified().await;
+                        Ok(creds(Duration::from_secs(3600)))
+                    })
+                    .await
+                    .1
+            }));
+        }
+        // Release the one issuance once it has started.
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(outcomes.iter().filter(|o| **o == CacheOutcome::Miss).count(), 1);
+        assert_eq!(outcomes.iter().filter(|o| **o != CacheOutcome::Miss).count(), 199);
+    }
+
+    #[tokio::test]
+    async fn bounded_evicting_stale_then_soonest_expiring() {
+        let cache = CredentialCache::new(Duration::from_secs(900), 3);
+        let now = SystemTime::now();
+        for (i, mins) in [(0, 60), (1, 50), (2, 40), (3, 30)] {
+            let (r, _) = cache
+                .get_or_issue(&key(&i.to_string()), now, || async move { Ok(creds(Duration::from_secs(mins * 60))) })
+                .await;
+            assert!(r.is_ok());
+        }
+        assert_eq!(cache.len(), 3);
+        // Pod 2 expired soonest when pod 3 arrived and was evicted.
+        let (_, o) = cache.get_or_issue(&key("2"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        assert_eq!(cache.len(), 3);
+    }
+}

@@ -1,0 +1,277 @@
+//! The credential broker: EKS Auth `AssumeRoleForPodIdentity`.
+//!
+//! token → verified pod identity (cluster's keys) → association → credentials
+//! (cache, or STS through the rate limiter) → audit event → EKS Auth answer.
+
+pub mod audit;
+pub mod cache;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podid_api::audit::{AuditEvent, AuditOutcome};
+use podid_api::cluster::Cluster;
+use podid_api::eks_auth::{
+    AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials, PodIdentityAssociationRef, Subject,
+};
+use podid_api::{validate, ApiError, ErrorKind};
+use podid_sts::{issue_for_pod, IssueError, Issuer, PodCredentialRequest};
+use podid_token::{ClusterTrust, PodIdentity, TokenError, TokenVerifier};
+
+use self::audit::AuditSink;
+use self::cache::{CacheKey, CacheOutcome, CredentialCache};
+use crate::http_api::{error_chain, store_error};
+use crate::metrics::Metrics;
+use crate::AppState;
+
+/// Settings of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `DurationSeconds` of the pods' sessions.
+    pub session_duration: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings { session_duration: Duration::from_secs(3600) }
+    }
+}
+
+/// The broker's parts.
+#[derive(Clone)]
+pub struct Broker {
+    /// Verifies projected tokens.
+    pub verifier: Arc<TokenVerifier>,
+    /// Issues credentials (rate-limited STS in production).
+    pub issuer: Arc<dyn Issuer>,
+    /// Per-pod credentials.
+    pub cache: Arc<CredentialCache>,
+    /// Where decisions are recorded.
+    pub audit: AuditSink,
+    /// Settings.
+    pub settings: BrokerSettings,
+}
+
+/// Who asked, for the audit trail.
+pub struct CallContext<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The caller's access key id.
+    pub caller: &'a str,
+}
+
+fn token_error(cluster: &str, e: &TokenError) -> ApiError {
+    if e.is_expired() {
+        ApiError::new(ErrorKind::ExpiredToken, "The service account token has expired.")
+    } else {
+        ApiError::new(ErrorKind::InvalidToken, format!("The token is not valid for cluster {cluster}: {}", e.reason()))
+    }
+}
+
+fn issue_error(e: &IssueError) -> ApiError {
+    match e {
+        IssueError::AccessDenied(m) => ApiError::new(
+            ErrorKind::CredentialsDenied,
+            format!("STS refused to issue credentials for the role (check that its trust policy allows podid's broker): {m}"),
+        ),
+        IssueError::Throttled(m) => ApiError::new(ErrorKind::Throttling, format!("Rate exceeded: {m}")),
+        IssueError::Unavailable(m) => ApiError::new(ErrorKind::ServiceUnavailable, format!("Credentials could not be issued now: {m}")),
+        IssueError::InvalidRequest(m) => ApiError::invalid_request(format!("STS rejected the association's settings: {m}")),
+        _ => ApiError::new(ErrorKind::InternalServer, "Credentials could not be issued; the cause is logged on the server."),
+    }
+}
+
+fn trust_of(cluster: &Cluster) -> ClusterTrust {
+    ClusterTrust {
+        name: cluster.name.clone(),
+        issuer: cluster.issuer.clone(),
+        audience: cluster.audience.clone(),
+        jwks: cluster.jwks.clone(),
+        jwks_uri: cluster.jwks_uri.clone(),
+        version: cluster.modified_at.0,
+    }
+}
+
+/// Answers one `AssumeRoleForPodIdentity` call and records the decision.
+pub async fn assume_role_for_pod_identity(
+    state: &AppState,
+    broker: &Broker,
+    ctx: CallContext<'_>,
+    cluster_name: &str,
+    token: Option<&str>,
+) -> Result<AssumeRoleForPodIdentityResponse, ApiError> {
+    let mut event = AuditEvent {
+        seq: 0,
+        time: state.clock.now_millis(),
+        request_id: ctx.request_id.to_owned(),
+        caller: ctx.caller.to_owned(),
+        cluster: podid_api::arn::printable(cluster_name),
+        namespace: None,
+        service_account: None,
+        pod_name: None,
+        pod_uid: None,
+        association_id: None,
+        role_arn: None,
+        outcome: AuditOutcome::Denied,
+        error_code: None,
+    };
+    let result = decide(state, broker, cluster_name, token, &mut event).await;
+    match &result {
+        Ok(_) => {
+            event.outcome = AuditOutcome::Issued;
+            state.metrics.broker.issued("issued", "");
+        }
+        Err(e) => {
+            event.outcome = match e.kind {
+                ErrorKind::ServiceUnavailable
+                | ErrorKind::Throttling
+                | ErrorKind::InternalServer
+                | ErrorKind::Server => AuditOutcome::Failed,
+                _ => AuditOutcome::Denied,
+            };
+            event.error_code = Some(e.kind.name().to_owned());
+            state.metrics.broker.issued(event.outcome.as_str(), e.kind.name());
+            tracing::info!(
+                request_id = ctx.request_id,
+                cluster = %event.cluster,
+                namespace = event.namespace.as_deref().unwrap_or("-"),
+                service_account = event.service_account.as_deref().unwrap_or("-"),
+                pod = event.pod_name.as_deref().unwrap_or("-"),
+                error = e.kind.name(),
+                reason = %e.message,
+                "credentials refused"
+            );
+        }
+    }
+    broker.audit.record(event).await;
+    result
+}
+
+async fn decide(
+    state: &AppState,
+    broker: &Broker,
+    cluster_name: &str,
+    token: Option<&str>,
+    event: &mut AuditEvent,
+) -> Result<AssumeRoleForPodIdentityResponse, ApiError> {
+    validate::cluster_name(cluster_name)?;
+    let token = token.ok_or_else(|| ApiError::invalid_parameter("token is required"))?;
+    let cluster = state
+        .store
+        .get_cluster(cluster_name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No cluster found for name: {cluster_name}.")))?;
+    let pod: PodIdentity =
+        broker.verifier.verify(&trust_of(&cluster), token).await.map_err(|e| token_error(cluster_name, &e))?;
+    event.namespace = Some(pod.namespace.clone());
+    event.service_account = Some(pod.service_account.clone());
+    event.pod_name = Some(pod.pod_name.clone());
+    event.pod_uid = Some(pod.pod_uid.clone());
+
+    let association = state
+        .store
+        .find_association(cluster_name, &pod.namespace, &pod.service_account)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "No pod identity association for service account {}/{} in cluster {cluster_name}.",
+                pod.namespace, pod.service_account
+            ))
+        })?;
+    event.association_id = Some(association.id.clone());
+    event.role_arn = Some(association.target_role_arn.clone().unwrap_or_else(|| association.role_arn.clone()));
+
+    let request = PodCredentialRequest {
+        cluster_name: cluster.name.clone(),
+        cluster_arn: cluster.cluster_arn.clone(),
+        namespace: pod.namespace.clone(),
+        service_account: pod.service_account.clone(),
+        pod_name: pod.pod_name.clone(),
+        pod_uid: pod.pod_uid.clone(),
+        role_arn: association.role_arn.clone(),
+        target_role_arn: association.target_role_arn.clone(),
+        external_id: association.external_id.clone(),
+        disable_session_tags: association.disable_session_tags,
+        policy: association.policy.clone(),
+        duration: broker.settings.session_duration,
+    };
+    let key = CacheKey {
+        association_id: association.id.clone(),
+        association_version: association.modified_at.0,
+        pod_uid: pod.pod_uid.clone(),
+    };
+    let metrics: &Metrics = &state.metrics;
+    let (issued, outcome) = broker
+        .cache
+        .get_or_issue(&key, state.clock.now(), || async {
+            let started = Instant::now();
+            let result = issue_for_pod(broker.issuer.as_ref(), &request).await;
+            metrics.broker.sts_latency.observe(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, role = %request.role_arn, "STS call failed");
+            }
+            result
+        })
+        .await;
+    metrics.broker.cache(outcome);
+    let credentials = issued.map_err(|e| {
+        if matches!(e, IssueError::Internal(_)) {
+            tracing::error!(error = %error_chain(&e), "issuing credentials failed");
+        }
+        issue_error(&e)
+    })?;
+    Ok(AssumeRoleForPodIdentityResponse {
+        subject: Subject { namespace: pod.namespace, service_account: pod.service_account },
+        audience: cluster.audience,
+        pod_identity_association: PodIdentityAssociationRef {
+            association_arn: state.scope.association_arn(&association.cluster, &association.id),
+            association_id: association.id,
+        },
+        assumed_role_user: AssumedRoleUser {
+            arn: credentials.assumed_role_arn.clone(),
+            assume_role_id: credentials.assumed_role_id.clone(),
+        },
+        credentials: PodCredentials {
+            session_token: credentials.session_token.expose().to_owned(),
+            secret_access_key: credentials.secret_access_key.expose().to_owned(),
+            access_key_id: credentials.access_key_id.clone(),
+            expiration: credentials.expiration_epoch_secs(),
+        },
+    })
+}
+
+impl CacheOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Joined => "joined",
+        }
+    }
+}
+
+/// `POST /clusters/{clusterName}/assume-role-for-pod-identity`.
+pub async fn handler(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
+    axum::Extension(request_id): axum::Extension<crate::http_api::RequestId>,
+    cluster: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::keys::Operation;
+    crate::http_api::answer(Operation::AssumeRoleForPodIdentity, &principal, async {
+        let axum::extract::Path(cluster) =
+            cluster.map_err(|e| ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text())))?;
+        let Some(broker) = &state.broker else {
+            return Err(ApiError::new(ErrorKind::ServiceUnavailable, "this server does not issue credentials"));
+        };
+        let req: podid_api::eks_auth::AssumeRoleForPodIdentityRequest = crate::http_api::parse_json(&headers, &body)?;
+        let ctx = CallContext { request_id: &request_id.0, caller: &principal.access_key_id };
+        assume_role_for_pod_identity(&state, broker, ctx, &cluster, req.token.as_deref()).await
+    })
+    .await
+}

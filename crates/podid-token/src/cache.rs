@@ -1,0 +1,235 @@
+//! A bounded cache of verified tokens, keyed by digest.
+//!
+//! Entries live until the token's `exp`; when the cache is full, expired
+//! entries go first, then the least recently used. Every operation is
+//! `O(log n)`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_lc_rs::digest::{Context, SHA256};
+
+use crate::{ClusterTrust, PodIdentity};
+
+/// A SHA-256 digest naming one (cluster, token) pair.
+pub(crate) type Digest = [u8; 32];
+
+/// The digest of a token as presented for a cluster: its name, version,
+/// issuer and audience, and the token, each length-prefixed.
+pub(crate) fn token_digest(trust: &ClusterTrust, token: &str) -> Digest {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(b"podid-token-cache-v1\0");
+    for part in [trust.name.as_bytes(), trust.issuer.as_bytes(), trust.audience.as_bytes(), token.as_bytes()] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.update(&trust.version.to_be_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+struct Entry {
+    identity: PodIdentity,
+    expires_at: i64,
+    last_used: u64,
+}
+
+/// The cache itself; the verifier keeps it behind a mutex.
+pub(crate) struct TokenCache {
+    capacity: usize,
+    entries: HashMap<Digest, Entry>,
+    /// last_used tick → digest (ticks are unique).
+    by_use: BTreeMap<u64, Digest>,
+    /// (expires_at, digest), to find expired entries first.
+    by_expiry: BTreeSet<(i64, Digest)>,
+    tick: u64,
+}
+
+impl TokenCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        TokenCache { capacity, entries: HashMap::new(), by_use: BTreeMap::new(), by_expiry: BTreeSet::new(), tick: 0 }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick = self.tick.wrapping_add(1);
+        self.tick
+    }
+
+    fn remove(&mut self, digest: &Digest) -> Option<Entry> {
+        let entry = self.entries.remove(digest)?;
+        self.by_use.remove(&entry.last_used);
+        self.by_expiry.remove(&(entry.expires_at, *digest));
+        Some(entry)
+    }
+
+    /// The identity cached for `digest`, if its token has not expired at
+    /// `now` (`now <= exp`); an expired entry is dropped.
+    pub(crate) fn get(&mut self, digest: &Digest, now: i64) -> Option<PodIdentity> {
+        let expires_at = self.entries.get(digest)?.expires_at;
+        if now > expires_at {
+            self.remove(digest);
+            return None;
+        }
+        let tick = self.next_tick();
+        let entry = self.entries.get_mut(digest)?;
+        let old = std::mem::replace(&mut entry.last_used, tick);
+        let identity = entry.identity.clone();
+        self.by_use.remove(&old);
+        self.by_use.insert(tick, *digest);
+        Some(identity)
+    }
+
+    /// Caches `identity` until its `expires_at`; does nothing for a token
+    /// already expired at `now` or for a zero capacity.
+    pub(crate) fn insert(&mut self, digest: Digest, identity: PodIdentity, now: i64) {
+        if self.capacity == 0 || now > identity.expires_at {
+            return;
+        }
+        self.remove(&digest);
+        while self.entries.len() >= self.capacity {
+            let victim = match self.by_expiry.first() {
+                Some((exp, d)) if *exp < now => *d,
+                _ => match self.by_use.first_key_value() {
+                    Some((_, d)) => *d,
+                    None => break,
+                },
+            };
+            self.remove(&victim);
+        }
+        let tick = self.next_tick();
+        let expires_at = identity.expires_at;
+        self.by_use.insert(tick, digest);
+        self.by_expiry.insert((expires_at, digest));
+        self.entries.insert(digest, Entry { identity, expires_at, last_used: tick });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity(exp: i64) -> PodIdentity {
+        PodIdentity {
+            namespace: "ns".into(),
+            service_account: "sa".into(),
+            service_account_uid: None,
+            pod_name: "p".into(),
+            pod_uid: "u".into(),
+            node_name: None,
+            issuer: "i".into(),
+            expires_at: exp,
+            issued_at: None,
+            jti: None,
+        }
+    }
+
+    fn d(i: u32) -> Digest {
+        let mut out = [0u8; 32];
+        out[..4].copy_from_slice(&i.to_be_bytes());
+        out
+    }
+
+    fn consistent(c: &TokenCache) {
+        assert_eq!(c.entries.len(), c.by_use.len());
+        assert_eq!(c.entries.len(), c.by_expiry.len());
+        assert!(c.entries.len() <= c.capacity);
+    }
+
+    #[test]
+    fn hit_until_expiry() {
+        let mut c = TokenCache::new(10);
+        c.insert(d(1), identity(100), 0);
+        assert!(c.get(&d(1), 100).is_some());
+        assert!(c.get(&d(1), 101).is_none());
+        assert_eq!(c.len(), 0);
+        consistent(&c);
+    }
+
+    #[test]
+    fn expired_identity_is_not_inserted() {
+        let mut c = TokenCache::new(10);
+        c.insert(d(1), identity(100), 101);
+        assert_eq!(c.len(), 0);
+        let mut zero = TokenCache::new(0);
+        zero.insert(d(1), identity(100), 0);
+        assert_eq!(zero.len(), 0);
+    }
+
+    #[test]
+    fn evicts_expired_first_then_lru() {
+        let mut c = TokenCache::new(3);
+        c.insert(d(1), identity(1000), 0);
+        c.insert(d(2), identity(50), 0);
+        c.insert(d(3), identity(1000), 0);
+        // At 60, entry 2 has expired: it goes, not the LRU entry 1.
+        c.insert(d(4), identity(1000), 60);
+        assert!(c.get(&d(1), 60).is_some());
+        assert!(c.get(&d(2), 60).is_none());
+        consistent(&c);
+        // Now 3 is least recently used (1 was just read).
+        c.insert(d(5), identity(1000), 60);
+        assert!(c.get(&d(3), 60).is_none());
+        assert!(c.get(&d(1), 60).is_some());
+        assert!(c.get(&d(4), 60).is_some());
+        assert!(c.get(&d(5), 60).is_some());
+        consistent(&c);
+    }
+
+    #[test]
+    fn reinsert_replaces() {
+        let mut c = TokenCache::new(2);
+        c.insert(d(1), identity(10), 0);
+        c.insert(d(1), identity(20), 0);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&d(1), 15).unwrap().expires_at, 20);
+        consistent(&c);
+    }
+
+    #[test]
+    fn bounded_under_many_inserts() {
+        let mut c = TokenCache::new(100);
+        for i in 0..20_000u32 {
+            c.insert(d(i), identity(i64::from(i % 500)), i64::from(i % 300));
+            assert!(c.len() <= 100);
+        }
+        consistent(&c);
+    }
+
+    #[test]
+    fn digest_depends_on_every_part() {
+        let base = ClusterTrust {
+            name: "a".into(),
+            issuer: "i".into(),
+            audience: "aud".into(),
+            jwks: json!(null),
+            jwks_uri: None,
+            version: 1,
+        };
+        let t = "x.y.z";
+        let d0 = token_digest(&base, t);
+        assert_eq!(d0, token_digest(&base.clone(), t));
+        let mut other = base.clone();
+        other.name = "b".into();
+        assert_ne!(d0, token_digest(&other, t));
+        let mut other = base.clone();
+        other.version = 2;
+        assert_ne!(d0, token_digest(&other, t));
+        let mut other = base.clone();
+        other.issuer = "j".into();
+        assert_ne!(d0, token_digest(&other, t));
+        let mut other = base.clone();
+        other.audience = "x".into();
+        assert_ne!(d0, token_digest(&other, t));
+        assert_ne!(d0, token_digest(&base, "x.y.zz"));
+        // Length prefixes: moving a byte between parts changes the digest.
+        let mut shifted = base.clone();
+        shifted.name = "ai".into();
+        shifted.issuer = String::new();
+        assert_ne!(d0, token_digest(&shifted, t));
+    }
+}

@@ -1,0 +1,415 @@
+//! Parsing a JWKS document into keys that can verify signatures.
+
+use std::fmt;
+
+use aws_lc_rs::signature::{
+    ParsedPublicKey, RsaPublicKeyComponents, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED,
+    RSA_PKCS1_2048_8192_SHA256,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::error::shorten;
+use crate::TokenError;
+
+/// The most keys one key set may hold (Kubernetes serves one or two).
+pub const MAX_JWKS_KEYS: usize = 100;
+
+/// A JWS algorithm this crate verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Alg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Es256,
+    Es384,
+}
+
+impl Alg {
+    pub(crate) fn parse(name: &str) -> Option<Alg> {
+        match name {
+            "RS256" => Some(Alg::Rs256),
+            "RS384" => Some(Alg::Rs384),
+            "RS512" => Some(Alg::Rs512),
+            "ES256" => Some(Alg::Es256),
+            "ES384" => Some(Alg::Es384),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Rs384 => "RS384",
+            Alg::Rs512 => "RS512",
+            Alg::Es256 => "ES256",
+            Alg::Es384 => "ES384",
+        }
+    }
+}
+
+/// An elliptic curve of an EC key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Curve {
+    P256,
+    P384,
+}
+
+impl Curve {
+    fn coordinate_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+        }
+    }
+}
+
+enum Material {
+    /// Big-endian modulus and exponent without leading zeros.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// The public point, already parsed (and checked to be on the curve) for
+    /// the curve's one algorithm.
+    Ec { curve: Curve, key: ParsedPublicKey },
+}
+
+/// One usable public key of a key set.
+pub(crate) struct Key {
+    kid: Option<String>,
+    alg: Option<Alg>,
+    material: Material,
+}
+
+impl Key {
+    pub(crate) fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Whether this key may verify a token signed with `alg`: the key type
+    /// (and curve) fits, and the key's own `alg`, if any, is the same.
+    pub(crate) fn fits(&self, alg: Alg) -> bool {
+        if self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        match (&self.material, alg) {
+            (Material::Rsa { .. }, Alg::Rs256 | Alg::Rs384 | Alg::Rs512) => true,
+            (Material::Ec { curve, .. }, Alg::Es256) => *curve == Curve::P256,
+            (Material::Ec { curve, .. }, Alg::Es384) => *curve == Curve::P384,
+            _ => false,
+        }
+    }
+
+    /// Verifies `signature` over `message` for `alg`; false on any failure
+    /// (including a key that does not fit `alg`).
+    pub(crate) fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        if !self.fits(alg) {
+            return false;
+        }
+        match &self.material {
+            Material::Rsa { n, e } => {
+                let params = match alg {
+                    Alg::Rs256 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+                    Alg::Rs384 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA384,
+                    Alg::Rs512 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA512,
+                    Alg::Es256 | Alg::Es384 => return false,
+                };
+                RsaPublicKeyComponents { n, e }.verify(params, message, signature).is_ok()
+            }
+            Material::Ec { key, .. } => key.verify_sig(message, signature).is_ok(),
+        }
+    }
+}
+
+/// The usable keys of a cluster's JWKS, parsed once.
+///
+/// Accepted: RSA keys (`n`, `e`; 2048 to 8192 bits) and EC keys (`crv`
+/// `P-256` or `P-384`, `x`, `y`). Skipped: keys whose `use` is not `sig`,
+/// unknown `kty`, keys whose `alg` is not one this crate verifies or does not
+/// fit the key type, and keys that do not parse. A document without any
+/// usable key is an error.
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet").field("kids", &self.kids().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys": [...]}`).
+    ///
+    /// # Errors
+    /// [`TokenError::KeySet`] if the document is not a JWKS, holds more than
+    /// [`MAX_JWKS_KEYS`] keys, or holds no usable key.
+    pub fn from_jwks(jwks: &Value) -> Result<KeySet, TokenError> {
+        let entries = jwks
+            .as_object()
+            .and_then(|o| o.get("keys"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| TokenError::KeySet("not a JWKS document (no \"keys\" array)".into()))?;
+        if entries.len() > MAX_JWKS_KEYS {
+            return Err(TokenError::KeySet(format!("{} keys, more than {MAX_JWKS_KEYS}", entries.len())));
+        }
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match parse_key(entry) {
+                Ok(key) => keys.push(key),
+                Err(why) => skipped.push(format!("key {i}: {why}")),
+            }
+        }
+        if keys.is_empty() {
+            let detail = if skipped.is_empty() {
+                "the key set is empty".to_string()
+            } else {
+                skipped.truncate(5);
+                skipped.join("; ")
+            };
+            return Err(TokenError::KeySet(format!("no usable key ({detail})")));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// The number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false for a parsed key set (parsing rejects an empty one).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key ids of the usable keys, in document order.
+    pub fn kids(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.keys.iter().map(Key::kid)
+    }
+
+    /// Whether a usable key has this key id.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid() == Some(kid))
+    }
+
+    /// The keys a token with `kid` and `alg` may be verified with.
+    ///
+    /// With a `kid`: the keys with that id that fit `alg`
+    /// ([`TokenError::UnknownKey`] if none has the id,
+    /// [`TokenError::KeyAlgorithmMismatch`] if none of them fits). Without:
+    /// the one key that fits `alg`, if there is exactly one.
+    pub(crate) fn candidates(&self, kid: Option<&str>, alg: Alg) -> Result<Vec<&Key>, TokenError> {
+        let shown_kid = || kid.map(|k| shorten(k, 64));
+        match kid {
+            Some(kid) => {
+                let named: Vec<&Key> = self.keys.iter().filter(|k| k.kid() == Some(kid)).collect();
+                if named.is_empty() {
+                    return Err(TokenError::UnknownKey { kid: shown_kid() });
+                }
+                let fitting: Vec<&Key> = named.into_iter().filter(|k| k.fits(alg)).collect();
+                if fitting.is_empty() {
+                    return Err(TokenError::KeyAlgorithmMismatch { kid: shown_kid(), alg: alg.name().to_string() });
+                }
+                Ok(fitting)
+            }
+            None => {
+                let fitting: Vec<&Key> = self.keys.iter().filter(|k| k.fits(alg)).collect();
+                if fitting.len() == 1 {
+                    Ok(fitting)
+                } else {
+                    Err(TokenError::UnknownKey { kid: None })
+                }
+            }
+        }
+    }
+}
+
+fn optional_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("\"{name}\" is not a string")),
+    }
+}
+
+fn required_b64(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let s = optional_str(obj, name)?.ok_or_else(|| format!("no \"{name}\""))?;
+    // Keys come from the cluster's operator, not from the token: tolerate
+    // padding, which some JWKS writers add.
+    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| format!("\"{name}\" is not base64url"))
+}
+
+fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.drain(..zeros);
+    bytes
+}
+
+fn parse_key(entry: &Value) -> Result<Key, String> {
+    let obj = entry.as_object().ok_or("not a JSON object")?;
+    if let Some(usage) = optional_str(obj, "use")? {
+        if usage != "sig" {
+            return Err(format!("use {:?} is not \"sig\"", shorten(usage, 16)));
+        }
+    }
+    let kid = optional_str(obj, "kid")?.map(str::to_string);
+    let alg = match optional_str(obj, "alg")? {
+        None => None,
+        Some(name) => Some(Alg::parse(name).ok_or_else(|| format!("alg {:?} is not accepted", shorten(name, 16)))?),
+    };
+    let kty = optional_str(obj, "kty")?.ok_or("no \"kty\"")?;
+    let material = match kty {
+        "RSA" => {
+            let n = strip_leading_zeros(required_b64(obj, "n")?);
+            let e = strip_leading_zeros(required_b64(obj, "e")?);
+            let bits = match n.first() {
+                Some(top) => n.len() * 8 - top.leading_zeros() as usize,
+                None => 0,
+            };
+            if !(2048..=8192).contains(&bits) {
+                return Err(format!("RSA modulus of {bits} bits (2048 to 8192 accepted)"));
+            }
+            if e.is_empty() || e.len() > 8 {
+                return Err("RSA exponent out of range".into());
+            }
+            RsaPublicKeyComponents { n: &n, e: &e }
+                .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+                .map_err(|_| "RSA key rejected".to_string())?;
+            Material::Rsa { n, e }
+        }
+        "EC" => {
+            let crv = optional_str(obj, "crv")?.ok_or("no \"crv\"")?;
+            let (curve, algorithm) = match crv {
+                "P-256" => (Curve::P256, &ECDSA_P256_SHA256_FIXED),
+                "P-384" => (Curve::P384, &ECDSA_P384_SHA384_FIXED),
+                other => return Err(format!("curve {:?} is not accepted", shorten(other, 16))),
+            };
+            let x = required_b64(obj, "x")?;
+            let y = required_b64(obj, "y")?;
+            let len = curve.coordinate_len();
+            if x.len() != len || y.len() != len {
+                return Err(format!("EC coordinates must be {len} bytes"));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let key =
+                ParsedPublicKey::new(algorithm, &point).map_err(|_| "EC point is not on the curve".to_string())?;
+            Material::Ec { curve, key }
+        }
+        other => return Err(format!("kty {:?} is not accepted", shorten(other, 16))),
+    };
+    let key = Key { kid, alg, material };
+    if let Some(alg) = key.alg {
+        if !key.fits(alg) {
+            return Err(format!("alg {} does not fit the key type", alg.name()));
+        }
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{DevAlgorithm, SigningKey};
+    use serde_json::json;
+
+    fn rsa_jwk() -> Value {
+        SigningKey::generate(DevAlgorithm::Rs256, "r1").unwrap().jwk()
+    }
+
+    #[test]
+    fn parses_rsa_and_ec_keys() {
+        let a = SigningKey::generate(DevAlgorithm::Rs256, "r").unwrap().jwk();
+        let b = SigningKey::generate(DevAlgorithm::Es256, "e2").unwrap().jwk();
+        let c = SigningKey::generate(DevAlgorithm::Es384, "e3").unwrap().jwk();
+        let set = KeySet::from_jwks(&json!({"keys": [a, b, c]})).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(!set.is_empty());
+        assert_eq!(set.kids().collect::<Vec<_>>(), [Some("r"), Some("e2"), Some("e3")]);
+        assert!(set.contains_kid("e3"));
+        assert!(format!("{set:?}").contains("e2"));
+    }
+
+    #[test]
+    fn rejects_documents_without_keys() {
+        for doc in [
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"keys": {}}),
+            json!({"keys": []}),
+            json!({"keys": [1, "x", null]}),
+        ] {
+            assert!(matches!(KeySet::from_jwks(&doc), Err(TokenError::KeySet(_))), "{doc}");
+        }
+    }
+
+    #[test]
+    fn skips_unusable_keys() {
+        let good = rsa_jwk();
+        let mut enc = good.clone();
+        enc["use"] = json!("enc");
+        let mut oct = json!({"kty": "oct", "k": "c2VjcmV0", "kid": "h"});
+        oct["use"] = json!("sig");
+        let mut ps = good.clone();
+        ps["alg"] = json!("PS256");
+        let mut mismatched = good.clone();
+        mismatched["alg"] = json!("ES256");
+        let mut bad_n = good.clone();
+        bad_n["n"] = json!("!!!");
+        let small = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xc5u8; 128]), "e": "AQAB"});
+        let off_curve = json!({"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
+        let short = json!({"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 31]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
+        let p521 = json!({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"});
+        let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"});
+        let no_kty = json!({"n": "AA", "e": "AQAB"});
+        let bad_kid = json!({"kty": "RSA", "kid": 5, "n": "AA", "e": "AQAB"});
+        let unusable = vec![enc, oct, ps, mismatched, bad_n, small, off_curve, short, p521, okp, no_kty, bad_kid];
+        let err = KeySet::from_jwks(&json!({ "keys": unusable.clone() })).unwrap_err();
+        assert!(matches!(err, TokenError::KeySet(_)));
+        let mut with_good = unusable;
+        with_good.push(good);
+        let set = KeySet::from_jwks(&json!({ "keys": with_good })).unwrap();
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn too_many_keys_is_an_error() {
+        let jwk = rsa_jwk();
+        let keys: Vec<Value> = (0..=MAX_JWKS_KEYS).map(|_| jwk.clone()).collect();
+        assert!(matches!(KeySet::from_jwks(&json!({ "keys": keys })), Err(TokenError::KeySet(_))));
+    }
+
+    #[test]
+    fn padded_base64_in_jwk_is_tolerated() {
+        let mut jwk = rsa_jwk();
+        jwk["e"] = json!("AQAB=");
+        assert!(KeySet::from_jwks(&json!({ "keys": [jwk] })).is_ok());
+    }
+
+    #[test]
+    fn candidate_selection() {
+        let r1 = SigningKey::generate(DevAlgorithm::Rs256, "r1").unwrap().jwk();
+        let mut r2 = SigningKey::generate(DevAlgorithm::Rs256, "r2").unwrap().jwk();
+        r2.as_object_mut().unwrap().remove("alg");
+        let e1 = SigningKey::generate(DevAlgorithm::Es256, "e1").unwrap().jwk();
+        let set = KeySet::from_jwks(&json!({"keys": [r1, r2, e1]})).unwrap();
+        assert_eq!(set.candidates(Some("r1"), Alg::Rs256).unwrap().len(), 1);
+        // r1 says alg RS256: not usable for RS384; r2 has no alg: usable.
+        assert!(matches!(set.candidates(Some("r1"), Alg::Rs384), Err(TokenError::KeyAlgorithmMismatch { .. })));
+        assert_eq!(set.candidates(Some("r2"), Alg::Rs512).unwrap().len(), 1);
+        assert!(matches!(set.candidates(Some("r1"), Alg::Es256), Err(TokenError::KeyAlgorithmMismatch { .. })));
+        assert!(matches!(
+            set.candidates(Some("zz"), Alg::Rs256),
+            Err(TokenError::UnknownKey { kid: Some(k) }) if k == "zz"
+        ));
+        // Without kid: exactly one ES256 key, two RSA keys.
+        assert_eq!(set.candidates(None, Alg::Es256).unwrap().len(), 1);
+        assert!(matches!(set.candidates(None, Alg::Rs256), Err(TokenError::UnknownKey { kid: None })));
+        assert!(matches!(set.candidates(None, Alg::Es384), Err(TokenError::UnknownKey { kid: None })));
+    }
+}
