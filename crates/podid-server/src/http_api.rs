@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tags/{arn}", get(associations::list_tags).post(associations::tag).delete(associations::untag))
         .route("/podid/v1/clusters", post(clusters::register).get(clusters::list))
+        .route("/podid/v1/audit", get(crate::broker::audit::list))
         .route(
             "/podid/v1/clusters/{name}",
             get(clusters::describe).patch(clusters::update).delete(clusters::deregister),

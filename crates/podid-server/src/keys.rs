@@ -72,6 +72,8 @@ pub enum Operation {
     DeregisterCluster,
     /// EKS Auth: issue credentials for a pod.
     AssumeRoleForPodIdentity,
+    /// The broker's audit trail: list.
+    ListAuditEvents,
 }
 
 impl Operation {
@@ -92,6 +94,7 @@ impl Operation {
             Operation::UpdateCluster => "UpdateCluster",
             Operation::DeregisterCluster => "DeregisterCluster",
             Operation::AssumeRoleForPodIdentity => "AssumeRoleForPodIdentity",
+            Operation::ListAuditEvents => "ListAuditEvents",
         }
     }
 
@@ -104,6 +107,7 @@ impl Operation {
                 | Operation::ListTagsForResource
                 | Operation::DescribeCluster
                 | Operation::ListClusters
+                | Operation::ListAuditEvents
         )
     }
 }

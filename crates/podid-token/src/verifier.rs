@@ -289,3 +289,68 @@ impl TokenVerifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{DevAlgorithm, ProjectedToken, SigningKey};
+
+    fn trust(key: &SigningKey, uri: Option<&str>) -> ClusterTrust {
+        ClusterTrust {
+            name: "c".into(),
+            issuer: "https://iss".into(),
+            audience: "pods.eks.amazonaws.com".into(),
+            jwks: key.jwks(),
+            jwks_uri: uri.map(str::to_string),
+            version: 7,
+        }
+    }
+
+    fn fixed_clock(t: i64) -> Clock {
+        Arc::new(move || t)
+    }
+
+    #[test]
+    fn system_clock_is_now() {
+        let now = system_clock()();
+        assert!(now > 1_700_000_000 && now < 4_000_000_000, "{now}");
+    }
+
+    #[tokio::test]
+    async fn no_fetcher_turns_unknown_keys_into_key_set_errors() {
+        let key = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
+        let other = SigningKey::generate(DevAlgorithm::Es256, "other").unwrap();
+        let v = TokenVerifier::new(Arc::new(NoJwksFetcher), fixed_clock(1000), 10);
+        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&other);
+        let err = v.verify(&trust(&key, Some("https://iss/jwks")), &token).await.unwrap_err();
+        assert!(matches!(err, TokenError::KeySet(_)), "{err}");
+        assert_eq!(v.stats().jwks_refreshes, 1);
+        assert_eq!(v.stats().jwks_refresh_failures, 1);
+    }
+
+    #[tokio::test]
+    async fn forget_cluster_drops_its_keys() {
+        let key = SigningKey::generate(DevAlgorithm::Rs256, "k").unwrap();
+        let v = TokenVerifier::new(Arc::new(NoJwksFetcher), fixed_clock(1000), 0);
+        let t = trust(&key, None);
+        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&key);
+        v.verify(&t, &token).await.unwrap();
+        v.verify(&t, &token).await.unwrap();
+        assert_eq!(v.stats().key_sets_parsed, 1);
+        v.forget_cluster("c");
+        v.verify(&t, &token).await.unwrap();
+        assert_eq!(v.stats().key_sets_parsed, 2);
+        assert!(format!("{v:?}").contains("key_sets_parsed: 2"));
+    }
+
+    #[tokio::test]
+    async fn with_fetcher_uses_the_system_clock() {
+        let key = SigningKey::generate(DevAlgorithm::Es384, "k").unwrap();
+        let v = TokenVerifier::with_fetcher(Arc::new(NoJwksFetcher));
+        let now = system_clock()();
+        let token = ProjectedToken::new("https://iss", "ns", "sa", now).sign(&key);
+        assert_eq!(v.verify(&trust(&key, None), &token).await.unwrap().namespace, "ns");
+        let old = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&key);
+        assert_eq!(v.verify(&trust(&key, None), &old).await, Err(TokenError::Expired));
+    }
+}

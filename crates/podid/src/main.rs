@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
 mod client;
+mod dev;
 mod server;
 
 /// Pod identity for any Kubernetes cluster, wire-compatible with EKS Pod Identity.
@@ -42,6 +43,12 @@ enum Command {
     Cluster(cli::ClusterCommand),
     /// Print the trust policy a target role needs so podid's broker may assume it.
     TrustPolicy(cli::TrustPolicyArgs),
+    /// Read the broker's audit trail.
+    #[command(subcommand)]
+    Audit(cli::AuditCommand),
+    /// DEVELOPMENT TOOLS: a stand-in cluster and tokens, for trying podid without Kubernetes.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -74,6 +81,8 @@ fn main() -> ExitCode {
             Command::Association(cmd) => cli::association(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::TrustPolicy(args) => cli::trust_policy(&args),
+            Command::Audit(cmd) => cli::audit(cmd).await,
+            Command::Dev(cmd) => dev::run(cmd).await,
         }
     });
     match result {

@@ -77,3 +77,72 @@ impl AuditSink {
         }
     }
 }
+
+/// `GET /podid/v1/audit?cluster&namespace&serviceAccount&outcome&since&maxResults&nextToken`:
+/// the audit trail, newest first. `since` is epoch seconds.
+pub async fn list(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> axum::response::Response {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use podid_api::{validate, ApiError};
+
+    crate::http_api::answer(crate::keys::Operation::ListAuditEvents, &principal, async {
+        let mut query = podid_store::AuditQuery { limit: 100, ..Default::default() };
+        let bad = |what: &str, v: &str| {
+            ApiError::invalid_parameter(format!("{what} '{}' is invalid", podid_api::arn::printable(v)))
+        };
+        for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned() {
+            match key.as_str() {
+                "cluster" => {
+                    validate::cluster_name(&value)?;
+                    query.cluster = Some(value);
+                }
+                "namespace" => {
+                    validate::namespace(&value)?;
+                    query.namespace = Some(value);
+                }
+                "serviceAccount" => {
+                    validate::service_account(&value)?;
+                    query.service_account = Some(value);
+                }
+                "outcome" => {
+                    query.outcome = Some(
+                        podid_api::audit::AuditOutcome::parse(&value)
+                            .ok_or_else(|| bad("outcome (issued, denied or failed)", &value))?,
+                    );
+                }
+                "since" => {
+                    let secs: f64 = value.parse().map_err(|_| bad("since (epoch seconds)", &value))?;
+                    if !secs.is_finite() {
+                        return Err(bad("since (epoch seconds)", &value));
+                    }
+                    query.since = Some(podid_api::EpochMillis((secs * 1000.0) as i64));
+                }
+                "maxResults" => {
+                    let n: i64 = value.parse().map_err(|_| bad("maxResults", &value))?;
+                    validate::max_results(n)?;
+                    query.limit = n as u32;
+                }
+                "nextToken" => {
+                    let decoded = URL_SAFE_NO_PAD
+                        .decode(&value)
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|s| s.strip_prefix("audit:").and_then(|n| n.parse::<i64>().ok()))
+                        .ok_or_else(|| bad("nextToken", &value))?;
+                    query.before = Some(decoded);
+                }
+                _ => {}
+            }
+        }
+        let page = state.store.list_audit(&query).await.map_err(crate::http_api::store_error)?;
+        Ok(podid_api::audit::ListAuditResponse {
+            events: page.events,
+            next_token: page.next.map(|n| URL_SAFE_NO_PAD.encode(format!("audit:{n}"))),
+        })
+    })
+    .await
+}
