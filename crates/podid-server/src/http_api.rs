@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             "/clusters/{cluster}/pod-identity-associations/{id}",
             get(associations::describe).post(associations::update).delete(associations::delete),
         )
+        .route("/clusters/{cluster}/assume-role-for-pod-identity", post(crate::broker::handler))
         .route("/tags/{arn}", get(associations::list_tags).post(associations::tag).delete(associations::untag))
         .route("/podid/v1/clusters", post(clusters::register).get(clusters::list))
         .route("/podid/v1/audit", get(crate::broker::audit::list))
