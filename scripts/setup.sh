@@ -40,6 +40,16 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/python/requirements.txt .venv/.re
     cp tests/python/requirements.txt .venv/.requirements.txt
 fi
 
+# The AWS SDK for JavaScript v3, pinned by tests/js/package-lock.json.
+if ! command -v npm >/dev/null; then
+    log "npm is missing: install Node.js 20 (Debian: apt-get install nodejs npm)"
+    exit 1
+fi
+if [ ! -d tests/js/node_modules ] || ! cmp -s tests/js/package-lock.json tests/js/node_modules/.package-lock.json; then
+    log "installing tests/js (npm ci)"
+    (cd tests/js && npm ci --no-audit --no-fund --silent >&2)
+fi
+
 if [ "${1:-}" = postgres ]; then
     bash crates/podid-store/tests/setup-postgres.sh
 fi
