@@ -45,9 +45,10 @@ if ! command -v npm >/dev/null; then
     log "npm is missing: install Node.js 20 (Debian: apt-get install nodejs npm)"
     exit 1
 fi
-if [ ! -d tests/js/node_modules ] || ! cmp -s tests/js/package-lock.json tests/js/node_modules/.package-lock.json; then
+if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.podid-lock.json 2>/dev/null; then
     log "installing tests/js (npm ci)"
     (cd tests/js && npm ci --no-audit --no-fund --silent >&2)
+    cp tests/js/package-lock.json tests/js/node_modules/.podid-lock.json
 fi
 
 if [ "${1:-}" = postgres ]; then

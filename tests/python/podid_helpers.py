@@ -151,9 +151,22 @@ class ServerProcess:
 
     LISTEN_LINE = re.compile(rb"^podid server listening on (http://127\.0\.0\.1:\d+)$")
 
-    def __init__(self, workdir: Path, keys_file: Path):
+    def __init__(
+        self,
+        workdir: Path,
+        keys_file: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+        account_id: str = ACCOUNT_ID,
+    ):
+        """`extra_args` are appended to the command line (broker flags, say);
+        `extra_env` is added to the environment (after PODID_* is cleared)."""
         self.workdir = workdir
         self.keys_file = keys_file
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
+        self.account_id = account_id
         self.db_path = workdir / "podid.db"
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
@@ -172,6 +185,7 @@ class ServerProcess:
                 del env[name]
         env["PODID_LOG"] = "info"
         env["NO_COLOR"] = "1"
+        env.update(self.extra_env)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
@@ -186,7 +200,8 @@ class ServerProcess:
                 "--region",
                 REGION,
                 "--account-id",
-                ACCOUNT_ID,
+                self.account_id,
+                *self.extra_args,
             ],
             stdout=subprocess.PIPE,
             stderr=self._log,
