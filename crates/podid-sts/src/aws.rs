@@ -74,8 +74,23 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkErro
                 "RegionDisabledException" | "ServiceUnavailable" | "InternalFailure" => {
                     IssueError::Unavailable(format!("{code}: {message}"))
                 }
-                _ if service.raw().status().as_u16() >= 500 => IssueError::Unavailable(format!("{code}: {message}")),
-                _ => IssueError::Internal(format!("{code}: {message}")),
+                // Codes the SDK could not read (STS-compatible services answer
+                // other XML shapes): the HTTP status decides.
+                _ => {
+                    let status = service.raw().status().as_u16();
+                    let detail = if code == "Unknown" && message.is_empty() {
+                        format!("STS answered HTTP {status}")
+                    } else {
+                        format!("STS answered HTTP {status}: {code}: {message}")
+                    };
+                    match status {
+                        401 | 403 => IssueError::AccessDenied(detail),
+                        429 => IssueError::Throttled(detail),
+                        400 => IssueError::InvalidRequest(detail),
+                        s if s >= 500 => IssueError::Unavailable(detail),
+                        _ => IssueError::Internal(detail),
+                    }
+                }
             }
         }
         SdkError::TimeoutError(_) => IssueError::Unavailable("STS did not answer in time".to_owned()),

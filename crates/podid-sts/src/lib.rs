@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 pub use aws::AwsStsIssuer;
-pub use limiter::{LimiterObserver, RateLimitedIssuer, RateLimiter};
+pub use limiter::{LimiterObserver, RateLimitPermit, RateLimitedIssuer, RateLimiter};
 pub use pod::{issue_for_pod, session_name, session_tags, PodCredentialRequest, SESSION_TAG_KEYS};
 
 /// A secret string that never prints.
