@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod agent;
 mod cli;
 mod client;
 mod dev;
 mod server;
+mod signal;
+mod webhook;
 
 /// Pod identity for any Kubernetes cluster, wire-compatible with EKS Pod Identity.
 #[derive(Debug, Parser)]
@@ -35,6 +38,8 @@ enum LogFormat {
 enum Command {
     /// Run the central server: association API, cluster registry, metrics.
     Server(server::ServerArgs),
+    /// Run the node agent: serves pods' credentials on the link-local address.
+    Agent(agent::AgentCommand),
     /// Manage pod identity associations.
     #[command(subcommand)]
     Association(cli::AssociationCommand),
@@ -49,11 +54,22 @@ enum Command {
     /// DEVELOPMENT TOOLS: a stand-in cluster and tokens, for trying podid without Kubernetes.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+    /// Run the admission webhook: injects pod identity into pods whose service account has an association.
+    Webhook(webhook::WebhookArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter =
+    let mut filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The AWS SDK's and HTTP stack's debug and trace output can include request
+    // bodies (tokens) and signing material: never below info, whatever is asked.
+    for target in
+        ["aws_smithy_runtime", "aws_smithy_http", "aws_smithy_http_client", "aws_sigv4", "hyper", "h2", "reqwest"]
+    {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -64,7 +80,7 @@ fn init_logging(format: LogFormat, filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Server(_) => "info",
+        Command::Server(_) | Command::Agent(_) | Command::Webhook(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
@@ -78,11 +94,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Agent(cmd) => agent::command(cmd).await,
             Command::Association(cmd) => cli::association(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::TrustPolicy(args) => cli::trust_policy(&args),
             Command::Audit(cmd) => cli::audit(cmd).await,
             Command::Dev(cmd) => dev::run(cmd).await,
+            Command::Webhook(args) => webhook::run(args).await,
         }
     });
     match result {

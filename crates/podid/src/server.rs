@@ -68,28 +68,6 @@ pub struct ServerArgs {
     sts_timeout_ms: u64,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
-}
-
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|c| c.is_ascii_digit()) {
@@ -167,7 +145,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             // start the server on port 0.
             println!("podid server listening on http://{addr}");
         },
-        shutdown_signal(),
+        crate::signal::shutdown_signal(),
     )
     .await?;
     // The router and its state are gone: the audit writer drains what is queued.

@@ -1,0 +1,72 @@
+//! Wall-clock time behind a trait, so cache policy is tested without waiting.
+
+use std::fmt;
+use std::time::SystemTime;
+
+/// Tells the wall-clock time. Credential and token expirations are wall-clock
+/// instants, so the cache compares against this.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Wall-clock time that advances with tokio's clock: the system time at
+/// creation plus the tokio time elapsed since. Under `tokio::time::pause()`
+/// and `advance()` it moves exactly as tests move tokio's timers, so timers and
+/// expirations stay in step.
+#[derive(Clone, Copy)]
+pub struct TokioClock {
+    base: SystemTime,
+    started: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading the system time now. Create it inside the runtime whose
+    /// time it follows.
+    pub fn new() -> Self {
+        TokioClock { base: SystemTime::now(), started: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for TokioClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioClock").field("now", &self.now()).finish()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> SystemTime {
+        self.base + self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_follows_paused_time() {
+        let clock = TokioClock::new();
+        let t0 = clock.now();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(clock.now().duration_since(t0).unwrap(), Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,200 @@
+//! Prometheus metrics of the agent (`podid_agent_*`).
+//!
+//! Counters on the hot path are resolved once at start, so counting a request
+//! is one atomic increment, not a label lookup.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// Labels of a counter split by a fixed word.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// The word.
+    pub result: &'static str,
+}
+
+/// Labels of the upstream error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// The error code (the broker's, or `ServiceUnavailableException` when unreachable).
+    pub code: String,
+}
+
+/// Statuses counted without a label lookup.
+const FAST_STATUSES: [u16; 9] = [200, 400, 403, 404, 405, 429, 500, 503, 0];
+
+/// Every metric of the agent and their registry.
+pub struct AgentMetrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    fast_requests: [Counter; FAST_STATUSES.len()],
+    /// `podid_agent_cache_lookups_total{result="hit"}`: served fresh from memory.
+    pub cache_hit: Counter,
+    /// `…{result="stale"}`: served from memory past the refresh time (refresh under way or failing).
+    pub cache_stale: Counter,
+    /// `…{result="miss"}`: this request asked the broker.
+    pub cache_miss: Counter,
+    /// `…{result="joined"}`: waited for a call another request had started.
+    pub cache_joined: Counter,
+    /// `podid_agent_cache_refreshes_total{result}`: `ok`, `failed` (served on), `dropped`.
+    pub refreshes: Family<ResultLabels, Counter>,
+    /// `podid_agent_cache_evictions_total{result}`: `lru`, `expired`, `dropped`, `replaced`.
+    pub evictions: Family<ResultLabels, Counter>,
+    /// `podid_agent_cached_entries`.
+    pub cached_entries: Gauge,
+    /// `podid_agent_upstream_duration_seconds`: one broker call, retries included.
+    pub upstream_latency: Histogram,
+    /// `podid_agent_upstream_errors_total{code}`.
+    pub upstream_errors: Family<CodeLabels, Counter>,
+    /// `podid_agent_upstream_up`: 0 after `unhealthy_after` consecutive outages, else 1.
+    pub upstream_up: Gauge,
+    /// `podid_agent_rate_limited_total`: requests refused by the listener rate limit.
+    pub rate_limited: Counter,
+}
+
+impl std::fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("podid_agent");
+        let requests = Family::<StatusLabels, Counter>::default();
+        registry.register("requests", "Credential requests by HTTP status answered", requests.clone());
+        let fast_requests = FAST_STATUSES.map(|status| requests.get_or_create(&StatusLabels { status }).clone());
+        let lookups = Family::<ResultLabels, Counter>::default();
+        registry.register("cache_lookups", "Credential cache lookups by result", lookups.clone());
+        let lookup = |result| lookups.get_or_create(&ResultLabels { result }).clone();
+        let refreshes = Family::<ResultLabels, Counter>::default();
+        registry.register("cache_refreshes", "Background refreshes by result", refreshes.clone());
+        let evictions = Family::<ResultLabels, Counter>::default();
+        registry.register("cache_evictions", "Entries removed from the cache by reason", evictions.clone());
+        let cached_entries = Gauge::default();
+        registry.register("cached_entries", "Pods' credentials held in memory", cached_entries.clone());
+        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 12));
+        registry.register("upstream_duration_seconds", "Duration of broker calls", upstream_latency.clone());
+        let upstream_errors = Family::<CodeLabels, Counter>::default();
+        registry.register("upstream_errors", "Failed broker calls by error code", upstream_errors.clone());
+        let upstream_up = Gauge::default();
+        upstream_up.set(1);
+        registry.register(
+            "upstream_up",
+            "1 while the broker answers; 0 after consecutive unreachable/5xx answers",
+            upstream_up.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register("rate_limited", "Requests refused by the listener rate limit", rate_limited.clone());
+        AgentMetrics {
+            cache_hit: lookup("hit"),
+            cache_stale: lookup("stale"),
+            cache_miss: lookup("miss"),
+            cache_joined: lookup("joined"),
+            registry,
+            requests,
+            fast_requests,
+            refreshes,
+            evictions,
+            cached_entries,
+            upstream_latency,
+            upstream_errors,
+            upstream_up,
+            rate_limited,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, status: u16) {
+        match FAST_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.fast_requests[i].inc();
+            }
+            None => {
+                self.requests.get_or_create(&StatusLabels { status }).inc();
+            }
+        }
+    }
+
+    /// Requests answered with `status` so far.
+    pub fn requests_with(&self, status: u16) -> u64 {
+        self.requests.get_or_create(&StatusLabels { status }).get()
+    }
+
+    /// Counts one refresh.
+    pub fn refresh(&self, result: &'static str) {
+        self.refreshes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts evicted entries.
+    pub fn evicted(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.evictions.get_or_create(&ResultLabels { result }).inc_by(n);
+        }
+    }
+
+    /// Counts one failed broker call.
+    pub fn upstream_error(&self, code: &str) {
+        // Codes are few, but they come from outside: bound them.
+        let code: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+        self.upstream_errors.get_or_create(&CodeLabels { code }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names() {
+        let m = AgentMetrics::new();
+        m.request(200);
+        m.request(418);
+        m.cache_hit.inc();
+        m.refresh("ok");
+        m.evicted("lru", 2);
+        m.upstream_error("ResourceNotFoundException");
+        m.upstream_latency.observe(0.01);
+        let text = m.encode();
+        for needle in [
+            "podid_agent_requests_total{status=\"200\"} 1",
+            "podid_agent_requests_total{status=\"418\"} 1",
+            "podid_agent_cache_lookups_total{result=\"hit\"} 1",
+            "podid_agent_cache_refreshes_total{result=\"ok\"} 1",
+            "podid_agent_cache_evictions_total{result=\"lru\"} 2",
+            "podid_agent_upstream_errors_total{code=\"ResourceNotFoundException\"} 1",
+            "podid_agent_upstream_duration_seconds_count 1",
+            "podid_agent_cached_entries 0",
+            "podid_agent_upstream_up 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert_eq!(m.requests_with(200), 1);
+    }
+}

@@ -1,0 +1,121 @@
+//! What the agent answers: the container-credentials body and JSON errors.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::upstream::FetchedCredentials;
+
+/// The body every SDK's container credential provider reads.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CredentialsBody<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+    expiration: &'a str,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` in UTC (the JS SDK v3 rejects anything not ending in `Z`).
+pub fn format_expiration(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// The 12-digit account of an assumed-role ARN
+/// (`arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+pub fn account_of(arn: &str) -> Option<&str> {
+    let account = arn.split(':').nth(4)?;
+    (arn.starts_with("arn:") && !account.is_empty()).then_some(account)
+}
+
+/// Serialises credentials once, when they enter the cache:
+/// `{"AccessKeyId","SecretAccessKey","Token","AccountId","Expiration"}`.
+/// `AccountId` is left out when the assumed-role ARN does not name one.
+pub fn credentials_body(credentials: &FetchedCredentials) -> Bytes {
+    let expiration = format_expiration(credentials.expiration);
+    let body = CredentialsBody {
+        access_key_id: &credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key.expose(),
+        token: credentials.session_token.expose(),
+        account_id: account_of(&credentials.assumed_role_arn),
+        expiration: &expiration,
+    };
+    // Serialising strings into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// `{"code":"…","message":"…"}`.
+pub fn error_body(code: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::upstream::Secret;
+
+    fn creds(arn: &str) -> FetchedCredentials {
+        FetchedCredentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: Secret::new("secret/key+with\"quote"),
+            session_token: Secret::new("session-token"),
+            expiration: UNIX_EPOCH + Duration::from_secs(1_795_946_400),
+            assumed_role_arn: arn.into(),
+        }
+    }
+
+    #[test]
+    fn body_has_exactly_the_container_credential_fields() {
+        let body = credentials_body(&creds("arn:aws:sts::111122223333:assumed-role/r/eks-c-p-1"));
+        let text = std::str::from_utf8(&body).unwrap();
+        assert_eq!(
+            text,
+            r#"{"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"secret/key+with\"quote","Token":"session-token","AccountId":"111122223333","Expiration":"2026-11-29T10:00:00Z"}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 5);
+    }
+
+    #[test]
+    fn account_is_left_out_when_unknown() {
+        let v: serde_json::Value = serde_json::from_slice(&credentials_body(&creds(""))).unwrap();
+        assert!(v.get("AccountId").is_none());
+        assert_eq!(account_of("arn:aws-cn:sts::123456789012:assumed-role/r/s"), Some("123456789012"));
+        assert_eq!(account_of("not-an-arn"), None);
+        assert_eq!(account_of("arn:aws:sts:::assumed-role/r/s"), None);
+    }
+
+    #[test]
+    fn expiration_is_utc_with_a_trailing_z() {
+        assert_eq!(format_expiration(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let s = format_expiration(UNIX_EPOCH + Duration::from_millis(1_767_225_600_999));
+        assert_eq!(s, "2026-01-01T00:00:00Z");
+        assert!(s.ends_with('Z') && s.len() == 20);
+    }
+
+    #[test]
+    fn errors_are_json() {
+        let v: serde_json::Value = serde_json::from_slice(&error_body("AccessDenied", "no \"way\"")).unwrap();
+        assert_eq!(v, serde_json::json!({"code": "AccessDenied", "message": "no \"way\""}));
+    }
+}

@@ -1,0 +1,537 @@
+//! The agent's listeners: container credentials on each bind host (plain
+//! hyper, allocation-light hot path), probes on localhost, metrics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::{CredentialCache, Refusal, Served, Step};
+use crate::clock::Clock;
+use crate::host::HostGuard;
+use crate::metrics::AgentMetrics;
+use crate::policy::CachePolicy;
+use crate::ratelimit::RateLimiter;
+use crate::response::error_body;
+use crate::upstream::CredentialSource;
+use crate::AgentError;
+
+/// The path SDKs ask.
+pub const CREDENTIALS_PATH: &str = "/v1/credentials";
+
+/// Where and how the agent serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Addresses of the credential listeners (169.254.170.23 and fd00:ec2::23 on EKS).
+    /// Each that cannot be bound is logged and skipped; at least one must bind.
+    pub bind_hosts: Vec<IpAddr>,
+    /// Port of the credential listeners (0: any free port).
+    pub port: u16,
+    /// Address of the probe server (`/healthz`, `/readyz`).
+    pub probe_address: IpAddr,
+    /// Port of the probe server.
+    pub probe_port: u16,
+    /// Address of the metrics server (`/metrics`).
+    pub metrics_address: IpAddr,
+    /// Port of the metrics server.
+    pub metrics_port: u16,
+    /// Requests per second each credential listener accepts (token bucket,
+    /// burst of one second's worth); 0 = unlimited.
+    pub rate_limit: u32,
+    /// The cache's size and timing.
+    pub cache: CachePolicy,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// A credential connection that reads and writes nothing for a whole
+    /// period of this length is closed (so idle or stuck clients cannot hold
+    /// sockets forever): after between one and two periods of silence.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    /// The stock agent's addresses and ports.
+    fn default() -> Self {
+        AgentConfig {
+            bind_hosts: vec![
+                IpAddr::V4(Ipv4Addr::new(169, 254, 170, 23)),
+                IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23)),
+            ],
+            port: 80,
+            probe_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            probe_port: 2703,
+            metrics_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            metrics_port: 2705,
+            rate_limit: 0,
+            cache: CachePolicy::default(),
+            drain_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bound agent, ready to serve.
+pub struct Agent {
+    config: AgentConfig,
+    credential_listeners: Vec<TcpListener>,
+    credential_addrs: Vec<SocketAddr>,
+    probe_listener: TcpListener,
+    probe_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
+    cache: Arc<CredentialCache>,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("credential_addrs", &self.credential_addrs)
+            .field("probe_addr", &self.probe_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AgentError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| AgentError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+impl Agent {
+    /// Binds every listener. A credential bind host that cannot be bound (no
+    /// such address on the node, no IPv6) is logged and skipped; none bound,
+    /// or the probe or metrics port taken, is an error.
+    pub async fn bind(
+        config: AgentConfig,
+        source: Arc<dyn CredentialSource>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Agent, AgentError> {
+        let mut hosts = config.bind_hosts.clone();
+        let mut seen = std::collections::HashSet::new();
+        hosts.retain(|h| seen.insert(*h));
+        if let Some(host) = hosts.iter().find(|h| h.is_unspecified() || h.is_multicast()) {
+            return Err(AgentError::Config(format!(
+                "bind host {host} is not a single address (the Host check compares requests against the bind hosts)"
+            )));
+        }
+        let mut credential_listeners = Vec::new();
+        let mut credential_addrs = Vec::new();
+        let mut failures = Vec::new();
+        for host in &hosts {
+            let addr = SocketAddr::new(*host, config.port);
+            match bind_one(addr).await {
+                Ok((listener, bound)) => {
+                    credential_listeners.push(listener);
+                    credential_addrs.push(bound);
+                }
+                Err(AgentError::Bind { addr, source }) => {
+                    tracing::warn!(%addr, error = %source, "cannot listen on this bind host; skipped");
+                    failures.push(format!("{addr}: {source}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if credential_listeners.is_empty() {
+            return Err(AgentError::NoListener {
+                tried: if failures.is_empty() { "no bind hosts given".to_owned() } else { failures.join("; ") },
+            });
+        }
+        let (probe_listener, probe_addr) = bind_one(SocketAddr::new(config.probe_address, config.probe_port)).await?;
+        let (metrics_listener, metrics_addr) =
+            bind_one(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
+        let metrics = Arc::new(AgentMetrics::new());
+        let cache = CredentialCache::new(config.cache.clone(), source, clock, metrics.clone());
+        Ok(Agent {
+            config,
+            credential_listeners,
+            credential_addrs,
+            probe_listener,
+            probe_addr,
+            metrics_listener,
+            metrics_addr,
+            cache,
+            metrics,
+        })
+    }
+
+    /// The bound credential listeners.
+    pub fn credential_addrs(&self) -> &[SocketAddr] {
+        &self.credential_addrs
+    }
+
+    /// The bound probe server.
+    pub fn probe_addr(&self) -> SocketAddr {
+        self.probe_addr
+    }
+
+    /// The bound metrics server.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The credential cache.
+    pub fn cache(&self) -> &Arc<CredentialCache> {
+        &self.cache
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to the drain timeout) and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
+        let Agent { config, credential_listeners, probe_listener, metrics_listener, cache, metrics, .. } = self;
+        let guard = HostGuard::new(self.credential_addrs.iter().map(SocketAddr::ip));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared { cache: cache.clone(), metrics: metrics.clone(), guard });
+        let mut tasks = JoinSet::new();
+        for listener in credential_listeners {
+            let service = CredentialService {
+                shared: shared.clone(),
+                limiter: RateLimiter::per_second(config.rate_limit).map(Arc::new),
+            };
+            tasks.spawn(serve_credentials(listener, service, config.idle_timeout, stop_rx.clone()));
+        }
+        let probes = axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .fallback(not_found)
+            .with_state(shared.clone());
+        let stop = wait_for_stop(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(probe_listener, probes).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "probe server failed");
+            }
+        });
+        let metrics_router =
+            axum::Router::new().route("/metrics", get(metrics_text)).fallback(not_found).with_state(shared.clone());
+        let stop = wait_for_stop(stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(metrics_listener, metrics_router).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+        let maintenance = tokio::spawn(cache.clone().run_maintenance());
+
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+        maintenance.abort();
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            while let Some(result) = tasks.join_next().await {
+                if let Err(e) = result {
+                    if e.is_panic() {
+                        tracing::error!("a listener task panicked");
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(timeout = ?config.drain_timeout, "requests still in flight at the drain timeout were cut");
+            tasks.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+struct Shared {
+    cache: Arc<CredentialCache>,
+    metrics: Arc<AgentMetrics>,
+    guard: HostGuard,
+}
+
+async fn serve_credentials(
+    listener: TcpListener,
+    service: CredentialService,
+    idle_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let stop = wait_for_stop(stop);
+    tokio::pin!(stop);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // No per-request timer (hyper's header read timeout arms one for every
+    // request); idle connections are closed by a per-connection watchdog.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true);
+    let idle_timeout = idle_timeout.max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let activity = Arc::new(AtomicBool::new(false));
+                    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+                    let connection = graceful.watch(http.serve_connection(io, service.clone()));
+                    tokio::spawn(async move {
+                        tokio::pin!(connection);
+                        let start = tokio::time::Instant::now() + idle_timeout;
+                        let mut watchdog = tokio::time::interval_at(start, idle_timeout);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                result = &mut connection => {
+                                    if let Err(e) = result {
+                                        tracing::debug!(error = %e, "connection ended with an error");
+                                    }
+                                    break;
+                                }
+                                _ = watchdog.tick() => {
+                                    if !activity.swap(false, Ordering::Relaxed) {
+                                        tracing::debug!("closing an idle connection");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: let some close.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A socket that notes whether it moved any bytes.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<AtomicBool>,
+}
+
+impl Tracked {
+    fn active(&self) {
+        if !self.activity.load(Ordering::Relaxed) {
+            self.activity.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.active();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.active();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.active();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// Serves one credential listener. A cached answer is produced synchronously
+/// in `call`, so the hot path allocates no future and clones no `Arc`.
+#[derive(Clone)]
+struct CredentialService {
+    shared: Arc<Shared>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+enum Answer {
+    Ready(Option<Response<Body>>),
+    Pending(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(response) => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", "polled twice")
+            }))),
+            Answer::Pending(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(status, error_body(code, message))
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    match refusal {
+        Refusal::Token(rejection) => json_error(StatusCode::BAD_REQUEST, rejection.code(), &rejection.message()),
+        Refusal::Upstream(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_error(status, &e.code, &e.message)
+        }
+    }
+}
+
+impl Shared {
+    fn answer(&self, result: Result<Served, Refusal>) -> Response<Body> {
+        let response = match result {
+            Ok(served) => json_response(StatusCode::OK, served.body),
+            Err(refusal) => {
+                if let Refusal::Upstream(e) = &refusal {
+                    tracing::info!(status = e.status, code = %e.code, "no credentials for a pod");
+                }
+                refusal_response(&refusal)
+            }
+        };
+        self.metrics.request(response.status().as_u16());
+        response
+    }
+
+    fn refuse(&self, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+        self.metrics.request(status.as_u16());
+        json_error(status, code, message)
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for CredentialService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: Request<Incoming>) -> Answer {
+        let shared = &self.shared;
+        if let Some(limiter) = &self.limiter {
+            if !limiter.try_acquire() {
+                shared.metrics.rate_limited.inc();
+                return Answer::Ready(Some(shared.refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "the agent's request rate limit was exceeded; retry later",
+                )));
+            }
+        }
+        if request.uri().path() != CREDENTIALS_PATH {
+            return Answer::Ready(Some(shared.refuse(StatusCode::NOT_FOUND, "NotFound", "no such path")));
+        }
+        if request.method() != Method::GET {
+            let mut response =
+                shared.refuse(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "only GET is allowed here");
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+            return Answer::Ready(Some(response));
+        }
+        let host = match request.headers().get(HOST) {
+            Some(value) => value.to_str().ok(),
+            None => request.uri().authority().map(|a| a.as_str()),
+        };
+        if !host.is_some_and(|h| shared.guard.allows(h)) {
+            tracing::debug!("refused a request naming another host");
+            return Answer::Ready(Some(shared.refuse(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "call the agent through its own address (the Host header names another host)",
+            )));
+        }
+        let token = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}")).unwrap_or("");
+        match shared.cache.try_get(token) {
+            Step::Done(result) => Answer::Ready(Some(shared.answer(result))),
+            Step::Fetch(pending) => {
+                let shared = shared.clone();
+                let token = token.to_owned();
+                Answer::Pending(Box::pin(async move {
+                    let result = shared.cache.finish(&token, pending).await;
+                    shared.answer(result)
+                }))
+            }
+        }
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(CONTENT_TYPE, APPLICATION_JSON)], r#"{"status":"ok"}"#)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let healthy = shared.cache.upstream_healthy();
+    let body = serde_json::json!({
+        "status": if healthy { "ready" } else { "degraded" },
+        "upstream": if healthy { "up" } else { "down" },
+        "consecutiveUpstreamFailures": shared.cache.consecutive_upstream_failures(),
+        "cachedEntries": shared.cache.len(),
+    });
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(CONTENT_TYPE, APPLICATION_JSON)], body.to_string())
+}
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.encode())
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, [(CONTENT_TYPE, APPLICATION_JSON)], error_body("NotFound", "no such path"))
+}

@@ -1,0 +1,280 @@
+//! Cheap sanity checks of a pod's token before anything is asked upstream.
+//!
+//! The agent does not verify signatures (the broker does, against the
+//! cluster's keys); it only refuses what cannot possibly be a valid projected
+//! service-account token, so garbage never costs a broker call: three
+//! base64url segments, a JSON header naming `alg`, a JSON payload whose `exp`
+//! (when present) is in the future.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Tokens longer than this are refused (projected tokens are about 1 KiB).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// base64url, padding optional.
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The SHA-256 of a token: the cache's key.
+pub type TokenDigest = [u8; 32];
+
+/// The SHA-256 of `token`.
+pub fn digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A pod's token, kept for refreshes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretToken(Box<str>);
+
+impl SecretToken {
+    /// Wraps a token.
+    pub fn new(token: &str) -> Self {
+        SecretToken(token.into())
+    }
+
+    /// The token, to send upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+/// What the agent reads from a token's (unverified) claims.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenInfo {
+    /// `exp`, when the token has one.
+    pub expires: Option<SystemTime>,
+    /// `kubernetes.io.pod.uid`, when present.
+    pub pod_uid: Option<String>,
+}
+
+/// Why a token was refused before any upstream call. Every one answers 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// No `Authorization` header, or an empty one.
+    Missing,
+    /// Longer than [`MAX_TOKEN_LEN`].
+    TooLong,
+    /// Not three dot-separated segments.
+    NotThreeSegments,
+    /// A segment is not base64url.
+    BadBase64(&'static str),
+    /// The header or payload is not a JSON object (of the expected shape).
+    NotJson(&'static str),
+    /// The header names no `alg`.
+    NoAlgorithm,
+    /// `exp` has passed.
+    Expired,
+}
+
+impl TokenRejection {
+    /// The error code answered to the caller.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenRejection::Expired => "ExpiredTokenException",
+            _ => "InvalidTokenException",
+        }
+    }
+
+    /// A human-readable reason (never quoting the token).
+    pub fn message(&self) -> String {
+        match self {
+            TokenRejection::Missing => "the Authorization header must carry the pod's service-account token".to_owned(),
+            TokenRejection::TooLong => format!("the token is longer than {MAX_TOKEN_LEN} bytes"),
+            TokenRejection::NotThreeSegments => {
+                "the token is not a JWT: it must have three '.'-separated parts".to_owned()
+            }
+            TokenRejection::BadBase64(part) => format!("the token is not a JWT: its {part} is not base64url"),
+            TokenRejection::NotJson(part) => format!("the token is not a JWT: its {part} is not a JSON object"),
+            TokenRejection::NoAlgorithm => "the token is not a JWT: its header names no 'alg'".to_owned(),
+            TokenRejection::Expired => "the token has expired".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default, rename = "kubernetes.io")]
+    kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(Deserialize)]
+struct KubernetesClaims {
+    #[serde(default)]
+    pod: Option<PodClaim>,
+}
+
+#[derive(Deserialize)]
+struct PodClaim {
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+/// Checks `token` at `now` and reads its expiry and pod uid.
+pub fn inspect(token: &str, now: SystemTime) -> Result<TokenInfo, TokenRejection> {
+    if token.is_empty() {
+        return Err(TokenRejection::Missing);
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenRejection::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenRejection::NotThreeSegments);
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(TokenRejection::NotThreeSegments);
+    }
+    let header = B64URL.decode(header).map_err(|_| TokenRejection::BadBase64("header"))?;
+    let payload = B64URL.decode(payload).map_err(|_| TokenRejection::BadBase64("payload"))?;
+    if !is_base64url(signature) {
+        return Err(TokenRejection::BadBase64("signature"));
+    }
+    let header: Header = serde_json::from_slice(&header).map_err(|_| TokenRejection::NotJson("header"))?;
+    if header.alg.as_deref().is_none_or(str::is_empty) {
+        return Err(TokenRejection::NoAlgorithm);
+    }
+    let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenRejection::NotJson("payload"))?;
+    let expires = match payload.exp {
+        None => None,
+        Some(exp) if exp.is_finite() && exp >= 0.0 => {
+            // Whole seconds: fractional `exp` values are legal but rare.
+            Some(UNIX_EPOCH + Duration::from_secs(exp.min(u64::MAX as f64) as u64))
+        }
+        Some(_) => return Err(TokenRejection::NotJson("payload")),
+    };
+    if expires.is_some_and(|exp| now >= exp) {
+        return Err(TokenRejection::Expired);
+    }
+    let pod_uid = payload.kubernetes.and_then(|k| k.pod).and_then(|p| p.uid).filter(|u| !u.is_empty());
+    Ok(TokenInfo { expires, pod_uid })
+}
+
+fn is_base64url(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len() - body.len() <= 2 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    /// A syntactically valid (unsigned) token for tests.
+    pub(crate) fn make_token(exp: Option<u64>, pod_uid: Option<&str>) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"k"}"#);
+        let mut claims = serde_json::json!({
+            "iss": "https://issuer.example", "sub": "system:serviceaccount:ns:sa", "aud": ["pods.eks.amazonaws.com"],
+        });
+        if let Some(exp) = exp {
+            claims["exp"] = exp.into();
+        }
+        if let Some(uid) = pod_uid {
+            claims["kubernetes.io"] = serde_json::json!({"namespace": "ns", "pod": {"name": "p", "uid": uid}});
+        }
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        format!("{header}.{payload}.c2lnbmF0dXJl")
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_wellformed_token_is_read() {
+        let info = inspect(&make_token(Some(2_000), Some("uid-1")), at(1_000)).unwrap();
+        assert_eq!(info.expires, Some(at(2_000)));
+        assert_eq!(info.pod_uid.as_deref(), Some("uid-1"));
+        let info = inspect(&make_token(None, None), at(1_000)).unwrap();
+        assert_eq!(info, TokenInfo::default());
+    }
+
+    #[test]
+    fn missing_and_garbage_tokens_are_refused() {
+        let now = at(1_000);
+        assert_eq!(inspect("", now), Err(TokenRejection::Missing));
+        assert_eq!(inspect("garbage", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(inspect("a.b", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(inspect("a.b.c.d", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(inspect("..sig", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(inspect(&"a".repeat(MAX_TOKEN_LEN + 1), now), Err(TokenRejection::TooLong));
+        let good = make_token(Some(2_000), None);
+        let parts: Vec<&str> = good.split('.').collect();
+        assert_eq!(inspect("Bearer x.y.z", now), Err(TokenRejection::BadBase64("header")));
+        assert_eq!(inspect(&format!("{}.%%%.{}", parts[0], parts[2]), now), Err(TokenRejection::BadBase64("payload")));
+        assert_eq!(
+            inspect(&format!("{}.{}.a+b", parts[0], parts[1]), now),
+            Err(TokenRejection::BadBase64("signature"))
+        );
+        let not_json = URL_SAFE_NO_PAD.encode(b"not json");
+        assert_eq!(
+            inspect(&format!("{not_json}.{}.{}", parts[1], parts[2]), now),
+            Err(TokenRejection::NotJson("header"))
+        );
+        assert_eq!(
+            inspect(&format!("{}.{not_json}.{}", parts[0], parts[2]), now),
+            Err(TokenRejection::NotJson("payload"))
+        );
+        let array = URL_SAFE_NO_PAD.encode(b"[1,2]");
+        assert_eq!(
+            inspect(&format!("{}.{array}.{}", parts[0], parts[2]), now),
+            Err(TokenRejection::NotJson("payload"))
+        );
+        let no_alg = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
+        assert_eq!(inspect(&format!("{no_alg}.{}.{}", parts[1], parts[2]), now), Err(TokenRejection::NoAlgorithm));
+        let bad_exp = URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#);
+        assert_eq!(
+            inspect(&format!("{}.{bad_exp}.{}", parts[0], parts[2]), now),
+            Err(TokenRejection::NotJson("payload"))
+        );
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_with_their_own_code() {
+        let token = make_token(Some(2_000), Some("u"));
+        assert!(inspect(&token, at(1_999)).is_ok());
+        let rejection = inspect(&token, at(2_000)).unwrap_err();
+        assert_eq!(rejection, TokenRejection::Expired);
+        assert_eq!(rejection.code(), "ExpiredTokenException");
+        assert_eq!(TokenRejection::Missing.code(), "InvalidTokenException");
+    }
+
+    #[test]
+    fn padded_segments_are_accepted_and_secrets_do_not_print() {
+        let header = base64::engine::general_purpose::URL_SAFE.encode(br#"{"alg":"ES256"}"#);
+        let payload = base64::engine::general_purpose::URL_SAFE.encode(br#"{"exp":3000}"#);
+        assert!(inspect(&format!("{header}.{payload}.c2ln"), at(1)).is_ok());
+        assert_eq!(format!("{:?}", SecretToken::new("eyJ.secret.x")), "**redacted**");
+        assert_ne!(digest("a"), digest("b"));
+    }
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics of the webhook (prefix `podid_webhook_`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// The result.
+    pub result: String,
+}
+
+/// How one admission ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionResult {
+    /// A patch was returned.
+    Mutated,
+    /// Allowed unchanged: not a pod CREATE, no association, nothing missing.
+    Skipped,
+    /// Allowed unchanged because something failed (server unreachable or
+    /// erroring, undecodable pod), or answered 4xx (malformed review).
+    Error,
+}
+
+impl AdmissionResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdmissionResult::Mutated => "mutated",
+            AdmissionResult::Skipped => "skipped",
+            AdmissionResult::Error => "error",
+        }
+    }
+}
+
+/// How one association lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    /// The server says there is an association.
+    Found,
+    /// A fresh positive answer was in the cache.
+    Cached,
+    /// The server says there is none.
+    NotFound,
+    /// The server could not be reached or did not answer in time.
+    Unreachable,
+    /// The server answered with an error.
+    Error,
+}
+
+impl LookupResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupResult::Found => "found",
+            LookupResult::Cached => "cached",
+            LookupResult::NotFound => "not_found",
+            LookupResult::Unreachable => "unreachable",
+            LookupResult::Error => "error",
+        }
+    }
+}
+
+/// The webhook's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `podid_webhook_admissions_total{result}`: mutated, skipped, error.
+    pub admissions: Family<ResultLabels, Counter>,
+    /// `podid_webhook_admission_duration_seconds`: time to answer one review.
+    pub admission_latency: Histogram,
+    /// `podid_webhook_association_lookups_total{result}`: found, cached, not_found, unreachable, error.
+    pub lookups: Family<ResultLabels, Counter>,
+    /// `podid_webhook_association_lookup_duration_seconds`: calls to the server.
+    pub lookup_latency: Histogram,
+    /// `podid_webhook_server_unreachable_total`: admissions that could not reach podid's server.
+    pub server_unreachable: Counter,
+    /// `podid_webhook_certificate_reloads_total{result}`: loaded, failed.
+    pub certificate_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("podid_webhook");
+        let m = Metrics {
+            admissions: Family::default(),
+            admission_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            lookups: Family::default(),
+            lookup_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            server_unreachable: Counter::default(),
+            certificate_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("admissions", "Admission reviews answered, by result", m.admissions.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer one admission review",
+            m.admission_latency.clone(),
+        );
+        registry.register("association_lookups", "Association lookups, by result", m.lookups.clone());
+        registry.register(
+            "association_lookup_duration_seconds",
+            "Time of one association lookup at podid's server",
+            m.lookup_latency.clone(),
+        );
+        registry.register(
+            "server_unreachable",
+            "Admissions whose association lookup could not reach podid's server",
+            m.server_unreachable.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "TLS certificate loads from disk, by result",
+            m.certificate_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one admission.
+    pub fn admission(&self, result: AdmissionResult, seconds: f64) {
+        self.admissions.get_or_create(&ResultLabels { result: result.as_str().to_owned() }).inc();
+        self.admission_latency.observe(seconds);
+    }
+
+    /// Counts one lookup.
+    pub fn lookup(&self, result: LookupResult) {
+        self.lookups.get_or_create(&ResultLabels { result: result.as_str().to_owned() }).inc();
+        if result == LookupResult::Unreachable {
+            self.server_unreachable.inc();
+        }
+    }
+
+    /// Counts one certificate load.
+    pub fn certificate_reload(&self, ok: bool) {
+        let result = if ok { "loaded" } else { "failed" };
+        self.certificate_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed() {
+        let m = Metrics::new();
+        m.admission(AdmissionResult::Mutated, 0.01);
+        m.lookup(LookupResult::Unreachable);
+        m.certificate_reload(true);
+        let text = m.encode();
+        for needle in [
+            r#"podid_webhook_admissions_total{result="mutated"} 1"#,
+            r#"podid_webhook_association_lookups_total{result="unreachable"} 1"#,
+            "podid_webhook_server_unreachable_total 1",
+            r#"podid_webhook_certificate_reloads_total{result="loaded"} 1"#,
+            "podid_webhook_admission_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Helpers of the webhook's socket tests: a test CA and certificates (rcgen),
+//! the webhook served in-process over HTTPS, a client trusting only the test
+//! CA, AdmissionReview bodies, and a real `podid server` process.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podid_webhook::review::AdmissionReviewResponse;
+use podid_webhook::{AssociationLookup, CertStore, Metrics, Webhook, WebhookSettings};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber};
+use serde_json::{json, Value};
+
+/// A CA made for one test.
+pub struct TestCa {
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key, PEM, and the certificate's DER.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A serving certificate for `localhost` and 127.0.0.1 with this serial and CN.
+    pub fn leaf(&self, serial: u64, common_name: &str) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+}
+
+/// Where the webhook's certificate files live.
+pub struct CertFiles {
+    pub dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    pub fn new(leaf: &Leaf) -> CertFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), dir };
+        files.write(leaf);
+        files
+    }
+
+    /// Replaces both files the way a Secret volume update does: new files,
+    /// then renamed over the old ones.
+    pub fn write(&self, leaf: &Leaf) {
+        write_atomically(&self.cert, leaf.cert_pem.as_bytes());
+        write_atomically(&self.key, leaf.key_pem.as_bytes());
+    }
+}
+
+pub fn write_atomically(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A webhook served in-process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub metrics: Arc<Metrics>,
+    pub webhook: Arc<Webhook>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves a webhook on 127.0.0.1:0 with `lookup`, the certificate `files` and `settings`.
+pub async fn start(lookup: Arc<dyn AssociationLookup>, files: &CertFiles, settings: WebhookSettings) -> Running {
+    let metrics = Arc::new(Metrics::new());
+    let certs = Arc::new(CertStore::new(&files.cert, &files.key));
+    let webhook = Arc::new(Webhook::new(lookup, certs, settings, metrics.clone()));
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = webhook.clone();
+    let task = tokio::spawn(async move {
+        podid_webhook::serve(
+            served,
+            "127.0.0.1:0".parse().unwrap(),
+            |addr| {
+                let _ = bound_tx.send(addr);
+            },
+            async move {
+                let _ = shutdown_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(10), bound_rx).await.unwrap().unwrap();
+    Running {
+        addr,
+        url: format!("https://127.0.0.1:{}", addr.port()),
+        metrics,
+        webhook,
+        shutdown: Some(shutdown_tx),
+        task: Some(task),
+    }
+}
+
+/// An HTTPS client that trusts only `ca_pem` and records the peer certificate.
+/// `fresh` clients keep no idle connections: every request does a new handshake.
+pub fn client(ca_pem: &str, fresh: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .timeout(Duration::from_secs(10));
+    if fresh {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build().unwrap()
+}
+
+/// The DER of the certificate the server presented.
+pub fn peer_certificate(response: &reqwest::Response) -> Vec<u8> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("TLS info with a peer certificate")
+        .to_vec()
+}
+
+/// An AdmissionReview v1 creating a minimal pod in `namespace` with `service_account`.
+pub fn pod_review(uid: &str, namespace: &str, service_account: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "app",
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "app", "namespace": namespace, "creationTimestamp": null},
+                "spec": {
+                    "serviceAccountName": service_account,
+                    "containers": [{"name": "app", "image": "public.ecr.aws/aws-cli/aws-cli:2.15.0", "resources": {}}]
+                },
+                "status": {}
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+/// Posts `review` to `/mutate`; returns the answer, the HTTP status and the peer certificate.
+pub async fn post_review(client: &reqwest::Client, url: &str, review: &Value) -> (AdmissionReviewResponse, Vec<u8>) {
+    let response = client.post(format!("{url}/mutate")).json(review).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let peer = peer_certificate(&response);
+    let answer: AdmissionReviewResponse = response.json().await.unwrap();
+    assert_eq!(answer.response.uid, review["request"]["uid"].as_str().unwrap());
+    (answer, peer)
+}
+
+/// Applies the answer's patch to the review's pod.
+pub fn patched(review: &Value, answer: &AdmissionReviewResponse) -> k8s_openapi::api::core::v1::Pod {
+    let mut doc = review["request"]["object"].clone();
+    json_patch::patch(&mut doc, &answer.patch().unwrap()).unwrap();
+    serde_json::from_value(doc).unwrap()
+}
+
+/// Whether the pod got the credentials env var in its first container.
+pub fn injected(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one sample line of a metrics exposition (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// A JWKS with one RSA key, for registering a cluster.
+pub const JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"test","alg":"RS256","use":"sig","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#;
+
+/// The `podid` binary: `$PODID_BIN`, else the workspace's `target/debug/podid`
+/// (built by `cargo build --workspace`, which test.sh runs first).
+pub fn podid_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PODID_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("debug/podid");
+    assert!(bin.exists(), "{} not found: build it first (cargo build -p podid) or set PODID_BIN", bin.display());
+    bin
+}
+
+/// A running `podid server --insecure-no-auth` on SQLite, killed on drop.
+pub struct PodidServer {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PodidServer {
+    pub fn start() -> PodidServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("x.db").display());
+        let mut child = Command::new(podid_bin())
+            .args(["server", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--account-id", "111122223333"])
+            .args(["--database-url", &db])
+            .env("PODID_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start podid server");
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink);
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let endpoint = line
+            .trim()
+            .strip_prefix("podid server listening on ")
+            .unwrap_or_else(|| panic!("podid server did not start: {line:?}"))
+            .to_owned();
+        PodidServer { child, endpoint, _dir: dir }
+    }
+
+    /// Registers `cluster` with an inline JWKS.
+    pub async fn register_cluster(&self, cluster: &str) {
+        let jwks: Value = serde_json::from_str(JWKS).unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/podid/v1/clusters", self.endpoint))
+            .json(&json!({"name": cluster, "issuer": "https://issuer.test", "jwks": jwks}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+impl Drop for PodidServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

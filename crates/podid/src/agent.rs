@@ -1,0 +1,180 @@
+//! `podid agent`: the node agent (a DaemonSet with hostNetwork).
+//!
+//! Flags are named like the stock `eks-pod-identity-agent server`'s where they
+//! mean the same. The node's own AWS key (which signs the broker calls) comes
+//! from the standard AWS credential chain (`AWS_ACCESS_KEY_ID`, …).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use aws_credential_types::provider::ProvideCredentials;
+use clap::{Args, Subcommand};
+use podid_agent::{Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings};
+
+/// `podid agent [init]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    step: Option<AgentStep>,
+    #[command(flatten)]
+    args: AgentArgs,
+}
+
+/// Steps other than serving.
+#[derive(Debug, Subcommand)]
+enum AgentStep {
+    /// Put the agent's addresses on this node (dummy link pod-id-link0 with
+    /// 169.254.170.23/32 and fd00:ec2::23/128; `lo` without a dummy driver).
+    /// Idempotent. Needs CAP_NET_ADMIN; run as the DaemonSet's init container.
+    Init,
+}
+
+/// Runs `podid agent` or `podid agent init`.
+pub async fn command(cmd: AgentCommand) -> anyhow::Result<()> {
+    match cmd.step {
+        Some(AgentStep::Init) => init().await,
+        None => run(cmd.args).await,
+    }
+}
+
+async fn init() -> anyhow::Result<()> {
+    use podid_netinit::AddressOutcome;
+    let report = podid_netinit::ensure_agent_addresses().await?;
+    if report.fell_back_to_loopback {
+        println!("the kernel has no dummy link driver: using lo instead of {}", podid_netinit::LINK_NAME);
+    }
+    println!("link {}: {}", report.link, if report.link_created { "created" } else { "present" });
+    for (ip, outcome) in &report.addresses {
+        match outcome {
+            AddressOutcome::Present => println!("address {ip}: present"),
+            AddressOutcome::Added => println!("address {ip}: added"),
+            AddressOutcome::Failed(why) => println!("address {ip}: NOT added ({why}); serving without it"),
+        }
+    }
+    println!("{}", if report.changed() { "changed" } else { "nothing to change" });
+    Ok(())
+}
+
+/// Flags of `podid agent`; each has an environment variable too.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Name of the cluster this node belongs to, as registered with podid.
+    #[arg(long, short = 'c', env = "PODID_AGENT_CLUSTER_NAME", required = true)]
+    cluster_name: Option<String>,
+    /// EKS Auth endpoint: podid's server URL (default: AWS EKS Auth in the region).
+    #[arg(long, env = "PODID_AGENT_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Addresses to serve credentials on, comma-separated (IPv6 with or without
+    /// brackets). One that cannot be bound is skipped; at least one must bind.
+    #[arg(
+        long,
+        short = 'b',
+        env = "PODID_AGENT_BIND_HOSTS",
+        value_delimiter = ',',
+        default_value = "169.254.170.23,[fd00:ec2::23]",
+        value_parser = parse_bind_host
+    )]
+    bind_hosts: Vec<IpAddr>,
+    /// Port of the credential listeners (0 picks a free port; bound addresses are printed).
+    #[arg(long, short = 'p', default_value_t = 80, env = "PODID_AGENT_PORT")]
+    port: u16,
+    /// Port of `/healthz` and `/readyz` on localhost.
+    #[arg(long, default_value_t = 2703, env = "PODID_AGENT_PROBE_PORT")]
+    probe_port: u16,
+    /// Address of the metrics server.
+    #[arg(long, default_value = "0.0.0.0", env = "PODID_AGENT_METRICS_ADDRESS")]
+    metrics_address: IpAddr,
+    /// Port of `/metrics`.
+    #[arg(long, default_value_t = 2705, env = "PODID_AGENT_METRICS_PORT")]
+    metrics_port: u16,
+    /// Most pods' credentials held in memory (least recently used go first); 0 disables caching.
+    #[arg(long, default_value_t = 10_000, env = "PODID_AGENT_MAX_CACHE_SIZE")]
+    max_cache_size: usize,
+    /// Requests per second each credential listener accepts (429 beyond); 0 = unlimited.
+    #[arg(long, default_value_t = 0, env = "PODID_AGENT_RATE_LIMIT")]
+    rate_limit: u32,
+    /// Region used to sign broker calls (default: the AWS region chain, else us-east-1).
+    #[arg(long, env = "PODID_AGENT_REGION")]
+    region: Option<String>,
+}
+
+fn parse_bind_host(s: &str) -> Result<IpAddr, String> {
+    let s = s.trim();
+    let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    inner.parse().map_err(|_| format!("'{s}' is not an IP address"))
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let cluster_name = args.cluster_name.clone().unwrap_or_default();
+    if cluster_name.trim().is_empty() {
+        bail!("--cluster-name must not be empty");
+    }
+    if let Some(endpoint) = &args.endpoint {
+        let url = url::Url::parse(endpoint).with_context(|| format!("--endpoint '{endpoint}' is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("--endpoint must be an http:// or https:// URL");
+        }
+    }
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let mut sdk = loader.load().await;
+    if sdk.region().is_none() {
+        tracing::warn!("no AWS region configured (--region or AWS_REGION); signing for us-east-1");
+        sdk = sdk.into_builder().region(aws_config::Region::new("us-east-1")).build();
+    }
+    match sdk.credentials_provider() {
+        Some(provider) => {
+            if let Err(e) = provider.provide_credentials().await {
+                tracing::warn!(error = %e, "the node's AWS credentials cannot be loaded yet; broker calls fail until they can");
+            }
+        }
+        None => tracing::warn!("no AWS credentials provider: broker calls are unsigned"),
+    }
+    let upstream =
+        EksAuthUpstream::new(&sdk, args.endpoint.as_deref(), cluster_name.clone(), &UpstreamSettings::default());
+    let config = AgentConfig {
+        bind_hosts: args.bind_hosts,
+        port: args.port,
+        probe_port: args.probe_port,
+        metrics_address: args.metrics_address,
+        metrics_port: args.metrics_port,
+        rate_limit: args.rate_limit,
+        cache: CachePolicy { max_entries: args.max_cache_size, ..CachePolicy::default() },
+        ..AgentConfig::default()
+    };
+    let agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;
+    // One machine-readable line per listener on stdout, for scripts and tests
+    // that start the agent on port 0.
+    for addr in agent.credential_addrs() {
+        tracing::info!(%addr, "serving credentials");
+        println!("podid agent listening on {addr}");
+    }
+    println!("podid agent probes on {}", agent.probe_addr());
+    println!("podid agent metrics on {}", agent.metrics_addr());
+    tracing::info!(
+        cluster = %cluster_name,
+        endpoint = args.endpoint.as_deref().unwrap_or("AWS EKS Auth"),
+        region = sdk.region().map(|r| r.as_ref()).unwrap_or(""),
+        "agent ready"
+    );
+    agent.serve(crate::signal::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_hosts_take_brackets_or_not() {
+        assert_eq!(parse_bind_host("169.254.170.23").unwrap().to_string(), "169.254.170.23");
+        assert_eq!(parse_bind_host("[fd00:ec2::23]").unwrap().to_string(), "fd00:ec2::23");
+        assert_eq!(parse_bind_host("fd00:ec2::23").unwrap().to_string(), "fd00:ec2::23");
+        assert!(parse_bind_host("localhost").is_err());
+    }
+}

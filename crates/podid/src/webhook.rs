@@ -1,0 +1,106 @@
+//! `podid webhook`: the admission webhook that injects pod identity.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use aws_credential_types::provider::ProvideCredentials;
+use clap::Args;
+use podid_webhook::mutate::DEFAULT_CREDENTIALS_URI;
+use podid_webhook::{CertStore, HttpLookup, Metrics, MutationSettings, Webhook, WebhookSettings};
+
+/// Flags of `podid webhook`; each has an environment variable too.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// HTTPS address to listen on (`:0` picks a free port; the bound address is printed).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "PODID_WEBHOOK_LISTEN")]
+    listen: SocketAddr,
+    /// PEM certificate chain (leaf first); reloaded when the file changes.
+    #[arg(long, env = "PODID_WEBHOOK_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// PEM private key of the certificate; reloaded when the file changes.
+    #[arg(long, env = "PODID_WEBHOOK_TLS_KEY")]
+    tls_key: PathBuf,
+    /// The name this cluster is registered under in podid.
+    #[arg(long, env = "PODID_CLUSTER_NAME")]
+    cluster_name: String,
+    /// podid's server, e.g. https://podid.podid-system:8080. The webhook signs
+    /// its calls with the AWS credentials of its environment (a `reader` key:
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or AWS_PROFILE).
+    #[arg(long, env = "PODID_ENDPOINT")]
+    endpoint: String,
+    /// Region used in request signatures.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Bound on one association lookup, in milliseconds; past it the pod is
+    /// admitted without pod identity and with a warning. Keep it well under
+    /// the MutatingWebhookConfiguration's timeoutSeconds.
+    #[arg(long, default_value_t = 1500, env = "PODID_WEBHOOK_LOOKUP_TIMEOUT_MS",
+          value_parser = clap::value_parser!(u64).range(100..=25_000))]
+    lookup_timeout_ms: u64,
+    /// How long a positive lookup answer is reused, in seconds (0: never).
+    /// Negative answers are never reused, so a new association is seen at once.
+    #[arg(long, default_value_t = 30, env = "PODID_WEBHOOK_CACHE_SECONDS")]
+    cache_seconds: u64,
+    /// How often the certificate files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 2, env = "PODID_WEBHOOK_TLS_RELOAD_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    tls_reload_seconds: u64,
+    /// Value of AWS_CONTAINER_CREDENTIALS_FULL_URI (IPv6-only clusters:
+    /// http://[fd00:ec2::23]/v1/credentials).
+    #[arg(long, default_value = DEFAULT_CREDENTIALS_URI, env = "PODID_WEBHOOK_CREDENTIALS_URI")]
+    credentials_uri: String,
+}
+
+/// Runs the webhook until SIGTERM or Ctrl-C.
+pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
+    let uri = url::Url::parse(&args.credentials_uri)
+        .with_context(|| format!("--credentials-uri '{}' is not a URL", args.credentials_uri))?;
+    if uri.scheme() != "http" {
+        bail!("--credentials-uri must be an http:// URL (the agent's link-local address)");
+    }
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let credentials = match sdk.credentials_provider() {
+        Some(provider) => match provider.provide_credentials().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no AWS credentials found: calls to podid are unsigned (only a server run with --insecure-no-auth accepts them)");
+                None
+            }
+        },
+        None => None,
+    };
+    let timeout = Duration::from_millis(args.lookup_timeout_ms);
+    let lookup = HttpLookup::new(&args.endpoint, &args.cluster_name, &args.region, credentials, timeout)?;
+    let settings = WebhookSettings {
+        mutation: MutationSettings { credentials_uri: args.credentials_uri.clone() },
+        lookup_timeout: timeout,
+        positive_ttl: Duration::from_secs(args.cache_seconds),
+        reload_interval: Duration::from_secs(args.tls_reload_seconds),
+        ..WebhookSettings::default()
+    };
+    let certs = Arc::new(CertStore::new(&args.tls_cert, &args.tls_key));
+    let webhook = Arc::new(Webhook::new(Arc::new(lookup), certs, settings, Arc::new(Metrics::new())));
+    tracing::info!(
+        cluster = %args.cluster_name,
+        endpoint = %args.endpoint,
+        lookup_timeout_ms = args.lookup_timeout_ms,
+        cache_seconds = args.cache_seconds,
+        "webhook starting"
+    );
+    podid_webhook::serve(
+        webhook,
+        args.listen,
+        |addr| {
+            tracing::info!(%addr, "listening");
+            // One machine-readable line on stdout, for scripts and tests that
+            // start the webhook on port 0.
+            println!("podid webhook listening on https://{addr}");
+        },
+        crate::signal::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
