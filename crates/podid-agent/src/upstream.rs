@@ -5,7 +5,6 @@
 //! with the node's key. Its timeouts are short on purpose: SDKs in pods give
 //! the agent 1–2 s, so the agent answers 503 before they give up.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -15,27 +14,7 @@ use aws_sdk_eksauth::config::timeout::TimeoutConfig;
 use aws_sdk_eksauth::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_eksauth::operation::assume_role_for_pod_identity::AssumeRoleForPodIdentityError;
 
-/// A secret string that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("**redacted**")
-    }
-}
+pub use podid_api::Secret;
 
 /// Credentials the broker issued for a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]

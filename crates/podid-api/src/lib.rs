@@ -12,8 +12,10 @@ pub mod audit;
 pub mod cluster;
 pub mod eks_auth;
 pub mod error;
+mod secret;
 pub mod time;
 pub mod validate;
 
 pub use error::{ApiError, ErrorKind};
+pub use secret::Secret;
 pub use time::EpochMillis;

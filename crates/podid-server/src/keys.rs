@@ -1,9 +1,9 @@
 //! API keys: who may call the server, and with which role.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
+use podid_api::Secret;
 use serde::Deserialize;
 
 use crate::ServerError;
@@ -112,23 +112,6 @@ impl Operation {
     }
 }
 
-/// A secret that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret's value, for computing signatures only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(**redacted**)")
-    }
-}
-
 /// One API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -194,7 +177,7 @@ impl KeyRing {
             }
             let key = ApiKey {
                 access_key_id: entry.access_key_id.clone(),
-                secret_access_key: Secret(entry.secret_access_key),
+                secret_access_key: Secret::new(entry.secret_access_key),
                 role: entry.role,
             };
             if keys.insert(entry.access_key_id.clone(), key).is_some() {
@@ -260,7 +243,7 @@ mod tests {
             let err = KeyRing::parse(&text).unwrap_err();
             assert!(!err.contains(secret), "{err}");
         }
-        assert!(format!("{:?}", Secret(secret.into())).contains("redacted"));
+        assert!(format!("{:?}", Secret::new(secret)).contains("redacted"));
     }
 
     #[test]

@@ -12,7 +12,6 @@ mod aws;
 mod limiter;
 mod pod;
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,28 +20,7 @@ use async_trait::async_trait;
 pub use aws::AwsStsIssuer;
 pub use limiter::{LimiterObserver, RateLimitPermit, RateLimitedIssuer, RateLimiter};
 pub use pod::{issue_for_pod, session_name, session_tags, PodCredentialRequest, SESSION_TAG_KEYS};
-
-/// A secret string that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, to hand to the pod or to a signer.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("**redacted**")
-    }
-}
+pub use podid_api::Secret;
 
 /// One STS session tag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
+use podid_client::{segment, ApiClient, ClientError};
 use serde::Deserialize;
 
 use crate::WebhookError;
@@ -35,30 +33,14 @@ pub trait AssociationLookup: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Asks podid's association API over HTTP, signing with SigV4 (service
-/// `eks`) when it has credentials — a `reader` key is enough.
-///
-/// The signing mirrors the CLI's client (`crates/podid/src/client.rs`); this
-/// one has its own short timeouts because it runs inside an admission call.
+/// Asks podid's association API over HTTP with [`podid_client::ApiClient`],
+/// signing with SigV4 when it has credentials — a `reader` key is enough —
+/// and with one short timeout over the whole call, because it runs inside an
+/// admission call.
+#[derive(Debug)]
 pub struct HttpLookup {
-    endpoint: url::Url,
+    client: ApiClient,
     cluster: String,
-    region: String,
-    credentials: Option<Credentials>,
-    timeout: Duration,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for HttpLookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpLookup")
-            .field("endpoint", &self.endpoint.as_str())
-            .field("cluster", &self.cluster)
-            .field("region", &self.region)
-            .field("signed", &self.credentials.is_some())
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 #[derive(Deserialize)]
@@ -77,122 +59,45 @@ impl HttpLookup {
         credentials: Option<Credentials>,
         timeout: Duration,
     ) -> Result<Self, WebhookError> {
-        let endpoint = url::Url::parse(endpoint)
-            .map_err(|e| WebhookError::Config(format!("endpoint '{endpoint}' is not a URL: {e}")))?;
-        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(WebhookError::Config(format!("endpoint '{endpoint}' is not an http(s) URL")));
-        }
         if cluster.is_empty() {
             return Err(WebhookError::Config("the cluster name is empty".into()));
         }
-        let http = reqwest::Client::builder()
+        let client = ApiClient::builder(endpoint)
+            .region(region)
+            .credentials(credentials)
             .connect_timeout(timeout)
             .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| WebhookError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpLookup { endpoint, cluster: cluster.to_owned(), region: region.to_owned(), credentials, timeout, http })
-    }
-
-    fn unreachable(&self, reason: impl Into<String>) -> WebhookError {
-        WebhookError::Unreachable { endpoint: self.endpoint.to_string(), reason: reason.into() }
-    }
-
-    fn signed_headers(&self, url: &url::Url) -> Result<Vec<(String, String)>, WebhookError> {
-        let Some(creds) = &self.credentials else { return Ok(Vec::new()) };
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
-        let headers = [("host".to_owned(), host)];
-        let identity: Identity = creds.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("eks")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| WebhookError::Config(format!("cannot sign: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "GET",
-            url.as_str(),
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(&[]),
-        )
-        .map_err(|e| WebhookError::Config(format!("cannot sign: {e}")))?;
-        let (instructions, _) =
-            sign(signable, &params).map_err(|e| WebhookError::Config(format!("cannot sign: {e}")))?.into_parts();
-        Ok(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+            .map_err(|e| WebhookError::Config(e.to_string()))?;
+        Ok(HttpLookup { client, cluster: cluster.to_owned() })
     }
 }
 
 #[async_trait::async_trait]
 impl AssociationLookup for HttpLookup {
     async fn has_association(&self, namespace: &str, service_account: &str) -> Result<bool, WebhookError> {
-        let mut url = self.endpoint.clone();
-        url.set_path(&format!(
-            "{}/clusters/{}/pod-identity-associations",
-            self.endpoint.path().trim_end_matches('/'),
-            segment(&self.cluster)
-        ));
-        url.query_pairs_mut()
-            .append_pair("namespace", namespace)
-            .append_pair("serviceAccount", service_account)
-            .append_pair("maxResults", "1");
-        let mut request = self.http.get(url.clone());
-        for (name, value) in self.signed_headers(&url)? {
-            request = request.header(name, value);
+        let path = format!("/clusters/{}/pod-identity-associations", segment(&self.cluster));
+        let query = [
+            ("namespace", namespace.to_owned()),
+            ("serviceAccount", service_account.to_owned()),
+            ("maxResults", "1".to_owned()),
+        ];
+        match self.client.call::<ListResponse>(reqwest::Method::GET, &path, &query, None).await {
+            Ok(list) => Ok(!list.associations.is_empty()),
+            Err(ClientError::Api { status, code, message, .. }) => Err(WebhookError::Server { status, code, message }),
+            Err(ClientError::Transport { endpoint, reason }) => Err(WebhookError::Unreachable { endpoint, reason }),
+            Err(ClientError::Decode(e)) => Err(WebhookError::Server {
+                status: 200,
+                code: "UnexpectedAnswer".into(),
+                message: format!("not a ListPodIdentityAssociations answer: {e}"),
+            }),
+            Err(e) => Err(WebhookError::Config(e.to_string())),
         }
-        let response = request.send().await.map_err(|e| self.unreachable(transport_reason(e, self.timeout)))?;
-        let status = response.status().as_u16();
-        let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| self.unreachable(transport_reason(e, self.timeout)))?;
-        if !(200..300).contains(&status) {
-            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let code = error_type
-                .or_else(|| parsed.get("__type").and_then(|v| v.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| format!("HTTP{status}"));
-            let message = parsed.get("message").and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            return Err(WebhookError::Server { status, code, message });
-        }
-        let list: ListResponse = serde_json::from_slice(&body).map_err(|e| WebhookError::Server {
-            status,
-            code: "UnexpectedAnswer".into(),
-            message: format!("not a ListPodIdentityAssociations answer: {e}"),
-        })?;
-        Ok(!list.associations.is_empty())
     }
 
     fn describe(&self) -> String {
-        self.endpoint.to_string()
+        self.client.endpoint().to_string()
     }
-}
-
-fn transport_reason(e: reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} ms", timeout.as_millis());
-    }
-    // The innermost cause says the most ("Connection refused (os error 111)").
-    let mut innermost = None;
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        innermost = Some(s.to_string());
-        source = s.source();
-    }
-    let prefix = if e.is_connect() { "cannot connect" } else { "transport error" };
-    match innermost {
-        Some(cause) => format!("{prefix}: {cause}"),
-        None => format!("{prefix}: {}", e.without_url()),
-    }
-}
-
-/// Percent-encodes one path segment.
-fn segment(value: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 
 /// Remembers positive answers for `ttl`; negative answers are never stored.

@@ -16,7 +16,7 @@ use podid_api::cluster::{
 use reqwest::Method;
 use serde::Serialize;
 
-use crate::client::{segment, ApiClient};
+use podid_client::{segment, ApiClient};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl Connection {
     pub(crate) async fn client(&self) -> anyhow::Result<ApiClient> {
         let endpoint =
             self.endpoint.as_deref().context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
-        ApiClient::from_environment(endpoint, &self.region).await
+        Ok(ApiClient::from_environment(endpoint, &self.region).await?)
     }
 }
 

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent;
 mod cli;
-mod client;
 mod dev;
 mod server;
 mod signal;

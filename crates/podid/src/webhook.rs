@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use aws_credential_types::provider::ProvideCredentials;
 use clap::Args;
 use podid_webhook::mutate::DEFAULT_CREDENTIALS_URI;
 use podid_webhook::{CertStore, HttpLookup, Metrics, MutationSettings, Webhook, WebhookSettings};
@@ -61,17 +60,10 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     if uri.scheme() != "http" {
         bail!("--credentials-uri must be an http:// URL (the agent's link-local address)");
     }
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let credentials = match sdk.credentials_provider() {
-        Some(provider) => match provider.provide_credentials().await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "no AWS credentials found: calls to podid are unsigned (only a server run with --insecure-no-auth accepts them)");
-                None
-            }
-        },
-        None => None,
-    };
+    let credentials = podid_client::credentials_from_environment().await;
+    if credentials.is_none() {
+        tracing::warn!("no AWS credentials found: calls to podid are unsigned (only a server run with --insecure-no-auth accepts them)");
+    }
     let timeout = Duration::from_millis(args.lookup_timeout_ms);
     let lookup = HttpLookup::new(&args.endpoint, &args.cluster_name, &args.region, credentials, timeout)?;
     let settings = WebhookSettings {

@@ -1,4 +1,7 @@
-//! A small SigV4-signing client for podid's APIs, used by the CLI.
+//! A small SigV4-signing client for podid's APIs, used by the CLI and the
+//! admission webhook. Requests are signed with the `eks` signing name, as the
+//! aws CLI signs the association API; the server accepts any scope.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 /// Failures of a client call.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server answered with an AWS-shaped error.
     #[error("{code}: {message}{}", request_id.as_deref().map(|id| format!(" (request id {id})")).unwrap_or_default())]
@@ -41,35 +45,131 @@ pub enum ClientError {
 }
 
 /// Where and how to call podid.
+#[derive(Clone)]
 pub struct ApiClient {
     endpoint: url::Url,
     region: String,
     credentials: Option<Credentials>,
+    timeout: Duration,
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("region", &self.region)
+            .field("signed", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+/// Builds an [`ApiClient`].
+#[derive(Debug)]
+pub struct ApiClientBuilder {
+    endpoint: String,
+    region: String,
+    credentials: Option<Credentials>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl ApiClientBuilder {
+    /// The region in request signatures (default `us-east-1`).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// Signs requests with these credentials; without, requests go unsigned.
+    pub fn credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a whole call may take, connecting included (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client; fails on an endpoint that is not an http(s) URL.
+    pub fn build(self) -> Result<ApiClient, ClientError> {
+        let endpoint = url::Url::parse(&self.endpoint)
+            .map_err(|e| ClientError::Request(format!("endpoint '{}' is not a URL: {e}", self.endpoint)))?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(ClientError::Request(format!("endpoint '{endpoint}' is not an http(s) URL")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout.min(self.timeout))
+            .timeout(self.timeout)
+            // The API never redirects; a redirect would carry a signature elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Request(format!("cannot build the HTTP client: {e}")))?;
+        Ok(ApiClient { endpoint, region: self.region, credentials: self.credentials, timeout: self.timeout, http })
+    }
+}
+
+/// The credentials of the default AWS chain (environment, profile, …), if any.
+pub async fn credentials_from_environment() -> Option<Credentials> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    match config.credentials_provider()?.provide_credentials().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::debug!(error = %e, "no AWS credentials found; sending unsigned requests");
+            None
+        }
+    }
+}
+
 impl ApiClient {
+    /// A builder for a client of `endpoint` (e.g. `http://podid:8080`).
+    pub fn builder(endpoint: impl Into<String>) -> ApiClientBuilder {
+        ApiClientBuilder {
+            endpoint: endpoint.into(),
+            region: "us-east-1".to_owned(),
+            credentials: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
     /// A client for `endpoint`, signing with the default AWS credential chain
     /// (environment, shared profile, …) when it finds credentials.
-    pub async fn from_environment(endpoint: &str, region: &str) -> anyhow::Result<Self> {
-        let endpoint =
-            url::Url::parse(endpoint).map_err(|e| anyhow::anyhow!("--endpoint '{endpoint}' is not a URL: {e}"))?;
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-        let credentials = match config.credentials_provider() {
-            Some(provider) => match provider.provide_credentials().await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no AWS credentials found; sending unsigned requests");
-                    None
-                }
-            },
-            None => None,
+    pub async fn from_environment(endpoint: &str, region: &str) -> Result<Self, ClientError> {
+        ApiClient::builder(endpoint).region(region).credentials(credentials_from_environment().await).build()
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &url::Url {
+        &self.endpoint
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        let reason = if e.is_timeout() {
+            format!("no answer within {} ms", self.timeout.as_millis())
+        } else {
+            // The innermost cause says the most ("Connection refused (os error 111)").
+            let mut innermost = None;
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                innermost = Some(s.to_string());
+                source = s.source();
+            }
+            let prefix = if e.is_connect() { "cannot connect" } else { "transport error" };
+            match innermost {
+                Some(cause) => format!("{prefix}: {cause}"),
+                None => format!("{prefix}: {}", e.without_url()),
+            }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(ApiClient { endpoint, region: region.to_owned(), credentials, http })
+        ClientError::Transport { endpoint: self.endpoint.to_string(), reason }
     }
 
     /// Sends a request and decodes a JSON answer. `path` is already
@@ -129,17 +229,11 @@ impl ApiClient {
         if body.is_some() {
             request = request.body(body_bytes);
         }
-        let response = request.send().await.map_err(|e| ClientError::Transport {
-            endpoint: self.endpoint.to_string(),
-            reason: e.without_url().to_string(),
-        })?;
+        let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let request_id = response.headers().get("x-amzn-requestid").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport { endpoint: self.endpoint.to_string(), reason: e.to_string() })?;
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
         if !(200..300).contains(&status) {
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let code = error_type
