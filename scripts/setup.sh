@@ -27,6 +27,12 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
+# kubectl (with kustomize v5) renders deploy/ in the manifest test; it comes
+# with this machine image (Debian's kubernetes-client is too old for it).
+if ! command -v kubectl >/dev/null; then
+    log "kubectl is missing: the manifest test needs kubectl >= 1.27 (kustomize v5)"
+fi
+
 if ! command -v cargo >/dev/null; then
     log "cargo is missing: install the Rust toolchain (rustup) first"
     exit 1
