@@ -148,8 +148,10 @@ class MotoProcess:
     """`python moto_env.py serve`: moto set up as the article's world, IAM
     enforced. `world` is the dict moto_env.setup returned."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, prefix: Iterable[str] = ()):
+        """`prefix` goes before the command (`ip netns exec NS`, say)."""
         self.log_path = log_path
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen | None = None
         self.world: dict = {}
 
@@ -160,7 +162,7 @@ class MotoProcess:
     def start(self, timeout: float = 60.0) -> "MotoProcess":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "moto_env.py"), "serve"],
+            [*self.prefix, sys.executable, str(HERE / "moto_env.py"), "serve"],
             cwd=HERE,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
