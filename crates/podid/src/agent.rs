@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use aws_credential_types::provider::ProvideCredentials;
@@ -95,6 +96,11 @@ pub struct AgentArgs {
     /// Requests per second each credential listener accepts (429 beyond); 0 = unlimited.
     #[arg(long, default_value_t = 0, env = "PODID_AGENT_RATE_LIMIT")]
     rate_limit: u32,
+    /// Refresh credentials this many seconds before they expire (sessions
+    /// longer than this; shorter ones at half-life). Default: 1200 for sessions
+    /// over 30 minutes, so pods always get more than 15 minutes of validity.
+    #[arg(long, env = "PODID_AGENT_REFRESH_LEAD_SECS")]
+    refresh_lead_secs: Option<u64>,
     /// Region used to sign broker calls (default: the AWS region chain, else us-east-1).
     #[arg(long, env = "PODID_AGENT_REGION")]
     region: Option<String>,
@@ -144,7 +150,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         metrics_address: args.metrics_address,
         metrics_port: args.metrics_port,
         rate_limit: args.rate_limit,
-        cache: CachePolicy { max_entries: args.max_cache_size, ..CachePolicy::default() },
+        cache: match args.refresh_lead_secs {
+            Some(lead) => CachePolicy {
+                max_entries: args.max_cache_size,
+                refresh_lead: Duration::from_secs(lead),
+                long_session: Duration::from_secs(lead),
+                ..CachePolicy::default()
+            },
+            None => CachePolicy { max_entries: args.max_cache_size, ..CachePolicy::default() },
+        },
         ..AgentConfig::default()
     };
     let agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;
