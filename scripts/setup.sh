@@ -3,8 +3,9 @@
 # Idempotent: a second run changes nothing. System packages need root; without
 # root it says what is missing and stops.
 #
-#   scripts/setup.sh            system packages + the Python venv (.venv)
+#   scripts/setup.sh            system packages + the Python venv (.venv) + tests/js (npm)
 #   scripts/setup.sh postgres   also start PostgreSQL for the tests and print its URL
+#   scripts/setup.sh demo       only what ./demo.sh needs: system packages + the Python venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,11 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
-command -v ip >/dev/null || missing+=(iproute2)
+# iproute2: the node tests' network namespaces (root); the demo without root
+# runs on loopback addresses and does not need it.
+if ! command -v ip >/dev/null && ! { [ "${1:-}" = demo ] && [ "$(id -u)" != 0 ]; }; then
+    missing+=(iproute2)
+fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ "${1:-}" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     missing+=(postgresql)
@@ -29,7 +34,7 @@ fi
 
 # kubectl (with kustomize v5) renders deploy/ in the manifest test; it comes
 # with this machine image (Debian's kubernetes-client is too old for it).
-if ! command -v kubectl >/dev/null; then
+if [ "${1:-}" != demo ] && ! command -v kubectl >/dev/null; then
     log "kubectl is missing: the manifest test needs kubectl >= 1.27 (kustomize v5)"
 fi
 
@@ -44,6 +49,10 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/python/requirements.txt .venv/.re
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt >&2
     cp tests/python/requirements.txt .venv/.requirements.txt
+fi
+
+if [ "${1:-}" = demo ]; then
+    exit 0
 fi
 
 # The AWS SDK for JavaScript v3, pinned by tests/js/package-lock.json.
