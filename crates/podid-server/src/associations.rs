@@ -125,7 +125,9 @@ pub async fn create(
             created_at: now,
             modified_at: now,
         };
-        let written = state.store.create_association(&record, idempotency.as_ref()).await.map_err(store_error)?;
+        let written = state.store.create_association(&record, idempotency.as_ref()).await;
+        state.forget_lookups();
+        let written = written.map_err(store_error)?;
         if !written.replayed {
             tracing::info!(cluster = %cluster, association_id = %written.association.id, namespace, service_account, "association created");
         }
@@ -290,7 +292,9 @@ pub async fn update(
             attempt += 1;
             let current = load(&state, &cluster, &id).await?;
             let updated = apply_update(&req, current.clone(), state.clock.now_millis())?;
-            match state.store.update_association(&updated, current.modified_at, idempotency.as_ref()).await {
+            let result = state.store.update_association(&updated, current.modified_at, idempotency.as_ref()).await;
+            state.forget_lookups();
+            match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
                 result => break result.map_err(store_error)?,
             }
@@ -345,7 +349,9 @@ pub async fn delete(
         let Path((cluster, id)) = params.map_err(path_error)?;
         validate::cluster_name(&cluster)?;
         validate::association_id(&id)?;
-        let deleted = state.store.delete_association(&cluster, &id).await.map_err(store_error)?;
+        let deleted = state.store.delete_association(&cluster, &id).await;
+        state.forget_lookups();
+        let deleted = deleted.map_err(store_error)?;
         tracing::info!(cluster = %cluster, association_id = %id, "association deleted");
         Ok(AssociationResponse { association: to_wire(&state, deleted) })
     })

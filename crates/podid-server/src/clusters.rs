@@ -102,7 +102,9 @@ pub async fn register(
             created_at: now,
             modified_at: now,
         };
-        state.store.insert_cluster(&cluster).await.map_err(store_error)?;
+        let inserted = state.store.insert_cluster(&cluster).await;
+        state.forget_lookups();
+        inserted.map_err(store_error)?;
         tracing::info!(cluster = %cluster.name, issuer = %cluster.issuer, key_source = cluster.key_source.as_str(), "cluster registered");
         Ok(ClusterResponse { cluster })
     })
@@ -200,7 +202,9 @@ pub async fn update(
                 cluster.jwks = jwks.clone();
             }
             cluster.modified_at = podid_api::EpochMillis(state.clock.now_millis().0.max(current.modified_at.0 + 1));
-            match state.store.update_cluster(&cluster, current.modified_at).await {
+            let result = state.store.update_cluster(&cluster, current.modified_at).await;
+            state.forget_lookups();
+            match result {
                 Err(podid_store::StoreError::Conflict) if attempt < crate::associations::MAX_UPDATE_ATTEMPTS => {
                     continue
                 }
@@ -241,7 +245,9 @@ pub async fn deregister(
                 };
             }
         }
-        let cluster = state.store.delete_cluster(&name, force).await.map_err(store_error)?;
+        let cluster = state.store.delete_cluster(&name, force).await;
+        state.forget_lookups();
+        let cluster = cluster.map_err(store_error)?;
         tracing::info!(cluster = %name, force, "cluster deregistered");
         Ok(ClusterResponse { cluster })
     })

@@ -86,7 +86,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// header is ever logged.
 async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = RequestId(uuid::Uuid::new_v4().to_string());
+    // From the thread's CSPRNG rather than a getrandom(2) call per request.
+    let request_id = RequestId(uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let (parts, body) = request.into_parts();

@@ -91,6 +91,16 @@ pub struct AppState {
     pub broker: Option<broker::Broker>,
 }
 
+impl AppState {
+    /// Drops the broker's cached cluster and association reads: called after
+    /// every write to them through this server.
+    pub(crate) fn forget_lookups(&self) {
+        if let Some(broker) = &self.broker {
+            broker.lookups.invalidate();
+        }
+    }
+}
+
 /// Binds `addr`, reports the bound address through `on_bound` (so `:0` works in
 /// tests) and serves until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(

@@ -117,6 +117,7 @@ async fn world() -> Option<World> {
         verifier: Arc::new(TokenVerifier::new(Arc::new(NoJwksFetcher), podid_token::system_clock(), 1000)),
         issuer: recorder.clone(),
         cache: Arc::new(CredentialCache::new(Duration::from_secs(900), 1000)),
+        lookups: Default::default(),
         audit,
         settings: BrokerSettings { session_duration: Duration::from_secs(3600) },
     };

@@ -20,6 +20,10 @@ pub(crate) const MAX_TAGS: usize = 50;
 /// constraint race (PostgreSQL only; SQLite writes never race).
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
+/// Audit events written per `INSERT` (12 parameters each: well under
+/// SQLite's and PostgreSQL's limits on bound parameters).
+pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 100;
+
 /// The columns of `associations`, in the order [`association_from_row`] reads them.
 macro_rules! association_columns {
     () => {
@@ -692,26 +696,28 @@ macro_rules! association_store_impl {
                     return Ok(());
                 }
                 let mut tx = self.begin_write().await?;
-                for e in events {
-                    sqlx::query(
+                // Many rows per statement: each statement is a round trip to
+                // the database (for SQLite, to its connection's thread).
+                for chunk in events.chunks($crate::common::AUDIT_ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (time, request_id, caller, cluster, namespace, service_account, \
-                         pod_name, pod_uid, association_id, role_arn, outcome, error_code) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    )
-                    .bind(e.time.0)
-                    .bind(&e.request_id)
-                    .bind(&e.caller)
-                    .bind(&e.cluster)
-                    .bind(&e.namespace)
-                    .bind(&e.service_account)
-                    .bind(&e.pod_name)
-                    .bind(&e.pod_uid)
-                    .bind(&e.association_id)
-                    .bind(&e.role_arn)
-                    .bind(e.outcome.as_str())
-                    .bind(&e.error_code)
-                    .execute(&mut *tx)
-                    .await?;
+                         pod_name, pod_uid, association_id, role_arn, outcome, error_code) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.time.0)
+                            .push_bind(&e.request_id)
+                            .push_bind(&e.caller)
+                            .push_bind(&e.cluster)
+                            .push_bind(&e.namespace)
+                            .push_bind(&e.service_account)
+                            .push_bind(&e.pod_name)
+                            .push_bind(&e.pod_uid)
+                            .push_bind(&e.association_id)
+                            .push_bind(&e.role_arn)
+                            .push_bind(e.outcome.as_str())
+                            .push_bind(&e.error_code);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -66,8 +66,10 @@ impl Curve {
 }
 
 enum Material {
-    /// Big-endian modulus and exponent without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// Big-endian modulus and exponent without leading zeros, and the key
+    /// parsed once for RS256 (the Kubernetes default), so verifying does not
+    /// build the key again for every token.
+    Rsa { n: Vec<u8>, e: Vec<u8>, rs256: ParsedPublicKey },
     /// The public point, already parsed (and checked to be on the curve) for
     /// the curve's one algorithm.
     Ec { curve: Curve, key: ParsedPublicKey },
@@ -106,7 +108,8 @@ impl Key {
             return false;
         }
         match &self.material {
-            Material::Rsa { n, e } => {
+            Material::Rsa { rs256, .. } if alg == Alg::Rs256 => rs256.verify_sig(message, signature).is_ok(),
+            Material::Rsa { n, e, .. } => {
                 let params = match alg {
                     Alg::Rs256 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
                     Alg::Rs384 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA384,
@@ -272,10 +275,10 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
             if e.is_empty() || e.len() > 8 {
                 return Err("RSA exponent out of range".into());
             }
-            RsaPublicKeyComponents { n: &n, e: &e }
+            let rs256 = RsaPublicKeyComponents { n: &n, e: &e }
                 .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
                 .map_err(|_| "RSA key rejected".to_string())?;
-            Material::Rsa { n, e }
+            Material::Rsa { n, e, rs256 }
         }
         "EC" => {
             let crv = optional_str(obj, "crv")?.ok_or("no \"crv\"")?;

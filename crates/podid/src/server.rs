@@ -118,6 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             Duration::from_secs(args.credential_min_remaining),
             args.credential_cache_size,
         )),
+        lookups: Default::default(),
         audit,
         settings: BrokerSettings { session_duration: Duration::from_secs(args.session_duration) },
     };

@@ -16,6 +16,9 @@ use crate::http_api::error_chain;
 const QUEUE: usize = 10_000;
 /// Events written per transaction at most.
 const BATCH: usize = 500;
+/// How long the writer lets events gather after the first of a batch: one
+/// transaction (and one flush) for everything that arrives meanwhile.
+const LINGER: Duration = Duration::from_millis(50);
 /// How long a caller waits for room in a full queue before the event is
 /// dropped (and counted, and logged).
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,6 +42,9 @@ impl AuditSink {
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = rx.recv().await {
                 batch.push(first);
+                if !rx.is_closed() {
+                    tokio::time::sleep(LINGER).await;
+                }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
                         Ok(e) => batch.push(e),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use podid_sts::{IssueError, IssuedCredentials};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 /// Which pod session credentials belong to. The association's modification
 /// time is part of it, so changing an association (another role, say) makes
@@ -32,11 +32,17 @@ pub enum CacheOutcome {
     Joined,
 }
 
-type Flight = Arc<OnceCell<Result<Arc<IssuedCredentials>, IssueError>>>;
+type FlightResult = Result<Arc<IssuedCredentials>, IssueError>;
+type Flight = watch::Receiver<Option<FlightResult>>;
 
 /// Serves a pod's credentials again while more than `min_remaining` of their
 /// validity is left, so a pod whose token rotated costs no STS call; and makes
 /// concurrent misses for one pod share one issuance.
+///
+/// The issuance runs in a task of its own: a caller that hangs up (an agent
+/// whose attempt timed out while the call waited for an STS slot) does not
+/// cancel it, so the credentials STS issued are kept, and the caller's next
+/// attempt finds them instead of asking STS again.
 pub struct CredentialCache {
     min_remaining: Duration,
     max_entries: usize,
@@ -78,59 +84,59 @@ impl CredentialCache {
         }
     }
 
-    /// The pod's cached credentials, or the result of `issue` — run by one
-    /// caller while concurrent callers for the same pod wait for it.
+    /// The pod's cached credentials, or the result of `issue` — run, in a
+    /// task of its own, for the first caller while concurrent callers for the
+    /// same pod wait for it.
     pub async fn get_or_issue<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         key: &CacheKey,
         now: SystemTime,
         issue: F,
     ) -> (Result<Arc<IssuedCredentials>, IssueError>, CacheOutcome)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<IssuedCredentials, IssueError>>,
+        Fut: Future<Output = Result<IssuedCredentials, IssueError>> + Send + 'static,
     {
         if let Some(hit) = self.lookup(key, now) {
             return (Ok(hit), CacheOutcome::Hit);
         }
-        let (flight, leader) = {
+        let (mut flight, outcome) = {
             let Ok(mut in_flight) = self.in_flight.lock() else {
                 return (Err(IssueError::Internal("credential cache lock poisoned".into())), CacheOutcome::Miss);
             };
             match in_flight.get(key) {
-                Some(f) => (f.clone(), false),
+                Some(f) => (f.clone(), CacheOutcome::Joined),
                 None => {
-                    let f: Flight = Arc::new(OnceCell::new());
-                    in_flight.insert(key.clone(), f.clone());
-                    (f, true)
+                    // A flight that just finished stored its entry before
+                    // leaving the table: look again under the table's lock.
+                    if let Some(hit) = self.lookup(key, now) {
+                        return (Ok(hit), CacheOutcome::Hit);
+                    }
+                    let (tx, rx) = watch::channel(None);
+                    in_flight.insert(key.clone(), rx.clone());
+                    let (cache, key, work) = (self.clone(), key.clone(), issue());
+                    tokio::spawn(async move {
+                        let result = work.await.map(Arc::new);
+                        if let Ok(issued) = &result {
+                            cache.insert(key.clone(), issued.clone(), now);
+                        }
+                        if let Ok(mut in_flight) = cache.in_flight.lock() {
+                            in_flight.remove(&key);
+                        }
+                        tx.send_replace(Some(result));
+                    });
+                    (rx, CacheOutcome::Miss)
                 }
             }
         };
-        let mut ran = false;
-        let result = flight
-            .get_or_init(|| {
-                ran = true;
-                async {
-                    // A leader that lost a race with a finished flight finds the
-                    // fresh entry here instead of issuing again.
-                    if let Some(hit) = self.lookup(key, now) {
-                        return Ok(hit);
-                    }
-                    let issued = Arc::new(issue().await?);
-                    self.insert(key.clone(), issued.clone(), now);
-                    Ok(issued)
-                }
-            })
-            .await
-            .clone();
-        if ran || leader {
-            if let Ok(mut in_flight) = self.in_flight.lock() {
-                if in_flight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                    in_flight.remove(key);
-                }
+        let result = match flight.wait_for(Option::is_some).await {
+            Ok(done) => {
+                done.clone().unwrap_or_else(|| Err(IssueError::Internal("issuance ended without a result".into())))
             }
-        }
-        (result, if ran { CacheOutcome::Miss } else { CacheOutcome::Joined })
+            // The task ended without answering (it panicked).
+            Err(_) => Err(IssueError::Internal("issuing credentials failed".into())),
+        };
+        (result, outcome)
     }
 
     fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<IssuedCredentials>> {
@@ -178,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_fresh_credentials_and_reissues_stale_ones() {
-        let cache = CredentialCache::new(Duration::from_secs(900), 10);
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
         let (r, o) = cache.get_or_issue(&key("p"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
         assert!(r.is_ok());
@@ -197,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_cached() {
-        let cache = CredentialCache::new(Duration::from_secs(900), 10);
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
         let (r, _) = cache.get_or_issue(&key("p"), now, || async { Err(IssueError::AccessDenied("no".into())) }).await;
         assert!(r.is_err());
@@ -240,8 +246,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_hanging_up_does_not_cancel_the_issuance() {
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let (c, g) = (calls.clone(), gate.clone());
+        let k = key("p");
+        let first = cache.get_or_issue(&k, SystemTime::now(), move || async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            g.notified().await;
+            Ok(creds(Duration::from_secs(3600)))
+        });
+        // The caller gives up while STS is still answering.
+        assert!(tokio::time::timeout(Duration::from_millis(20), first).await.is_err());
+        gate.notify_one();
+        for _ in 0..100 {
+            if !cache.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (r, o) =
+            cache.get_or_issue(&key("p"), SystemTime::now(), || async { panic!("must not issue again") }).await;
+        assert!(r.is_ok());
+        assert_eq!(o, CacheOutcome::Hit);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn bounded_evicting_stale_then_soonest_expiring() {
-        let cache = CredentialCache::new(Duration::from_secs(900), 3);
+        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 3));
         let now = SystemTime::now();
         for (i, mins) in [(0, 60), (1, 50), (2, 40), (3, 30)] {
             let (r, _) = cache

@@ -5,18 +5,18 @@
 
 pub mod audit;
 pub mod cache;
+pub mod lookups;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podid_api::audit::{AuditEvent, AuditOutcome};
-use podid_api::cluster::Cluster;
 use podid_api::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials, PodIdentityAssociationRef, Subject,
 };
 use podid_api::{validate, ApiError, ErrorKind};
 use podid_sts::{issue_for_pod, IssueError, Issuer, PodCredentialRequest};
-use podid_token::{ClusterTrust, PodIdentity, TokenError, TokenVerifier};
+use podid_token::{PodIdentity, TokenError, TokenVerifier};
 
 use self::audit::AuditSink;
 use self::cache::{CacheKey, CacheOutcome, CredentialCache};
@@ -46,6 +46,8 @@ pub struct Broker {
     pub issuer: Arc<dyn Issuer>,
     /// Per-pod credentials.
     pub cache: Arc<CredentialCache>,
+    /// The cluster and association reads, kept briefly ([`lookups::Lookups`]).
+    pub lookups: Arc<lookups::Lookups>,
     /// Where decisions are recorded.
     pub audit: AuditSink,
     /// Settings.
@@ -85,17 +87,6 @@ fn issue_error(e: &IssueError) -> ApiError {
             ErrorKind::InternalServer,
             "Credentials could not be issued; the cause is logged on the server.",
         ),
-    }
-}
-
-fn trust_of(cluster: &Cluster) -> ClusterTrust {
-    ClusterTrust {
-        name: cluster.name.clone(),
-        issuer: cluster.issuer.clone(),
-        audience: cluster.audience.clone(),
-        jwks: cluster.jwks.clone(),
-        jwks_uri: cluster.jwks_uri.clone(),
-        version: cluster.modified_at.0,
     }
 }
 
@@ -163,22 +154,23 @@ async fn decide(
 ) -> Result<AssumeRoleForPodIdentityResponse, ApiError> {
     validate::cluster_name(cluster_name)?;
     let token = token.ok_or_else(|| ApiError::invalid_parameter("token is required"))?;
-    let cluster = state
-        .store
-        .get_cluster(cluster_name)
+    let entry = broker
+        .lookups
+        .cluster(state.store.as_ref(), cluster_name)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("No cluster found for name: {cluster_name}.")))?;
+    let cluster = &entry.cluster;
     let pod: PodIdentity =
-        broker.verifier.verify(&trust_of(&cluster), token).await.map_err(|e| token_error(cluster_name, &e))?;
+        broker.verifier.verify(&entry.trust, token).await.map_err(|e| token_error(cluster_name, &e))?;
     event.namespace = Some(pod.namespace.clone());
     event.service_account = Some(pod.service_account.clone());
     event.pod_name = Some(pod.pod_name.clone());
     event.pod_uid = Some(pod.pod_uid.clone());
 
-    let association = state
-        .store
-        .find_association(cluster_name, &pod.namespace, &pod.service_account)
+    let association = broker
+        .lookups
+        .association(state.store.as_ref(), cluster_name, &pod.namespace, &pod.service_account)
         .await
         .map_err(store_error)?
         .ok_or_else(|| {
@@ -209,12 +201,13 @@ async fn decide(
         association_version: association.modified_at.0,
         pod_uid: pod.pod_uid.clone(),
     };
-    let metrics: &Metrics = &state.metrics;
+    let metrics: Arc<Metrics> = state.metrics.clone();
+    let issuer = broker.issuer.clone();
     let (issued, outcome) = broker
         .cache
-        .get_or_issue(&key, state.clock.now(), || async {
+        .get_or_issue(&key, state.clock.now(), move || async move {
             let started = Instant::now();
-            let result = issue_for_pod(broker.issuer.as_ref(), &request).await;
+            let result = issue_for_pod(issuer.as_ref(), &request).await;
             metrics.broker.sts_latency.observe(started.elapsed().as_secs_f64());
             if let Err(e) = &result {
                 tracing::warn!(error = %e, role = %request.role_arn, target_role = ?request.target_role_arn, "STS call failed");
@@ -222,6 +215,7 @@ async fn decide(
             result
         })
         .await;
+    let metrics: &Metrics = &state.metrics;
     metrics.broker.cache(outcome);
     let credentials = issued.map_err(|e| {
         if matches!(e, IssueError::Internal(_)) {
@@ -231,10 +225,10 @@ async fn decide(
     })?;
     Ok(AssumeRoleForPodIdentityResponse {
         subject: Subject { namespace: pod.namespace, service_account: pod.service_account },
-        audience: cluster.audience,
+        audience: cluster.audience.clone(),
         pod_identity_association: PodIdentityAssociationRef {
             association_arn: state.scope.association_arn(&association.cluster, &association.id),
-            association_id: association.id,
+            association_id: association.id.clone(),
         },
         assumed_role_user: AssumedRoleUser {
             arn: credentials.assumed_role_arn.clone(),

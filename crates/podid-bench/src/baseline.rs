@@ -1,0 +1,56 @@
+//! The baseline of the hot-path benchmark: a minimal hyper server answering
+//! every request with the same bytes and the same headers as the agent's
+//! cached answer (`content-type: application/json`; hyper adds
+//! `content-length` and `date` to both). It runs on the same runtime as
+//! `podid` (tokio multi-thread, one worker per CPU it may use), with
+//! HTTP/1.1 keep-alive and TCP_NODELAY like the agent's listener, and checks
+//! nothing: what the agent does beyond this is what the benchmark prices.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
+/// `podid-bench baseline`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The body to answer with (the agent's cached answer).
+    #[arg(long)]
+    body_file: PathBuf,
+}
+
+/// Serves until killed, printing `baseline listening on ADDR` first.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let body = Bytes::from(std::fs::read(&args.body_file).with_context(|| args.body_file.display().to_string())?);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("baseline listening on {}", listener.local_addr()?);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        let service = hyper::service::service_fn(move |_request| {
+            let mut response = http::Response::new(Full::new(body.clone()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}

@@ -1,0 +1,96 @@
+//! `podid-bench`: podid's benchmarks (issue 7). Each subcommand starts the
+//! real processes, measures them against a baseline in the same run (the
+//! machine is shared and noisy: only ratios are compared), prints a table and
+//! PASS/FAIL against its target, and exits 0 when every target holds, 2 when
+//! one does not, 1 on an error. `scripts/bench.sh` builds and runs them all;
+//! results and method are in `docs/benchmarks.md`.
+//!
+//! One module per benchmark, so several people can add theirs without
+//! touching each other's: add the module below, a variant to [`Command`] and
+//! its arm in [`main`].
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod agent_hot_path;
+mod agent_memory;
+mod association_api;
+mod baseline;
+mod broker;
+mod common;
+mod fake_eks_auth;
+mod harness;
+mod load;
+mod storm;
+mod sts_responder;
+mod tokens;
+// Issue 7, items 3–5, go in their own modules here (and a variant each in
+// `Command`): `broker.rs` (`podid-bench broker`), `storm.rs`
+// (`podid-bench storm`), `association_api.rs` (`podid-bench association-api`).
+
+/// podid's benchmark suite: figures are ratios to baselines measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "podid-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Target 1: the agent's cached hot path vs a minimal hyper server (wrk, 64 connections, 10 s, 3 rounds).
+    AgentHotPath(agent_hot_path::Args),
+    /// Target 2: the agent's RSS idle and with 10,000 cached pods.
+    AgentMemory(agent_memory::Args),
+    /// The hot path's baseline server: answers every request with a file's bytes (used by agent-hot-path).
+    Baseline(baseline::Args),
+    /// A fake EKS Auth answering every AssumeRoleForPodIdentity (for trying an agent by hand).
+    FakeEksAuth(fake_eks_auth::Args),
+    /// Target 3: AssumeRoleForPodIdentity with a fresh token per call vs RS256 signature verification alone.
+    Broker(broker::Args),
+    /// Target 4: 2,000 pods on 10 agents ask at once; a rate-enforcing STS responder counts the calls.
+    Storm(storm::Args),
+    /// Target 5: association Create throughput and List over 10,000, SQLite and PostgreSQL, vs the raw store.
+    AssociationApi(association_api::Args),
+    /// One raw-store step of association-api, in a process of its own (used by association-api).
+    #[command(hide = true)]
+    RawStore(association_api::RawArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The same runtime as `podid` builds: the baseline server must differ
+    // from the agent only in what it does per request.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::AgentHotPath(args) => agent_hot_path::run(args).await,
+            Command::AgentMemory(args) => agent_memory::run(args).await,
+            Command::Baseline(args) => baseline::run(args).await.map(|()| true),
+            Command::FakeEksAuth(args) => fake_eks_auth::run(args).await.map(|()| true),
+            Command::Broker(args) => broker::run(args).await,
+            Command::Storm(args) => storm::run(args).await,
+            Command::AssociationApi(args) => association_api::run(args).await,
+            Command::RawStore(args) => association_api::raw_store(args).await.map(|()| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("podid-bench: a target does not hold (see FAIL above)");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Target 4: the cold-start storm. 2,000 pods on 10 agents ask for
+//! credentials at once. The STS responder (local, rate-enforcing, counting)
+//! must see exactly 2,000 `AssumeRole` calls, never more than the configured
+//! rate in any second, none twice for one pod; every pod must have
+//! credentials within (2,000 ÷ rate + 3) seconds, retries included.
+//!
+//! The real processes: `podid server --sts-endpoint RESPONDER --sts-max-rps R`
+//! (SQLite, SigV4 keys), 10 `podid agent`s on 127.0.0.1 signing with a node
+//! key. Each simulated pod has its own RS256 token (its own pod uid) and
+//! behaves like an SDK's container credential provider that the application
+//! keeps retrying: one `GET /v1/credentials` per attempt on a new connection,
+//! a 2 s attempt timeout (botocore's), and on 429, 5xx, a timeout or a
+//! refused connection another attempt after an exponential backoff with full
+//! jitter (default base 100 ms, cap 1 s), until the deadline.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::common::{self, verdict, AgentProcess, Machine, Table};
+use crate::harness::{self, percentile, Pod, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
+
+/// `podid-bench storm`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A quick run with small sizes (checks that the benchmark works; its figures mean little).
+    #[arg(long)]
+    smoke: bool,
+    /// The podid binary (default: `podid` next to this executable).
+    #[arg(long)]
+    podid: Option<std::path::PathBuf>,
+    /// Agents (podid agent processes).
+    #[arg(long, default_value_t = 10)]
+    agents: usize,
+    /// Pods per agent.
+    #[arg(long, default_value_t = 200)]
+    pods_per_agent: usize,
+    /// Service accounts (one association each) the pods are spread over.
+    #[arg(long, default_value_t = 10)]
+    associations: usize,
+    /// The STS rate: the responder's limit and the broker's `--sts-max-rps`.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// The broker's `--sts-max-wait-ms` (default: the server's own default, 1000).
+    #[arg(long)]
+    sts_max_wait_ms: Option<u64>,
+    /// A pod's attempt timeout, in milliseconds (botocore's container provider: 2 s).
+    #[arg(long, default_value_t = 2000)]
+    attempt_timeout_ms: u64,
+    /// First backoff before a retry, in milliseconds (doubling, full jitter).
+    #[arg(long, default_value_t = 100)]
+    backoff_base_ms: u64,
+    /// Longest backoff, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    backoff_cap_ms: u64,
+    /// Pods stop retrying this many seconds after the target deadline.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+    /// The server's log filter.
+    #[arg(long, default_value = "info")]
+    server_log: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PodOutcome {
+    /// Time from the storm's start to credentials.
+    got: Option<Duration>,
+    attempts: u32,
+    /// Status of each failed attempt (0: timeout or transport error).
+    failures: Vec<u16>,
+    /// The AccessKeyId the pod got.
+    access_key_id: Option<String>,
+    /// A refusal that is not worth retrying.
+    fatal: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RetryModel {
+    attempt_timeout: Duration,
+    base: Duration,
+    cap: Duration,
+}
+
+async fn pod(
+    agent: std::net::SocketAddr,
+    token: String,
+    start: tokio::time::Instant,
+    give_up: tokio::time::Instant,
+    model: RetryModel,
+    seed: u64,
+) -> PodOutcome {
+    let mut rng = crate::tokens::Rng::new(seed);
+    let mut out = PodOutcome::default();
+    tokio::time::sleep_until(start).await;
+    loop {
+        out.attempts += 1;
+        let headers = [("authorization", token.as_str())];
+        let call = common::get(agent, "/v1/credentials", &headers);
+        match tokio::time::timeout(model.attempt_timeout, call).await {
+            Ok(Ok((200, _, body))) => {
+                out.got = Some(start.elapsed());
+                let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                out.access_key_id = parsed["AccessKeyId"].as_str().map(str::to_owned);
+                return out;
+            }
+            Ok(Ok((status, _, body))) if status == 429 || status >= 500 => {
+                let _ = body;
+                out.failures.push(status);
+            }
+            Ok(Ok((status, _, body))) => {
+                out.failures.push(status);
+                out.fatal = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+                return out;
+            }
+            Ok(Err(_)) | Err(_) => out.failures.push(0),
+        }
+        // Exponential backoff with full jitter.
+        let shift = (out.attempts - 1).min(16);
+        let ceiling = model.base.saturating_mul(1 << shift).min(model.cap);
+        let sleep = ceiling.mul_f64((rng.next_u64() % 10_000) as f64 / 10_000.0);
+        if tokio::time::Instant::now() + sleep >= give_up {
+            return out;
+        }
+        tokio::time::sleep(sleep).await;
+    }
+}
+
+/// Runs `podid-bench storm`; `Ok(true)` when every check holds.
+pub async fn run(args: Args) -> anyhow::Result<bool> {
+    let mut args = args;
+    if args.smoke {
+        (args.agents, args.pods_per_agent, args.rate) = (2, 50, 50);
+    }
+    let podid = common::podid_binary(args.podid.as_deref())?;
+    println!("# Cold-start storm (target 4)");
+    println!("{}", Machine::read().describe());
+    let total = args.agents * args.pods_per_agent;
+    if total == 0 || args.associations == 0 {
+        bail!("--agents, --pods-per-agent and --associations must be positive");
+    }
+    let ideal = total as f64 / f64::from(args.rate);
+    let deadline = ideal + 3.0;
+
+    let dir = tempfile::tempdir()?;
+    let sts = StsResponder::start(args.rate).await?;
+    let cluster = TestCluster::generate()?;
+    let options = ServerOptions {
+        podid: podid.clone(),
+        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()),
+        keys_file: harness::write_keys(dir.path())?,
+        sts_endpoint: sts.endpoint(),
+        sts_max_rps: args.rate,
+        sts_max_wait_ms: args.sts_max_wait_ms,
+        cpus: None,
+        log: args.server_log.clone(),
+        log_file: dir.path().join("server.log"),
+    };
+    let server = ServerProcess::start(&options).await?;
+    let admin = harness::admin_client(&server.endpoint)?;
+    cluster.register(&admin).await.context("registering the test cluster")?;
+    for k in 0..args.associations {
+        let body = serde_json::json!({
+            "namespace": "storm",
+            "serviceAccount": format!("app-{k}"),
+            "roleArn": format!("arn:aws:iam::{}:role/storm-app-{k}", harness::ACCOUNT),
+        });
+        let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
+        let _: serde_json::Value = admin.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+    }
+    let mut agents = Vec::with_capacity(args.agents);
+    for _ in 0..args.agents {
+        // Their warnings (upstream timeouts while the broker queues for STS slots) would drown the report.
+        let quiet = [("PODID_LOG".to_owned(), "error".to_owned())];
+        agents.push(AgentProcess::start(&podid, &server.endpoint, None, &quiet).await?);
+    }
+    let mut rng = crate::tokens::Rng::new(0x5707);
+    let pods: Vec<Pod> = (0..total)
+        .map(|j| {
+            let app = j % args.associations;
+            Pod {
+                namespace: "storm".into(),
+                service_account: format!("app-{app}"),
+                name: format!("app-{app}-5c7d9f8b6-{}", rng.alphanumeric(5).to_lowercase()),
+                uid: rng.uuid(),
+                node: format!("node-{}", j / args.pods_per_agent),
+            }
+        })
+        .collect();
+    let key = &cluster.key;
+    let tokens = tokio::task::block_in_place(|| pods.iter().map(|p| p.token(key, 0)).collect::<Vec<_>>());
+    println!(
+        "setup: podid server (STS rate {}/s, --sts-max-wait-ms {}), {} agents, {} pods ({} per agent) over {} associations; \
+         pods retry: attempt timeout {} ms, backoff base {} ms cap {} ms, full jitter",
+        args.rate,
+        args.sts_max_wait_ms.map_or_else(|| "default (1000)".to_owned(), |w| w.to_string()),
+        args.agents,
+        total,
+        args.pods_per_agent,
+        args.associations,
+        args.attempt_timeout_ms,
+        args.backoff_base_ms,
+        args.backoff_cap_ms
+    );
+
+    let model = RetryModel {
+        attempt_timeout: Duration::from_millis(args.attempt_timeout_ms),
+        base: Duration::from_millis(args.backoff_base_ms),
+        cap: Duration::from_millis(args.backoff_cap_ms),
+    };
+    let start = tokio::time::Instant::now() + Duration::from_millis(500);
+    let give_up = start + Duration::from_secs_f64(deadline) + Duration::from_secs(args.grace_secs);
+    let mut tasks = Vec::with_capacity(total);
+    for (j, token) in tokens.into_iter().enumerate() {
+        let agent = agents[j / args.pods_per_agent].credentials;
+        tasks.push(tokio::spawn(pod(agent, token, start, give_up, model, 0xC0FFEE ^ j as u64)));
+    }
+    let mut outcomes = Vec::with_capacity(total);
+    for t in tasks {
+        outcomes.push(t.await?);
+    }
+    // Late calls (an issuance some cancelled request left running) would land now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = sts.calls();
+    let start_offset = start.into_std().saturating_duration_since(sts.started());
+
+    let got: Vec<f64> = {
+        let mut v: Vec<f64> = outcomes.iter().filter_map(|o| o.got.map(|d| d.as_secs_f64())).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let attempts: Vec<f64> = {
+        let mut v: Vec<f64> = outcomes.iter().map(|o| f64::from(o.attempts)).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let mut failure_statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for o in &outcomes {
+        for s in &o.failures {
+            *failure_statuses.entry(*s).or_default() += 1;
+        }
+    }
+    let fatal: Vec<&String> = outcomes.iter().filter_map(|o| o.fatal.as_ref()).collect();
+    let keys: HashSet<&str> = outcomes.iter().filter_map(|o| o.access_key_id.as_deref()).collect();
+    let within = got.iter().filter(|t| **t <= deadline).count();
+    let dups = duplicates(&calls);
+    let max_window = max_in_any_second(&calls);
+    let untagged = calls.iter().filter(|c| c.pod_uid.is_none()).count();
+    let uids: HashSet<&str> = calls.iter().filter_map(|c| c.pod_uid.as_deref()).collect();
+    let expected_uids: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+    let first_call = calls.iter().map(|c| c.at).min().map(|d| d.saturating_sub(start_offset).as_secs_f64());
+    let last_call = calls.iter().map(|c| c.at).max().map(|d| d.saturating_sub(start_offset).as_secs_f64());
+    let total_retries: f64 = attempts.iter().map(|a| a - 1.0).sum();
+
+    let mut checks = Table::new(&["check", "measured", "target", "verdict"]);
+    let mut pass = true;
+    let mut check = |what: &str, measured: String, target: String, ok: bool| {
+        pass &= ok;
+        checks.row(vec![what.to_owned(), measured, target, verdict(ok).to_owned()]);
+    };
+    check(
+        "AssumeRole calls seen by the STS responder",
+        calls.len().to_string(),
+        format!("= {total}"),
+        calls.len() == total,
+    );
+    check(
+        "calls in any one-second window (max)",
+        max_window.to_string(),
+        format!("≤ {}", args.rate),
+        max_window <= args.rate as usize,
+    );
+    check("calls the responder throttled", sts.throttled().to_string(), "0".into(), sts.throttled() == 0);
+    check("malformed STS requests", sts.malformed().to_string(), "0".into(), sts.malformed() == 0);
+    check(
+        "pods with more than one AssumeRole",
+        dups.len().to_string(),
+        "0".into(),
+        dups.is_empty() && untagged == 0 && uids == expected_uids,
+    );
+    check("pods with credentials", got.len().to_string(), format!("= {total}"), got.len() == total && fatal.is_empty());
+    check("distinct AccessKeyIds served", keys.len().to_string(), format!("= {total}"), keys.len() == total);
+    check(
+        "pods with credentials within the deadline",
+        format!("{within} (slowest {:.2} s)", percentile(&got, 100.0)),
+        format!("all within {deadline:.1} s"),
+        within == total,
+    );
+
+    let mut dist = Table::new(&["", "p50", "p90", "p99", "max"]);
+    dist.row(vec![
+        "time to credentials (s)".into(),
+        format!("{:.2}", percentile(&got, 50.0)),
+        format!("{:.2}", percentile(&got, 90.0)),
+        format!("{:.2}", percentile(&got, 99.0)),
+        format!("{:.2}", percentile(&got, 100.0)),
+    ]);
+    dist.row(vec![
+        "attempts per pod".into(),
+        format!("{:.0}", percentile(&attempts, 50.0)),
+        format!("{:.0}", percentile(&attempts, 90.0)),
+        format!("{:.0}", percentile(&attempts, 99.0)),
+        format!("{:.0}", percentile(&attempts, 100.0)),
+    ]);
+    println!();
+    print!("{}", checks.render());
+    println!();
+    print!("{}", dist.render());
+    println!();
+    let statuses: Vec<String> = failure_statuses
+        .iter()
+        .map(|(s, n)| if *s == 0 { format!("timeout/transport ×{n}") } else { format!("HTTP {s} ×{n}") })
+        .collect();
+    println!(
+        "retries: {total_retries:.0} in all ({}); refused for good: {}",
+        if statuses.is_empty() { "none".to_owned() } else { statuses.join(", ") },
+        fatal.len()
+    );
+    if let Some(f) = fatal.first() {
+        println!("first refusal: {f}");
+    }
+    if !dups.is_empty() {
+        println!("duplicated pods (first 5): {:?}", dups.iter().take(5).collect::<Vec<_>>());
+    }
+    if let (Some(first), Some(last)) = (first_call, last_call) {
+        let observed = if last > first { (calls.len() as f64 - 1.0) / (last - first) } else { f64::NAN };
+        println!(
+            "STS calls from {first:.2} s to {last:.2} s after the start: {observed:.1} calls/s on average between the first and the last (limit {}); \
+             slowest pod ÷ ideal ({total} ÷ {} = {ideal:.1} s) = {:.3}",
+            args.rate,
+            args.rate,
+            percentile(&got, 100.0) / ideal
+        );
+    }
+    println!("storm: {}", verdict(pass));
+    for a in agents {
+        a.stop().await;
+    }
+    server.stop().await;
+    Ok(pass)
+}

@@ -1,0 +1,264 @@
+//! The broker's two store reads per call — the cluster, and the association
+//! of (cluster, namespace, service account) — kept in memory for a short
+//! time.
+//!
+//! Without this every `AssumeRoleForPodIdentity` costs two database queries;
+//! with SQLite each is a hand-off to the connection's own thread and back, and
+//! those hand-offs were most of the broker's CPU time (docs/benchmarks.md).
+//! Answers, including "not found", are kept for `ttl` (default
+//! [`DEFAULT_LOOKUP_TTL`]). Every write made through this server (association
+//! create, update, delete; cluster register, update, deregister) drops them at
+//! once, so a single server never serves a stale answer; with several replicas
+//! a change made through another replica is seen here within `ttl`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use podid_api::cluster::Cluster;
+use podid_store::{AssociationStore, StoreError, StoredAssociation};
+use podid_token::ClusterTrust;
+
+/// How long a lookup is kept unless told otherwise.
+pub const DEFAULT_LOOKUP_TTL: Duration = Duration::from_secs(5);
+
+/// Most entries of each map; past it, expired entries go, then all.
+const MAX_ENTRIES: usize = 100_000;
+
+/// A registered cluster and what its tokens are verified against.
+#[derive(Debug)]
+pub struct ClusterEntry {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// Its issuer, audience and keys, for the token verifier.
+    pub trust: ClusterTrust,
+}
+
+struct Cached<T> {
+    at: Instant,
+    value: Option<Arc<T>>,
+}
+
+/// Short-lived caches of the broker's store reads. See the module docs.
+pub struct Lookups {
+    ttl: Duration,
+    /// Bumped by every invalidation: a read that started before one is not kept.
+    generation: AtomicU64,
+    clusters: Mutex<HashMap<String, Cached<ClusterEntry>>>,
+    associations: Mutex<HashMap<String, Cached<StoredAssociation>>>,
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups::new(DEFAULT_LOOKUP_TTL)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn trust_of(cluster: &Cluster) -> ClusterTrust {
+    ClusterTrust {
+        name: cluster.name.clone(),
+        issuer: cluster.issuer.clone(),
+        audience: cluster.audience.clone(),
+        jwks: cluster.jwks.clone(),
+        jwks_uri: cluster.jwks_uri.clone(),
+        version: cluster.modified_at.0,
+    }
+}
+
+impl Lookups {
+    /// Caches answers for `ttl`; `Duration::ZERO` reads the store every time.
+    pub fn new(ttl: Duration) -> Self {
+        Lookups {
+            ttl,
+            generation: AtomicU64::new(0),
+            clusters: Mutex::new(HashMap::new()),
+            associations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets every cached answer (after a write through this server).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        lock(&self.clusters).clear();
+        lock(&self.associations).clear();
+    }
+
+    fn get<T>(&self, map: &Mutex<HashMap<String, Cached<T>>>, key: &str, now: Instant) -> Option<Option<Arc<T>>> {
+        let map = lock(map);
+        let entry = map.get(key)?;
+        (now.duration_since(entry.at) < self.ttl).then(|| entry.value.clone())
+    }
+
+    fn put<T>(
+        &self,
+        map: &Mutex<HashMap<String, Cached<T>>>,
+        key: String,
+        value: Option<Arc<T>>,
+        at: Instant,
+        generation: u64,
+    ) {
+        let mut map = lock(map);
+        // An invalidation since the read began: the answer may be stale.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+            let ttl = self.ttl;
+            map.retain(|_, e| at.duration_since(e.at) < ttl);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(key, Cached { at, value });
+    }
+
+    /// The cluster `name` (and its trust), from memory or the store.
+    pub async fn cluster(
+        &self,
+        store: &dyn AssociationStore,
+        name: &str,
+    ) -> Result<Option<Arc<ClusterEntry>>, StoreError> {
+        let now = Instant::now();
+        if let Some(hit) = self.get(&self.clusters, name, now) {
+            return Ok(hit);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let found =
+            store.get_cluster(name).await?.map(|cluster| Arc::new(ClusterEntry { trust: trust_of(&cluster), cluster }));
+        if !self.ttl.is_zero() {
+            self.put(&self.clusters, name.to_owned(), found.clone(), now, generation);
+        }
+        Ok(found)
+    }
+
+    /// The association of (cluster, namespace, service account), from memory or the store.
+    pub async fn association(
+        &self,
+        store: &dyn AssociationStore,
+        cluster: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Option<Arc<StoredAssociation>>, StoreError> {
+        // Kubernetes names never contain '/' or '\n'.
+        let key = format!("{cluster}\n{namespace}\n{service_account}");
+        let now = Instant::now();
+        if let Some(hit) = self.get(&self.associations, &key, now) {
+            return Ok(hit);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let found = store.find_association(cluster, namespace, service_account).await?.map(Arc::new);
+        if !self.ttl.is_zero() {
+            self.put(&self.associations, key, found.clone(), now, generation);
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> Arc<dyn AssociationStore> {
+        podid_store::open("sqlite::memory:").await.unwrap()
+    }
+
+    fn cluster(name: &str, modified: i64) -> Cluster {
+        Cluster {
+            name: name.into(),
+            issuer: "https://iss".into(),
+            audience: "pods.eks.amazonaws.com".into(),
+            cluster_arn: format!("arn:aws:eks:us-east-1:111122223333:cluster/{name}"),
+            key_source: podid_api::cluster::KeySource::Inline,
+            jwks_uri: None,
+            jwks: serde_json::json!({"keys": []}),
+            created_at: podid_api::EpochMillis(1),
+            modified_at: podid_api::EpochMillis(modified),
+        }
+    }
+
+    fn association(id: &str) -> StoredAssociation {
+        StoredAssociation {
+            id: id.into(),
+            cluster: "blue".into(),
+            namespace: "ns".into(),
+            service_account: "sa".into(),
+            role_arn: "arn:aws:iam::111122223333:role/r".into(),
+            target_role_arn: None,
+            external_id: "x".into(),
+            disable_session_tags: false,
+            policy: None,
+            tags: Default::default(),
+            created_at: podid_api::EpochMillis(1),
+            modified_at: podid_api::EpochMillis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_kept_until_invalidated_or_expired() {
+        let store = store().await;
+        let lookups = Lookups::new(Duration::from_secs(3600));
+        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        store.insert_cluster(&cluster("blue", 1)).await.unwrap();
+        // "Not found" is cached too…
+        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        // …until a write through this server says otherwise.
+        lookups.invalidate();
+        let entry = lookups.cluster(store.as_ref(), "blue").await.unwrap().unwrap();
+        assert_eq!(entry.trust.version, 1);
+        assert_eq!(entry.trust.issuer, "https://iss");
+
+        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        store.create_association(&association("a-0123456789abcdefg"), None).await.unwrap();
+        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        lookups.invalidate();
+        let found = lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().unwrap();
+        assert_eq!(found.id, "a-0123456789abcdefg");
+        assert!(lookups.association(store.as_ref(), "blue", "ns", "other").await.unwrap().is_none());
+
+        // Without a TTL every call reads the store.
+        let uncached = Lookups::new(Duration::ZERO);
+        assert!(uncached.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_some());
+        store.delete_association("blue", "a-0123456789abcdefg").await.unwrap();
+        assert!(uncached.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        // The long-lived cache still has it until told.
+        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_some());
+        lookups.invalidate();
+        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn short_ttls_expire() {
+        let store = store().await;
+        let lookups = Lookups::new(Duration::from_millis(20));
+        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        store.insert_cluster(&cluster("blue", 5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(lookups.cluster(store.as_ref(), "blue").await.unwrap().unwrap().trust.version, 5);
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_kept() {
+        let lookups = Lookups::new(Duration::from_secs(3600));
+        let generation = lookups.generation.load(Ordering::SeqCst);
+        lookups.invalidate();
+        lookups.put(
+            &lookups.associations,
+            "k".into(),
+            Some(Arc::new(association("a-0123456789abcdefg"))),
+            Instant::now(),
+            generation,
+        );
+        assert!(lock(&lookups.associations).is_empty());
+    }
+}
