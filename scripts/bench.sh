@@ -5,7 +5,7 @@
 # Each benchmark prints its table and PASS/FAIL; this script goes on after a
 # FAIL and ends non-zero if any benchmark failed or did not run.
 #
-#   scripts/bench.sh                 everything (about 15 minutes on 2 CPUs)
+#   scripts/bench.sh                 everything (the agent ones take ~6 minutes, criterion ~2)
 #   scripts/bench.sh agent-hot-path  only the named podid-bench benchmark(s)
 #   scripts/bench.sh criterion       only `cargo bench`
 #   BENCH_SMOKE=1 scripts/bench.sh   every podid-bench benchmark in --smoke mode

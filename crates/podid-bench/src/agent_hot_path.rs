@@ -8,6 +8,14 @@
 //! first (agent, baseline, then baseline, agent, …); each round's ratio pairs
 //! two runs seconds apart, and the verdict takes the median over rounds.
 //! Targets: requests/s ≥ 0.8× the baseline's, p99 ≤ 1.25× the baseline's.
+//!
+//! Two phases: *saturated* (wrk as fast as it goes: the issue's setting,
+//! where both servers and wrk run at ~100% of their CPU and the latency
+//! percentiles say on which side the 64 requests queue), then *paced* (each
+//! connection waits `--pace-ms` before each request: both servers get the
+//! same offered load, well below saturation, and their latencies compare at
+//! equal throughput). The targets are judged on the saturated phase, as the
+//! issue sets them; the paced phase is reported alongside.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -262,7 +270,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     println!();
     println!("-- saturated: wrk sends each connection's next request as soon as the answer is in");
     let saturated = measure(wrk.clone()).await?;
-    let mut all_pass = saturated.report(args.smoke, &[MIN_RPS_RATIO_TARGET, MAX_P99_RATIO_TARGET]);
+    let all_pass = saturated.report(args.smoke, &[MIN_RPS_RATIO_TARGET, MAX_P99_RATIO_TARGET]);
     if args.pace_ms > 0 {
         let paced_wrk = wrk.paced(args.pace_ms, dir.path())?;
         println!();
@@ -271,8 +279,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             args.pace_ms,
             args.connections * 1000 / args.pace_ms
         );
-        let paced = measure(paced_wrk).await?;
-        all_pass &= paced.report(args.smoke, &[PACED_P99_RATIO_TARGET]);
+        // Reported, not judged: the issue's targets are set at saturation.
+        measure(paced_wrk).await?.report(args.smoke, &[]);
     }
     let load_after = crate::common::load_average();
     let hits = agent.metric("podid_agent_cache_lookups_total{result=\"hit\"}").await.unwrap_or(f64::NAN);
@@ -289,6 +297,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
     Ok(args.smoke || all_pass)
 }
+
+/// How a figure is read from a run.
+type Reading = fn(&Run) -> f64;
 
 /// How many rounds to run and what counts as quiet.
 #[derive(Debug, Clone, Copy)]
@@ -318,7 +329,6 @@ struct RatioTarget {
 
 const MIN_RPS_RATIO_TARGET: RatioTarget = RatioTarget { figure: "req/s", at_least: true, bound: MIN_RPS_RATIO };
 const MAX_P99_RATIO_TARGET: RatioTarget = RatioTarget { figure: "p99 µs", at_least: false, bound: MAX_P99_RATIO };
-const PACED_P99_RATIO_TARGET: RatioTarget = RatioTarget { figure: "p99 µs", at_least: false, bound: MAX_P99_RATIO };
 
 impl Plan {
     /// Runs rounds (agent and baseline, alternating which goes first) until
@@ -394,10 +404,9 @@ impl Phase {
             self.max_foreign_cpu,
             if noisy { "all rounds: the machine was busy, figures are NOISY" } else { "the quiet rounds" }
         );
-        let of = |t: Target, f: fn(&Run) -> f64| -> Vec<f64> {
-            judged.iter().filter(|r| r.target == t).map(|r| f(r)).collect()
-        };
-        let paired = |f: fn(&Run) -> f64| -> Vec<f64> {
+        let of =
+            |t: Target, f: Reading| -> Vec<f64> { judged.iter().filter(|r| r.target == t).map(|r| f(r)).collect() };
+        let paired = |f: Reading| -> Vec<f64> {
             judged
                 .iter()
                 .filter(|r| r.target == Target::Agent)
@@ -406,7 +415,7 @@ impl Phase {
                 })
                 .collect()
         };
-        let figures: [(&str, fn(&Run) -> f64); 6] = [
+        let figures: [(&str, Reading); 6] = [
             ("req/s", |r| r.result.rps()),
             ("p50 µs", |r| r.result.p50_us),
             ("p99 µs", |r| r.result.p99_us),
