@@ -63,6 +63,42 @@ pub fn pin_self(cpus: &str) {
     }
 }
 
+/// Runs the benchmark at niceness `n` (root only for a negative `n`):
+/// every thread of this process (threads started later inherit it), the
+/// processes it starts from now on (`common::set_niceness`), and this
+/// session's autogroup (`common::AutogroupBoost`, restored when the returned
+/// guard drops) — the same rules as the agent benchmarks (docs/benchmarks.md).
+pub fn raise_priority(n: i32) -> Option<crate::common::AutogroupBoost> {
+    if n == 0 {
+        return None;
+    }
+    crate::common::set_niceness(n);
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.filter_map(Result::ok) {
+            let _ = std::process::Command::new("renice")
+                .args(["-n", &n.to_string(), "-p"])
+                .arg(task.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    crate::common::AutogroupBoost::set(n)
+}
+
+/// The command that runs `program` pinned to `cpus` (if any) at the niceness
+/// set by [`raise_priority`].
+pub fn command(cpus: Option<&str>, program: &Path) -> Command {
+    let mut words: Vec<std::ffi::OsString> = crate::common::niceness_prefix().into_iter().map(Into::into).collect();
+    if let Some(cpus) = cpus {
+        words.extend(["taskset".into(), "-c".into(), cpus.into()]);
+    }
+    words.push(program.into());
+    let mut c = Command::new(&words[0]);
+    c.args(&words[1..]);
+    c
+}
+
 /// How to run `podid server`.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -99,14 +135,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server and waits for its "listening" line.
     pub async fn start(o: &ServerOptions) -> anyhow::Result<ServerProcess> {
-        let mut cmd = match &o.cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpus).arg(&o.podid);
-                c
-            }
-            None => Command::new(&o.podid),
-        };
+        let mut cmd = command(o.cpus.as_deref(), &o.podid);
         let log = std::fs::File::create(&o.log_file).with_context(|| o.log_file.display().to_string())?;
         cmd.args(["server", "--listen", "127.0.0.1:0", "--region", "us-east-1", "--account-id", ACCOUNT])
             .arg("--database-url")
@@ -155,7 +184,7 @@ impl ServerProcess {
         Ok(ServerProcess { child, pid, endpoint, addr })
     }
 
-    /// Its process id (taskset execs the server: the same process).
+    /// Its process id (nice and taskset exec the server: the same process).
     pub fn pid(&self) -> u32 {
         self.pid
     }

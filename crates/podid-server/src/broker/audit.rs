@@ -23,6 +23,16 @@ const LINGER: Duration = Duration::from_millis(50);
 /// dropped (and counted, and logged).
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Moves queued events into `batch`, up to [`BATCH`].
+fn drain(rx: &mut mpsc::Receiver<AuditEvent>, batch: &mut Vec<AuditEvent>) {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Where the broker records its decisions.
 #[derive(Clone, Debug)]
 pub struct AuditSink {
@@ -42,14 +52,13 @@ impl AuditSink {
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = rx.recv().await {
                 batch.push(first);
-                if !rx.is_closed() {
+                drain(&mut rx, &mut batch);
+                // A small batch waits a moment for more: one transaction (and
+                // one flush) for what arrives meanwhile. A backlog is written
+                // at once.
+                if batch.len() < BATCH && !rx.is_closed() {
                     tokio::time::sleep(LINGER).await;
-                }
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
-                    }
+                    drain(&mut rx, &mut batch);
                 }
                 // A failed batch is retried a few times; after that it is
                 // logged (without secrets: events hold none) and dropped.

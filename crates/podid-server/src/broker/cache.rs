@@ -116,13 +116,14 @@ impl CredentialCache {
                     in_flight.insert(key.clone(), rx.clone());
                     let (cache, key, work) = (self.clone(), key.clone(), issue());
                     tokio::spawn(async move {
+                        // Leaves the flight table however this ends (a panic
+                        // included: the waiters then see the channel close).
+                        let leave = LeaveFlight { cache, key };
                         let result = work.await.map(Arc::new);
                         if let Ok(issued) = &result {
-                            cache.insert(key.clone(), issued.clone(), now);
+                            leave.cache.insert(leave.key.clone(), issued.clone(), now);
                         }
-                        if let Ok(mut in_flight) = cache.in_flight.lock() {
-                            in_flight.remove(&key);
-                        }
+                        drop(leave);
                         tx.send_replace(Some(result));
                     });
                     (rx, CacheOutcome::Miss)
@@ -156,6 +157,20 @@ impl CredentialCache {
             }
         }
         entries.insert(key, credentials);
+    }
+}
+
+/// Removes a flight from the table when dropped.
+struct LeaveFlight {
+    cache: Arc<CredentialCache>,
+    key: CacheKey,
+}
+
+impl Drop for LeaveFlight {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.cache.in_flight.lock() {
+            in_flight.remove(&self.key);
+        }
     }
 }
 
