@@ -25,15 +25,8 @@ use crate::sts_responder::StsResponder;
 /// `podid-bench association-api`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A quick run with small sizes (checks that the benchmark works; its figures mean little).
-    #[arg(long)]
-    smoke: bool,
-    /// Niceness of this benchmark's processes and session (root only below 0; 0 leaves priorities alone).
-    #[arg(long, default_value_t = -19, allow_hyphen_values = true)]
-    nice: i32,
-    /// The podid binary (default: `podid` next to this executable).
-    #[arg(long)]
-    podid: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    run: harness::RunArgs,
     /// Which stores: sqlite, postgres, or both.
     #[arg(long, value_enum, default_value = "both")]
     backend: Backend,
@@ -424,15 +417,15 @@ impl RawStore {
 /// Runs `podid-bench association-api`; `Ok(true)` when every check holds.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut args = args;
-    if args.smoke {
+    if args.run.smoke {
         (args.associations, args.create_rounds, args.list_rounds) = (500, 2, 1);
-        args.nice = 0;
+        args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.nice);
-    let podid = common::podid_binary(args.podid.as_deref())?;
+    let _priority = harness::raise_priority(args.run.nice);
+    let podid = common::podid_binary(args.run.podid.as_deref())?;
     println!("# Association API (target 5)");
     println!("{}", Machine::read().describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.nice);
+    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
     if args.associations == 0 || args.concurrency == 0 || !(1..=100).contains(&args.page_size) {
         bail!("--associations and --concurrency must be positive, --page-size 1 to 100");
     }

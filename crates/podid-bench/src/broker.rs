@@ -36,15 +36,8 @@ const TARGET_RATIO: f64 = 0.5;
 /// `podid-bench broker`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A quick run with small sizes (checks that the benchmark works; its figures mean little).
-    #[arg(long)]
-    smoke: bool,
-    /// Niceness of this benchmark's processes and session (root only below 0; 0 leaves priorities alone).
-    #[arg(long, default_value_t = -19, allow_hyphen_values = true)]
-    nice: i32,
-    /// The podid binary (default: `podid` next to this executable).
-    #[arg(long)]
-    podid: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    run: harness::RunArgs,
     /// Pods (distinct pod uids), each with cached credentials.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
@@ -233,16 +226,16 @@ struct ServerRound {
 /// Runs `podid-bench broker`; `Ok(true)` when the target holds.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut args = args;
-    if args.smoke {
+    if args.run.smoke {
         (args.pods, args.associations, args.rounds, args.requests) = (100, 100, 1, 2000);
-        args.nice = 0;
+        args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.nice);
-    let podid = common::podid_binary(args.podid.as_deref())?;
+    let _priority = harness::raise_priority(args.run.nice);
+    let podid = common::podid_binary(args.run.podid.as_deref())?;
     let machine = Machine::read();
     println!("# Broker throughput (target 3)");
     println!("{}", machine.describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.nice);
+    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
     if args.pods == 0 || args.associations == 0 || args.rounds == 0 || args.requests == 0 {
         bail!("--pods, --associations, --rounds and --requests must be positive");
     }

@@ -644,3 +644,17 @@ mod tests {
         assert!(text.ends_with("content-length: 2\r\n\r\n{}"));
     }
 }
+
+/// Flags every server benchmark takes.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A quick run with small sizes (checks that the benchmark works; its figures mean little).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Niceness of this benchmark's processes and session (root only below 0; 0 leaves priorities alone).
+    #[arg(long, default_value_t = -19, allow_hyphen_values = true)]
+    pub nice: i32,
+    /// The podid binary (default: `podid` next to this executable).
+    #[arg(long)]
+    pub podid: Option<std::path::PathBuf>,
+}

@@ -25,15 +25,8 @@ use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
 /// `podid-bench storm`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A quick run with small sizes (checks that the benchmark works; its figures mean little).
-    #[arg(long)]
-    smoke: bool,
-    /// Niceness of this benchmark's processes and session (root only below 0; 0 leaves priorities alone).
-    #[arg(long, default_value_t = -19, allow_hyphen_values = true)]
-    nice: i32,
-    /// The podid binary (default: `podid` next to this executable).
-    #[arg(long)]
-    podid: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    run: harness::RunArgs,
     /// Agents (podid agent processes).
     #[arg(long, default_value_t = 10)]
     agents: usize,
@@ -133,15 +126,15 @@ async fn pod(
 /// Runs `podid-bench storm`; `Ok(true)` when every check holds.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut args = args;
-    if args.smoke {
+    if args.run.smoke {
         (args.agents, args.pods_per_agent, args.rate) = (2, 50, 50);
-        args.nice = 0;
+        args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.nice);
-    let podid = common::podid_binary(args.podid.as_deref())?;
+    let _priority = harness::raise_priority(args.run.nice);
+    let podid = common::podid_binary(args.run.podid.as_deref())?;
     println!("# Cold-start storm (target 4)");
     println!("{}", Machine::read().describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.nice);
+    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
     let total = args.agents * args.pods_per_agent;
     if total == 0 || args.associations == 0 {
         bail!("--agents, --pods-per-agent and --associations must be positive");
