@@ -142,6 +142,8 @@ struct KeyEntry {
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     keys: HashMap<String, ApiKey>,
+    /// SigV4 signing keys derived from these keys ([`crate::auth`]).
+    pub(crate) signing_keys: crate::auth::SigningKeyCache,
 }
 
 impl KeyRing {
@@ -187,7 +189,7 @@ impl KeyRing {
         if keys.is_empty() {
             return Err("the keys file defines no [[key]]".to_owned());
         }
-        Ok(KeyRing { keys })
+        Ok(KeyRing { keys, signing_keys: Default::default() })
     }
 
     /// The key with this access key id.

@@ -1,0 +1,204 @@
+//! The fast path of the SigV4 check, for requests already in canonical form.
+//!
+//! A request whose path needs no normalisation or encoding, that has no
+//! query, whose signed headers the client listed sorted, lowercase and
+//! complete (`host`, `x-amz-date`, and `x-amz-security-token` when sent), each
+//! with one value that needs no trimming, has a canonical request that is
+//! the request itself. For such a request (every `AssumeRoleForPodIdentity`
+//! an SDK or agent sends) the signature is computed here by streaming the
+//! canonical request into SHA-256, with the signing key derived once per
+//! (key, date, region, service) and kept; the result is byte for byte what
+//! aws-sigv4's signer computes (`tests::agrees_with_the_sdk_signer`). Every
+//! other request goes through aws-sigv4 ([`super::sdk_signature`]), so both
+//! paths accept and refuse exactly the same requests.
+
+use std::sync::{Mutex, PoisonError};
+
+use std::time::SystemTime;
+
+use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
+use sha2::{Digest, Sha256};
+
+use super::AuthorizationHeader;
+use crate::keys::ApiKey;
+
+/// How many derived signing keys are kept at most (one per key, day, region
+/// and service in use; a day's change replaces them).
+const MAX_SIGNING_KEYS: usize = 16;
+
+struct Derived {
+    access_key_id: String,
+    date: String,
+    region: String,
+    service: String,
+    key: [u8; 32],
+}
+
+/// Derived SigV4 signing keys (aws-sigv4's `generate_signing_key`), so a
+/// request costs one HMAC rather than five.
+/// Bounded: the oldest goes first.
+#[derive(Default)]
+pub(crate) struct SigningKeyCache {
+    keys: Mutex<Vec<Derived>>,
+}
+
+impl std::fmt::Debug for SigningKeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeyCache { .. }")
+    }
+}
+
+impl Clone for SigningKeyCache {
+    /// A clone starts empty (the keys are derived again when needed).
+    fn clone(&self) -> Self {
+        SigningKeyCache::default()
+    }
+}
+
+impl SigningKeyCache {
+    /// The signing key of `key` for the scope `date/region/service`.
+    fn get(&self, key: &ApiKey, at: SystemTime, date: &str, region: &str, service: &str) -> [u8; 32] {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = keys.iter().find(|d| {
+            d.date == date && d.region == region && d.service == service && d.access_key_id == key.access_key_id
+        });
+        if let Some(d) = found {
+            return d.key;
+        }
+        let mut derived = [0u8; 32];
+        derived.copy_from_slice(generate_signing_key(key.secret_access_key.expose(), at, region, service).as_ref());
+        if keys.len() >= MAX_SIGNING_KEYS {
+            keys.remove(0);
+        }
+        keys.push(Derived {
+            access_key_id: key.access_key_id.clone(),
+            date: date.to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+            key: derived,
+        });
+        derived
+    }
+}
+
+#[cfg(test)]
+impl SigningKeyCache {
+    /// The signature of `data` with the kept signing key (for tests).
+    pub(super) fn derived_for_test(&self, key: &ApiKey, at: SystemTime, region: &str, service: &str) -> [u8; 32] {
+        let date = crate::auth::tests::date_of(at);
+        self.get(key, at, &date, region, service)
+    }
+
+    /// How many keys are kept.
+    pub(super) fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// Lowercase hexadecimal of a SHA-256 digest or HMAC tag.
+fn hex32(bytes: &[u8]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in bytes.iter().take(32).enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
+}
+
+/// `YYYYMMDDTHHMMSSZ` exactly, so that it is what the SDK's signer would
+/// format back from the parsed time.
+fn is_basic_date_time(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() == 16
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 => *c == b'T',
+            15 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// A path the SDK's signer uses as it is: no dot segments, no empty
+/// segments, nothing to percent-encode.
+fn is_canonical_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("//")
+        && path.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'/' || c == b'-' || c == b'_')
+}
+
+/// The signature (lowercase hex) of a request in canonical form, or `None`
+/// when the request is not in that form and aws-sigv4 must canonicalise it.
+///
+/// The caller has already checked that `amz_date` (the `X-Amz-Date` header)
+/// parses, starts with `auth.date` and is within the allowed skew.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn signature(
+    cache: &SigningKeyCache,
+    key: &ApiKey,
+    auth: &AuthorizationHeader<'_>,
+    method: &str,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    amz_date: &str,
+    signed_at: SystemTime,
+) -> Option<String> {
+    let path = uri.path();
+    if uri.query().is_some() || !is_canonical_path(path) || !is_basic_date_time(amz_date) {
+        return None;
+    }
+    // Signed headers: sorted, unique, lowercase — the SDK's own order — and
+    // naming everything the SDK's signer adds by itself.
+    let names = &auth.signed_headers;
+    let well_formed = names
+        .iter()
+        .all(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+    let sorted = names.windows(2).all(|w| w[0] < w[1]);
+    let complete = names.contains(&"x-amz-date")
+        && (!headers.contains_key("x-amz-security-token") || names.contains(&"x-amz-security-token"));
+    if !(well_formed && sorted && complete) {
+        return None;
+    }
+
+    let mut creq = Sha256::new();
+    creq.update(method.as_bytes());
+    creq.update(b"\n");
+    creq.update(path.as_bytes());
+    creq.update(b"\n\n");
+    for name in names {
+        // Exactly one value, ASCII, with nothing for the SDK to trim.
+        let mut values = headers.get_all(*name).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return None;
+        };
+        let value = value.to_str().ok()?;
+        if value.starts_with(' ') || value.ends_with(' ') || value.contains("  ") {
+            return None;
+        }
+        creq.update(name.as_bytes());
+        creq.update(b":");
+        creq.update(value.as_bytes());
+        creq.update(b"\n");
+    }
+    creq.update(b"\n");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            creq.update(b";");
+        }
+        creq.update(name.as_bytes());
+    }
+    creq.update(b"\n");
+    creq.update(hex32(&Sha256::digest(body)));
+    let creq = creq.finalize();
+
+    let signing_key = cache.get(key, signed_at, auth.date, auth.region, auth.service);
+    let mut sts = Vec::with_capacity(160);
+    sts.extend_from_slice(b"AWS4-HMAC-SHA256\n");
+    sts.extend_from_slice(amz_date.as_bytes());
+    sts.push(b'\n');
+    for part in [auth.date, "/", auth.region, "/", auth.service, "/aws4_request\n"] {
+        sts.extend_from_slice(part.as_bytes());
+    }
+    sts.extend_from_slice(&hex32(&creq));
+    Some(calculate_signature(signing_key, &sts))
+}
