@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# podid: one image for every part (server, agent, agent init, webhook, CLI).
+# podid: one image for every part: /podid (server, webhook, CLI, agent) and
+# /podid-agent (the agent alone, what the DaemonSet runs: fewer pages per node).
 #   docker build -t ghcr.io/podid/podid:0.1.0 .
 #
 # Build stage: the official Rust image (Debian bookworm, the runtime's glibc).
@@ -10,13 +11,15 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p podid \
-    && install -D -m 0755 target/release/podid /out/podid
+    cargo build --release --locked -p podid -p podid-agent-cli \
+    && install -D -m 0755 target/release/podid /out/podid \
+    && install -D -m 0755 target/release/podid-agent /out/podid-agent
 
 # Runtime stage: distroless (glibc, libgcc, CA certificates; no shell, no
 # package manager), non-root by default (uid 65532). Only the agent's pods
 # run it as root, with a single capability each (deploy/README.md).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/podid /podid
+COPY --from=build /out/podid-agent /podid-agent
 USER 65532:65532
 ENTRYPOINT ["/podid"]

@@ -7,7 +7,7 @@ output, the demo's prints them.
 
 The parts are real processes: moto as AWS (STS/IAM/S3, IAM enforced),
 `podid server` on the embedded SQLite default with the credential broker on,
-one node per cluster running `podid agent init` and `podid agent`, one
+one node per cluster running `podid-agent init` and `podid-agent`, one
 `podid webhook` per cluster over TLS (a CA made here; clients trust only it),
 the real aws CLI, podid's CLI, and the article's boto3 code as the pod.
 
@@ -23,7 +23,7 @@ Two ways to run (`mode`):
 
 * `netns` (root): a central network namespace holds AWS (moto) and podid's
   server on a bridge with 169.254.200.1/24; every cluster has a node namespace
-  linked to the bridge by a veth pair, where `podid agent init` puts
+  linked to the bridge by a veth pair, where `podid-agent init` puts
   169.254.170.23 (and fd00:ec2::23) and `podid agent` listens on port 80 like
   on EKS; the cluster's webhook runs there too. The pod runs in its node's
   namespace, in a private mount namespace (`unshare -m`) with a tmpfs under
@@ -121,7 +121,7 @@ STEPS: list[tuple[str, str]] = [
     ("trust_policy", "podid trust-policy: the one statement the role trusts"),
     ("server", "podid server on the embedded SQLite default"),
     ("cluster_blue", "cluster blue: its token signing key registered with podid"),
-    ("node_blue", "node blue: podid agent init, podid agent"),
+    ("node_blue", "node blue: podid-agent init, podid-agent"),
     ("webhook_blue", "webhook blue: podid webhook over TLS"),
     ("before_association", "pod boto3 before any association: no credentials"),
     ("associate", "aws eks create-pod-identity-association"),
@@ -544,6 +544,7 @@ class Scenario:
         self.reporter = reporter or Reporter()
         self.mode, self.mode_reason = choose_mode(mode)
         self.podid = Path(podid) if podid else podid_bin()
+        self.agent = self.podid.with_name("podid-agent")
         self.aws = Path(aws) if aws else aws_cli_bin()
         self.python = Path(python) if python else Path(sys.executable)
         self.session_duration = session_duration
@@ -625,8 +626,10 @@ class Scenario:
         words = []
         for i, a in enumerate(argv):
             s = str(a)
-            if i == 0 and s in (str(self.podid), str(self.aws), str(self.python)):
-                s = {str(self.podid): "podid", str(self.aws): "aws", str(self.python): "python"}[s]
+            names = {str(self.podid): "podid", str(self.agent): "podid-agent", str(self.aws): "aws",
+                     str(self.python): "python"}
+            if i == 0 and s in names:
+                s = names[s]
             words.append(shlex.quote(s).replace(str(self.workdir), "$WORK"))
         return " ".join(words)
 
@@ -891,15 +894,15 @@ class Scenario:
     def _start_agent(self, cluster: Cluster) -> None:
         node = cluster.node
         if self.mode == "netns":
-            init = self._cli(node, [self.podid, "agent", "init"], role=None)
+            init = self._cli(node, [self.agent, "init"], role=None)
             self.reporter.output(init.stdout.strip())
             place_args: list[str] = []
         else:
-            self.reporter.note("loopback mode: no `podid agent init` (its addresses need CAP_NET_ADMIN); "
+            self.reporter.note("loopback mode: no `podid-agent init` (its addresses need CAP_NET_ADMIN); "
                                "the agent serves on 127.0.0.1")
             place_args = ["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0",
                           "--metrics-address", "127.0.0.1", "--metrics-port", "0"]
-        argv = [self.podid, "agent", "--cluster-name", cluster.name, "--endpoint", self.endpoint,
+        argv = [self.agent, "--cluster-name", cluster.name, "--endpoint", self.endpoint,
                 "--refresh-lead-secs", str(self.refresh_lead), *place_args]
         self.reporter.command(node.label, self._display(argv))
         agent = Child(f"agent {cluster.name}", node, argv, self._key_env(f"agent-{cluster.name}", "node"),

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from podid_helpers import REGION, ApiKey, ServerProcess, podid_bin
+from podid_helpers import REGION, ApiKey, ServerProcess, agent_bin, podid_bin
 
 CLONE_NEWNET = 0x40000000
 AGENT_V4 = "169.254.170.23"
@@ -224,7 +224,7 @@ class AgentProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = self.ns.popen(
-            [podid_bin(), "agent", "--cluster-name", self.cluster, "--endpoint", self.endpoint,
+            [agent_bin(), "--cluster-name", self.cluster, "--endpoint", self.endpoint,
              "--port", "80", *self.extra_args],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=self.env(), bufsize=0,
         )

@@ -65,6 +65,16 @@ def podid_bin() -> Path:
     return path
 
 
+def agent_bin() -> Path:
+    """The agent-only executable the DaemonSet runs: $PODID_AGENT_BIN, else
+    podid-agent next to podid_bin()."""
+    raw = os.environ.get("PODID_AGENT_BIN")
+    path = Path(raw) if raw else podid_bin().with_name("podid-agent")
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
 def aws_cli_bin() -> Path:
     """The aws CLI v1 of the test venv."""
     import sys

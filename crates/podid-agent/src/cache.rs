@@ -11,12 +11,22 @@
 //! cost of this choice: a rotated token always costs one broker call, and a
 //! pod whose token rotates while the broker is down gets 503 until it is back.
 //!
+//! **Kept tokens.** Up to [`CachePolicy::max_refresh_ahead`] entries also
+//! keep their token (the first ones stored while there is room). Those can be
+//! refreshed before their pod asks, and a request is matched to them without
+//! hashing its token: a per-process randomly seeded fast hash of the token
+//! (foldhash) finds the candidate, and a constant-time comparison with the
+//! kept token decides — the fast hash is never trusted, a miss or a collision
+//! falls back to the SHA-256 key. Entries without a kept token cost only
+//! their answer (~1 KiB), so 10,000 pods fit in little memory.
+//!
 //! **Refresh.** See [`crate::policy`] for the timing. The maintenance pass
 //! (every [`CachePolicy::maintenance_interval`]) refreshes due entries that
-//! were served since they were last fetched — entries of pods that stopped
-//! asking (deleted pods) are not refreshed and lapse at expiry. A request that
-//! finds an entry past its refresh time is served it immediately and starts
-//! the refresh itself. A refresh answered ResourceNotFound, AccessDenied,
+//! keep their token and were served since they were last fetched — entries
+//! of pods that stopped asking (deleted pods) are not refreshed and lapse at
+//! expiry. A request that finds an entry past its refresh time is served it
+//! immediately and starts the refresh itself, with its own token (the only
+//! way entries without a kept token are refreshed). A refresh answered ResourceNotFound, AccessDenied,
 //! InvalidToken or ExpiredToken drops the entry; other failures keep serving
 //! it until near expiry, retrying with backoff.
 //!
@@ -24,12 +34,13 @@
 //! run in its own task so a client hanging up does not cancel it for others.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState as FrontHashState;
 use tokio::sync::{watch, Semaphore};
 
 use crate::clock::Clock;
@@ -39,11 +50,12 @@ use crate::response::credentials_body;
 use crate::token::{self, SecretToken, TokenDigest, TokenInfo, TokenRejection};
 use crate::upstream::{CredentialSource, FetchedCredentials, UpstreamError};
 
-/// Keys are SHA-256 digests, already uniform: hash their first 8 bytes.
+/// Keys are SHA-256 digests or fast-hash tags, already uniform: hash their
+/// first 8 bytes.
 #[derive(Default)]
-struct DigestHasher(u64);
+struct PrehashedHasher(u64);
 
-impl Hasher for DigestHasher {
+impl Hasher for PrehashedHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -61,7 +73,8 @@ impl Hasher for DigestHasher {
     }
 }
 
-type DigestMap<V> = HashMap<TokenDigest, V, BuildHasherDefault<DigestHasher>>;
+type DigestMap<V> = HashMap<TokenDigest, V, BuildHasherDefault<PrehashedHasher>>;
+type TagMap = HashMap<u64, TokenDigest, BuildHasherDefault<PrehashedHasher>>;
 
 type FlightResult = Result<Bytes, UpstreamError>;
 type Flight = watch::Receiver<Option<FlightResult>>;
@@ -110,6 +123,7 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Pending {
     digest: TokenDigest,
+    tag: u64,
     info: TokenInfo,
     now: SystemTime,
 }
@@ -120,8 +134,14 @@ enum Kind {
     Refresh,
 }
 
-struct Entry {
+/// A token an entry keeps, with its fast-hash tag (its key in the front index).
+struct KeptToken {
     token: SecretToken,
+    tag: u64,
+}
+
+struct Entry {
+    kept: Option<KeptToken>,
     token_expires: Option<SystemTime>,
     pod_uid: Option<Box<str>>,
     body: Bytes,
@@ -142,6 +162,13 @@ impl Entry {
         self.token_expires.is_some_and(|t| now >= t)
     }
 
+    /// Whether `token` is exactly the token this entry keeps (constant time).
+    fn holds(&self, token: &str) -> bool {
+        self.kept
+            .as_ref()
+            .is_some_and(|k| constant_time_eq::constant_time_eq(k.token.expose().as_bytes(), token.as_bytes()))
+    }
+
     fn info(&self) -> TokenInfo {
         TokenInfo { expires: self.token_expires, pod_uid: self.pod_uid.as_deref().map(str::to_owned) }
     }
@@ -151,6 +178,10 @@ impl Entry {
 struct Inner {
     entries: DigestMap<Arc<Entry>>,
     pods: HashMap<Box<str>, TokenDigest>,
+    /// Fast-hash tag of a kept token → its entry's digest.
+    front: TagMap,
+    /// Entries keeping their token.
+    kept_tokens: usize,
 }
 
 impl Inner {
@@ -161,6 +192,7 @@ impl Inner {
             return false;
         }
         if let Some(entry) = self.entries.remove(digest) {
+            self.forget_kept(digest, &entry);
             if let Some(uid) = &entry.pod_uid {
                 if self.pods.get(uid).is_some_and(|d| d == digest) {
                     self.pods.remove(uid);
@@ -168,6 +200,30 @@ impl Inner {
             }
         }
         true
+    }
+
+    /// Accounts for `entry` (under `digest`) leaving the map.
+    fn forget_kept(&mut self, digest: &TokenDigest, entry: &Entry) {
+        if let Some(kept) = &entry.kept {
+            self.kept_tokens -= 1;
+            if self.front.get(&kept.tag).is_some_and(|d| d == digest) {
+                self.front.remove(&kept.tag);
+            }
+        }
+    }
+
+    /// Inserts `entry`, replacing the one under `digest` if any.
+    fn insert(&mut self, digest: TokenDigest, entry: Entry) {
+        if let Some(kept) = &entry.kept {
+            self.kept_tokens += 1;
+            self.front.insert(kept.tag, digest);
+        }
+        if let Some(old) = self.entries.insert(digest, Arc::new(entry)) {
+            // Same digest, same token, same tag: only the count changes.
+            if old.kept.is_some() {
+                self.kept_tokens -= 1;
+            }
+        }
     }
 }
 
@@ -183,6 +239,8 @@ pub struct CredentialCache {
     metrics: Arc<AgentMetrics>,
     inner: RwLock<Inner>,
     flights: Mutex<DigestMap<Flight>>,
+    /// Seeds the front index's fast hash (random per process).
+    front_hash: FrontHashState,
     access_counter: AtomicU64,
     refresh_permits: Arc<Semaphore>,
     consecutive_outages: AtomicU32,
@@ -210,6 +268,7 @@ impl CredentialCache {
             metrics,
             inner: RwLock::new(Inner::default()),
             flights: Mutex::new(DigestMap::default()),
+            front_hash: FrontHashState::default(),
             access_counter: AtomicU64::new(0),
             refresh_permits: permits,
             consecutive_outages: AtomicU32::new(0),
@@ -275,13 +334,18 @@ impl CredentialCache {
         if token.len() > token::MAX_TOKEN_LEN {
             return Step::Done(Err(Refusal::Token(TokenRejection::TooLong)));
         }
-        let digest = token::digest(token);
         let now = self.clock.now();
-        match self.lookup(&digest, now) {
+        let tag = self.front_hash.hash_one(token.as_bytes());
+        let kept = {
+            let inner = self.read();
+            inner.front.get(&tag).filter(|d| inner.entries.get(*d).is_some_and(|e| e.holds(token))).copied()
+        };
+        let digest = kept.unwrap_or_else(|| token::digest(token));
+        match self.lookup(&digest, token, now) {
             Lookup::Served(served) => Step::Done(Ok(served)),
             Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
             Lookup::Miss => match token::inspect(token, now) {
-                Ok(info) => Step::Fetch(Pending { digest, info, now }),
+                Ok(info) => Step::Fetch(Pending { digest, tag, info, now }),
                 Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
             },
         }
@@ -289,11 +353,12 @@ impl CredentialCache {
 
     /// Asks the broker for `token` (or joins the call under way).
     pub async fn finish(self: &Arc<Self>, token: &str, pending: Pending) -> Result<Served, Refusal> {
-        let Pending { digest, info, now } = pending;
-        self.fetch(digest, token, info, now).await.map_err(Refusal::Upstream)
+        let Pending { digest, tag, info, now } = pending;
+        self.fetch(digest, tag, token, info, now).await.map_err(Refusal::Upstream)
     }
 
-    fn lookup(self: &Arc<Self>, digest: &TokenDigest, now: SystemTime) -> Lookup {
+    /// The entry for `digest`, the key of `token`.
+    fn lookup(self: &Arc<Self>, digest: &TokenDigest, token: &str, now: SystemTime) -> Lookup {
         let stale = {
             let inner = self.read();
             let Some(entry) = inner.entries.get(digest) else { return Lookup::Miss };
@@ -332,7 +397,7 @@ impl CredentialCache {
         };
         self.metrics.cache_stale.inc();
         tracing::debug!("serving credentials past their refresh time");
-        self.start_refresh(*digest, &stale, now);
+        self.start_refresh(*digest, &stale, SecretToken::new(token), now);
         Lookup::Served(Served { body: stale.body.clone(), outcome: Outcome::Stale })
     }
 
@@ -348,6 +413,7 @@ impl CredentialCache {
     async fn fetch(
         self: &Arc<Self>,
         digest: TokenDigest,
+        tag: u64,
         token: &str,
         info: TokenInfo,
         now: SystemTime,
@@ -366,7 +432,7 @@ impl CredentialCache {
                     let (tx, rx) = watch::channel(None);
                     flights.insert(digest, rx.clone());
                     let cache = self.clone();
-                    let token = SecretToken::new(token);
+                    let token = KeptToken { token: SecretToken::new(token), tag };
                     tokio::spawn(async move { cache.run_flight(digest, token, info, tx, Kind::Fetch).await });
                     (rx, Outcome::Miss)
                 }
@@ -380,9 +446,15 @@ impl CredentialCache {
         Ok(Served { body, outcome })
     }
 
-    /// Starts a background refresh of `entry` unless one is under way or its
-    /// retry time has not come.
-    fn start_refresh(self: &Arc<Self>, digest: TokenDigest, entry: &Arc<Entry>, now: SystemTime) -> Option<Flight> {
+    /// Starts a background refresh of `entry` (whose token is `token`) unless
+    /// one is under way or its retry time has not come.
+    fn start_refresh(
+        self: &Arc<Self>,
+        digest: TokenDigest,
+        entry: &Arc<Entry>,
+        token: SecretToken,
+        now: SystemTime,
+    ) -> Option<Flight> {
         if epoch_ms(now) < entry.retry_at_ms.load(Ordering::Relaxed) {
             return None;
         }
@@ -394,7 +466,8 @@ impl CredentialCache {
         flights.insert(digest, rx.clone());
         drop(flights);
         let cache = self.clone();
-        let (token, info) = (entry.token.clone(), entry.info());
+        let token = KeptToken { tag: self.front_hash.hash_one(token.expose().as_bytes()), token };
+        let info = entry.info();
         tokio::spawn(async move { cache.run_flight(digest, token, info, tx, Kind::Refresh).await });
         Some(rx)
     }
@@ -402,7 +475,7 @@ impl CredentialCache {
     async fn run_flight(
         self: Arc<Self>,
         digest: TokenDigest,
-        token: SecretToken,
+        token: KeptToken,
         info: TokenInfo,
         tx: watch::Sender<Option<FlightResult>>,
         kind: Kind,
@@ -415,7 +488,7 @@ impl CredentialCache {
             Kind::Fetch => None,
         };
         let started = tokio::time::Instant::now();
-        let result = self.source.fetch(token.expose()).await;
+        let result = self.source.fetch(token.token.expose()).await;
         self.metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
         self.note_upstream(result.as_ref().err());
         let now = self.clock.now();
@@ -463,7 +536,7 @@ impl CredentialCache {
     fn store(
         &self,
         digest: TokenDigest,
-        token: SecretToken,
+        token: KeptToken,
         info: &TokenInfo,
         credentials: &FetchedCredentials,
         now: SystemTime,
@@ -481,7 +554,7 @@ impl CredentialCache {
             return Ok(body);
         }
         let mut entry = Entry {
-            token,
+            kept: Some(token),
             token_expires: info.expires,
             pod_uid: info.pod_uid.as_deref().map(Box::from),
             body: body.clone(),
@@ -515,7 +588,12 @@ impl CredentialCache {
                 }
             }
         }
-        inner.entries.insert(digest, Arc::new(entry));
+        // Keep the token while there is room (an entry being replaced frees its place).
+        let replaces_kept = inner.entries.get(&digest).is_some_and(|old| old.kept.is_some());
+        if !replaces_kept && inner.kept_tokens >= self.policy.max_refresh_ahead {
+            entry.kept = None;
+        }
+        inner.insert(digest, entry);
         self.metrics.cached_entries.set(i64::try_from(inner.entries.len()).unwrap_or(i64::MAX));
         Ok(body)
     }
@@ -547,6 +625,7 @@ impl CredentialCache {
                 if entry.token_expired(now) || now >= entry.serve_until {
                     expired.push((*digest, entry.clone()));
                 } else if now >= entry.refresh_at
+                    && entry.kept.is_some()
                     && entry.used.load(Ordering::Relaxed)
                     && now_ms >= entry.retry_at_ms.load(Ordering::Relaxed)
                 {
@@ -565,7 +644,12 @@ impl CredentialCache {
         if !self.upstream_healthy() {
             due.truncate(self.policy.refresh_concurrency.max(1));
         }
-        due.iter().filter_map(|(d, e)| self.start_refresh(*d, e, now)).collect()
+        due.iter()
+            .filter_map(|(d, e)| {
+                let token = e.kept.as_ref()?.token.clone();
+                self.start_refresh(*d, e, token, now)
+            })
+            .collect()
     }
 
     /// Runs a maintenance pass every maintenance interval, forever (spawn it;
@@ -1017,5 +1101,72 @@ mod tests {
         f.cache.maintain().await;
         assert_eq!(f.source.calls(), 23 + 16);
         assert_eq!(f.cache.len(), 20, "all still served");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_max_refresh_ahead_entries_keep_their_token() {
+        let f = fixture(CachePolicy { max_refresh_ahead: 2, ..CachePolicy::default() }, false);
+        let tokens: Vec<String> = ["a", "b", "c"].iter().map(|p| f.token(p)).collect();
+        for t in &tokens {
+            f.key_id(t).await;
+        }
+        assert_eq!(f.cache.read().kept_tokens, 2);
+        assert_eq!(f.cache.read().front.len(), 2);
+        // All three are served from memory, kept token or not.
+        for t in &tokens {
+            assert_eq!(f.key_id(t).await.1, Outcome::Hit);
+        }
+        // Due: only the two that keep their token are refreshed ahead.
+        tokio::time::advance(40 * MIN).await;
+        f.cache.maintain().await;
+        assert_eq!(f.source.calls(), 5);
+        // The third is refreshed when its pod asks (served at once, stale).
+        assert_eq!(f.key_id(&tokens[2]).await, ("ASIA3".to_owned(), Outcome::Stale));
+        f.settle().await;
+        assert_eq!(f.source.calls(), 6);
+        assert_eq!(f.key_id(&tokens[2]).await, ("ASIA6".to_owned(), Outcome::Hit));
+        assert_eq!(f.cache.read().kept_tokens, 2, "no room was freed");
+        // Dropping a keeping entry frees its place for the next one stored.
+        f.cache.write().remove(&token::digest(&tokens[0]), None);
+        assert_eq!((f.cache.read().kept_tokens, f.cache.read().front.len()), (1, 1));
+        f.key_id(&f.token("d")).await;
+        assert_eq!((f.cache.read().kept_tokens, f.cache.read().front.len()), (2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_front_index_serves_only_the_exact_kept_token() {
+        let f = fixture(CachePolicy::default(), false);
+        let victim = f.token("victim");
+        f.key_id(&victim).await;
+        // Another token whose fast hash collided with the victim's (forced
+        // here: with a random seed it cannot be aimed at) is not served the
+        // victim's entry: the comparison fails and the SHA-256 key misses.
+        let other = f.token("other");
+        let tag = f.cache.front_hash.hash_one(other.as_bytes());
+        let victim_digest = token::digest(&victim);
+        f.cache.write().front.insert(tag, victim_digest);
+        assert_eq!(f.key_id(&other).await, ("ASIA2".to_owned(), Outcome::Miss));
+        assert_eq!(f.key_id(&victim).await, ("ASIA1".to_owned(), Outcome::Hit));
+        // A token differing from the victim's in its last byte is the
+        // broker's to judge (here it accepts it as the pod's rotated token).
+        let mut near = victim.clone();
+        let last = near.pop().unwrap();
+        near.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(f.key_id(&near).await, ("ASIA3".to_owned(), Outcome::Miss));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_kept_tokens_the_cache_still_serves_and_refreshes_on_request() {
+        let f = fixture(CachePolicy { max_refresh_ahead: 0, ..CachePolicy::default() }, false);
+        let token = f.token("pod-a");
+        f.key_id(&token).await;
+        assert_eq!(f.key_id(&token).await.1, Outcome::Hit);
+        assert_eq!(f.cache.read().kept_tokens, 0);
+        tokio::time::advance(40 * MIN).await;
+        f.cache.maintain().await;
+        assert_eq!(f.source.calls(), 1, "nothing to refresh ahead with");
+        assert_eq!(f.key_id(&token).await.1, Outcome::Stale);
+        f.settle().await;
+        assert_eq!(f.key_id(&token).await, ("ASIA2".to_owned(), Outcome::Hit));
     }
 }

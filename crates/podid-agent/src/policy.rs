@@ -34,6 +34,13 @@ pub struct CachePolicy {
     /// Most entries (pods' tokens) held; the least recently used go first.
     /// 0 disables caching (every request asks the broker; concurrent ones share a call).
     pub max_entries: usize,
+    /// Most entries that keep their pod's token (~1.2 KiB each): those are
+    /// refreshed before their pod asks, and their repeat requests are matched
+    /// by comparing the token instead of hashing it. The others are refreshed
+    /// when their pod asks past the refresh time. The default covers every
+    /// pod of any real node (Kubernetes' default limit is 110 per node) while
+    /// bounding what a node with thousands of short-lived pods keeps.
+    pub max_refresh_ahead: usize,
     /// Sessions longer than this are refreshed `refresh_lead` before expiry;
     /// shorter ones at half-life.
     pub long_session: Duration,
@@ -58,6 +65,7 @@ impl Default for CachePolicy {
     fn default() -> Self {
         CachePolicy {
             max_entries: 10_000,
+            max_refresh_ahead: 1_024,
             long_session: Duration::from_secs(30 * 60),
             refresh_lead: Duration::from_secs(20 * 60),
             stale_margin: Duration::from_secs(60),

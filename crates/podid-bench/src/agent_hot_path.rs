@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::common::{
-    children_cpu_seconds, cpu_busy, cpu_jiffies, get, have_program, median, podid_binary, process_cpu_seconds,
+    agent_binary, children_cpu_seconds, cpu_busy, cpu_jiffies, get, have_program, median, process_cpu_seconds,
     AgentProcess, AutogroupBoost, ChildServer, Machine, Table,
 };
 use crate::fake_eks_auth::{FakeEksAuth, DEFAULT_SESSION_TOKEN_BYTES};
@@ -38,9 +38,10 @@ pub const MAX_P99_RATIO: f64 = 1.25;
 /// `podid-bench agent-hot-path`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The `podid` binary (default: `podid` next to this executable).
+    /// The agent executable (default: `podid-agent` next to this executable;
+    /// `target/release/podid` runs `podid agent` instead).
     #[arg(long)]
-    podid: Option<PathBuf>,
+    agent: Option<PathBuf>,
     /// The wrk executable.
     #[arg(long, default_value = "wrk")]
     wrk: String,
@@ -162,7 +163,7 @@ impl Run {
 
 /// Runs the benchmark; `Ok(true)` when every target holds (or in smoke mode).
 pub async fn run(args: Args) -> anyhow::Result<bool> {
-    let podid = podid_binary(args.podid.as_deref())?;
+    let agent_bin = agent_binary(args.agent.as_deref())?;
     if !have_program(&args.wrk) {
         bail!("{} not found: install wrk (Debian: apt-get install wrk) or pass --wrk", args.wrk);
     }
@@ -179,7 +180,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     println!("{}", machine.describe());
 
     let upstream = FakeEksAuth::start("127.0.0.1:0".parse()?, DEFAULT_SESSION_TOKEN_BYTES).await?;
-    let agent = AgentProcess::start(&podid, &upstream.url, server_cpus.as_deref(), &[]).await?;
+    let agent = AgentProcess::start(&agent_bin, &upstream.url, server_cpus.as_deref(), &[]).await?;
     let token = projected_token(1);
     let auth = [("authorization", token.as_str())];
     let (status, agent_headers, body) = get(agent.credentials, "/v1/credentials", &auth).await?;
@@ -208,7 +209,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if names(&agent_headers) != names(&baseline_headers) {
         bail!("headers differ: agent {} / baseline {}", names(&agent_headers), names(&baseline_headers));
     }
-    println!("podid: {} (agent pid {})", podid.display(), agent.pid());
+    println!("podid: {} (agent pid {})", agent_bin.display(), agent.pid());
     println!(
         "answer: 200, {} bytes, headers {} (agent and baseline alike); token {} bytes",
         body.len(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::common::{
-    mib, podid_binary, resident_by_mapping, verdict, AgentProcess, ChildServer, Connection, Machine, Memory, Table,
+    agent_binary, mib, resident_by_mapping, verdict, AgentProcess, ChildServer, Connection, Machine, Memory, Table,
 };
 use crate::fake_eks_auth::FakeEksAuth;
 use crate::tokens::projected_token;
@@ -29,9 +29,10 @@ pub const MAX_FULL_KIB: u64 = 25 * 1024;
 /// `podid-bench agent-memory`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The `podid` binary (default: `podid` next to this executable).
+    /// The agent executable (default: `podid-agent` next to this executable;
+    /// `target/release/podid` runs `podid agent` instead).
     #[arg(long)]
-    podid: Option<PathBuf>,
+    agent: Option<PathBuf>,
     /// Pods to cache (the agent's default --max-cache-size is 10,000).
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
@@ -96,14 +97,14 @@ async fn ask_all(addr: std::net::SocketAddr, tokens: Arc<Vec<String>>, concurren
 
 /// Runs the benchmark; `Ok(true)` when every target holds (or in smoke mode).
 pub async fn run(args: Args) -> anyhow::Result<bool> {
-    let podid = podid_binary(args.podid.as_deref())?;
+    let agent_bin = agent_binary(args.agent.as_deref())?;
     let pods = if args.smoke { 200 } else { args.pods.max(1) };
     println!("== agent memory (issue 7, target 2) ==");
     println!("{}", Machine::read().describe());
     let env_text: Vec<String> = args.agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
         "podid: {}; agent environment: {}; agent CPUs: {}",
-        podid.display(),
+        agent_bin.display(),
         if env_text.is_empty() { "(none added)".to_owned() } else { env_text.join(" ") },
         args.cpus.as_deref().unwrap_or("all")
     );
@@ -115,7 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         println!("agent run through: {}", wrapper.join(" "));
     }
     let agent =
-        AgentProcess::start_wrapped(&podid, &upstream.url, args.cpus.as_deref(), &wrapper, &args.agent_env).await?;
+        AgentProcess::start_wrapped(&agent_bin, &upstream.url, args.cpus.as_deref(), &wrapper, &args.agent_env).await?;
     let pid = agent.pid();
 
     // The baseline: the minimal hyper server, idle.

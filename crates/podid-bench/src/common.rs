@@ -17,18 +17,40 @@ use tokio::process::{Child, Command};
 /// The `podid` binary to benchmark: `--podid`, else `podid` next to this
 /// executable (`target/release/podid` when run from `target/release/`).
 pub fn podid_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    sibling_binary(explicit, "podid", "podid", "--podid")
+}
+
+/// The agent executable to benchmark: `--agent`, else `podid-agent` next to
+/// this executable (the agent-only binary a node runs; `podid agent` takes the
+/// same flags and may be passed instead).
+pub fn agent_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    sibling_binary(explicit, "podid-agent", "podid-agent-cli", "--agent")
+}
+
+/// `explicit`, else the executable `name` (of cargo package `package`) next
+/// to this one; it must exist.
+fn sibling_binary(explicit: Option<&Path>, name: &str, package: &str, flag: &str) -> anyhow::Result<PathBuf> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => std::env::current_exe()
             .context("cannot find this executable")?
             .parent()
-            .map(|dir| dir.join("podid"))
+            .map(|dir| dir.join(name))
             .ok_or_else(|| anyhow!("this executable has no directory"))?,
     };
     if !path.is_file() {
-        bail!("{} does not exist: build it first (cargo build --release -p podid) or pass --podid", path.display());
+        bail!("{} does not exist: build it first (cargo build --release -p {package}) or pass {flag}", path.display());
     }
     Ok(path)
+}
+
+/// The arguments before the agent's flags: `agent` for the multi-call `podid`.
+fn agent_subcommand(program: &Path) -> &'static [&'static str] {
+    if program.file_name().is_some_and(|n| n == "podid") {
+        &["agent"]
+    } else {
+        &[]
+    }
 }
 
 /// This executable (to start the baseline server as its own process).
@@ -299,7 +321,7 @@ fn wrapped(cpus: Option<&str>, wrapper: &[String], program: &Path) -> Command {
     c
 }
 
-/// A `podid agent` process on 127.0.0.1 (port 0 for all three listeners),
+/// A `podid-agent` (or `podid agent`) process on 127.0.0.1 (port 0 for all three listeners),
 /// asking `endpoint`, signing with a fixed fake key. Killed on drop.
 pub struct AgentProcess {
     child: Child,
@@ -311,27 +333,28 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `podid agent`, pinned to `cpus` when given, with `env` added,
+    /// Starts the agent executable `agent`, pinned to `cpus` when given, with `env` added,
     /// and waits until it prints its addresses.
     pub async fn start(
-        podid: &Path,
+        agent: &Path,
         endpoint: &str,
         cpus: Option<&str>,
         env: &[(String, String)],
     ) -> anyhow::Result<AgentProcess> {
-        Self::start_wrapped(podid, endpoint, cpus, &[], env).await
+        Self::start_wrapped(agent, endpoint, cpus, &[], env).await
     }
 
     /// [`AgentProcess::start`] through a wrapper command (a profiler).
     pub async fn start_wrapped(
-        podid: &Path,
+        agent: &Path,
         endpoint: &str,
         cpus: Option<&str>,
         wrapper: &[String],
         env: &[(String, String)],
     ) -> anyhow::Result<AgentProcess> {
-        let mut cmd = wrapped(cpus, wrapper, podid);
-        cmd.args(["agent", "--cluster-name", "bench", "--endpoint", endpoint, "--region", "us-east-1"])
+        let mut cmd = wrapped(cpus, wrapper, agent);
+        cmd.args(agent_subcommand(agent))
+            .args(["--cluster-name", "bench", "--endpoint", endpoint, "--region", "us-east-1"])
             .args(["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0"])
             .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
             .env("AWS_ACCESS_KEY_ID", "AKIDPODIDBENCH000000")
@@ -348,7 +371,7 @@ impl AgentProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {} agent", podid.display()))?;
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", agent.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("the agent exited at once"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();

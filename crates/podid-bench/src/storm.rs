@@ -27,9 +27,12 @@ use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
 pub struct Args {
     #[command(flatten)]
     run: harness::RunArgs,
-    /// Agents (podid agent processes).
+    /// Agents (`podid-agent` processes).
     #[arg(long, default_value_t = 10)]
     agents: usize,
+    /// The agent executable (default: `podid-agent` next to this executable).
+    #[arg(long)]
+    agent: Option<std::path::PathBuf>,
     /// Pods per agent.
     #[arg(long, default_value_t = 200)]
     pods_per_agent: usize,
@@ -132,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let _priority = harness::raise_priority(args.run.nice);
     let podid = common::podid_binary(args.run.podid.as_deref())?;
+    let agent_bin = common::agent_binary(args.agent.as_deref())?;
     println!("# Cold-start storm (target 4)");
     println!("{}", Machine::read().describe());
     println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
@@ -172,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     for _ in 0..args.agents {
         // Their warnings (upstream timeouts while the broker queues for STS slots) would drown the report.
         let quiet = [("PODID_LOG".to_owned(), "error".to_owned())];
-        agents.push(AgentProcess::start(&podid, &server.endpoint, None, &quiet).await?);
+        agents.push(AgentProcess::start(&agent_bin, &server.endpoint, None, &quiet).await?);
     }
     let mut rng = crate::tokens::Rng::new(0x5707);
     let pods: Vec<Pod> = (0..total)

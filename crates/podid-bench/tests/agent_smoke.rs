@@ -1,6 +1,6 @@
 //! Keeps the agent benchmarks from rotting: runs `podid-bench agent-memory
 //! --smoke` and `podid-bench agent-hot-path --smoke` (1 s, no verdict)
-//! against the workspace's own `podid` build. Skipped, saying why, when that
+//! against the workspace's own `podid-agent` build. Skipped, saying why, when that
 //! build is missing; the hot-path one also when `wrk` is not installed.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -11,13 +11,13 @@ fn bench() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_podid-bench"))
 }
 
-/// `podid` next to `podid-bench` (target/debug/podid under `cargo test`).
-fn podid() -> Option<PathBuf> {
-    let path = bench().parent()?.join("podid");
+/// `podid-agent` next to `podid-bench` (target/debug/podid-agent under `cargo test`).
+fn agent() -> Option<PathBuf> {
+    let path = bench().parent()?.join("podid-agent");
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipped: {} is not built (cargo build -p podid)", path.display());
+        eprintln!("skipped: {} is not built (cargo build -p podid-agent-cli)", path.display());
         None
     }
 }
@@ -36,20 +36,20 @@ fn run(args: &[&str]) -> String {
 
 #[test]
 fn agent_memory_smoke() {
-    let Some(podid) = podid() else { return };
-    let out = run(&["agent-memory", "--smoke", "--podid", podid.to_str().unwrap()]);
+    let Some(agent) = agent() else { return };
+    let out = run(&["agent-memory", "--smoke", "--agent", agent.to_str().unwrap()]);
     assert!(out.contains("| 200 pods cached "), "{out}");
     assert!(out.contains("per cached pod:"), "{out}");
 }
 
 #[test]
 fn agent_hot_path_smoke() {
-    let Some(podid) = podid() else { return };
+    let Some(agent) = agent() else { return };
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("skipped: wrk is not installed (apt-get install wrk)");
         return;
     }
-    let out = run(&["agent-hot-path", "--smoke", "--no-pin", "--podid", podid.to_str().unwrap()]);
+    let out = run(&["agent-hot-path", "--smoke", "--no-pin", "--agent", agent.to_str().unwrap()]);
     assert!(out.contains("upstream calls: 1 "), "{out}");
     assert!(out.contains("| req/s "), "{out}");
 }

@@ -565,12 +565,16 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
             "{overlay}: the agent must tolerate every taint"
         );
 
-        // init: `podid agent init` with NET_ADMIN only.
+        // init: `podid-agent init` with NET_ADMIN only.
         let inits = pod.init_containers.as_deref().unwrap_or_default();
         assert_eq!(inits.len(), 1, "{overlay}: one init container");
         let init = &inits[0];
-        assert_eq!(init.args.as_deref(), Some(&["agent".to_owned(), "init".to_owned()][..]), "{overlay}");
-        assert_eq!(init.command, None, "{overlay}: the image's entrypoint is /podid");
+        assert_eq!(init.args.as_deref(), Some(&["init".to_owned()][..]), "{overlay}");
+        assert_eq!(
+            init.command.as_deref(),
+            Some(&["/podid-agent".to_owned()][..]),
+            "{overlay}: the agent-only executable"
+        );
         let caps = init.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).expect("init capabilities");
         assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_owned()][..]), "{overlay}: init adds NET_ADMIN only");
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{overlay}: init drops ALL");
@@ -581,8 +585,12 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
         let caps = agent.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).expect("agent capabilities");
         assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_owned()][..]), "{overlay}");
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{overlay}");
+        assert_eq!(
+            agent.command.as_deref(),
+            Some(&["/podid-agent".to_owned()][..]),
+            "{overlay}: the agent-only executable"
+        );
         let args = expanded_args(objects, agent);
-        assert_eq!(args.first().map(String::as_str), Some("agent"), "{overlay}");
         assert_eq!(flag(&args, "--port").as_deref(), Some("80"), "{overlay}");
         assert_eq!(flag(&args, "--probe-port").as_deref(), Some("2703"), "{overlay}");
         assert_eq!(flag(&args, "--metrics-port").as_deref(), Some("2705"), "{overlay}");
@@ -834,7 +842,12 @@ fn every_workload_runs_the_release_image() {
     for (overlay, objects) in all {
         for (label, c) in all_containers(objects) {
             assert_eq!(c.image.as_deref(), Some(image.as_str()), "{overlay}: {label}");
-            assert_eq!(c.command, None, "{overlay}: {label}: the image's entrypoint /podid is used");
+            // The image's entrypoint /podid, or its agent-only executable.
+            let command = c.command.as_deref().unwrap_or_default();
+            assert!(
+                command.is_empty() || command == ["/podid-agent".to_owned()],
+                "{overlay}: {label}: runs {command:?}"
+            );
         }
     }
 }
@@ -1035,7 +1048,7 @@ fn newest_source(dir: &Path) -> SystemTime {
 }
 
 #[test]
-fn dockerfile_builds_podid_into_a_non_root_distroless_image() {
+fn dockerfile_builds_podid_and_podid_agent_into_a_non_root_distroless_image() {
     let text = std::fs::read_to_string(workspace().join("Dockerfile")).expect("Dockerfile");
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     let froms: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("FROM ")).collect();
@@ -1045,8 +1058,10 @@ fn dockerfile_builds_podid_into_a_non_root_distroless_image() {
     assert!(text.contains("cargo build --release --locked -p podid"), "a locked release build of podid");
     let runtime = &lines[lines.iter().position(|l| *l == froms[1]).expect("runtime stage")..];
     let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
-    assert_eq!(copies.len(), 1, "the runtime stage copies the binary only: {copies:?}");
+    assert_eq!(copies.len(), 2, "the runtime stage copies the two executables only: {copies:?}");
     assert!(copies[0].starts_with("COPY --from=build ") && copies[0].ends_with(" /podid"), "{}", copies[0]);
+    assert!(copies[1].starts_with("COPY --from=build ") && copies[1].ends_with(" /podid-agent"), "{}", copies[1]);
+    assert!(text.contains("-p podid-agent-cli"), "the agent-only executable is built");
     let user = runtime.iter().rev().find(|l| l.starts_with("USER ")).expect("USER in the runtime stage");
     assert!(!user.contains(" 0") && !user.contains("root"), "non-root: {user}");
     assert_eq!(runtime.last().copied(), Some(r#"ENTRYPOINT ["/podid"]"#));

@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use podid_runtime::LogFormat;
 
-mod agent;
 mod cli;
 mod dev;
 mod server;
-mod signal;
 mod webhook;
 
 /// Pod identity for any Kubernetes cluster, wire-compatible with EKS Pod Identity.
@@ -27,18 +26,12 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the central server: association API, cluster registry, metrics.
     Server(server::ServerArgs),
     /// Run the node agent: serves pods' credentials on the link-local address.
-    Agent(agent::AgentCommand),
+    Agent(podid_agent_cli::AgentCommand),
     /// Manage pod identity associations.
     #[command(subcommand)]
     Association(cli::AssociationCommand),
@@ -57,33 +50,14 @@ enum Command {
     Webhook(webhook::WebhookArgs),
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The AWS SDK's and HTTP stack's debug and trace output can include request
-    // bodies (tokens) and signing material: never below info, whatever is asked.
-    for target in
-        ["aws_smithy_runtime", "aws_smithy_http", "aws_smithy_http_client", "aws_sigv4", "hyper", "h2", "reqwest"]
-    {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Server(_) | Command::Agent(_) | Command::Webhook(_) => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    podid_runtime::init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
+    let runtime = match podid_runtime::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -93,7 +67,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
-            Command::Agent(cmd) => agent::command(cmd).await,
+            Command::Agent(cmd) => podid_agent_cli::command(cmd).await,
             Command::Association(cmd) => cli::association(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::TrustPolicy(args) => cli::trust_policy(&args),

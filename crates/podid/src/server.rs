@@ -146,7 +146,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             // start the server on port 0.
             println!("podid server listening on http://{addr}");
         },
-        crate::signal::shutdown_signal(),
+        podid_runtime::shutdown_signal(),
     )
     .await?;
     // The router and its state are gone: the audit writer drains what is queued.

@@ -91,7 +91,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             // start the webhook on port 0.
             println!("podid webhook listening on https://{addr}");
         },
-        crate::signal::shutdown_signal(),
+        podid_runtime::shutdown_signal(),
     )
     .await?;
     Ok(())

@@ -1,8 +1,10 @@
-//! `podid agent`: the node agent (a DaemonSet with hostNetwork).
+//! The node agent's command line: `podid agent [init]` and the agent-only
+//! `podid-agent [init]` executable (a DaemonSet with hostNetwork).
 //!
 //! Flags are named like the stock `eks-pod-identity-agent server`'s where they
 //! mean the same. The node's own AWS key (which signs the broker calls) comes
 //! from the standard AWS credential chain (`AWS_ACCESS_KEY_ID`, …).
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -93,6 +95,10 @@ pub struct AgentArgs {
     /// Most pods' credentials held in memory (least recently used go first); 0 disables caching.
     #[arg(long, default_value_t = 10_000, env = "PODID_AGENT_MAX_CACHE_SIZE")]
     max_cache_size: usize,
+    /// Most pods whose token the agent keeps, to refresh their credentials
+    /// before they ask (~1.2 KiB each); the others are refreshed when they ask.
+    #[arg(long, default_value_t = CachePolicy::default().max_refresh_ahead, env = "PODID_AGENT_MAX_REFRESH_AHEAD")]
+    max_refresh_ahead: usize,
     /// Requests per second each credential listener accepts (429 beyond); 0 = unlimited.
     #[arg(long, default_value_t = 0, env = "PODID_AGENT_RATE_LIMIT")]
     rate_limit: u32,
@@ -153,11 +159,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cache: match args.refresh_lead_secs {
             Some(lead) => CachePolicy {
                 max_entries: args.max_cache_size,
+                max_refresh_ahead: args.max_refresh_ahead,
                 refresh_lead: Duration::from_secs(lead),
                 long_session: Duration::from_secs(lead),
                 ..CachePolicy::default()
             },
-            None => CachePolicy { max_entries: args.max_cache_size, ..CachePolicy::default() },
+            None => CachePolicy {
+                max_entries: args.max_cache_size,
+                max_refresh_ahead: args.max_refresh_ahead,
+                ..CachePolicy::default()
+            },
         },
         ..AgentConfig::default()
     };
@@ -176,7 +187,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         region = sdk.region().map(|r| r.as_ref()).unwrap_or(""),
         "agent ready"
     );
-    agent.serve(crate::signal::shutdown_signal()).await?;
+    agent.serve(podid_runtime::shutdown_signal()).await?;
     Ok(())
 }
 
