@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Principal;
 use crate::http_api::{answer, parse_json, store_error};
 use crate::keys::Operation;
-use crate::AppState;
+use crate::{AppState, SharedState};
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -71,7 +71,7 @@ fn digest(parts: &[&str]) -> String {
 
 /// `POST /clusters/{cluster}/pod-identity-associations`.
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     cluster: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -138,7 +138,7 @@ pub async fn create(
 
 /// `GET /clusters/{cluster}/pod-identity-associations/{id}`.
 pub async fn describe(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
@@ -200,7 +200,7 @@ fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
 
 /// `GET /clusters/{cluster}/pod-identity-associations`.
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     cluster: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
@@ -251,7 +251,7 @@ pub async fn list(
 
 /// `POST /clusters/{cluster}/pod-identity-associations/{id}`.
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     params: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
@@ -341,7 +341,7 @@ fn apply_update(
 
 /// `DELETE /clusters/{cluster}/pod-identity-associations/{id}`.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
@@ -366,7 +366,7 @@ fn resource(state: &AppState, arn: Result<Path<String>, PathRejection>) -> Resul
 
 /// `GET /tags/{arn}`.
 pub async fn list_tags(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     arn: Result<Path<String>, PathRejection>,
 ) -> Response {
@@ -380,7 +380,7 @@ pub async fn list_tags(
 
 /// `POST /tags/{arn}`.
 pub async fn tag(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     arn: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -399,7 +399,7 @@ pub async fn tag(
 
 /// `DELETE /tags/{arn}?tagKeys=…`.
 pub async fn untag(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     arn: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,

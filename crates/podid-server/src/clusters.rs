@@ -16,7 +16,7 @@ use crate::auth::Principal;
 use crate::http_api::{answer, parse_json, store_error};
 use crate::jwks::discover_jwks_uri;
 use crate::keys::Operation;
-use crate::AppState;
+use crate::{AppState, SharedState};
 
 fn path_error(e: PathRejection) -> ApiError {
     ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
@@ -68,7 +68,7 @@ async fn resolve_keys(
 
 /// `POST /podid/v1/clusters`.
 pub async fn register(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
@@ -112,7 +112,7 @@ pub async fn register(
 }
 
 /// `GET /podid/v1/clusters`.
-pub async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+pub async fn list(State(state): State<SharedState>, Extension(principal): Extension<Principal>) -> Response {
     answer(Operation::ListClusters, &principal, async {
         let clusters = state.store.list_clusters().await.map_err(store_error)?;
         Ok(ListClustersResponse { clusters })
@@ -132,7 +132,7 @@ async fn load(state: &AppState, name: &str) -> Result<Cluster, ApiError> {
 
 /// `GET /podid/v1/clusters/{name}`.
 pub async fn describe(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
@@ -145,7 +145,7 @@ pub async fn describe(
 
 /// `PATCH /podid/v1/clusters/{name}`.
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -222,7 +222,7 @@ pub async fn update(
 
 /// `DELETE /podid/v1/clusters/{name}[?force=true]`.
 pub async fn deregister(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
     name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,

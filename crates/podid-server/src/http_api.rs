@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::auth::{verify_request, Principal};
 use crate::keys::{Operation, Role};
-use crate::{associations, clusters, AppState, Authentication};
+use crate::{associations, clusters, AppState, Authentication, SharedState};
 
 /// The largest request body accepted. Association requests are a few KiB at
 /// most (a 2 KiB policy, 50 tags); JWKS documents a few KiB more.
@@ -31,6 +31,7 @@ pub struct RequestId(pub String);
 
 /// Builds the server's router.
 pub fn router(state: AppState) -> Router {
+    let state: SharedState = std::sync::Arc::new(state);
     let api = Router::new()
         .route("/clusters/{cluster}/pod-identity-associations", post(associations::create).get(associations::list))
         .route(
@@ -64,7 +65,7 @@ async fn unknown_operation(request: Request) -> Response {
     ))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<SharedState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => {
@@ -75,7 +76,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<SharedState>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
         .into_response()
 }
@@ -84,7 +85,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// (refusing oversized ones), authenticates, and after the handler records
 /// metrics and one access-log line. Neither the body nor the Authorization
 /// header is ever logged.
-async fn front(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn front(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // From the thread's CSPRNG rather than a getrandom(2) call per request.
     let request_id = RequestId(uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());

@@ -91,6 +91,10 @@ pub struct AppState {
     pub broker: Option<broker::Broker>,
 }
 
+/// The state as the router shares it: one [`AppState`] behind an `Arc`, so
+/// each request's extractors copy a pointer rather than the whole state.
+pub type SharedState = Arc<AppState>;
+
 impl AppState {
     /// Drops the broker's cached cluster and association reads: called after
     /// every write to them through this server.

@@ -5,6 +5,7 @@
 //! `O(log n)`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use aws_lc_rs::digest::{Context, SHA256};
 
@@ -29,7 +30,7 @@ pub(crate) fn token_digest(trust: &ClusterTrust, token: &str) -> Digest {
 }
 
 struct Entry {
-    identity: PodIdentity,
+    identity: Arc<PodIdentity>,
     expires_at: i64,
     last_used: u64,
 }
@@ -68,7 +69,7 @@ impl TokenCache {
 
     /// The identity cached for `digest`, if its token has not expired at
     /// `now` (`now <= exp`); an expired entry is dropped.
-    pub(crate) fn get(&mut self, digest: &Digest, now: i64) -> Option<PodIdentity> {
+    pub(crate) fn get(&mut self, digest: &Digest, now: i64) -> Option<Arc<PodIdentity>> {
         let expires_at = self.entries.get(digest)?.expires_at;
         if now > expires_at {
             self.remove(digest);
@@ -85,7 +86,7 @@ impl TokenCache {
 
     /// Caches `identity` until its `expires_at`; does nothing for a token
     /// already expired at `now` or for a zero capacity.
-    pub(crate) fn insert(&mut self, digest: Digest, identity: PodIdentity, now: i64) {
+    pub(crate) fn insert(&mut self, digest: Digest, identity: Arc<PodIdentity>, now: i64) {
         if self.capacity == 0 || now > identity.expires_at {
             return;
         }
@@ -113,8 +114,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn identity(exp: i64) -> PodIdentity {
-        PodIdentity {
+    fn identity(exp: i64) -> Arc<PodIdentity> {
+        Arc::new(PodIdentity {
             namespace: "ns".into(),
             service_account: "sa".into(),
             service_account_uid: None,
@@ -125,7 +126,7 @@ mod tests {
             expires_at: exp,
             issued_at: None,
             jti: None,
-        }
+        })
     }
 
     fn d(i: u32) -> Digest {

@@ -145,13 +145,14 @@ impl TokenVerifier {
         Self::new(fetcher, system_clock(), DEFAULT_MAX_CACHED_TOKENS)
     }
 
-    /// Verifies `token` for the cluster `trust` describes.
+    /// Verifies `token` for the cluster `trust` describes. The identity is
+    /// shared with the token cache.
     ///
     /// # Errors
     /// The [`TokenError`] of the first rule the token breaks;
     /// [`TokenError::KeySet`] when the cluster's keys are unusable or
     /// fetching them failed.
-    pub async fn verify(&self, trust: &ClusterTrust, token: &str) -> Result<PodIdentity, TokenError> {
+    pub async fn verify(&self, trust: &ClusterTrust, token: &str) -> Result<Arc<PodIdentity>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
@@ -186,7 +187,7 @@ impl TokenVerifier {
             }
             (result, _) => result,
         };
-        let identity = result?;
+        let identity = Arc::new(result?);
         lock(&self.inner.tokens).insert(digest, identity.clone(), now);
         Ok(identity)
     }

@@ -96,7 +96,7 @@ impl AuditSink {
 /// `GET /podid/v1/audit?cluster&namespace&serviceAccount&outcome&since&maxResults&nextToken`:
 /// the audit trail, newest first. `since` is epoch seconds.
 pub async fn list(
-    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    axum::extract::State(state): axum::extract::State<crate::SharedState>,
     axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> axum::response::Response {

@@ -161,7 +161,7 @@ async fn decide(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("No cluster found for name: {cluster_name}.")))?;
     let cluster = &entry.cluster;
-    let pod: PodIdentity =
+    let pod: Arc<PodIdentity> =
         broker.verifier.verify(&entry.trust, token).await.map_err(|e| token_error(cluster_name, &e))?;
     event.namespace = Some(pod.namespace.clone());
     event.service_account = Some(pod.service_account.clone());
@@ -182,37 +182,40 @@ async fn decide(
     event.association_id = Some(association.id.clone());
     event.role_arn = Some(association.target_role_arn.clone().unwrap_or_else(|| association.role_arn.clone()));
 
-    let request = PodCredentialRequest {
-        cluster_name: cluster.name.clone(),
-        cluster_arn: cluster.cluster_arn.clone(),
-        namespace: pod.namespace.clone(),
-        service_account: pod.service_account.clone(),
-        pod_name: pod.pod_name.clone(),
-        pod_uid: pod.pod_uid.clone(),
-        role_arn: association.role_arn.clone(),
-        target_role_arn: association.target_role_arn.clone(),
-        external_id: association.external_id.clone(),
-        disable_session_tags: association.disable_session_tags,
-        policy: association.policy.clone(),
-        duration: broker.settings.session_duration,
-    };
     let key = CacheKey {
         association_id: association.id.clone(),
         association_version: association.modified_at.0,
         pod_uid: pod.pod_uid.clone(),
     };
-    let metrics: Arc<Metrics> = state.metrics.clone();
-    let issuer = broker.issuer.clone();
     let (issued, outcome) = broker
         .cache
-        .get_or_issue(&key, state.clock.now(), move || async move {
-            let started = Instant::now();
-            let result = issue_for_pod(issuer.as_ref(), &request).await;
-            metrics.broker.sts_latency.observe(started.elapsed().as_secs_f64());
-            if let Err(e) = &result {
-                tracing::warn!(error = %e, role = %request.role_arn, target_role = ?request.target_role_arn, "STS call failed");
+        .get_or_issue(&key, state.clock.now(), || {
+            // Only on a miss: a cache hit builds no request.
+            let request = PodCredentialRequest {
+                cluster_name: cluster.name.clone(),
+                cluster_arn: cluster.cluster_arn.clone(),
+                namespace: pod.namespace.clone(),
+                service_account: pod.service_account.clone(),
+                pod_name: pod.pod_name.clone(),
+                pod_uid: pod.pod_uid.clone(),
+                role_arn: association.role_arn.clone(),
+                target_role_arn: association.target_role_arn.clone(),
+                external_id: association.external_id.clone(),
+                disable_session_tags: association.disable_session_tags,
+                policy: association.policy.clone(),
+                duration: broker.settings.session_duration,
+            };
+            let metrics: Arc<Metrics> = state.metrics.clone();
+            let issuer = broker.issuer.clone();
+            async move {
+                let started = Instant::now();
+                let result = issue_for_pod(issuer.as_ref(), &request).await;
+                metrics.broker.sts_latency.observe(started.elapsed().as_secs_f64());
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, role = %request.role_arn, target_role = ?request.target_role_arn, "STS call failed");
+                }
+                result
             }
-            result
         })
         .await;
     let metrics: &Metrics = &state.metrics;
@@ -224,7 +227,7 @@ async fn decide(
         issue_error(&e)
     })?;
     Ok(AssumeRoleForPodIdentityResponse {
-        subject: Subject { namespace: pod.namespace, service_account: pod.service_account },
+        subject: Subject { namespace: pod.namespace.clone(), service_account: pod.service_account.clone() },
         audience: cluster.audience.clone(),
         pod_identity_association: PodIdentityAssociationRef {
             association_arn: state.scope.association_arn(&association.cluster, &association.id),
@@ -256,7 +259,7 @@ impl CacheOutcome {
 
 /// `POST /clusters/{clusterName}/assume-role-for-pod-identity`.
 pub async fn handler(
-    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::State(state): axum::extract::State<crate::SharedState>,
     axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     axum::Extension(request_id): axum::Extension<crate::http_api::RequestId>,
     cluster: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
