@@ -2,6 +2,8 @@
 //! set-up, the async runtime, and the shutdown signal.
 #![forbid(unsafe_code)]
 
+pub mod buffered;
+
 /// Log format on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[non_exhaustive]
@@ -20,6 +22,22 @@ pub const SECRET_BEARING_TARGETS: [&str; 7] =
 /// Installs the global tracing subscriber writing to stderr. A filter that
 /// does not parse falls back to `info`.
 pub fn init_logging(format: LogFormat, filter: &str) {
+    init_logging_to(format, filter, std::io::stderr);
+}
+
+/// The same, with lines gathered in memory and written to stderr in blocks
+/// ([`buffered`]): for servers that log every request. Keep the guard until
+/// the end of `main`; dropping it writes what is pending.
+pub fn init_logging_buffered(format: LogFormat, filter: &str) -> buffered::LogGuard {
+    let (writer, guard) = buffered::BufferedStderr::start();
+    init_logging_to(format, filter, writer);
+    guard
+}
+
+fn init_logging_to<W>(format: LogFormat, filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let mut filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     for target in SECRET_BEARING_TARGETS {
@@ -27,7 +45,7 @@ pub fn init_logging(format: LogFormat, filter: &str) {
             filter = filter.add_directive(directive);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

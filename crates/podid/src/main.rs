@@ -56,7 +56,16 @@ fn main() -> ExitCode {
         Command::Server(_) | Command::Agent(_) | Command::Webhook(_) => "info",
         _ => "warn",
     };
-    podid_runtime::init_logging(cli.log_format, cli.log.as_deref().unwrap_or(default_filter));
+    let filter = cli.log.as_deref().unwrap_or(default_filter);
+    // The server logs every request: its lines are written in blocks, and
+    // whatever is pending when `main` ends is written then.
+    let log_guard = match cli.command {
+        Command::Server(_) => Some(podid_runtime::init_logging_buffered(cli.log_format, filter)),
+        _ => {
+            podid_runtime::init_logging(cli.log_format, filter);
+            None
+        }
+    };
     let runtime = match podid_runtime::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -76,6 +85,8 @@ fn main() -> ExitCode {
             Command::Webhook(args) => webhook::run(args).await,
         }
     });
+    drop(runtime);
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
