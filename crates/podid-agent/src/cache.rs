@@ -134,6 +134,31 @@ enum Kind {
     Refresh,
 }
 
+/// A pod, in the index that finds its entry when its token rotates: the first
+/// 16 bytes of the SHA-256 of its (unverified) uid claim — fixed size, no
+/// allocation per entry. A collision would only make a pod fetch again.
+type PodKey = [u8; 16];
+
+fn pod_key(uid: &str) -> PodKey {
+    let digest = token::digest(uid);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// What an entry remembers of its token's claims.
+#[derive(Debug, Clone, Copy)]
+struct Claims {
+    expires: Option<SystemTime>,
+    pod: Option<PodKey>,
+}
+
+impl From<&TokenInfo> for Claims {
+    fn from(info: &TokenInfo) -> Self {
+        Claims { expires: info.expires, pod: info.pod_uid.as_deref().map(pod_key) }
+    }
+}
+
 /// A token an entry keeps, with its fast-hash tag (its key in the front index).
 struct KeptToken {
     token: SecretToken,
@@ -142,8 +167,7 @@ struct KeptToken {
 
 struct Entry {
     kept: Option<KeptToken>,
-    token_expires: Option<SystemTime>,
-    pod_uid: Option<Box<str>>,
+    claims: Claims,
     body: Bytes,
     refresh_at: SystemTime,
     serve_until: SystemTime,
@@ -159,7 +183,7 @@ struct Entry {
 
 impl Entry {
     fn token_expired(&self, now: SystemTime) -> bool {
-        self.token_expires.is_some_and(|t| now >= t)
+        self.claims.expires.is_some_and(|t| now >= t)
     }
 
     /// Whether `token` is exactly the token this entry keeps (constant time).
@@ -169,15 +193,13 @@ impl Entry {
             .is_some_and(|k| constant_time_eq::constant_time_eq(k.token.expose().as_bytes(), token.as_bytes()))
     }
 
-    fn info(&self) -> TokenInfo {
-        TokenInfo { expires: self.token_expires, pod_uid: self.pod_uid.as_deref().map(str::to_owned) }
-    }
+
 }
 
 #[derive(Default)]
 struct Inner {
     entries: DigestMap<Arc<Entry>>,
-    pods: HashMap<Box<str>, TokenDigest>,
+    pods: HashMap<PodKey, TokenDigest, BuildHasherDefault<PrehashedHasher>>,
     /// Fast-hash tag of a kept token → its entry's digest.
     front: TagMap,
     /// Entries keeping their token.
@@ -193,9 +215,9 @@ impl Inner {
         }
         if let Some(entry) = self.entries.remove(digest) {
             self.forget_kept(digest, &entry);
-            if let Some(uid) = &entry.pod_uid {
-                if self.pods.get(uid).is_some_and(|d| d == digest) {
-                    self.pods.remove(uid);
+            if let Some(pod) = &entry.claims.pod {
+                if self.pods.get(pod).is_some_and(|d| d == digest) {
+                    self.pods.remove(pod);
                 }
             }
         }
@@ -433,7 +455,8 @@ impl CredentialCache {
                     flights.insert(digest, rx.clone());
                     let cache = self.clone();
                     let token = KeptToken { token: SecretToken::new(token), tag };
-                    tokio::spawn(async move { cache.run_flight(digest, token, info, tx, Kind::Fetch).await });
+                    let claims = Claims::from(&info);
+                    tokio::spawn(async move { cache.run_flight(digest, token, claims, tx, Kind::Fetch).await });
                     (rx, Outcome::Miss)
                 }
             }
@@ -467,8 +490,8 @@ impl CredentialCache {
         drop(flights);
         let cache = self.clone();
         let token = KeptToken { tag: self.front_hash.hash_one(token.expose().as_bytes()), token };
-        let info = entry.info();
-        tokio::spawn(async move { cache.run_flight(digest, token, info, tx, Kind::Refresh).await });
+        let claims = entry.claims;
+        tokio::spawn(async move { cache.run_flight(digest, token, claims, tx, Kind::Refresh).await });
         Some(rx)
     }
 
@@ -476,7 +499,7 @@ impl CredentialCache {
         self: Arc<Self>,
         digest: TokenDigest,
         token: KeptToken,
-        info: TokenInfo,
+        claims: Claims,
         tx: watch::Sender<Option<FlightResult>>,
         kind: Kind,
     ) {
@@ -493,7 +516,7 @@ impl CredentialCache {
         self.note_upstream(result.as_ref().err());
         let now = self.clock.now();
         let outcome = match result {
-            Ok(credentials) => self.store(digest, token, &info, &credentials, now, kind),
+            Ok(credentials) => self.store(digest, token, claims, &credentials, now, kind),
             Err(e) => {
                 self.metrics.upstream_error(&e.code);
                 if e.drops_entry() {
@@ -537,7 +560,7 @@ impl CredentialCache {
         &self,
         digest: TokenDigest,
         token: KeptToken,
-        info: &TokenInfo,
+        claims: Claims,
         credentials: &FetchedCredentials,
         now: SystemTime,
         kind: Kind,
@@ -555,8 +578,7 @@ impl CredentialCache {
         }
         let mut entry = Entry {
             kept: Some(token),
-            token_expires: info.expires,
-            pod_uid: info.pod_uid.as_deref().map(Box::from),
+            claims,
             body: body.clone(),
             refresh_at: self.policy.refresh_at(now, credentials.expiration),
             serve_until,
@@ -580,8 +602,8 @@ impl CredentialCache {
                 }
             }
         }
-        if let Some(uid) = &entry.pod_uid {
-            if let Some(previous) = inner.pods.insert(uid.clone(), digest) {
+        if let Some(pod) = entry.claims.pod {
+            if let Some(previous) = inner.pods.insert(pod, digest) {
                 if previous != digest && inner.remove(&previous, None) {
                     // The pod's token rotated and the broker took the new one.
                     self.metrics.evicted("replaced", 1);

@@ -38,8 +38,9 @@ pub struct CachePolicy {
     /// refreshed before their pod asks, and their repeat requests are matched
     /// by comparing the token instead of hashing it. The others are refreshed
     /// when their pod asks past the refresh time. The default covers every
-    /// pod of any real node (Kubernetes' default limit is 110 per node) while
-    /// bounding what a node with thousands of short-lived pods keeps.
+    /// pod of a node at Kubernetes' usual limits (110 pods per node by
+    /// default, 250 at most on EKS's large instances) while bounding what a
+    /// node with thousands of short-lived pods keeps.
     pub max_refresh_ahead: usize,
     /// Sessions longer than this are refreshed `refresh_lead` before expiry;
     /// shorter ones at half-life.
@@ -65,7 +66,7 @@ impl Default for CachePolicy {
     fn default() -> Self {
         CachePolicy {
             max_entries: 10_000,
-            max_refresh_ahead: 1_024,
+            max_refresh_ahead: 256,
             long_session: Duration::from_secs(30 * 60),
             refresh_lead: Duration::from_secs(20 * 60),
             stale_margin: Duration::from_secs(60),
