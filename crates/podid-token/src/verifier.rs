@@ -165,9 +165,10 @@ impl TokenVerifier {
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
 
         let decoded = decode(token)?;
+        let parsed = decoded.parse()?;
         let first = match self.key_set(trust) {
             Ok(keys) => {
-                let result = verify_decoded(&decoded, trust, &keys, now);
+                let result = verify_decoded(&decoded, &parsed, trust, &keys, now);
                 (result, Some(keys))
             }
             Err(e) => (Err(e), None),
@@ -175,13 +176,13 @@ impl TokenVerifier {
         let result = match first {
             (Err(TokenError::UnknownKey { kid }), used) if trust.jwks_uri.is_some() => {
                 match self.refresh(trust, now, used.as_ref()).await? {
-                    Some(keys) => verify_decoded(&decoded, trust, &keys, now),
+                    Some(keys) => verify_decoded(&decoded, &parsed, trust, &keys, now),
                     None => Err(TokenError::UnknownKey { kid }),
                 }
             }
             (Err(TokenError::KeySet(why)), None) if trust.jwks_uri.is_some() => {
                 match self.refresh(trust, now, None).await? {
-                    Some(keys) => verify_decoded(&decoded, trust, &keys, now),
+                    Some(keys) => verify_decoded(&decoded, &parsed, trust, &keys, now),
                     None => Err(TokenError::KeySet(why)),
                 }
             }

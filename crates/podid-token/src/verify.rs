@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use crate::error::shorten;
 use crate::jwks::{Alg, KeySet};
@@ -11,22 +11,41 @@ use crate::{ClusterTrust, PodIdentity, TokenError, CLOCK_SKEW_SECS, MAX_TOKEN_BY
 /// The prefix of a service account token's `sub`.
 pub const SUBJECT_PREFIX: &str = "system:serviceaccount:";
 
-/// A token split, decoded and checked for shape, not yet for its signature.
+/// A token split and its header checked; the payload is decoded but not yet
+/// parsed ([`Decoded::parse`]), so that its claims can borrow from it.
 pub(crate) struct Decoded<'t> {
     alg: Alg,
     kid: Option<String>,
     /// `header.payload`, the bytes the signature covers.
     signing_input: &'t str,
+    /// The payload's JSON.
+    payload: Vec<u8>,
+    /// The third segment, still base64url.
+    signature: &'t str,
+}
+
+/// A decoded token's claims (borrowing from the payload) and signature.
+pub(crate) struct Parsed<'d> {
+    claims: Object<'d>,
     signature: Vec<u8>,
-    claims: Map<String, Value>,
 }
 
 impl Decoded<'_> {
+    /// Parses the payload (a JSON object) and decodes the signature.
+    pub(crate) fn parse(&self) -> Result<Parsed<'_>, TokenError> {
+        let claims = parse_object(&self.payload, "payload")?;
+        if self.signature.is_empty() {
+            return Err(TokenError::Malformed("the signature is empty".into()));
+        }
+        let signature = decode_segment(self.signature, "signature")?;
+        Ok(Parsed { claims, signature })
+    }
+
     /// Verifies the signature with the keys of `keys` that fit the token.
-    pub(crate) fn check_signature(&self, keys: &KeySet) -> Result<(), TokenError> {
+    pub(crate) fn check_signature(&self, parsed: &Parsed<'_>, keys: &KeySet) -> Result<(), TokenError> {
         let candidates = keys.candidates(self.kid.as_deref(), self.alg)?;
         let message = self.signing_input.as_bytes();
-        if candidates.iter().any(|key| key.verify(self.alg, message, &self.signature)) {
+        if candidates.iter().any(|key| key.verify(self.alg, message, &parsed.signature)) {
             Ok(())
         } else {
             Err(TokenError::BadSignature)
@@ -38,11 +57,115 @@ fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed(format!("the {what} is not base64url")))
 }
 
-fn decode_object(segment: &str, what: &str) -> Result<Map<String, Value>, TokenError> {
-    let bytes = decode_segment(segment, what)?;
+/// A JSON value whose strings borrow from the parsed text where they can
+/// (they are copied only when they hold escapes), and whose objects are
+/// lists of members: parsing a token's claims allocates one list per object
+/// rather than a map node and a string per member. Parsing validates
+/// exactly as `serde_json::Value` does; a name that appears twice in an
+/// object means its last value, as in `serde_json::Map`.
+#[derive(Debug)]
+enum Json<'a> {
+    Null,
+    Bool,
+    /// A non-negative integer, as serde_json keeps it.
+    PosInt(u64),
+    /// A negative integer.
+    NegInt(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Object<'a>),
+}
+
+/// A JSON object's members, in order.
+type Object<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
+
+/// The value of `key` in `obj` (the last one, when the name repeats).
+fn member<'o, 'a>(obj: &'o Object<'a>, key: &str) -> Option<&'o Json<'a>> {
+    obj.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(if v < 0 { Json::NegInt(v) } else { Json::PosInt(v.unsigned_abs()) })
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::PosInt(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        Ok(Json::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(JsonSeed)? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            members.push((key, map.next_value_seed(JsonSeed)?));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+struct JsonSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed {
+    type Value = Json<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+/// An object member's name, borrowed when it has no escapes.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        match d.deserialize_str(JsonVisitor)? {
+            Json::Str(s) => Ok(s),
+            _ => Err(serde::de::Error::custom("an object member's name is not a string")),
+        }
+    }
+}
+
+fn parse_object<'a>(bytes: &'a [u8], what: &str) -> Result<Object<'a>, TokenError> {
     // The JSON parser's message may quote the input: it is not passed on.
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde::de::DeserializeSeed::deserialize(JsonSeed, &mut de).and_then(|v| de.end().map(|()| v)) {
+        Ok(Json::Object(members)) => Ok(members),
         Ok(_) => Err(TokenError::Malformed(format!("the {what} is not a JSON object"))),
         Err(_) => Err(TokenError::Malformed(format!("the {what} is not JSON"))),
     }
@@ -64,44 +187,39 @@ pub(crate) fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         return Err(TokenError::Malformed("not three dot-separated segments".into()));
     };
 
-    let header_map = decode_object(header, "header")?;
-    let alg = match header_map.get("alg") {
-        Some(Value::String(name)) => {
-            Alg::parse(name).ok_or_else(|| TokenError::UnsupportedAlgorithm(shorten(name, 16)))?
-        }
+    let header_bytes = decode_segment(header, "header")?;
+    let header_map = parse_object(&header_bytes, "header")?;
+    let alg = match member(&header_map, "alg") {
+        Some(Json::Str(name)) => Alg::parse(name).ok_or_else(|| TokenError::UnsupportedAlgorithm(shorten(name, 16)))?,
         Some(_) => return Err(TokenError::Malformed("the header's alg is not a string".into())),
         None => return Err(TokenError::Malformed("the header has no alg".into())),
     };
-    if header_map.contains_key("crit") {
+    if member(&header_map, "crit").is_some() {
         return Err(TokenError::CriticalHeader);
     }
-    let kid = match header_map.get("kid") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(kid)) => Some(kid.clone()),
+    let kid = match member(&header_map, "kid") {
+        None | Some(Json::Null) => None,
+        Some(Json::Str(kid)) => Some(kid.to_string()),
         Some(_) => return Err(TokenError::Malformed("the header's kid is not a string".into())),
     };
 
-    let claims = decode_object(payload, "payload")?;
-    if signature.is_empty() {
-        return Err(TokenError::Malformed("the signature is empty".into()));
-    }
-    let signature = decode_segment(signature, "signature")?;
     let signing_input = &token[..header.len() + 1 + payload.len()];
-    Ok(Decoded { alg, kid, signing_input, signature, claims })
+    let payload = decode_segment(payload, "payload")?;
+    Ok(Decoded { alg, kid, signing_input, payload, signature })
 }
 
 /// A string claim: `Ok(None)` when absent or null, `Malformed` when of
 /// another JSON type.
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &'static str) -> Result<Option<&'a str>, TokenError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+fn opt_str<'o>(obj: &'o Object<'_>, key: &str, path: &'static str) -> Result<Option<&'o str>, TokenError> {
+    match member(obj, key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Str(s)) => Ok(Some(s)),
         Some(_) => Err(TokenError::Malformed(format!("the claim {path} is not a string"))),
     }
 }
 
 /// A required, non-empty string claim.
-fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &'static str) -> Result<&'a str, TokenError> {
+fn req_str<'o>(obj: &'o Object<'_>, key: &str, path: &'static str) -> Result<&'o str, TokenError> {
     match opt_str(obj, key, path)? {
         Some(s) if !s.is_empty() => Ok(s),
         _ => Err(TokenError::MissingClaim(path)),
@@ -109,42 +227,29 @@ fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &'static str) -> Re
 }
 
 /// An object claim: `Ok(None)` when absent or null.
-fn opt_obj<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    path: &'static str,
-) -> Result<Option<&'a Map<String, Value>>, TokenError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
+fn opt_obj<'o, 'a>(obj: &'o Object<'a>, key: &str, path: &'static str) -> Result<Option<&'o Object<'a>>, TokenError> {
+    match member(obj, key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Object(o)) => Ok(Some(o)),
         Some(_) => Err(TokenError::Malformed(format!("the claim {path} is not an object"))),
     }
 }
 
 /// A NumericDate claim (seconds; fractions are cut off).
-fn opt_time(obj: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, TokenError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
-                // `as` saturates at the i64 bounds.
-                Ok(Some(f.floor() as i64))
-            } else {
-                Err(TokenError::Malformed(format!("the claim {key} is not a number")))
-            }
-        }
-        Some(_) => Err(TokenError::Malformed(format!("the claim {key} is not a number"))),
+fn opt_time(obj: &Object<'_>, key: &'static str) -> Result<Option<i64>, TokenError> {
+    let not_a_number = || TokenError::Malformed(format!("the claim {key} is not a number"));
+    match member(obj, key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::NegInt(i)) => Ok(Some(*i)),
+        // `as` saturates at the i64 bounds.
+        Some(Json::PosInt(u)) => Ok(Some(i64::try_from(*u).unwrap_or_else(|_| (*u as f64).floor() as i64))),
+        Some(Json::Float(f)) if f.is_finite() => Ok(Some(f.floor() as i64)),
+        Some(_) => Err(not_a_number()),
     }
 }
 
 /// Checks the claims of a token whose signature was verified.
-pub(crate) fn check_claims(
-    claims: &Map<String, Value>,
-    trust: &ClusterTrust,
-    now: i64,
-) -> Result<PodIdentity, TokenError> {
+fn check_claims(claims: &Object<'_>, trust: &ClusterTrust, now: i64) -> Result<PodIdentity, TokenError> {
     // Issuer: exact string.
     let iss = opt_str(claims, "iss", "iss")?.ok_or(TokenError::MissingClaim("iss"))?;
     if iss != trust.issuer {
@@ -152,14 +257,14 @@ pub(crate) fn check_claims(
     }
 
     // Audience: a string or an array of strings.
-    let audience_ok = match claims.get("aud") {
-        None | Some(Value::Null) => return Err(TokenError::MissingClaim("aud")),
-        Some(Value::String(aud)) => *aud == trust.audience,
-        Some(Value::Array(items)) => {
+    let audience_ok = match member(claims, "aud") {
+        None | Some(Json::Null) => return Err(TokenError::MissingClaim("aud")),
+        Some(Json::Str(aud)) => *aud == trust.audience,
+        Some(Json::Array(items)) => {
             let mut found = false;
             for item in items {
                 match item {
-                    Value::String(aud) => found |= *aud == trust.audience,
+                    Json::Str(aud) => found |= *aud == trust.audience,
                     _ => return Err(TokenError::Malformed("the claim aud holds a non-string".into())),
                 }
             }
@@ -241,25 +346,27 @@ pub fn verify_token(
     now_epoch_secs: i64,
 ) -> Result<PodIdentity, TokenError> {
     let decoded = decode(token)?;
-    decoded.check_signature(keys)?;
-    check_claims(&decoded.claims, trust, now_epoch_secs)
+    let parsed = decoded.parse()?;
+    decoded.check_signature(&parsed, keys)?;
+    check_claims(&parsed.claims, trust, now_epoch_secs)
 }
 
 /// Checks a decoded token: signature with `keys`, then claims.
 pub(crate) fn verify_decoded(
     decoded: &Decoded<'_>,
+    parsed: &Parsed<'_>,
     trust: &ClusterTrust,
     keys: &KeySet,
     now: i64,
 ) -> Result<PodIdentity, TokenError> {
-    decoded.check_signature(keys)?;
-    check_claims(&decoded.claims, trust, now)
+    decoded.check_signature(parsed, keys)?;
+    check_claims(&parsed.claims, trust, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn seg(v: &Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
@@ -292,7 +399,8 @@ mod tests {
     }
 
     fn check(claims: &Value, now: i64) -> Result<PodIdentity, TokenError> {
-        check_claims(claims.as_object().unwrap(), &trust(), now)
+        let bytes = serde_json::to_vec(claims).unwrap();
+        check_claims(&parse_object(&bytes, "payload").unwrap(), &trust(), now)
     }
 
     #[test]
@@ -311,10 +419,26 @@ mod tests {
             format!("{h}.{p}."),
             format!("{h}=.{p}.c2ln"),
         ] {
-            assert!(matches!(decode(&bad), Err(TokenError::Malformed(_))), "{bad}");
+            assert!(matches!(decode_and_parse(&bad), Err(TokenError::Malformed(_))), "{bad}");
         }
-        assert!(decode(&format!("{h}.{p}.c2ln")).is_ok());
-        assert!(decode(&format!(" {h}.{p}.c2ln\n")).is_ok());
+        assert!(decode_and_parse(&format!("{h}.{p}.c2ln")).is_ok());
+        assert!(decode_and_parse(&format!(" {h}.{p}.c2ln\n")).is_ok());
+        // Member names may repeat: the last value counts, as in serde_json's map.
+        let twice = URL_SAFE_NO_PAD.encode(br#"{"iss":"a","iss":"b","x":["\u00e9",{"y":null}]}"#);
+        let token = format!("{h}.{twice}.c2ln");
+        let decoded = decode(&token).unwrap();
+        let parsed = decoded.parse().unwrap();
+        assert_eq!(opt_str(&parsed.claims, "iss", "iss"), Ok(Some("b")));
+        // Invalid JSON anywhere in the payload, even in claims nobody reads.
+        for bad in [&br#"{"x":"\ud800"}"#[..], br#"{"x":1}x"#, b"[1]", b"{\"x\":\"\xff\"}"] {
+            let payload = URL_SAFE_NO_PAD.encode(bad);
+            let err = decode_and_parse(&format!("{h}.{payload}.c2ln")).unwrap_err();
+            assert!(matches!(err, TokenError::Malformed(_)), "{err}");
+        }
+    }
+
+    fn decode_and_parse(token: &str) -> Result<(), TokenError> {
+        decode(token)?.parse().map(|_| ())
     }
 
     #[test]
