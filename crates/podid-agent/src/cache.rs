@@ -46,7 +46,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::clock::Clock;
 use crate::metrics::AgentMetrics;
 use crate::policy::{CachePolicy, Freshness};
-use crate::response::credentials_body;
+use crate::response::{credentials_body, StoredAnswer};
 use crate::token::{self, SecretToken, TokenDigest, TokenInfo, TokenRejection};
 use crate::upstream::{CredentialSource, FetchedCredentials, UpstreamError};
 
@@ -168,7 +168,7 @@ struct KeptToken {
 struct Entry {
     kept: Option<KeptToken>,
     claims: Claims,
-    body: Bytes,
+    answer: StoredAnswer,
     refresh_at: SystemTime,
     serve_until: SystemTime,
     /// Served since it was fetched: only used entries are refreshed ahead.
@@ -192,8 +192,6 @@ impl Entry {
             .as_ref()
             .is_some_and(|k| constant_time_eq::constant_time_eq(k.token.expose().as_bytes(), token.as_bytes()))
     }
-
-
 }
 
 #[derive(Default)]
@@ -403,7 +401,7 @@ impl CredentialCache {
             match freshness {
                 Freshness::Fresh => {
                     self.metrics.cache_hit.inc();
-                    return Lookup::Served(Served { body: entry.body.clone(), outcome: Outcome::Hit });
+                    return Lookup::Served(Served { body: entry.answer.body(), outcome: Outcome::Hit });
                 }
                 Freshness::Stale => entry.clone(),
                 Freshness::Unservable => {
@@ -420,7 +418,7 @@ impl CredentialCache {
         self.metrics.cache_stale.inc();
         tracing::debug!("serving credentials past their refresh time");
         self.start_refresh(*digest, &stale, SecretToken::new(token), now);
-        Lookup::Served(Served { body: stale.body.clone(), outcome: Outcome::Stale })
+        Lookup::Served(Served { body: stale.answer.body(), outcome: Outcome::Stale })
     }
 
     /// A servable entry, without touching it (for the single-flight re-check).
@@ -429,7 +427,7 @@ impl CredentialCache {
         let entry = inner.entries.get(digest)?;
         let servable = !entry.token_expired(now)
             && self.policy.freshness(now, entry.refresh_at, entry.serve_until) != Freshness::Unservable;
-        servable.then(|| entry.body.clone())
+        servable.then(|| entry.answer.body())
     }
 
     async fn fetch(
@@ -579,7 +577,7 @@ impl CredentialCache {
         let mut entry = Entry {
             kept: Some(token),
             claims,
-            body: body.clone(),
+            answer: StoredAnswer::Ready(body.clone()),
             refresh_at: self.policy.refresh_at(now, credentials.expiration),
             serve_until,
             used: AtomicBool::new(kind == Kind::Fetch),
@@ -613,7 +611,9 @@ impl CredentialCache {
         // Keep the token while there is room (an entry being replaced frees its place).
         let replaces_kept = inner.entries.get(&digest).is_some_and(|old| old.kept.is_some());
         if !replaces_kept && inner.kept_tokens >= self.policy.max_refresh_ahead {
+            // Beyond the node's usual pods: no token, and the answer compact.
             entry.kept = None;
+            entry.answer = StoredAnswer::compact(body.clone(), credentials.session_token.expose());
         }
         inner.insert(digest, entry);
         self.metrics.cached_entries.set(i64::try_from(inner.entries.len()).unwrap_or(i64::MAX));

@@ -70,6 +70,87 @@ pub fn credentials_body(credentials: &FetchedCredentials) -> Bytes {
     Bytes::from(out)
 }
 
+/// A cached answer as held in memory.
+///
+/// Entries that keep their token (the node's first pods, see
+/// [`crate::CachePolicy::max_refresh_ahead`]) hold the body ready to send.
+/// The others hold it compact: the same JSON with the session token — most
+/// of the body, and base64 — stored as the bytes it encodes (3/4 the size)
+/// and encoded again for each answer (about a microsecond). A token that is
+/// not canonical base64 is kept as it is.
+#[derive(Debug, Clone)]
+pub enum StoredAnswer {
+    /// The body, ready to send.
+    Ready(Bytes),
+    /// The body with its session token decoded.
+    Compact(CompactAnswer),
+}
+
+/// `prefix ++ base64(token) ++ suffix`, stored as `prefix ++ token ++ suffix`.
+#[derive(Debug, Clone)]
+pub struct CompactAnswer {
+    parts: Box<[u8]>,
+    token_at: usize,
+    token_len: usize,
+}
+
+impl StoredAnswer {
+    /// `body` stored compact when `session_token` appears in it as canonical
+    /// base64, else ready.
+    pub fn compact(body: Bytes, session_token: &str) -> StoredAnswer {
+        match CompactAnswer::new(&body, session_token) {
+            Some(compact) => StoredAnswer::Compact(compact),
+            None => StoredAnswer::Ready(body),
+        }
+    }
+
+    /// The body to send.
+    pub fn body(&self) -> Bytes {
+        match self {
+            StoredAnswer::Ready(body) => body.clone(),
+            StoredAnswer::Compact(compact) => compact.render(),
+        }
+    }
+}
+
+impl CompactAnswer {
+    fn new(body: &[u8], session_token: &str) -> Option<CompactAnswer> {
+        use base64::Engine as _;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let marker = b"\"Token\":\"";
+        let start = body.windows(marker.len()).position(|w| w == marker)? + marker.len();
+        let end = start.checked_add(session_token.len())?;
+        if body.get(start..end)? != session_token.as_bytes() || body.get(end) != Some(&b'"') {
+            return None;
+        }
+        let decoded = engine.decode(session_token).ok()?;
+        // Only where encoding gives back exactly the same text.
+        if engine.encode(&decoded) != session_token {
+            return None;
+        }
+        let mut parts = Vec::with_capacity(body.len() - session_token.len() + decoded.len());
+        parts.extend_from_slice(&body[..start]);
+        parts.extend_from_slice(&decoded);
+        parts.extend_from_slice(&body[end..]);
+        Some(CompactAnswer { parts: parts.into_boxed_slice(), token_at: start, token_len: decoded.len() })
+    }
+
+    fn render(&self) -> Bytes {
+        use base64::Engine as _;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let token = &self.parts[self.token_at..self.token_at + self.token_len];
+        let encoded_len = self.token_len.div_ceil(3) * 4;
+        let mut out = Vec::with_capacity(self.parts.len() - self.token_len + encoded_len);
+        out.extend_from_slice(&self.parts[..self.token_at]);
+        out.resize(self.token_at + encoded_len, 0);
+        // The buffer is exactly the encoded length: this cannot fail.
+        let written = engine.encode_slice(token, &mut out[self.token_at..]).unwrap_or(0);
+        out.truncate(self.token_at + written);
+        out.extend_from_slice(&self.parts[self.token_at + self.token_len..]);
+        Bytes::from(out)
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'a str,
@@ -96,6 +177,42 @@ mod tests {
             expiration: UNIX_EPOCH + Duration::from_secs(1_795_946_400),
             assumed_role_arn: arn.into(),
         }
+    }
+
+    fn with_token(token: &str) -> Bytes {
+        let mut c = creds("arn:aws:sts::111122223333:assumed-role/r/eks-c-p-1");
+        c.session_token = Secret::new(token);
+        credentials_body(&c)
+    }
+
+    #[test]
+    fn a_compact_answer_renders_the_exact_body() {
+        use base64::Engine as _;
+        // STS-like tokens: base64 of binary, every length modulo 3 (padding or not).
+        for len in [600usize, 601, 602, 1, 0] {
+            let raw: Vec<u8> = (0..len).map(|i| (i * 131 % 251) as u8).collect();
+            let token = base64::engine::general_purpose::STANDARD.encode(&raw);
+            let body = with_token(&token);
+            let stored = StoredAnswer::compact(body.clone(), &token);
+            match &stored {
+                StoredAnswer::Compact(c) => assert!(c.parts.len() < body.len() || len == 0, "{len}: smaller"),
+                StoredAnswer::Ready(_) => assert_eq!(len, 0, "{len}: base64 tokens are stored compact"),
+            }
+            assert_eq!(stored.body(), body, "{len}");
+        }
+    }
+
+    #[test]
+    fn tokens_that_are_not_canonical_base64_are_kept_as_they_are() {
+        for token in ["session-token", "QUJD=", "QUI=QUI=", "QUJ\\D", "QUI"] {
+            let body = with_token(token);
+            let stored = StoredAnswer::compact(body.clone(), token);
+            assert!(matches!(stored, StoredAnswer::Ready(_)), "{token}");
+            assert_eq!(stored.body(), body);
+        }
+        // A token that is not the body's: kept as it is.
+        let body = with_token("QUJD");
+        assert!(matches!(StoredAnswer::compact(body, "REVG"), StoredAnswer::Ready(_)));
     }
 
     #[test]

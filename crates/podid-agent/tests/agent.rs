@@ -116,12 +116,15 @@ async fn assume(
                 "audience": "pods.eks.amazonaws.com",
                 "podIdentityAssociation": {"associationArn": "arn:aws:eks:us-east-1:111122223333:podidentityassociation/c/a-0123456789abcdefg", "associationId": "a-0123456789abcdefg"},
                 "assumedRoleUser": {"arn": "arn:aws:sts::111122223333:assumed-role/role/eks-c-pod-x", "assumeRoleId": "AROAEXAMPLE:eks-c-pod-x"},
-                "credentials": {"sessionToken": "SESSION-TOKEN", "secretAccessKey": "SECRET-KEY", "accessKeyId": format!("ASIA{n:016}"), "expiration": expiration},
+                "credentials": {"sessionToken": SESSION_TOKEN, "secretAccessKey": "SECRET-KEY", "accessKeyId": format!("ASIA{n:016}"), "expiration": expiration},
             });
             ([("content-type", "application/json")], body.to_string()).into_response()
         }
     }
 }
+
+/// Shaped like STS's: base64 of binary, with padding.
+const SESSION_TOKEN: &str = "CzBVep/E6Q4zWH2ix+wRNluApcrvFDleg6jN8hc8YYar0PUaP2SJrtP4HUJnjLHW+yBFao+02f4jSG2St9wBJktwlbrfBClOc5i94gcsUXabwOUKL1R5nsPoDTJXfKHG6xA1Wn+kye4TOF2Cp8zxFjtgharP9Bk+Y4it0vccQWaLsNX6H0RpjrPY/SJHbJG22wAlSm+Uud4DKE1yl7zhBitQdZq/5AkuU3idwucMMVZ7oMXqDzRZfqPI7RI3XIGmy/AVOl+Eqc7zGD1ih6zR9htAZYqv1PkeQ2iNstf8IUZrkLXa/yRJbpO43QInTHGWu+AFKk90mb7jCC1Sd5zB5gswVXqfxOkOM1h9osfsETZbgKXK7xQ5XoOozfIXPGGGq9D1Gj9kia7T+B1CZw==";
 
 struct Running {
     addr: SocketAddr,
@@ -228,7 +231,7 @@ async fn serves_credentials_in_the_container_format() {
     assert_eq!(keys, ["AccessKeyId", "AccountId", "Expiration", "SecretAccessKey", "Token"]);
     assert_eq!(body["AccountId"], "111122223333");
     assert_eq!(body["SecretAccessKey"], "SECRET-KEY");
-    assert_eq!(body["Token"], "SESSION-TOKEN");
+    assert_eq!(body["Token"], SESSION_TOKEN);
     let expiration = body["Expiration"].as_str().unwrap();
     assert_eq!(expiration.len(), 20, "{expiration}");
     assert!(expiration.ends_with('Z') && expiration.as_bytes()[10] == b'T', "{expiration}");
@@ -240,6 +243,24 @@ async fn serves_credentials_in_the_container_format() {
     assert!(seen[0].1.starts_with("AWS4-HMAC-SHA256 Credential=AKIDNODE/"), "{}", seen[0].1);
     assert!(seen[0].1.contains("/us-east-1/eks-auth/aws4_request"), "{}", seen[0].1);
     assert_eq!(seen[0].2, t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_beyond_the_kept_tokens_get_the_same_answers_from_their_compact_entries() {
+    let upstream = FakeEksAuth::start(false);
+    let agent = start_agent(&upstream, |c| c.cache.max_refresh_ahead = 1).await;
+    let client = client();
+    let (kept, compact) = (token("p1", 3600), token("p2", 3600));
+    let (_, kept_first) = get(&client, &agent.url(), &kept).await;
+    let (status, compact_first) = get(&client, &agent.url(), &compact).await;
+    assert_eq!(status, 200);
+    assert_eq!(compact_first["Token"], SESSION_TOKEN);
+    for _ in 0..3 {
+        assert_eq!(get(&client, &agent.url(), &kept).await, (200, kept_first.clone()));
+        assert_eq!(get(&client, &agent.url(), &compact).await, (200, compact_first.clone()));
+    }
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(agent.agent_metrics.cache_hit.get(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +472,7 @@ async fn other_paths_and_methods_and_probes() {
     ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }
-    assert!(!text.contains("SESSION-TOKEN") && !text.contains("SECRET-KEY"));
+    assert!(!text.contains(SESSION_TOKEN) && !text.contains("SECRET-KEY"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,10 +78,11 @@ async fn assume(
     let n = inner.calls.fetch_add(1, Ordering::Relaxed) + 1;
     let mut rng = Rng::new(n ^ (request.token.as_deref().map_or(0, str::len) as u64).rotate_left(32));
     let session = format!("eks-{cluster}-pod-{n}");
-    // Real session tokens are base64 and start like this.
-    let mut session_token = String::from("IQoJb3JpZ2luX2VjE");
-    let rest = inner.session_token_bytes.saturating_sub(session_token.len());
-    session_token.push_str(&rng.alphanumeric(rest));
+    // Real session tokens are the base64 of binary (standard alphabet, padded).
+    let session_token = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rng.bytes(inner.session_token_bytes * 3 / 4))
+    };
     Json(AssumeRoleForPodIdentityResponse {
         subject: Subject { namespace: "bench".into(), service_account: "bench".into() },
         audience: "pods.eks.amazonaws.com".into(),
