@@ -5,15 +5,18 @@
 #   docker build -t ghcr.io/podid/podid:0.1.0 .
 #
 # Build stage: the official Rust image (Debian bookworm, the runtime's glibc).
-# Cargo.lock is honoured (--locked); the caches only speed up rebuilds.
+# Cargo.lock is honoured (--locked); the caches only speed up rebuilds. The
+# agent is built on its own: built with the others, it would get their crate
+# features too (cargo unifies them per build), and be larger.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p podid -p podid-agent-cli \
-    && install -D -m 0755 target/release/podid /out/podid \
-    && install -D -m 0755 target/release/podid-agent /out/podid-agent
+    cargo build --profile dist --locked -p podid-agent-cli \
+    && cargo build --profile dist --locked -p podid \
+    && install -D -m 0755 target/dist/podid /out/podid \
+    && install -D -m 0755 target/dist/podid-agent /out/podid-agent
 
 # Runtime stage: distroless (glibc, libgcc, CA certificates; no shell, no
 # package manager), non-root by default (uid 65532). Only the agent's pods

@@ -42,7 +42,10 @@ mkdir -p target/bench
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ] || [ "${wanted[*]}" != criterion ]; then
     log "building the shipped binaries (profile dist)"
-    cargo build --profile dist --locked -p podid -p podid-agent-cli -p podid-bench || exit 1
+    # The agent on its own, as the Dockerfile builds it (built with the
+    # others it would get their crate features too, and be larger).
+    cargo build --profile dist --locked -p podid-agent-cli || exit 1
+    cargo build --profile dist --locked -p podid -p podid-bench || exit 1
 fi
 if [ ${#wanted[@]} -eq 0 ]; then
     # The podid-bench benchmarks, in the order they run. Each is a

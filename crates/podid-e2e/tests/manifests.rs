@@ -993,7 +993,8 @@ fn args_use_flags_the_binary_has() {
         eprintln!("SKIPPED: {} is older than the sources; flags not cross-checked", bin.display());
         return;
     }
-    let mut checked = BTreeMap::<Vec<String>, BTreeSet<String>>::new();
+    // (executable, subcommand path) → flags used.
+    let mut checked = BTreeMap::<(String, Vec<String>), BTreeSet<String>>::new();
     for objects in all.values() {
         for (label, c) in all_containers(objects) {
             let args = c.args.clone().unwrap_or_default();
@@ -1003,15 +1004,20 @@ fn args_use_flags_the_binary_has() {
                 .filter(|a| a.starts_with("--"))
                 .map(|a| a.split('=').next().unwrap_or(a).to_owned())
                 .collect();
-            assert!(!path.is_empty(), "{label}: args start with a subcommand");
-            checked.entry(path).or_default().extend(flags);
+            // The image's /podid (a subcommand first) or its /podid-agent.
+            let program = match c.command.as_deref() {
+                Some([command]) => command.trim_start_matches('/').to_owned(),
+                _ => "podid".to_owned(),
+            };
+            assert!(program != "podid" || !path.is_empty(), "{label}: args start with a subcommand");
+            checked.entry((program, path)).or_default().extend(flags);
         }
     }
-    for (path, flags) in checked {
-        let output = Command::new(&bin).args(&path).arg("--help").output().expect("run podid");
+    for ((program, path), flags) in checked {
+        let output = Command::new(bin.with_file_name(&program)).args(&path).arg("--help").output().expect("run it");
         if !output.status.success() {
             eprintln!(
-                "NOTE: `podid {} --help` fails: this binary has no such subcommand yet; flags unchecked",
+                "NOTE: `{program} {} --help` fails: this binary has no such subcommand yet; flags unchecked",
                 path.join(" ")
             );
             continue;
@@ -1023,7 +1029,7 @@ fn args_use_flags_the_binary_has() {
             .map(str::to_owned)
             .collect();
         for f in flags {
-            assert!(known.contains(&f), "`podid {}` has no flag {f}; it has {known:?}", path.join(" "));
+            assert!(known.contains(&f), "`{program} {}` has no flag {f}; it has {known:?}", path.join(" "));
         }
     }
 }
@@ -1055,7 +1061,7 @@ fn dockerfile_builds_podid_and_podid_agent_into_a_non_root_distroless_image() {
     assert_eq!(froms.len(), 2, "a build stage and a runtime stage: {froms:?}");
     assert!(froms[0].contains("rust:") && froms[0].ends_with(" AS build"), "build stage: {}", froms[0]);
     assert!(froms[1].contains("gcr.io/distroless/cc-debian12:nonroot"), "runtime stage: {}", froms[1]);
-    assert!(text.contains("cargo build --release --locked -p podid"), "a locked release build of podid");
+    assert!(text.contains("cargo build --profile dist --locked -p podid"), "a locked build of podid's shipped profile");
     let runtime = &lines[lines.iter().position(|l| *l == froms[1]).expect("runtime stage")..];
     let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
     assert_eq!(copies.len(), 2, "the runtime stage copies the two executables only: {copies:?}");
