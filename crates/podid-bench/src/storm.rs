@@ -42,7 +42,7 @@ pub struct Args {
     /// The STS rate: the responder's limit and the broker's `--sts-max-rps`.
     #[arg(long, default_value_t = 100)]
     rate: u32,
-    /// The broker's `--sts-max-wait-ms` (default: the server's own default, 1000).
+    /// The broker's `--sts-max-wait-ms` (default: the server's own default, 600).
     #[arg(long)]
     sts_max_wait_ms: Option<u64>,
     /// A pod's attempt timeout, in milliseconds (botocore's container provider: 2 s).
@@ -197,7 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         "setup: podid server (STS rate {}/s, --sts-max-wait-ms {}), {} agents, {} pods ({} per agent) over {} associations; \
          pods retry: attempt timeout {} ms, backoff base {} ms cap {} ms, full jitter",
         args.rate,
-        args.sts_max_wait_ms.map_or_else(|| "default (1000)".to_owned(), |w| w.to_string()),
+        args.sts_max_wait_ms.map_or_else(|| "default (600)".to_owned(), |w| w.to_string()),
         args.agents,
         total,
         args.pods_per_agent,

@@ -60,8 +60,11 @@ pub struct ServerArgs {
     /// Most STS calls per second; further calls wait for a slot.
     #[arg(long, default_value_t = 50, env = "PODID_STS_MAX_RPS", value_parser = clap::value_parser!(u32).range(1..))]
     sts_max_rps: u32,
-    /// How long a call waits for an STS slot before ThrottlingException, in milliseconds.
-    #[arg(long, default_value_t = 1000, env = "PODID_STS_MAX_WAIT_MS")]
+    /// How long a call waits for an STS slot before ThrottlingException, in
+    /// milliseconds. The default keeps the wait plus an STS call inside the
+    /// agents' 1 s per attempt, so that in a storm they pass the throttling on
+    /// (429) instead of timing out (503, and counting the broker as down).
+    #[arg(long, default_value_t = 600, env = "PODID_STS_MAX_WAIT_MS")]
     sts_max_wait_ms: u64,
     /// Timeout of one STS call, in milliseconds.
     #[arg(long, default_value_t = 3000, env = "PODID_STS_TIMEOUT_MS")]
