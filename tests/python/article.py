@@ -78,8 +78,8 @@ import jsonpatch  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
-from node_helpers import AGENT_V4, Lines, NetNs, netns_supported  # noqa: E402
-from podid_helpers import REGION, ApiKey, aws_cli_bin, cli_env, make_keys, podid_bin, write_keys_file  # noqa: E402
+from node_helpers import AGENT_V4, NetNs, netns_supported  # noqa: E402
+from podid_helpers import REGION, ApiKey, Lines, aws_cli_bin, cli_env, make_keys, podid_bin, write_keys_file  # noqa: E402
 
 DATA = HERE / "article_data"
 MANIFESTS = DATA / "manifests.yaml"

@@ -14,10 +14,8 @@ socket `fn` opens lives in the node.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -26,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from podid_helpers import REGION, ApiKey, ServerProcess, agent_bin, podid_bin
+from podid_helpers import REGION, ApiKey, Lines, ServerProcess, agent_bin, podid_bin
 
 CLONE_NEWNET = 0x40000000
 AGENT_V4 = "169.254.170.23"
@@ -108,48 +106,6 @@ class NetNs:
 def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, (proc.args, proc.returncode, proc.stdout, proc.stderr)
     return proc
-
-
-# --------------------------------------------------------------------------
-# reading a child's stdout line by line, with a deadline
-
-
-class Lines:
-    """The stdout lines of a child, read as they come (the buffer is kept
-    across calls: several lines may arrive in one read)."""
-
-    def __init__(self, proc: subprocess.Popen, what: str, log_path: Path | None = None):
-        assert proc.stdout is not None
-        self.proc = proc
-        self.what = what
-        self.log_path = log_path
-        self._buf = b""
-
-    def _tail(self) -> str:
-        if self.log_path is None:
-            return ""
-        with contextlib.suppress(OSError):
-            return "\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        return ""
-
-    def next(self, timeout: float = 30.0) -> str:
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.proc.kill()
-                raise RuntimeError(f"{self.what} printed no line within {timeout}s{self._tail()}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                rc = self.proc.wait(timeout=5)
-                raise RuntimeError(f"{self.what} exited ({rc}) before printing its line{self._tail()}")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return line.decode().strip()
 
 
 # --------------------------------------------------------------------------

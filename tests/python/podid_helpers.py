@@ -156,6 +156,45 @@ def write_keys_file(path: Path, keys: Iterable[ApiKey]) -> Path:
 # the server process
 
 
+class Lines:
+    """The stdout lines of a child, read as they come (the buffer is kept
+    across calls: several lines may arrive in one read)."""
+
+    def __init__(self, proc: subprocess.Popen, what: str, log_path: Path | None = None):
+        assert proc.stdout is not None
+        self.proc = proc
+        self.what = what
+        self.log_path = log_path
+        self._buf = b""
+
+    def _tail(self) -> str:
+        if self.log_path is None:
+            return ""
+        with contextlib.suppress(OSError):
+            return "\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        return ""
+
+    def next(self, timeout: float = 30.0) -> str:
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.proc.kill()
+                raise RuntimeError(f"{self.what} printed no line within {timeout}s{self._tail()}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                rc = self.proc.wait(timeout=5)
+                raise RuntimeError(f"{self.what} exited ({rc}) before printing its line{self._tail()}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode().strip()
+
+
+
 class ServerProcess:
     """One `podid server` on 127.0.0.1:0 with its own SQLite file."""
 
@@ -223,30 +262,11 @@ class ServerProcess:
         return self
 
     def _read_listen_line(self, timeout: float) -> str:
-        """Reads the one stdout line the server prints once it is bound.
-
-        select() with a deadline only guards against a hung server; the
-        synchronisation itself is the line arriving."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.proc.kill()
-                raise RuntimeError(f"server printed no listen line:\n{self.log_tail()}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                rc = self.proc.wait(timeout=5)
-                raise RuntimeError(
-                    f"server exited ({rc}) before listening:\n{self.log_tail()}"
-                )
-            buf += chunk
-        line = buf.split(b"\n", 1)[0].strip()
+        """Reads the one stdout line the server prints once it is bound (the
+        deadline only guards against a hung server; the synchronisation
+        itself is the line arriving)."""
+        assert self.proc is not None
+        line = Lines(self.proc, "podid server", self.log_path).next(timeout).encode()
         m = self.LISTEN_LINE.match(line)
         if not m:
             self.proc.kill()
