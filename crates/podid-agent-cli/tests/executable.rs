@@ -7,8 +7,23 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-fn agent() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podid-agent"));
+/// `podid-agent`, and `podid agent` (the same command line in the multi-call
+/// binary) when the workspace's `podid` is built next to it.
+fn agents() -> Vec<Command> {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_podid-agent"));
+    let mut all = vec![agent(Command::new(exe))];
+    let podid = exe.with_file_name("podid");
+    if podid.is_file() {
+        let mut cmd = Command::new(podid);
+        cmd.arg("agent");
+        all.push(agent(cmd));
+    } else {
+        eprintln!("`podid agent` not checked: {} is not built (cargo build -p podid)", podid.display());
+    }
+    all
+}
+
+fn agent(mut cmd: Command) -> Command {
     cmd.env("AWS_ACCESS_KEY_ID", "AKIDPODIDAGENTTEST00")
         .env("AWS_SECRET_ACCESS_KEY", "podid-agent-test-secret-not-a-real-one0")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -28,11 +43,14 @@ fn http_get(addr: &str, path: &str, headers: &str) -> String {
 
 #[test]
 fn help_lists_the_agent_flags_and_init() {
-    let out = agent().arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--cluster-name", "--endpoint", "--bind-hosts", "--max-cache-size", "--max-refresh-ahead", "init"] {
-        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    for mut agent in agents() {
+        let out = agent.arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--cluster-name", "--endpoint", "--bind-hosts", "--max-cache-size", "--max-refresh-ahead", "init"]
+        {
+            assert!(text.contains(flag), "{agent:?}: --help lacks {flag}:\n{text}");
+        }
     }
 }
 
@@ -44,16 +62,24 @@ fn bad_flags_are_refused_with_a_message() {
         (&["--cluster-name", "c", "--bind-hosts", "localhost"][..], "'localhost' is not an IP address"),
         (&["--cluster-name", "c", "--max-refresh-ahead=lots"][..], "--max-refresh-ahead"),
     ] {
-        let out = agent().args(args).stdin(Stdio::null()).output().unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        for mut agent in agents() {
+            let out = agent.args(args).stdin(Stdio::null()).output().unwrap();
+            assert!(!out.status.success(), "{agent:?} {args:?} was accepted");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(says), "{agent:?} {args:?}: {stderr}");
+        }
     }
 }
 
 #[test]
 fn it_serves_probes_and_refuses_a_request_without_a_token() {
-    let mut child = agent()
+    for agent in agents() {
+        serves_probes_and_refuses_a_request_without_a_token(agent);
+    }
+}
+
+fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
+    let mut child = agent
         .args(["--cluster-name", "c", "--endpoint", "http://127.0.0.1:9", "--region", "us-east-1"])
         .args(["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0"])
         .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0", "--max-refresh-ahead", "16"])
