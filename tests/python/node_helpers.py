@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from podid_helpers import REGION, ApiKey, Lines, ServerProcess, agent_bin, podid_bin
+from podid_helpers import REGION, ApiKey, Lines, ServerProcess, agent_bin, podid_bin, stop_child
 
 CLONE_NEWNET = 0x40000000
 AGENT_V4 = "169.254.170.23"
@@ -202,18 +202,7 @@ class AgentProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Sends `sig`, waits, returns the exit status (None: had to be killed)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = None
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self._log.close()
-        return rc
+        return stop_child(self.proc, self._log, sig, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -156,6 +156,23 @@ def write_keys_file(path: Path, keys: Iterable[ApiKey]) -> Path:
 # the server process
 
 
+def stop_child(proc: subprocess.Popen, log, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+    """Sends `sig` to a child, waits, closes its stdout and `log`, and returns
+    its exit status (None: it had to be killed)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = None
+    if proc.stdout:
+        proc.stdout.close()
+    log.close()
+    return rc
+
+
 class Lines:
     """The stdout lines of a child, read as they come (the buffer is kept
     across calls: several lines may arrive in one read)."""
@@ -278,21 +295,10 @@ class ServerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         return ""
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         """SIGTERM, wait, and return the exit status."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = None
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self._log.close()
-        return rc
+        return stop_child(self.proc, self._log)
 
 
 # --------------------------------------------------------------------------

@@ -50,15 +50,10 @@ pub struct Args {
     /// maxResults of each page.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
-    /// CPUs of the server and of the raw store's calls (taskset syntax).
-    #[arg(long, default_value = "0")]
-    server_cpus: String,
-    /// CPUs of the API client (this process during the API rounds).
-    #[arg(long, default_value = "1")]
-    load_cpus: String,
-    /// Do not pin anything.
-    #[arg(long)]
-    no_pin: bool,
+    /// The server and the raw store's calls on the server's CPUs, the API
+    /// client (this process during the API rounds) on the load CPUs.
+    #[command(flatten)]
+    place: harness::Placement,
     /// The server's log filter.
     #[arg(long, default_value = "info")]
     server_log: String,
@@ -263,9 +258,8 @@ async fn measure(
     api_url: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<BackendResult> {
-    let pin = !args.no_pin;
     let cluster = TestCluster::generate()?;
-    let cpus = pin.then_some(args.server_cpus.as_str());
+    let cpus = args.place.server();
     let cluster_file = dir.join(format!("cluster-{name}.json"));
     std::fs::write(&cluster_file, serde_json::to_string(&cluster.record())?)?;
     let mut raw = RawStore::start(cpus, raw_url).await?;
@@ -273,15 +267,10 @@ async fn measure(
     // Never called: the association API does not issue credentials.
     let sts = StsResponder::start(1).await?;
     let server = ServerProcess::start(&ServerOptions {
-        podid: podid.to_path_buf(),
         database_url: api_url.to_owned(),
-        keys_file: harness::write_keys(dir)?,
-        sts_endpoint: sts.endpoint(),
-        sts_max_rps: 50,
-        sts_max_wait_ms: None,
-        cpus: pin.then(|| args.server_cpus.clone()),
-        log: args.server_log.clone(),
+        cpus: cpus.map(str::to_owned),
         log_file: dir.join(format!("server-{name}.log")),
+        ..ServerOptions::sqlite_in(podid, dir, sts.endpoint(), &args.server_log)?
     })
     .await?;
     let client = harness::admin_client(&server.endpoint)?;
@@ -450,13 +439,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         args.create_rounds,
         args.list_rounds,
         args.page_size,
-        if args.no_pin { "any" } else { args.server_cpus.as_str() },
-        if args.no_pin { "any" } else { args.load_cpus.as_str() },
+        args.place.server().unwrap_or("any"),
+        args.place.load().unwrap_or("any"),
         args.server_log
     );
-    if !args.no_pin {
-        harness::pin_self(&args.load_cpus);
-    }
+    args.place.pin_self_to_load();
     let mut results = Vec::new();
     for backend in backends {
         let dir = tempfile::tempdir()?;

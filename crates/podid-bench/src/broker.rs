@@ -53,15 +53,10 @@ pub struct Args {
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// CPUs of the server (and of the baseline), taskset syntax.
-    #[arg(long, default_value = "0")]
-    server_cpus: String,
-    /// CPUs of this process (the load generator).
-    #[arg(long, default_value = "1")]
-    load_cpus: String,
-    /// Do not pin anything (for machines without taskset).
-    #[arg(long)]
-    no_pin: bool,
+    /// The server and the baseline on the server's CPUs, the load generator
+    /// (this process) on the load CPUs.
+    #[command(flatten)]
+    place: harness::Placement,
     /// The server's log filter (its default, `info`, writes one access-log line per request).
     #[arg(long, default_value = "info")]
     server_log: String,
@@ -188,33 +183,31 @@ fn sigv4_round(keys: &podid_server::keys::KeyRing, requests: &[(http::HeaderMap,
     Ok(requests.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The round's requests as header maps and bodies, for [`sigv4_round`].
-fn request_parts(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<(http::HeaderMap, Vec<u8>)>> {
+/// One signed `AssumeRoleForPodIdentity` call per token, built by `build`
+/// from the path, the JSON body and the signing time.
+fn signed_calls<T>(
+    tokens: &[String],
+    build: impl Fn(&str, Vec<u8>, SystemTime) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let path = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity");
     let now = SystemTime::now();
-    tokens
-        .iter()
-        .map(|t| {
-            let body = serde_json::to_vec(&serde_json::json!({ "token": t }))?;
-            let mut headers = http::HeaderMap::new();
-            for (k, v) in harness::signed_headers(addr, "POST", &path, &body, now)? {
-                headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(&v)?);
-            }
-            Ok((headers, body))
-        })
-        .collect()
+    tokens.iter().map(|t| build(&path, serde_json::to_vec(&serde_json::json!({ "token": t }))?, now)).collect()
 }
 
+/// The round's requests as header maps and bodies, for [`sigv4_round`].
+fn request_parts(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<(http::HeaderMap, Vec<u8>)>> {
+    signed_calls(tokens, |path, body, now| {
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in harness::signed_headers(addr, "POST", path, &body, now)? {
+            headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(&v)?);
+        }
+        Ok((headers, body))
+    })
+}
+
+/// The round's requests as the bytes sent.
 fn request_bytes(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
-    let path = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity");
-    let now = SystemTime::now();
-    tokens
-        .iter()
-        .map(|t| {
-            let body = serde_json::to_vec(&serde_json::json!({ "token": t }))?;
-            harness::signed_request(addr, "POST", &path, &body, now)
-        })
-        .collect()
+    signed_calls(tokens, |path, body, now| harness::signed_request(addr, "POST", path, &body, now))
 }
 
 struct ServerRound {
@@ -239,23 +232,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if args.pods == 0 || args.associations == 0 || args.rounds == 0 || args.requests == 0 {
         bail!("--pods, --associations, --rounds and --requests must be positive");
     }
-    let pin = !args.no_pin;
-    if pin {
-        harness::pin_self(&args.load_cpus);
-    }
+    args.place.pin_self_to_load();
     let dir = tempfile::tempdir()?;
     let sts = StsResponder::start(1_000_000).await?;
     let cluster = TestCluster::generate()?;
     let options = ServerOptions {
-        podid: podid.clone(),
-        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()),
-        keys_file: harness::write_keys(dir.path())?,
-        sts_endpoint: sts.endpoint(),
         sts_max_rps: 10_000,
         sts_max_wait_ms: Some(30_000),
-        cpus: pin.then(|| args.server_cpus.clone()),
-        log: args.server_log.clone(),
-        log_file: dir.path().join("server.log"),
+        cpus: args.place.server().map(str::to_owned),
+        ..ServerOptions::sqlite_in(&podid, dir.path(), sts.endpoint(), &args.server_log)?
     };
     let server = ServerProcess::start(&options).await?;
     println!(
@@ -263,9 +248,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         podid.display(),
         server.endpoint,
         args.server_log,
-        if pin { args.server_cpus.as_str() } else { "any" },
+        args.place.server().unwrap_or("any"),
         args.client,
-        if pin { args.load_cpus.as_str() } else { "any" },
+        args.place.load().unwrap_or("any"),
         args.connections
     );
     let admin = harness::admin_client(&server.endpoint)?;
@@ -318,10 +303,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     std::fs::write(&body_file, conn.body())?;
     drop(conn);
     let body_arg = body_file.display().to_string();
-    let floor_server =
-        common::ChildServer::start(&["baseline", "--body-file", &body_arg], pin.then_some(args.server_cpus.as_str()))
-            .await
-            .context("starting the HTTP floor server")?;
+    let floor_server = common::ChildServer::start(&["baseline", "--body-file", &body_arg], args.place.server())
+        .await
+        .context("starting the HTTP floor server")?;
 
     let jwk = &cluster.key.jwk();
     let verifier = Verifier::new(jwk)?;
@@ -360,23 +344,19 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut all_latencies = Vec::new();
     for (r, tokens) in rounds.iter().enumerate() {
         // Baseline: one thread on the server's CPU.
-        if pin {
-            harness::pin_self(&args.server_cpus);
-        }
+        args.place.pin_self_to_server();
         let parts = request_parts(server.addr, tokens)?;
         let (sig_rate, sig_cpu_rate, full_rate, sigv4_rate) = tokio::task::block_in_place(|| {
             let (sig, sig_cpu, full) = baseline_round(&verifier, &trust, &keys, tokens)?;
             Ok::<_, anyhow::Error>((sig, sig_cpu, full, sigv4_round(&ring, &parts)?))
         })?;
-        if pin {
-            harness::pin_self(&args.load_cpus);
-        }
+        args.place.pin_self_to_load();
         // The server: the same tokens, each in a new request.
         let requests = Arc::new(request_bytes(server.addr, tokens)?);
         // The HTTP floor: the same requests to a server that only answers.
         let floor = drive(floor_server.addr, &requests, args.connections, args.client).await?;
         let floor_rate = floor.rps();
-        let round = server_round(&server, requests, args.connections, &args.server_cpus, args.client).await?;
+        let round = server_round(&server, requests, args.connections, &args.place.server_cpus, args.client).await?;
         if round.load.errors > 0 {
             bail!(
                 "round {}: {} of {} calls failed; first: {}",

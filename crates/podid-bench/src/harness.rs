@@ -122,6 +122,25 @@ pub struct ServerOptions {
     pub log_file: PathBuf,
 }
 
+impl ServerOptions {
+    /// A server on a SQLite file in `dir`, with the benchmark's keys file
+    /// there, asking `sts_endpoint` (at most 50 calls/s, the default wait),
+    /// unpinned, logging at `log` into `dir/server.log`.
+    pub fn sqlite_in(podid: &Path, dir: &Path, sts_endpoint: String, log: &str) -> anyhow::Result<ServerOptions> {
+        Ok(ServerOptions {
+            podid: podid.to_path_buf(),
+            database_url: format!("sqlite://{}", dir.join("podid.db").display()),
+            keys_file: write_keys(dir)?,
+            sts_endpoint,
+            sts_max_rps: 50,
+            sts_max_wait_ms: None,
+            cpus: None,
+            log: log.to_owned(),
+            log_file: dir.join("server.log"),
+        })
+    }
+}
+
 /// A running `podid server`, killed on drop.
 pub struct ServerProcess {
     child: Child,
@@ -642,6 +661,46 @@ mod tests {
         assert!(text.contains("authorization: AWS4-HMAC-SHA256 Credential=AKIDPODIDBENCH000000/"));
         assert!(text.contains("/eks-auth/aws4_request"));
         assert!(text.ends_with("content-length: 2\r\n\r\n{}"));
+    }
+}
+
+/// Where a benchmark's processes run (taskset CPU lists).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Placement {
+    /// CPUs of the server (and of what is measured against it), taskset syntax.
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+    /// CPUs of this process (the load generator).
+    #[arg(long, default_value = "1")]
+    pub load_cpus: String,
+    /// Do not pin anything (for machines without taskset).
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+impl Placement {
+    /// The server's CPUs, unless nothing is pinned.
+    pub fn server(&self) -> Option<&str> {
+        (!self.no_pin).then_some(self.server_cpus.as_str())
+    }
+
+    /// The load generator's CPUs, unless nothing is pinned.
+    pub fn load(&self) -> Option<&str> {
+        (!self.no_pin).then_some(self.load_cpus.as_str())
+    }
+
+    /// Pins this process to the server's CPUs (for a baseline measured in it).
+    pub fn pin_self_to_server(&self) {
+        if let Some(cpus) = self.server() {
+            pin_self(cpus);
+        }
+    }
+
+    /// Pins this process to the load generator's CPUs.
+    pub fn pin_self_to_load(&self) {
+        if let Some(cpus) = self.load() {
+            pin_self(cpus);
+        }
     }
 }
 

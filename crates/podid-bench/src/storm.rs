@@ -150,15 +150,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let sts = StsResponder::start(args.rate).await?;
     let cluster = TestCluster::generate()?;
     let options = ServerOptions {
-        podid: podid.clone(),
-        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()),
-        keys_file: harness::write_keys(dir.path())?,
-        sts_endpoint: sts.endpoint(),
         sts_max_rps: args.rate,
         sts_max_wait_ms: args.sts_max_wait_ms,
-        cpus: None,
-        log: args.server_log.clone(),
-        log_file: dir.path().join("server.log"),
+        ..ServerOptions::sqlite_in(&podid, dir.path(), sts.endpoint(), &args.server_log)?
     };
     let server = ServerProcess::start(&options).await?;
     let admin = harness::admin_client(&server.endpoint)?;
