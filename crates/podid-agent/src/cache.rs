@@ -92,13 +92,23 @@ pub enum Outcome {
     Joined,
 }
 
-/// Credentials to answer with.
-#[derive(Debug, Clone)]
+/// Credentials to answer with. Its `Debug` leaves the body out (it holds
+/// the secret key and the session token).
+#[derive(Clone)]
 pub struct Served {
     /// The pre-serialised container-credentials body.
     pub body: Bytes,
     /// How it was found.
     pub outcome: Outcome,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("outcome", &self.outcome)
+            .finish()
+    }
 }
 
 /// Why a request gets no credentials.
@@ -361,7 +371,7 @@ impl CredentialCache {
             inner.front.get(&tag).filter(|d| inner.entries.get(*d).is_some_and(|e| e.holds(token))).copied()
         };
         let digest = kept.unwrap_or_else(|| token::digest(token));
-        match self.lookup(&digest, token, now) {
+        match self.lookup(&digest, token, tag, now) {
             Lookup::Served(served) => Step::Done(Ok(served)),
             Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
             Lookup::Miss => match token::inspect(token, now) {
@@ -377,8 +387,8 @@ impl CredentialCache {
         self.fetch(digest, tag, token, info, now).await.map_err(Refusal::Upstream)
     }
 
-    /// The entry for `digest`, the key of `token`.
-    fn lookup(self: &Arc<Self>, digest: &TokenDigest, token: &str, now: SystemTime) -> Lookup {
+    /// The entry for `digest`, the key of `token` (whose fast-hash tag is `tag`).
+    fn lookup(self: &Arc<Self>, digest: &TokenDigest, token: &str, tag: u64, now: SystemTime) -> Lookup {
         let stale = {
             let inner = self.read();
             let Some(entry) = inner.entries.get(digest) else { return Lookup::Miss };
@@ -417,7 +427,7 @@ impl CredentialCache {
         };
         self.metrics.cache_stale.inc();
         tracing::debug!("serving credentials past their refresh time");
-        self.start_refresh(*digest, &stale, SecretToken::new(token), now);
+        self.start_refresh(*digest, &stale, token, tag, now);
         Lookup::Served(Served { body: stale.answer.body(), outcome: Outcome::Stale })
     }
 
@@ -467,13 +477,15 @@ impl CredentialCache {
         Ok(Served { body, outcome })
     }
 
-    /// Starts a background refresh of `entry` (whose token is `token`) unless
-    /// one is under way or its retry time has not come.
+    /// Starts a background refresh of `entry` (whose token is `token`, with
+    /// fast-hash tag `tag`) unless one is under way or its retry time has not
+    /// come.
     fn start_refresh(
         self: &Arc<Self>,
         digest: TokenDigest,
         entry: &Arc<Entry>,
-        token: SecretToken,
+        token: &str,
+        tag: u64,
         now: SystemTime,
     ) -> Option<Flight> {
         if epoch_ms(now) < entry.retry_at_ms.load(Ordering::Relaxed) {
@@ -487,7 +499,7 @@ impl CredentialCache {
         flights.insert(digest, rx.clone());
         drop(flights);
         let cache = self.clone();
-        let token = KeptToken { tag: self.front_hash.hash_one(token.expose().as_bytes()), token };
+        let token = KeptToken { token: SecretToken::new(token), tag };
         let claims = entry.claims;
         tokio::spawn(async move { cache.run_flight(digest, token, claims, tx, Kind::Refresh).await });
         Some(rx)
@@ -668,8 +680,8 @@ impl CredentialCache {
         }
         due.iter()
             .filter_map(|(d, e)| {
-                let token = e.kept.as_ref()?.token.clone();
-                self.start_refresh(*d, e, token, now)
+                let kept = e.kept.as_ref()?;
+                self.start_refresh(*d, e, kept.token.expose(), kept.tag, now)
             })
             .collect()
     }
@@ -840,6 +852,8 @@ mod tests {
         }
         assert_eq!(f.source.calls(), 1);
         assert_eq!(f.metrics.cache_hit.get(), 100);
+        let shown = format!("{:?}", f.cache.get(&token).await.unwrap());
+        assert!(!shown.contains("secret") && !shown.contains("session"), "Debug hides the credentials: {shown}");
         assert_eq!(f.metrics.cached_entries.get(), 1);
         // Another pod is another entry.
         assert_eq!(f.key_id(&f.token("pod-b")).await, ("ASIA2".to_owned(), Outcome::Miss));

@@ -77,8 +77,9 @@ pub fn credentials_body(credentials: &FetchedCredentials) -> Bytes {
 /// The others hold it compact: the same JSON with the session token — most
 /// of the body, and base64 — stored as the bytes it encodes (3/4 the size)
 /// and encoded again for each answer (about a microsecond). A token that is
-/// not canonical base64 is kept as it is.
-#[derive(Debug, Clone)]
+/// not canonical base64 is kept as it is. Its `Debug` shows sizes only: the
+/// body holds the secret key and the session token.
+#[derive(Clone)]
 pub enum StoredAnswer {
     /// The body, ready to send.
     Ready(Bytes),
@@ -87,11 +88,20 @@ pub enum StoredAnswer {
 }
 
 /// `prefix ++ base64(token) ++ suffix`, stored as `prefix ++ token ++ suffix`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompactAnswer {
     parts: Box<[u8]>,
     token_at: usize,
     token_len: usize,
+}
+
+impl std::fmt::Debug for StoredAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredAnswer::Ready(body) => write!(f, "Ready(<{} bytes>)", body.len()),
+            StoredAnswer::Compact(c) => write!(f, "Compact(<{} bytes>)", c.parts.len()),
+        }
+    }
 }
 
 impl StoredAnswer {
@@ -199,6 +209,15 @@ mod tests {
                 StoredAnswer::Ready(_) => assert_eq!(len, 0, "{len}: base64 tokens are stored compact"),
             }
             assert_eq!(stored.body(), body, "{len}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_credentials() {
+        let body = with_token("QUJD");
+        for stored in [StoredAnswer::Ready(body.clone()), StoredAnswer::compact(body, "QUJD")] {
+            let shown = format!("{stored:?}");
+            assert!(!shown.contains("QUJD") && !shown.contains("secret/key"), "{shown}");
         }
     }
 
