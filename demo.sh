@@ -36,9 +36,9 @@ STEP="set-up 1/2: scripts/setup.sh demo"
 printf '%s==> [%s] Python venv with the pinned moto, boto3 and aws CLI%s\n' "$B" "$STEP" "$N"
 scripts/setup.sh demo
 
-STEP="set-up 2/2: cargo build -p podid"
+STEP="set-up 2/2: cargo build -p podid -p podid-agent-cli"
 printf '\n%s==> [%s] build podid%s\n' "$B" "$STEP" "$N"
-cargo build --quiet --locked -p podid
+cargo build --quiet --locked -p podid -p podid-agent-cli
 
 # From here on the player reports (and cleans up) by itself.
 trap - EXIT INT TERM
