@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_credential_types::provider::ProvideCredentials;
 use clap::{Args, Subcommand};
-use podid_agent::{Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings};
+use podid_agent::{
+    Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
+};
 
 /// `podid agent [init]`.
 #[derive(Debug, Args)]
@@ -46,17 +48,37 @@ async fn init() -> anyhow::Result<()> {
     use podid_netinit::AddressOutcome;
     let report = podid_netinit::ensure_agent_addresses().await?;
     if report.fell_back_to_loopback {
-        println!("the kernel has no dummy link driver: using lo instead of {}", podid_netinit::LINK_NAME);
+        println!(
+            "the kernel has no dummy link driver: using lo instead of {}",
+            podid_netinit::LINK_NAME
+        );
     }
-    println!("link {}: {}", report.link, if report.link_created { "created" } else { "present" });
+    println!(
+        "link {}: {}",
+        report.link,
+        if report.link_created {
+            "created"
+        } else {
+            "present"
+        }
+    );
     for (ip, outcome) in &report.addresses {
         match outcome {
             AddressOutcome::Present => println!("address {ip}: present"),
             AddressOutcome::Added => println!("address {ip}: added"),
-            AddressOutcome::Failed(why) => println!("address {ip}: NOT added ({why}); serving without it"),
+            AddressOutcome::Failed(why) => {
+                println!("address {ip}: NOT added ({why}); serving without it")
+            }
         }
     }
-    println!("{}", if report.changed() { "changed" } else { "nothing to change" });
+    println!(
+        "{}",
+        if report.changed() {
+            "changed"
+        } else {
+            "nothing to change"
+        }
+    );
     Ok(())
 }
 
@@ -114,8 +136,13 @@ pub struct AgentArgs {
 
 fn parse_bind_host(s: &str) -> Result<IpAddr, String> {
     let s = s.trim();
-    let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
-    inner.parse().map_err(|_| format!("'{s}' is not an IP address"))
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    inner
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IP address"))
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
@@ -125,7 +152,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         bail!("--cluster-name must not be empty");
     }
     if let Some(endpoint) = &args.endpoint {
-        let url = url::Url::parse(endpoint).with_context(|| format!("--endpoint '{endpoint}' is not a URL"))?;
+        let url = url::Url::parse(endpoint)
+            .with_context(|| format!("--endpoint '{endpoint}' is not a URL"))?;
         if !matches!(url.scheme(), "http" | "https") {
             bail!("--endpoint must be an http:// or https:// URL");
         }
@@ -137,7 +165,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sdk = loader.load().await;
     if sdk.region().is_none() {
         tracing::warn!("no AWS region configured (--region or AWS_REGION); signing for us-east-1");
-        sdk = sdk.into_builder().region(aws_config::Region::new("us-east-1")).build();
+        sdk = sdk
+            .into_builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
     }
     match sdk.credentials_provider() {
         Some(provider) => {
@@ -147,8 +178,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => tracing::warn!("no AWS credentials provider: broker calls are unsigned"),
     }
-    let upstream =
-        EksAuthUpstream::new(&sdk, args.endpoint.as_deref(), cluster_name.clone(), &UpstreamSettings::default());
+    let upstream = EksAuthUpstream::new(
+        &sdk,
+        args.endpoint.as_deref(),
+        cluster_name.clone(),
+        &UpstreamSettings::default(),
+    );
     let config = AgentConfig {
         bind_hosts: args.bind_hosts,
         port: args.port,
@@ -197,9 +232,18 @@ mod tests {
 
     #[test]
     fn bind_hosts_take_brackets_or_not() {
-        assert_eq!(parse_bind_host("169.254.170.23").unwrap().to_string(), "169.254.170.23");
-        assert_eq!(parse_bind_host("[fd00:ec2::23]").unwrap().to_string(), "fd00:ec2::23");
-        assert_eq!(parse_bind_host("fd00:ec2::23").unwrap().to_string(), "fd00:ec2::23");
+        assert_eq!(
+            parse_bind_host("169.254.170.23").unwrap().to_string(),
+            "169.254.170.23"
+        );
+        assert_eq!(
+            parse_bind_host("[fd00:ec2::23]").unwrap().to_string(),
+            "fd00:ec2::23"
+        );
+        assert_eq!(
+            parse_bind_host("fd00:ec2::23").unwrap().to_string(),
+            "fd00:ec2::23"
+        );
         assert!(parse_bind_host("localhost").is_err());
     }
 }

@@ -18,14 +18,20 @@ fn agents() -> Vec<Command> {
         cmd.arg("agent");
         all.push(agent(cmd));
     } else {
-        eprintln!("`podid agent` not checked: {} is not built (cargo build -p podid)", podid.display());
+        eprintln!(
+            "`podid agent` not checked: {} is not built (cargo build -p podid)",
+            podid.display()
+        );
     }
     all
 }
 
 fn agent(mut cmd: Command) -> Command {
     cmd.env("AWS_ACCESS_KEY_ID", "AKIDPODIDAGENTTEST00")
-        .env("AWS_SECRET_ACCESS_KEY", "podid-agent-test-secret-not-a-real-one0")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "podid-agent-test-secret-not-a-real-one0",
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -35,7 +41,11 @@ fn agent(mut cmd: Command) -> Command {
 
 fn http_get(addr: &str, path: &str, headers: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
@@ -47,9 +57,18 @@ fn help_lists_the_agent_flags_and_init() {
         let out = agent.arg("--help").output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
-        for flag in ["--cluster-name", "--endpoint", "--bind-hosts", "--max-cache-size", "--max-refresh-ahead", "init"]
-        {
-            assert!(text.contains(flag), "{agent:?}: --help lacks {flag}:\n{text}");
+        for flag in [
+            "--cluster-name",
+            "--endpoint",
+            "--bind-hosts",
+            "--max-cache-size",
+            "--max-refresh-ahead",
+            "init",
+        ] {
+            assert!(
+                text.contains(flag),
+                "{agent:?}: --help lacks {flag}:\n{text}"
+            );
         }
     }
 }
@@ -57,10 +76,22 @@ fn help_lists_the_agent_flags_and_init() {
 #[test]
 fn bad_flags_are_refused_with_a_message() {
     for (args, says) in [
-        (&["--cluster-name", " ", "--endpoint", "http://127.0.0.1:9"][..], "--cluster-name must not be empty"),
-        (&["--cluster-name", "c", "--endpoint", "ftp://x"][..], "--endpoint must be an http:// or https:// URL"),
-        (&["--cluster-name", "c", "--bind-hosts", "localhost"][..], "'localhost' is not an IP address"),
-        (&["--cluster-name", "c", "--max-refresh-ahead=lots"][..], "--max-refresh-ahead"),
+        (
+            &["--cluster-name", " ", "--endpoint", "http://127.0.0.1:9"][..],
+            "--cluster-name must not be empty",
+        ),
+        (
+            &["--cluster-name", "c", "--endpoint", "ftp://x"][..],
+            "--endpoint must be an http:// or https:// URL",
+        ),
+        (
+            &["--cluster-name", "c", "--bind-hosts", "localhost"][..],
+            "'localhost' is not an IP address",
+        ),
+        (
+            &["--cluster-name", "c", "--max-refresh-ahead=lots"][..],
+            "--max-refresh-ahead",
+        ),
     ] {
         for mut agent in agents() {
             let out = agent.args(args).stdin(Stdio::null()).output().unwrap();
@@ -80,9 +111,30 @@ fn it_serves_probes_and_refuses_a_request_without_a_token() {
 
 fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
     let mut child = agent
-        .args(["--cluster-name", "c", "--endpoint", "http://127.0.0.1:9", "--region", "us-east-1"])
-        .args(["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0"])
-        .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0", "--max-refresh-ahead", "16"])
+        .args([
+            "--cluster-name",
+            "c",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--region",
+            "us-east-1",
+        ])
+        .args([
+            "--bind-hosts",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--probe-port",
+            "0",
+        ])
+        .args([
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--max-refresh-ahead",
+            "16",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -90,7 +142,10 @@ fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut listening, mut probes) = (None, None);
     while listening.is_none() || probes.is_none() {
-        let line = lines.next().expect("the agent printed its addresses").unwrap();
+        let line = lines
+            .next()
+            .expect("the agent printed its addresses")
+            .unwrap();
         if let Some(a) = line.strip_prefix("podid agent listening on ") {
             listening = Some(a.to_owned());
         } else if let Some(a) = line.strip_prefix("podid agent probes on ") {
@@ -101,7 +156,10 @@ fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let refused = http_get(listening.as_deref().unwrap(), "/v1/credentials", "");
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
-    assert!(refused.contains("\"code\""), "the container-credentials error shape: {refused}");
+    assert!(
+        refused.contains("\"code\""),
+        "the container-credentials error shape: {refused}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

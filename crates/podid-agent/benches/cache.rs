@@ -19,7 +19,8 @@ use podid_agent::cache::{Outcome, Step};
 use podid_agent::metrics::AgentMetrics;
 use podid_agent::upstream::Secret;
 use podid_agent::{
-    token, CachePolicy, CredentialCache, CredentialSource, FetchedCredentials, SystemClock, UpstreamError,
+    token, CachePolicy, CredentialCache, CredentialSource, FetchedCredentials, SystemClock,
+    UpstreamError,
 };
 
 /// Answers like STS: an 800-byte session token, one hour of validity.
@@ -33,8 +34,11 @@ impl CredentialSource for Fixed {
             secret_access_key: Secret::new("x".repeat(40)),
             // Like STS's: base64 of binary.
             session_token: Secret::new(
-                base64::engine::general_purpose::STANDARD
-                    .encode((0..600u32).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>()),
+                base64::engine::general_purpose::STANDARD.encode(
+                    (0..600u32)
+                        .map(|i| (i * 37 % 251) as u8)
+                        .collect::<Vec<u8>>(),
+                ),
             ),
             expiration: SystemTime::now() + Duration::from_secs(3600),
             assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
@@ -44,7 +48,10 @@ impl CredentialSource for Fixed {
 
 /// A projected-token-shaped JWT for pod `i` (~1.2 KiB, unsigned).
 fn token(i: usize) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let header = serde_json::json!({"alg": "RS256", "kid": "k".repeat(43)});
     let claims = serde_json::json!({
         "aud": ["pods.eks.amazonaws.com"], "exp": now + 86_400, "iat": now, "nbf": now,
@@ -58,7 +65,12 @@ fn token(i: usize) -> String {
         },
     });
     let seg = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    format!("{}.{}.{}", seg(&header), seg(&claims), URL_SAFE_NO_PAD.encode([i as u8; 256]))
+    format!(
+        "{}.{}.{}",
+        seg(&header),
+        seg(&claims),
+        URL_SAFE_NO_PAD.encode([i as u8; 256])
+    )
 }
 
 fn filled(pods: usize, runtime: &tokio::runtime::Runtime) -> (Arc<CredentialCache>, Vec<String>) {
@@ -86,22 +98,35 @@ fn hit(cache: &Arc<CredentialCache>, token: &str) -> bytes::Bytes {
 }
 
 fn bench_cache(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("agent_cache");
     group.throughput(criterion::Throughput::Elements(1));
     // A pod whose entry keeps its token (the first `max_refresh_ahead`):
     // matched by fast hash and comparison, answer ready.
     let (cache, tokens) = filled(1, &runtime);
-    group.bench_function("hit_kept_1_pods", |b| b.iter(|| hit(&cache, black_box(&tokens[0]))));
+    group.bench_function("hit_kept_1_pods", |b| {
+        b.iter(|| hit(&cache, black_box(&tokens[0])))
+    });
     let (cache, tokens) = filled(10_000, &runtime);
     let kept = CachePolicy::default().max_refresh_ahead;
-    group.bench_function("hit_kept_10000_pods", |b| b.iter(|| hit(&cache, black_box(&tokens[kept / 2]))));
+    group.bench_function("hit_kept_10000_pods", |b| {
+        b.iter(|| hit(&cache, black_box(&tokens[kept / 2])))
+    });
     // Beyond them: SHA-256 key, compact answer encoded again.
-    group.bench_function("hit_compact_10000_pods", |b| b.iter(|| hit(&cache, black_box(&tokens[5_000]))));
+    group.bench_function("hit_compact_10000_pods", |b| {
+        b.iter(|| hit(&cache, black_box(&tokens[5_000])))
+    });
     let probe = token(7);
-    group.bench_function("token_digest", |b| b.iter(|| token::digest(black_box(&probe))));
+    group.bench_function("token_digest", |b| {
+        b.iter(|| token::digest(black_box(&probe)))
+    });
     group.bench_function("token_inspect", |b| {
-        b.iter(|| token::inspect(black_box(&probe), SystemTime::now()).expect("a well-formed token"))
+        b.iter(|| {
+            token::inspect(black_box(&probe), SystemTime::now()).expect("a well-formed token")
+        })
     });
     group.finish();
 }

@@ -165,7 +165,10 @@ struct Claims {
 
 impl From<&TokenInfo> for Claims {
     fn from(info: &TokenInfo) -> Self {
-        Claims { expires: info.expires, pod: info.pod_uid.as_deref().map(pod_key) }
+        Claims {
+            expires: info.expires,
+            pod: info.pod_uid.as_deref().map(pod_key),
+        }
     }
 }
 
@@ -198,9 +201,9 @@ impl Entry {
 
     /// Whether `token` is exactly the token this entry keeps (constant time).
     fn holds(&self, token: &str) -> bool {
-        self.kept
-            .as_ref()
-            .is_some_and(|k| constant_time_eq::constant_time_eq(k.token.expose().as_bytes(), token.as_bytes()))
+        self.kept.as_ref().is_some_and(|k| {
+            constant_time_eq::constant_time_eq(k.token.expose().as_bytes(), token.as_bytes())
+        })
     }
 }
 
@@ -217,7 +220,9 @@ struct Inner {
 impl Inner {
     /// Removes `digest` (if `only` is given: only while it is that entry).
     fn remove(&mut self, digest: &TokenDigest, only: Option<&Arc<Entry>>) -> bool {
-        let Some(current) = self.entries.get(digest) else { return false };
+        let Some(current) = self.entries.get(digest) else {
+            return false;
+        };
         if only.is_some_and(|e| !Arc::ptr_eq(e, current)) {
             return false;
         }
@@ -258,7 +263,9 @@ impl Inner {
 }
 
 fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The agent's credential cache. See the module docs for the policy.
@@ -278,7 +285,10 @@ pub struct CredentialCache {
 
 impl std::fmt::Debug for CredentialCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialCache").field("policy", &self.policy).field("len", &self.len()).finish()
+        f.debug_struct("CredentialCache")
+            .field("policy", &self.policy)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -368,30 +378,58 @@ impl CredentialCache {
         let tag = self.front_hash.hash_one(token.as_bytes());
         let kept = {
             let inner = self.read();
-            inner.front.get(&tag).filter(|d| inner.entries.get(*d).is_some_and(|e| e.holds(token))).copied()
+            inner
+                .front
+                .get(&tag)
+                .filter(|d| inner.entries.get(*d).is_some_and(|e| e.holds(token)))
+                .copied()
         };
         let digest = kept.unwrap_or_else(|| token::digest(token));
         match self.lookup(&digest, token, tag, now) {
             Lookup::Served(served) => Step::Done(Ok(served)),
             Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
             Lookup::Miss => match token::inspect(token, now) {
-                Ok(info) => Step::Fetch(Pending { digest, tag, info, now }),
+                Ok(info) => Step::Fetch(Pending {
+                    digest,
+                    tag,
+                    info,
+                    now,
+                }),
                 Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
             },
         }
     }
 
     /// Asks the broker for `token` (or joins the call under way).
-    pub async fn finish(self: &Arc<Self>, token: &str, pending: Pending) -> Result<Served, Refusal> {
-        let Pending { digest, tag, info, now } = pending;
-        self.fetch(digest, tag, token, info, now).await.map_err(Refusal::Upstream)
+    pub async fn finish(
+        self: &Arc<Self>,
+        token: &str,
+        pending: Pending,
+    ) -> Result<Served, Refusal> {
+        let Pending {
+            digest,
+            tag,
+            info,
+            now,
+        } = pending;
+        self.fetch(digest, tag, token, info, now)
+            .await
+            .map_err(Refusal::Upstream)
     }
 
     /// The entry for `digest`, the key of `token` (whose fast-hash tag is `tag`).
-    fn lookup(self: &Arc<Self>, digest: &TokenDigest, token: &str, tag: u64, now: SystemTime) -> Lookup {
+    fn lookup(
+        self: &Arc<Self>,
+        digest: &TokenDigest,
+        token: &str,
+        tag: u64,
+        now: SystemTime,
+    ) -> Lookup {
         let stale = {
             let inner = self.read();
-            let Some(entry) = inner.entries.get(digest) else { return Lookup::Miss };
+            let Some(entry) = inner.entries.get(digest) else {
+                return Lookup::Miss;
+            };
             if entry.token_expired(now) {
                 let entry = entry.clone();
                 drop(inner);
@@ -401,9 +439,14 @@ impl CredentialCache {
                 }
                 return Lookup::TokenExpired;
             }
-            let freshness = self.policy.freshness(now, entry.refresh_at, entry.serve_until);
+            let freshness = self
+                .policy
+                .freshness(now, entry.refresh_at, entry.serve_until);
             if freshness != Freshness::Unservable {
-                entry.last_access.store(self.access_counter.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                entry.last_access.store(
+                    self.access_counter.fetch_add(1, Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
                 if !entry.used.load(Ordering::Relaxed) {
                     entry.used.store(true, Ordering::Relaxed);
                 }
@@ -411,7 +454,10 @@ impl CredentialCache {
             match freshness {
                 Freshness::Fresh => {
                     self.metrics.cache_hit.inc();
-                    return Lookup::Served(Served { body: entry.answer.body(), outcome: Outcome::Hit });
+                    return Lookup::Served(Served {
+                        body: entry.answer.body(),
+                        outcome: Outcome::Hit,
+                    });
                 }
                 Freshness::Stale => entry.clone(),
                 Freshness::Unservable => {
@@ -428,7 +474,10 @@ impl CredentialCache {
         self.metrics.cache_stale.inc();
         tracing::debug!("serving credentials past their refresh time");
         self.start_refresh(*digest, &stale, token, tag, now);
-        Lookup::Served(Served { body: stale.answer.body(), outcome: Outcome::Stale })
+        Lookup::Served(Served {
+            body: stale.answer.body(),
+            outcome: Outcome::Stale,
+        })
     }
 
     /// A servable entry, without touching it (for the single-flight re-check).
@@ -436,7 +485,10 @@ impl CredentialCache {
         let inner = self.read();
         let entry = inner.entries.get(digest)?;
         let servable = !entry.token_expired(now)
-            && self.policy.freshness(now, entry.refresh_at, entry.serve_until) != Freshness::Unservable;
+            && self
+                .policy
+                .freshness(now, entry.refresh_at, entry.serve_until)
+                != Freshness::Unservable;
         servable.then(|| entry.answer.body())
     }
 
@@ -457,14 +509,24 @@ impl CredentialCache {
                     // leaving the table: look again under the table's lock.
                     if let Some(body) = self.peek(&digest, now) {
                         self.metrics.cache_hit.inc();
-                        return Ok(Served { body, outcome: Outcome::Hit });
+                        return Ok(Served {
+                            body,
+                            outcome: Outcome::Hit,
+                        });
                     }
                     let (tx, rx) = watch::channel(None);
                     flights.insert(digest, rx.clone());
                     let cache = self.clone();
-                    let token = KeptToken { token: SecretToken::new(token), tag };
+                    let token = KeptToken {
+                        token: SecretToken::new(token),
+                        tag,
+                    };
                     let claims = Claims::from(&info);
-                    tokio::spawn(async move { cache.run_flight(digest, token, claims, tx, Kind::Fetch).await });
+                    tokio::spawn(async move {
+                        cache
+                            .run_flight(digest, token, claims, tx, Kind::Fetch)
+                            .await
+                    });
                     (rx, Outcome::Miss)
                 }
             }
@@ -499,9 +561,16 @@ impl CredentialCache {
         flights.insert(digest, rx.clone());
         drop(flights);
         let cache = self.clone();
-        let token = KeptToken { token: SecretToken::new(token), tag };
+        let token = KeptToken {
+            token: SecretToken::new(token),
+            tag,
+        };
         let claims = entry.claims;
-        tokio::spawn(async move { cache.run_flight(digest, token, claims, tx, Kind::Refresh).await });
+        tokio::spawn(async move {
+            cache
+                .run_flight(digest, token, claims, tx, Kind::Refresh)
+                .await
+        });
         Some(rx)
     }
 
@@ -515,14 +584,19 @@ impl CredentialCache {
     ) {
         // Leaves the flight table however this ends (a panic included:
         // waiters then see the channel close).
-        let guard = FlightGuard { cache: &self, digest };
+        let guard = FlightGuard {
+            cache: &self,
+            digest,
+        };
         let _permit = match kind {
             Kind::Refresh => self.refresh_permits.clone().acquire_owned().await.ok(),
             Kind::Fetch => None,
         };
         let started = tokio::time::Instant::now();
         let result = self.source.fetch(token.token.expose()).await;
-        self.metrics.upstream_latency.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
         self.note_upstream(result.as_ref().err());
         let now = self.clock.now();
         let outcome = match result {
@@ -541,9 +615,14 @@ impl CredentialCache {
                 } else if kind == Kind::Refresh {
                     self.metrics.refresh("failed");
                     if let Some(entry) = self.read().entries.get(&digest) {
-                        let failures = entry.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                        let failures = entry
+                            .failures
+                            .fetch_add(1, Ordering::Relaxed)
+                            .saturating_add(1);
                         let retry_at = now + self.policy.retry_delay(failures);
-                        entry.retry_at_ms.store(epoch_ms(retry_at), Ordering::Relaxed);
+                        entry
+                            .retry_at_ms
+                            .store(epoch_ms(retry_at), Ordering::Relaxed);
                     }
                     tracing::warn!(code = %e.code, status = e.status, "refresh failed; serving cached credentials");
                 }
@@ -556,14 +635,24 @@ impl CredentialCache {
 
     fn note_upstream(&self, error: Option<&UpstreamError>) {
         if error.is_some_and(UpstreamError::is_outage) {
-            let n = self.consecutive_outages.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            let n = self
+                .consecutive_outages
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
             if n == self.policy.unhealthy_after.max(1) {
-                tracing::warn!(failures = n, "the credential broker is unreachable; serving cached credentials");
+                tracing::warn!(
+                    failures = n,
+                    "the credential broker is unreachable; serving cached credentials"
+                );
             }
-        } else if self.consecutive_outages.swap(0, Ordering::Relaxed) >= self.policy.unhealthy_after.max(1) {
+        } else if self.consecutive_outages.swap(0, Ordering::Relaxed)
+            >= self.policy.unhealthy_after.max(1)
+        {
             tracing::info!("the credential broker answers again");
         }
-        self.metrics.upstream_up.set(i64::from(self.upstream_healthy()));
+        self.metrics
+            .upstream_up
+            .set(i64::from(self.upstream_healthy()));
     }
 
     fn store(
@@ -576,7 +665,9 @@ impl CredentialCache {
         kind: Kind,
     ) -> FlightResult {
         if credentials.expiration <= now {
-            return Err(UpstreamError::internal("the credential broker answered expired credentials"));
+            return Err(UpstreamError::internal(
+                "the credential broker answered expired credentials",
+            ));
         }
         let body = credentials_body(credentials);
         let serve_until = self.policy.serve_until(credentials.expiration);
@@ -605,8 +696,11 @@ impl CredentialCache {
                 entry.last_access = AtomicU64::new(old.last_access.load(Ordering::Relaxed));
             }
             (Kind::Fetch, _) => {
-                entry.last_access = AtomicU64::new(self.access_counter.fetch_add(1, Ordering::Relaxed));
-                if !inner.entries.contains_key(&digest) && inner.entries.len() >= self.policy.max_entries {
+                entry.last_access =
+                    AtomicU64::new(self.access_counter.fetch_add(1, Ordering::Relaxed));
+                if !inner.entries.contains_key(&digest)
+                    && inner.entries.len() >= self.policy.max_entries
+                {
                     let evicted = evict_lru(&mut inner, self.policy.max_entries);
                     self.metrics.evicted("lru", evicted);
                 }
@@ -621,20 +715,27 @@ impl CredentialCache {
             }
         }
         // Keep the token while there is room (an entry being replaced frees its place).
-        let replaces_kept = inner.entries.get(&digest).is_some_and(|old| old.kept.is_some());
+        let replaces_kept = inner
+            .entries
+            .get(&digest)
+            .is_some_and(|old| old.kept.is_some());
         if !replaces_kept && inner.kept_tokens >= self.policy.max_refresh_ahead {
             // Beyond the node's usual pods: no token, and the answer compact.
             entry.kept = None;
             entry.answer = StoredAnswer::compact(body.clone(), credentials.session_token.expose());
         }
         inner.insert(digest, entry);
-        self.metrics.cached_entries.set(i64::try_from(inner.entries.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .cached_entries
+            .set(i64::try_from(inner.entries.len()).unwrap_or(i64::MAX));
         Ok(body)
     }
 
     fn update_gauge(&self) {
         let len = self.len();
-        self.metrics.cached_entries.set(i64::try_from(len).unwrap_or(i64::MAX));
+        self.metrics
+            .cached_entries
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
     /// One maintenance pass, waiting for the refreshes it starts: drops
@@ -669,7 +770,10 @@ impl CredentialCache {
         }
         if !expired.is_empty() {
             let mut inner = self.write();
-            let removed = expired.iter().filter(|(d, e)| inner.remove(d, Some(e))).count();
+            let removed = expired
+                .iter()
+                .filter(|(d, e)| inner.remove(d, Some(e)))
+                .count();
             drop(inner);
             self.metrics.evicted("expired", removed as u64);
             self.update_gauge();
@@ -719,8 +823,12 @@ impl Drop for FlightGuard<'_> {
 
 async fn wait(mut flight: Flight) -> FlightResult {
     match flight.wait_for(Option::is_some).await {
-        Ok(result) => result.clone().unwrap_or_else(|| Err(UpstreamError::internal("the credential request was lost"))),
-        Err(_) => Err(UpstreamError::internal("the credential request was abandoned")),
+        Ok(result) => result
+            .clone()
+            .unwrap_or_else(|| Err(UpstreamError::internal("the credential request was lost"))),
+        Err(_) => Err(UpstreamError::internal(
+            "the credential request was abandoned",
+        )),
     }
 }
 
@@ -731,8 +839,11 @@ fn evict_lru(inner: &mut Inner, max: usize) -> u64 {
     if batch == 0 {
         return 0;
     }
-    let mut by_age: Vec<(u64, TokenDigest)> =
-        inner.entries.iter().map(|(d, e)| (e.last_access.load(Ordering::Relaxed), *d)).collect();
+    let mut by_age: Vec<(u64, TokenDigest)> = inner
+        .entries
+        .iter()
+        .map(|(d, e)| (e.last_access.load(Ordering::Relaxed), *d))
+        .collect();
     by_age.select_nth_unstable_by_key(batch - 1, |(age, _)| *age);
     let mut n = 0;
     for (_, digest) in &by_age[..batch] {
@@ -816,7 +927,12 @@ mod tests {
         let source = FakeSource::new(clock, gated);
         let metrics = Arc::new(AgentMetrics::new());
         let cache = CredentialCache::new(policy, source.clone(), Arc::new(clock), metrics.clone());
-        Fixture { clock, source, cache, metrics }
+        Fixture {
+            clock,
+            source,
+            cache,
+            metrics,
+        }
     }
 
     impl Fixture {
@@ -825,14 +941,20 @@ mod tests {
         }
 
         fn token_expiring(&self, pod: &str, after: Duration) -> String {
-            let exp = (self.clock.now() + after).duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let exp = (self.clock.now() + after)
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
             make_token(Some(exp), Some(pod))
         }
 
         async fn key_id(&self, token: &str) -> (String, Outcome) {
             let served = self.cache.get(token).await.expect("credentials");
             let v: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
-            (v["AccessKeyId"].as_str().unwrap().to_owned(), served.outcome)
+            (
+                v["AccessKeyId"].as_str().unwrap().to_owned(),
+                served.outcome,
+            )
         }
 
         async fn settle(&self) {
@@ -853,10 +975,16 @@ mod tests {
         assert_eq!(f.source.calls(), 1);
         assert_eq!(f.metrics.cache_hit.get(), 100);
         let shown = format!("{:?}", f.cache.get(&token).await.unwrap());
-        assert!(!shown.contains("secret") && !shown.contains("session"), "Debug hides the credentials: {shown}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("session"),
+            "Debug hides the credentials: {shown}"
+        );
         assert_eq!(f.metrics.cached_entries.get(), 1);
         // Another pod is another entry.
-        assert_eq!(f.key_id(&f.token("pod-b")).await, ("ASIA2".to_owned(), Outcome::Miss));
+        assert_eq!(
+            f.key_id(&f.token("pod-b")).await,
+            ("ASIA2".to_owned(), Outcome::Miss)
+        );
         assert_eq!(f.cache.len(), 2);
     }
 
@@ -916,11 +1044,21 @@ mod tests {
         f.key_id(&token).await;
         tokio::time::advance(39 * MIN).await;
         f.cache.maintain().await;
-        assert_eq!(f.source.calls(), 1, "not due before 20 minutes before expiry");
+        assert_eq!(
+            f.source.calls(),
+            1,
+            "not due before 20 minutes before expiry"
+        );
         tokio::time::advance(MIN).await;
         f.cache.maintain().await;
         assert_eq!(f.source.calls(), 2, "due 20 minutes before expiry");
-        assert_eq!(f.metrics.refreshes.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).get(), 1);
+        assert_eq!(
+            f.metrics
+                .refreshes
+                .get_or_create(&crate::metrics::ResultLabels { result: "ok" })
+                .get(),
+            1
+        );
         // The pod gets the new credentials, fresh, from memory.
         assert_eq!(f.key_id(&token).await, ("ASIA2".to_owned(), Outcome::Hit));
         // Used since: refreshed again 40 minutes later.
@@ -999,7 +1137,10 @@ mod tests {
         // Then no more: the next request asks, and gets the outage.
         tokio::time::advance(Duration::from_secs(1)).await;
         match f.cache.get(&token).await {
-            Err(Refusal::Upstream(e)) => assert_eq!((e.status, e.code.as_str()), (503, "ServiceUnavailableException")),
+            Err(Refusal::Upstream(e)) => assert_eq!(
+                (e.status, e.code.as_str()),
+                (503, "ServiceUnavailableException")
+            ),
             other => panic!("{other:?}"),
         }
         assert_eq!(f.cache.len(), 0);
@@ -1015,15 +1156,28 @@ mod tests {
             let f = fixture(CachePolicy::default(), false);
             let token = f.token("pod-a");
             f.key_id(&token).await;
-            let status = if code == "ResourceNotFoundException" { 404 } else { 400 };
-            f.source.answer(Err(UpstreamError::new(status, code, "refused")));
+            let status = if code == "ResourceNotFoundException" {
+                404
+            } else {
+                400
+            };
+            f.source
+                .answer(Err(UpstreamError::new(status, code, "refused")));
             tokio::time::advance(40 * MIN).await;
             f.cache.maintain().await;
             assert_eq!(f.cache.len(), 0, "{code} drops the entry");
-            assert_eq!(f.metrics.evictions.get_or_create(&crate::metrics::ResultLabels { result: "dropped" }).get(), 1);
+            assert_eq!(
+                f.metrics
+                    .evictions
+                    .get_or_create(&crate::metrics::ResultLabels { result: "dropped" })
+                    .get(),
+                1
+            );
             assert!(f.cache.upstream_healthy(), "a refusal is an answer");
             match f.cache.get(&token).await {
-                Err(Refusal::Upstream(e)) => assert_eq!((e.status, e.code.as_str()), (status, code)),
+                Err(Refusal::Upstream(e)) => {
+                    assert_eq!((e.status, e.code.as_str()), (status, code))
+                }
                 other => panic!("{code}: {other:?}"),
             }
             assert_eq!(f.source.calls(), 3);
@@ -1035,7 +1189,11 @@ mod tests {
         let f = fixture(CachePolicy::default(), false);
         let token = f.token("pod-a");
         f.key_id(&token).await;
-        f.source.answer(Err(UpstreamError::new(429, "ThrottlingException", "slow down")));
+        f.source.answer(Err(UpstreamError::new(
+            429,
+            "ThrottlingException",
+            "slow down",
+        )));
         tokio::time::advance(40 * MIN).await;
         f.cache.maintain().await;
         assert_eq!(f.cache.len(), 1);
@@ -1044,7 +1202,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_least_recently_used_entry_goes_first() {
-        let policy = CachePolicy { max_entries: 3, ..CachePolicy::default() };
+        let policy = CachePolicy {
+            max_entries: 3,
+            ..CachePolicy::default()
+        };
         let f = fixture(policy, false);
         let tokens: Vec<String> = ["a", "b", "c", "d"].iter().map(|p| f.token(p)).collect();
         for t in &tokens[..3] {
@@ -1053,7 +1214,13 @@ mod tests {
         f.key_id(&tokens[0]).await; // a is now more recent than b
         f.key_id(&tokens[3]).await;
         assert_eq!(f.cache.len(), 3);
-        assert_eq!(f.metrics.evictions.get_or_create(&crate::metrics::ResultLabels { result: "lru" }).get(), 1);
+        assert_eq!(
+            f.metrics
+                .evictions
+                .get_or_create(&crate::metrics::ResultLabels { result: "lru" })
+                .get(),
+            1
+        );
         assert_eq!(f.source.calls(), 4);
         assert_eq!(f.key_id(&tokens[0]).await.1, Outcome::Hit);
         assert_eq!(f.key_id(&tokens[2]).await.1, Outcome::Hit);
@@ -1067,7 +1234,10 @@ mod tests {
         let token = f.token_expiring("pod-a", 10 * MIN);
         f.key_id(&token).await;
         tokio::time::advance(10 * MIN).await;
-        assert_eq!(f.cache.get(&token).await.unwrap_err(), Refusal::Token(TokenRejection::Expired));
+        assert_eq!(
+            f.cache.get(&token).await.unwrap_err(),
+            Refusal::Token(TokenRejection::Expired)
+        );
         assert_eq!(f.cache.len(), 0);
         assert_eq!(f.source.calls(), 1);
     }
@@ -1075,8 +1245,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bad_tokens_never_reach_the_broker() {
         let f = fixture(CachePolicy::default(), false);
-        for token in ["", "garbage", "a.b.c", &f.token_expiring("p", Duration::ZERO)] {
-            assert!(matches!(f.cache.get(token).await, Err(Refusal::Token(_))), "{token}");
+        for token in [
+            "",
+            "garbage",
+            "a.b.c",
+            &f.token_expiring("p", Duration::ZERO),
+        ] {
+            assert!(
+                matches!(f.cache.get(token).await, Err(Refusal::Token(_))),
+                "{token}"
+            );
         }
         assert_eq!(f.source.calls(), 0);
     }
@@ -1089,7 +1267,11 @@ mod tests {
         tokio::time::advance(MIN).await;
         let new = f.token("pod-a");
         assert_ne!(old, new);
-        assert_eq!(f.key_id(&new).await.1, Outcome::Miss, "a new token is checked by the broker");
+        assert_eq!(
+            f.key_id(&new).await.1,
+            Outcome::Miss,
+            "a new token is checked by the broker"
+        );
         assert_eq!(f.cache.len(), 1);
         assert_eq!(f.key_id(&new).await.1, Outcome::Hit);
         assert_eq!(f.key_id(&old).await.1, Outcome::Miss);
@@ -1110,7 +1292,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn size_zero_disables_caching() {
-        let f = fixture(CachePolicy { max_entries: 0, ..CachePolicy::default() }, false);
+        let f = fixture(
+            CachePolicy {
+                max_entries: 0,
+                ..CachePolicy::default()
+            },
+            false,
+        );
         let token = f.token("pod-a");
         f.key_id(&token).await;
         f.key_id(&token).await;
@@ -1132,7 +1320,11 @@ mod tests {
         assert!(!f.cache.upstream_healthy());
         tokio::time::advance(40 * MIN).await;
         f.cache.maintain().await;
-        assert_eq!(f.source.calls(), 23 + 8, "refresh_concurrency refreshes per pass while down");
+        assert_eq!(
+            f.source.calls(),
+            23 + 8,
+            "refresh_concurrency refreshes per pass while down"
+        );
         // Those that failed wait for their retry; the others get their turn.
         f.cache.maintain().await;
         assert_eq!(f.source.calls(), 23 + 16);
@@ -1141,7 +1333,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_max_refresh_ahead_entries_keep_their_token() {
-        let f = fixture(CachePolicy { max_refresh_ahead: 2, ..CachePolicy::default() }, false);
+        let f = fixture(
+            CachePolicy {
+                max_refresh_ahead: 2,
+                ..CachePolicy::default()
+            },
+            false,
+        );
         let tokens: Vec<String> = ["a", "b", "c"].iter().map(|p| f.token(p)).collect();
         for t in &tokens {
             f.key_id(t).await;
@@ -1157,16 +1355,28 @@ mod tests {
         f.cache.maintain().await;
         assert_eq!(f.source.calls(), 5);
         // The third is refreshed when its pod asks (served at once, stale).
-        assert_eq!(f.key_id(&tokens[2]).await, ("ASIA3".to_owned(), Outcome::Stale));
+        assert_eq!(
+            f.key_id(&tokens[2]).await,
+            ("ASIA3".to_owned(), Outcome::Stale)
+        );
         f.settle().await;
         assert_eq!(f.source.calls(), 6);
-        assert_eq!(f.key_id(&tokens[2]).await, ("ASIA6".to_owned(), Outcome::Hit));
+        assert_eq!(
+            f.key_id(&tokens[2]).await,
+            ("ASIA6".to_owned(), Outcome::Hit)
+        );
         assert_eq!(f.cache.read().kept_tokens, 2, "no room was freed");
         // Dropping a keeping entry frees its place for the next one stored.
         f.cache.write().remove(&token::digest(&tokens[0]), None);
-        assert_eq!((f.cache.read().kept_tokens, f.cache.read().front.len()), (1, 1));
+        assert_eq!(
+            (f.cache.read().kept_tokens, f.cache.read().front.len()),
+            (1, 1)
+        );
         f.key_id(&f.token("d")).await;
-        assert_eq!((f.cache.read().kept_tokens, f.cache.read().front.len()), (2, 2));
+        assert_eq!(
+            (f.cache.read().kept_tokens, f.cache.read().front.len()),
+            (2, 2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1193,7 +1403,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn with_no_kept_tokens_the_cache_still_serves_and_refreshes_on_request() {
-        let f = fixture(CachePolicy { max_refresh_ahead: 0, ..CachePolicy::default() }, false);
+        let f = fixture(
+            CachePolicy {
+                max_refresh_ahead: 0,
+                ..CachePolicy::default()
+            },
+            false,
+        );
         let token = f.token("pod-a");
         f.key_id(&token).await;
         assert_eq!(f.key_id(&token).await.1, Outcome::Hit);

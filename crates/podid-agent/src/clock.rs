@@ -34,7 +34,10 @@ impl TokioClock {
     /// A clock reading the system time now. Create it inside the runtime whose
     /// time it follows.
     pub fn new() -> Self {
-        TokioClock { base: SystemTime::now(), started: tokio::time::Instant::now() }
+        TokioClock {
+            base: SystemTime::now(),
+            started: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -46,7 +49,9 @@ impl Default for TokioClock {
 
 impl fmt::Debug for TokioClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokioClock").field("now", &self.now()).finish()
+        f.debug_struct("TokioClock")
+            .field("now", &self.now())
+            .finish()
     }
 }
 
@@ -67,6 +72,9 @@ mod tests {
         let clock = TokioClock::new();
         let t0 = clock.now();
         tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(clock.now().duration_since(t0).unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            clock.now().duration_since(t0).unwrap(),
+            Duration::from_secs(3600)
+        );
     }
 }

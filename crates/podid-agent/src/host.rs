@@ -37,7 +37,10 @@ impl HostGuard {
 }
 
 fn valid_port(port: &str) -> bool {
-    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+    !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok()
 }
 
 /// The IP address a `Host` value names, if it names one.
@@ -65,7 +68,10 @@ mod tests {
     use super::*;
 
     fn guard() -> HostGuard {
-        HostGuard::new(["169.254.170.23".parse().unwrap(), "fd00:ec2::23".parse().unwrap()])
+        HostGuard::new([
+            "169.254.170.23".parse().unwrap(),
+            "fd00:ec2::23".parse().unwrap(),
+        ])
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub use cache::CredentialCache;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use policy::CachePolicy;
 pub use server::{Agent, AgentConfig, CREDENTIALS_PATH};
-pub use upstream::{CredentialSource, EksAuthUpstream, FetchedCredentials, UpstreamError, UpstreamSettings};
+pub use upstream::{
+    CredentialSource, EksAuthUpstream, FetchedCredentials, UpstreamError, UpstreamSettings,
+};
 
 /// Why the agent cannot start or run.
 #[derive(Debug, thiserror::Error)]

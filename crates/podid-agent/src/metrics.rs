@@ -80,21 +80,50 @@ impl AgentMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid_agent");
         let requests = Family::<StatusLabels, Counter>::default();
-        registry.register("requests", "Credential requests by HTTP status answered", requests.clone());
-        let fast_requests = FAST_STATUSES.map(|status| requests.get_or_create(&StatusLabels { status }).clone());
+        registry.register(
+            "requests",
+            "Credential requests by HTTP status answered",
+            requests.clone(),
+        );
+        let fast_requests =
+            FAST_STATUSES.map(|status| requests.get_or_create(&StatusLabels { status }).clone());
         let lookups = Family::<ResultLabels, Counter>::default();
-        registry.register("cache_lookups", "Credential cache lookups by result", lookups.clone());
+        registry.register(
+            "cache_lookups",
+            "Credential cache lookups by result",
+            lookups.clone(),
+        );
         let lookup = |result| lookups.get_or_create(&ResultLabels { result }).clone();
         let refreshes = Family::<ResultLabels, Counter>::default();
-        registry.register("cache_refreshes", "Background refreshes by result", refreshes.clone());
+        registry.register(
+            "cache_refreshes",
+            "Background refreshes by result",
+            refreshes.clone(),
+        );
         let evictions = Family::<ResultLabels, Counter>::default();
-        registry.register("cache_evictions", "Entries removed from the cache by reason", evictions.clone());
+        registry.register(
+            "cache_evictions",
+            "Entries removed from the cache by reason",
+            evictions.clone(),
+        );
         let cached_entries = Gauge::default();
-        registry.register("cached_entries", "Pods' credentials held in memory", cached_entries.clone());
+        registry.register(
+            "cached_entries",
+            "Pods' credentials held in memory",
+            cached_entries.clone(),
+        );
         let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 12));
-        registry.register("upstream_duration_seconds", "Duration of broker calls", upstream_latency.clone());
+        registry.register(
+            "upstream_duration_seconds",
+            "Duration of broker calls",
+            upstream_latency.clone(),
+        );
         let upstream_errors = Family::<CodeLabels, Counter>::default();
-        registry.register("upstream_errors", "Failed broker calls by error code", upstream_errors.clone());
+        registry.register(
+            "upstream_errors",
+            "Failed broker calls by error code",
+            upstream_errors.clone(),
+        );
         let upstream_up = Gauge::default();
         upstream_up.set(1);
         registry.register(
@@ -103,7 +132,11 @@ impl AgentMetrics {
             upstream_up.clone(),
         );
         let rate_limited = Counter::default();
-        registry.register("rate_limited", "Requests refused by the listener rate limit", rate_limited.clone());
+        registry.register(
+            "rate_limited",
+            "Requests refused by the listener rate limit",
+            rate_limited.clone(),
+        );
         AgentMetrics {
             cache_hit: lookup("hit"),
             cache_stale: lookup("stale"),
@@ -147,15 +180,23 @@ impl AgentMetrics {
     /// Counts evicted entries.
     pub fn evicted(&self, result: &'static str, n: u64) {
         if n > 0 {
-            self.evictions.get_or_create(&ResultLabels { result }).inc_by(n);
+            self.evictions
+                .get_or_create(&ResultLabels { result })
+                .inc_by(n);
         }
     }
 
     /// Counts one failed broker call.
     pub fn upstream_error(&self, code: &str) {
         // Codes are few, but they come from outside: bound them.
-        let code: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
-        self.upstream_errors.get_or_create(&CodeLabels { code }).inc();
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(64)
+            .collect();
+        self.upstream_errors
+            .get_or_create(&CodeLabels { code })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

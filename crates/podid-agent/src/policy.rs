@@ -85,7 +85,10 @@ impl CachePolicy {
     pub fn refresh_at(&self, fetched: SystemTime, expiration: SystemTime) -> SystemTime {
         let life = expiration.duration_since(fetched).unwrap_or(Duration::ZERO);
         if life > self.long_session {
-            expiration.checked_sub(self.refresh_lead).filter(|t| *t > fetched).unwrap_or(fetched)
+            expiration
+                .checked_sub(self.refresh_lead)
+                .filter(|t| *t > fetched)
+                .unwrap_or(fetched)
         } else {
             fetched + life / 2
         }
@@ -93,11 +96,18 @@ impl CachePolicy {
 
     /// Until when credentials expiring at `expiration` may be served.
     pub fn serve_until(&self, expiration: SystemTime) -> SystemTime {
-        expiration.checked_sub(self.stale_margin).unwrap_or(SystemTime::UNIX_EPOCH)
+        expiration
+            .checked_sub(self.stale_margin)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// How an entry with these times may be used at `now`.
-    pub fn freshness(&self, now: SystemTime, refresh_at: SystemTime, serve_until: SystemTime) -> Freshness {
+    pub fn freshness(
+        &self,
+        now: SystemTime,
+        refresh_at: SystemTime,
+        serve_until: SystemTime,
+    ) -> Freshness {
         if now >= serve_until {
             Freshness::Unservable
         } else if now >= refresh_at {
@@ -137,9 +147,16 @@ mod tests {
         let p = CachePolicy::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(p.refresh_at(t0, t0 + 30 * MIN), t0 + 15 * MIN);
-        assert_eq!(p.refresh_at(t0, t0 + 15 * MIN), t0 + Duration::from_secs(450));
+        assert_eq!(
+            p.refresh_at(t0, t0 + 15 * MIN),
+            t0 + Duration::from_secs(450)
+        );
         assert_eq!(p.refresh_at(t0, t0), t0);
-        assert_eq!(p.refresh_at(t0 + MIN, t0), t0 + MIN, "already expired: due now");
+        assert_eq!(
+            p.refresh_at(t0 + MIN, t0),
+            t0 + MIN,
+            "already expired: due now"
+        );
     }
 
     #[test]
@@ -151,9 +168,18 @@ mod tests {
         assert_eq!(until, exp - MIN);
         assert_eq!(p.freshness(t0, refresh, until), Freshness::Fresh);
         assert_eq!(p.freshness(t0 + 40 * MIN, refresh, until), Freshness::Stale);
-        assert_eq!(p.freshness(exp - MIN - Duration::from_secs(1), refresh, until), Freshness::Stale);
-        assert_eq!(p.freshness(exp - MIN, refresh, until), Freshness::Unservable);
-        assert_eq!(p.freshness(exp + MIN, refresh, until), Freshness::Unservable);
+        assert_eq!(
+            p.freshness(exp - MIN - Duration::from_secs(1), refresh, until),
+            Freshness::Stale
+        );
+        assert_eq!(
+            p.freshness(exp - MIN, refresh, until),
+            Freshness::Unservable
+        );
+        assert_eq!(
+            p.freshness(exp + MIN, refresh, until),
+            Freshness::Unservable
+        );
     }
 
     #[test]

@@ -40,14 +40,18 @@ impl RateLimiter {
 
     /// Takes one token at `now`.
     pub fn try_acquire_at(&self, now: Instant) -> bool {
-        let now = u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        let now = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now).saturating_add(self.interval);
             if next - now > self.tolerance {
                 return false;
             }
-            match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(current) => tat = current,
             }
@@ -71,7 +75,10 @@ mod tests {
         for i in 0..10 {
             assert!(limiter.try_acquire(), "request {i} of the burst");
         }
-        assert!(!limiter.try_acquire(), "the 11th within the same instant is refused");
+        assert!(
+            !limiter.try_acquire(),
+            "the 11th within the same instant is refused"
+        );
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(limiter.try_acquire(), "one token refilled after 1/rate");
         assert!(!limiter.try_acquire());

@@ -23,7 +23,10 @@ struct CredentialsBody<'a> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` in UTC (the JS SDK v3 rejects anything not ending in `Z`).
 pub fn format_expiration(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     i64::try_from(secs)
         .ok()
@@ -61,7 +64,9 @@ pub fn credentials_body(credentials: &FetchedCredentials) -> Bytes {
         credentials.secret_access_key.expose(),
         credentials.session_token.expose(),
     ];
-    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + expiration.len() + 12 + 128);
+    let mut out = Vec::with_capacity(
+        fields.iter().map(|f| f.len()).sum::<usize>() + expiration.len() + 12 + 128,
+    );
     // Serialising strings into a Vec cannot fail.
     if serde_json::to_writer(&mut out, &body).is_err() {
         out.clear();
@@ -142,7 +147,11 @@ impl CompactAnswer {
         parts.extend_from_slice(&body[..start]);
         parts.extend_from_slice(&decoded);
         parts.extend_from_slice(&body[end..]);
-        Some(CompactAnswer { parts: parts.into_boxed_slice(), token_at: start, token_len: decoded.len() })
+        Some(CompactAnswer {
+            parts: parts.into_boxed_slice(),
+            token_at: start,
+            token_len: decoded.len(),
+        })
     }
 
     fn render(&self) -> Bytes {
@@ -154,7 +163,9 @@ impl CompactAnswer {
         out.extend_from_slice(&self.parts[..self.token_at]);
         out.resize(self.token_at + encoded_len, 0);
         // The buffer is exactly the encoded length: this cannot fail.
-        let written = engine.encode_slice(token, &mut out[self.token_at..]).unwrap_or(0);
+        let written = engine
+            .encode_slice(token, &mut out[self.token_at..])
+            .unwrap_or(0);
         out.truncate(self.token_at + written);
         out.extend_from_slice(&self.parts[self.token_at + self.token_len..]);
         Bytes::from(out)
@@ -205,8 +216,12 @@ mod tests {
             let body = with_token(&token);
             let stored = StoredAnswer::compact(body.clone(), &token);
             match &stored {
-                StoredAnswer::Compact(c) => assert!(c.parts.len() < body.len() || len == 0, "{len}: smaller"),
-                StoredAnswer::Ready(_) => assert_eq!(len, 0, "{len}: base64 tokens are stored compact"),
+                StoredAnswer::Compact(c) => {
+                    assert!(c.parts.len() < body.len() || len == 0, "{len}: smaller")
+                }
+                StoredAnswer::Ready(_) => {
+                    assert_eq!(len, 0, "{len}: base64 tokens are stored compact")
+                }
             }
             assert_eq!(stored.body(), body, "{len}");
         }
@@ -215,9 +230,15 @@ mod tests {
     #[test]
     fn debug_never_shows_the_credentials() {
         let body = with_token("QUJD");
-        for stored in [StoredAnswer::Ready(body.clone()), StoredAnswer::compact(body, "QUJD")] {
+        for stored in [
+            StoredAnswer::Ready(body.clone()),
+            StoredAnswer::compact(body, "QUJD"),
+        ] {
             let shown = format!("{stored:?}");
-            assert!(!shown.contains("QUJD") && !shown.contains("secret/key"), "{shown}");
+            assert!(
+                !shown.contains("QUJD") && !shown.contains("secret/key"),
+                "{shown}"
+            );
         }
     }
 
@@ -231,7 +252,10 @@ mod tests {
         }
         // A token that is not the body's: kept as it is.
         let body = with_token("QUJD");
-        assert!(matches!(StoredAnswer::compact(body, "REVG"), StoredAnswer::Ready(_)));
+        assert!(matches!(
+            StoredAnswer::compact(body, "REVG"),
+            StoredAnswer::Ready(_)
+        ));
     }
 
     #[test]
@@ -251,7 +275,10 @@ mod tests {
     fn account_is_left_out_when_unknown() {
         let v: serde_json::Value = serde_json::from_slice(&credentials_body(&creds(""))).unwrap();
         assert!(v.get("AccountId").is_none());
-        assert_eq!(account_of("arn:aws-cn:sts::123456789012:assumed-role/r/s"), Some("123456789012"));
+        assert_eq!(
+            account_of("arn:aws-cn:sts::123456789012:assumed-role/r/s"),
+            Some("123456789012")
+        );
         assert_eq!(account_of("not-an-arn"), None);
         assert_eq!(account_of("arn:aws:sts:::assumed-role/r/s"), None);
     }
@@ -266,7 +293,11 @@ mod tests {
 
     #[test]
     fn errors_are_json() {
-        let v: serde_json::Value = serde_json::from_slice(&error_body("AccessDenied", "no \"way\"")).unwrap();
-        assert_eq!(v, serde_json::json!({"code": "AccessDenied", "message": "no \"way\""}));
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body("AccessDenied", "no \"way\"")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": "AccessDenied", "message": "no \"way\""})
+        );
     }
 }

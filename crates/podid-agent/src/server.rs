@@ -111,8 +111,12 @@ impl std::fmt::Debug for Agent {
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AgentError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| AgentError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AgentError::Bind { addr, source })?;
     Ok((listener, bound))
 }
 
@@ -128,7 +132,10 @@ impl Agent {
         let mut hosts = config.bind_hosts.clone();
         let mut seen = std::collections::HashSet::new();
         hosts.retain(|h| seen.insert(*h));
-        if let Some(host) = hosts.iter().find(|h| h.is_unspecified() || h.is_multicast()) {
+        if let Some(host) = hosts
+            .iter()
+            .find(|h| h.is_unspecified() || h.is_multicast())
+        {
             return Err(AgentError::Config(format!(
                 "bind host {host} is not a single address (the Host check compares requests against the bind hosts)"
             )));
@@ -152,10 +159,15 @@ impl Agent {
         }
         if credential_listeners.is_empty() {
             return Err(AgentError::NoListener {
-                tried: if failures.is_empty() { "no bind hosts given".to_owned() } else { failures.join("; ") },
+                tried: if failures.is_empty() {
+                    "no bind hosts given".to_owned()
+                } else {
+                    failures.join("; ")
+                },
             });
         }
-        let (probe_listener, probe_addr) = bind_one(SocketAddr::new(config.probe_address, config.probe_port)).await?;
+        let (probe_listener, probe_addr) =
+            bind_one(SocketAddr::new(config.probe_address, config.probe_port)).await?;
         let (metrics_listener, metrics_addr) =
             bind_one(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
         let metrics = Arc::new(AgentMetrics::new());
@@ -200,18 +212,38 @@ impl Agent {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
     /// requests finish (up to the drain timeout) and returns.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
-        let Agent { config, credential_listeners, probe_listener, metrics_listener, cache, metrics, .. } = self;
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let Agent {
+            config,
+            credential_listeners,
+            probe_listener,
+            metrics_listener,
+            cache,
+            metrics,
+            ..
+        } = self;
         let guard = HostGuard::new(self.credential_addrs.iter().map(SocketAddr::ip));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared { cache: cache.clone(), metrics: metrics.clone(), guard });
+        let shared = Arc::new(Shared {
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            guard,
+        });
         let mut tasks = JoinSet::new();
         for listener in credential_listeners {
             let service = CredentialService {
                 shared: shared.clone(),
                 limiter: RateLimiter::per_second(config.rate_limit).map(Arc::new),
             };
-            tasks.spawn(serve_credentials(listener, service, config.idle_timeout, stop_rx.clone()));
+            tasks.spawn(serve_credentials(
+                listener,
+                service,
+                config.idle_timeout,
+                stop_rx.clone(),
+            ));
         }
         let probes = axum::Router::new()
             .route("/healthz", get(healthz))
@@ -220,15 +252,23 @@ impl Agent {
             .with_state(shared.clone());
         let stop = wait_for_stop(stop_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = axum::serve(probe_listener, probes).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(probe_listener, probes)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %e, "probe server failed");
             }
         });
-        let metrics_router =
-            axum::Router::new().route("/metrics", get(metrics_text)).fallback(not_found).with_state(shared.clone());
+        let metrics_router = axum::Router::new()
+            .route("/metrics", get(metrics_text))
+            .fallback(not_found)
+            .with_state(shared.clone());
         let stop = wait_for_stop(stop_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = axum::serve(metrics_listener, metrics_router).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(metrics_listener, metrics_router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
@@ -340,7 +380,11 @@ impl Tracked {
 }
 
 impl AsyncRead for Tracked {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -352,7 +396,11 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
@@ -408,7 +456,11 @@ impl Future for Answer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Answer::Ready(response) => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", "polled twice")
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerException",
+                    "polled twice",
+                )
             }))),
             Answer::Pending(future) => future.as_mut().poll(cx).map(Ok),
         }
@@ -420,7 +472,9 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
     response
 }
 
@@ -430,9 +484,14 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 fn refusal_response(refusal: &Refusal) -> Response<Body> {
     match refusal {
-        Refusal::Token(rejection) => json_error(StatusCode::BAD_REQUEST, rejection.code(), &rejection.message()),
+        Refusal::Token(rejection) => json_error(
+            StatusCode::BAD_REQUEST,
+            rejection.code(),
+            &rejection.message(),
+        ),
         Refusal::Upstream(e) => {
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             json_error(status, &e.code, &e.message)
         }
     }
@@ -477,12 +536,21 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
             }
         }
         if request.uri().path() != CREDENTIALS_PATH {
-            return Answer::Ready(Some(shared.refuse(StatusCode::NOT_FOUND, "NotFound", "no such path")));
+            return Answer::Ready(Some(shared.refuse(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such path",
+            )));
         }
         if request.method() != Method::GET {
-            let mut response =
-                shared.refuse(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "only GET is allowed here");
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+            let mut response = shared.refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "only GET is allowed here",
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
             return Answer::Ready(Some(response));
         }
         let host = match request.headers().get(HOST) {
@@ -497,7 +565,11 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
                 "call the agent through its own address (the Host header names another host)",
             )));
         }
-        let token = request.headers().get(AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}")).unwrap_or("");
+        let token = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("\u{0}"))
+            .unwrap_or("");
         match shared.cache.try_get(token) {
             Step::Done(result) => Answer::Ready(Some(shared.answer(result))),
             Step::Fetch(pending) => {
@@ -524,14 +596,28 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "consecutiveUpstreamFailures": shared.cache.consecutive_upstream_failures(),
         "cachedEntries": shared.cache.len(),
     });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, [(CONTENT_TYPE, APPLICATION_JSON)], body.to_string())
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.encode())
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
 }
 
 async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, [(CONTENT_TYPE, APPLICATION_JSON)], error_body("NotFound", "no such path"))
+    (
+        StatusCode::NOT_FOUND,
+        [(CONTENT_TYPE, APPLICATION_JSON)],
+        error_body("NotFound", "no such path"),
+    )
 }

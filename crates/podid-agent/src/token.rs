@@ -94,14 +94,22 @@ impl TokenRejection {
     /// A human-readable reason (never quoting the token).
     pub fn message(&self) -> String {
         match self {
-            TokenRejection::Missing => "the Authorization header must carry the pod's service-account token".to_owned(),
+            TokenRejection::Missing => {
+                "the Authorization header must carry the pod's service-account token".to_owned()
+            }
             TokenRejection::TooLong => format!("the token is longer than {MAX_TOKEN_LEN} bytes"),
             TokenRejection::NotThreeSegments => {
                 "the token is not a JWT: it must have three '.'-separated parts".to_owned()
             }
-            TokenRejection::BadBase64(part) => format!("the token is not a JWT: its {part} is not base64url"),
-            TokenRejection::NotJson(part) => format!("the token is not a JWT: its {part} is not a JSON object"),
-            TokenRejection::NoAlgorithm => "the token is not a JWT: its header names no 'alg'".to_owned(),
+            TokenRejection::BadBase64(part) => {
+                format!("the token is not a JWT: its {part} is not base64url")
+            }
+            TokenRejection::NotJson(part) => {
+                format!("the token is not a JWT: its {part} is not a JSON object")
+            }
+            TokenRejection::NoAlgorithm => {
+                "the token is not a JWT: its header names no 'alg'".to_owned()
+            }
             TokenRejection::Expired => "the token has expired".to_owned(),
         }
     }
@@ -147,23 +155,30 @@ pub fn inspect(token: &str, now: SystemTime) -> Result<TokenInfo, TokenRejection
         return Err(TokenRejection::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenRejection::NotThreeSegments);
     };
     if header.is_empty() || payload.is_empty() {
         return Err(TokenRejection::NotThreeSegments);
     }
-    let header = B64URL.decode(header).map_err(|_| TokenRejection::BadBase64("header"))?;
-    let payload = B64URL.decode(payload).map_err(|_| TokenRejection::BadBase64("payload"))?;
+    let header = B64URL
+        .decode(header)
+        .map_err(|_| TokenRejection::BadBase64("header"))?;
+    let payload = B64URL
+        .decode(payload)
+        .map_err(|_| TokenRejection::BadBase64("payload"))?;
     if !is_base64url(signature) {
         return Err(TokenRejection::BadBase64("signature"));
     }
-    let header: Header = serde_json::from_slice(&header).map_err(|_| TokenRejection::NotJson("header"))?;
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|_| TokenRejection::NotJson("header"))?;
     if header.alg.as_deref().is_none_or(str::is_empty) {
         return Err(TokenRejection::NoAlgorithm);
     }
-    let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenRejection::NotJson("payload"))?;
+    let payload: Payload =
+        serde_json::from_slice(&payload).map_err(|_| TokenRejection::NotJson("payload"))?;
     let expires = match payload.exp {
         None => None,
         Some(exp) if exp.is_finite() && exp >= 0.0 => {
@@ -175,13 +190,20 @@ pub fn inspect(token: &str, now: SystemTime) -> Result<TokenInfo, TokenRejection
     if expires.is_some_and(|exp| now >= exp) {
         return Err(TokenRejection::Expired);
     }
-    let pod_uid = payload.kubernetes.and_then(|k| k.pod).and_then(|p| p.uid).filter(|u| !u.is_empty());
+    let pod_uid = payload
+        .kubernetes
+        .and_then(|k| k.pod)
+        .and_then(|p| p.uid)
+        .filter(|u| !u.is_empty());
     Ok(TokenInfo { expires, pod_uid })
 }
 
 fn is_base64url(s: &str) -> bool {
     let body = s.trim_end_matches('=');
-    s.len() - body.len() <= 2 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -200,7 +222,8 @@ pub(crate) mod tests {
             claims["exp"] = exp.into();
         }
         if let Some(uid) = pod_uid {
-            claims["kubernetes.io"] = serde_json::json!({"namespace": "ns", "pod": {"name": "p", "uid": uid}});
+            claims["kubernetes.io"] =
+                serde_json::json!({"namespace": "ns", "pod": {"name": "p", "uid": uid}});
         }
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         format!("{header}.{payload}.c2lnbmF0dXJl")
@@ -223,15 +246,30 @@ pub(crate) mod tests {
     fn missing_and_garbage_tokens_are_refused() {
         let now = at(1_000);
         assert_eq!(inspect("", now), Err(TokenRejection::Missing));
-        assert_eq!(inspect("garbage", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(
+            inspect("garbage", now),
+            Err(TokenRejection::NotThreeSegments)
+        );
         assert_eq!(inspect("a.b", now), Err(TokenRejection::NotThreeSegments));
-        assert_eq!(inspect("a.b.c.d", now), Err(TokenRejection::NotThreeSegments));
+        assert_eq!(
+            inspect("a.b.c.d", now),
+            Err(TokenRejection::NotThreeSegments)
+        );
         assert_eq!(inspect("..sig", now), Err(TokenRejection::NotThreeSegments));
-        assert_eq!(inspect(&"a".repeat(MAX_TOKEN_LEN + 1), now), Err(TokenRejection::TooLong));
+        assert_eq!(
+            inspect(&"a".repeat(MAX_TOKEN_LEN + 1), now),
+            Err(TokenRejection::TooLong)
+        );
         let good = make_token(Some(2_000), None);
         let parts: Vec<&str> = good.split('.').collect();
-        assert_eq!(inspect("Bearer x.y.z", now), Err(TokenRejection::BadBase64("header")));
-        assert_eq!(inspect(&format!("{}.%%%.{}", parts[0], parts[2]), now), Err(TokenRejection::BadBase64("payload")));
+        assert_eq!(
+            inspect("Bearer x.y.z", now),
+            Err(TokenRejection::BadBase64("header"))
+        );
+        assert_eq!(
+            inspect(&format!("{}.%%%.{}", parts[0], parts[2]), now),
+            Err(TokenRejection::BadBase64("payload"))
+        );
         assert_eq!(
             inspect(&format!("{}.{}.a+b", parts[0], parts[1]), now),
             Err(TokenRejection::BadBase64("signature"))
@@ -251,7 +289,10 @@ pub(crate) mod tests {
             Err(TokenRejection::NotJson("payload"))
         );
         let no_alg = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
-        assert_eq!(inspect(&format!("{no_alg}.{}.{}", parts[1], parts[2]), now), Err(TokenRejection::NoAlgorithm));
+        assert_eq!(
+            inspect(&format!("{no_alg}.{}.{}", parts[1], parts[2]), now),
+            Err(TokenRejection::NoAlgorithm)
+        );
         let bad_exp = URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#);
         assert_eq!(
             inspect(&format!("{}.{bad_exp}.{}", parts[0], parts[2]), now),
@@ -274,7 +315,10 @@ pub(crate) mod tests {
         let header = base64::engine::general_purpose::URL_SAFE.encode(br#"{"alg":"ES256"}"#);
         let payload = base64::engine::general_purpose::URL_SAFE.encode(br#"{"exp":3000}"#);
         assert!(inspect(&format!("{header}.{payload}.c2ln"), at(1)).is_ok());
-        assert_eq!(format!("{:?}", SecretToken::new("eyJ.secret.x")), "**redacted**");
+        assert_eq!(
+            format!("{:?}", SecretToken::new("eyJ.secret.x")),
+            "**redacted**"
+        );
         assert_ne!(digest("a"), digest("b"));
     }
 }

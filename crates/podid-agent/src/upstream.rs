@@ -33,8 +33,12 @@ pub struct FetchedCredentials {
 
 /// Error codes after which a cached entry is dropped rather than served on:
 /// the association is gone, the role refuses, or the token is no longer good.
-pub const DROPPING_CODES: [&str; 4] =
-    ["ResourceNotFoundException", "AccessDeniedException", "InvalidTokenException", "ExpiredTokenException"];
+pub const DROPPING_CODES: [&str; 4] = [
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "InvalidTokenException",
+    "ExpiredTokenException",
+];
 
 /// The broker's refusal, or the agent's failure to reach it: the HTTP status
 /// and `{"code","message"}` the pod gets. Never carries SDK dumps, tokens or
@@ -53,7 +57,11 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// An error with this status, code and message.
     pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
-        UpstreamError { status, code: code.into(), message: message.into() }
+        UpstreamError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     /// 503: the broker could not be reached or did not answer in time.
@@ -177,7 +185,9 @@ fn map_error(err: SdkError<AssumeRoleForPodIdentityError, HttpResponse>) -> Upst
             let raw = service.raw().status().as_u16();
             UpstreamError::new(if raw >= 400 { raw } else { status }, code, message)
         }
-        SdkError::TimeoutError(_) => UpstreamError::unavailable("the credential broker did not answer in time"),
+        SdkError::TimeoutError(_) => {
+            UpstreamError::unavailable("the credential broker did not answer in time")
+        }
         SdkError::DispatchFailure(d) => {
             let what = if d.is_timeout() {
                 "timed out connecting to the credential broker"
@@ -207,22 +217,35 @@ fn map_error(err: SdkError<AssumeRoleForPodIdentityError, HttpResponse>) -> Upst
 #[async_trait]
 impl CredentialSource for EksAuthUpstream {
     async fn fetch(&self, token: &str) -> Result<FetchedCredentials, UpstreamError> {
-        let call = self.client.assume_role_for_pod_identity().cluster_name(&self.cluster_name).token(token).send();
+        let call = self
+            .client
+            .assume_role_for_pod_identity()
+            .cluster_name(&self.cluster_name)
+            .token(token)
+            .send();
         let output = match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result.map_err(map_error)?,
-            Err(_) => return Err(UpstreamError::unavailable("the credential broker did not answer in time")),
+            Err(_) => {
+                return Err(UpstreamError::unavailable(
+                    "the credential broker did not answer in time",
+                ))
+            }
         };
-        let credentials = output
-            .credentials()
-            .ok_or_else(|| UpstreamError::internal("the credential broker answered without credentials"))?;
-        let expiration = SystemTime::try_from(*credentials.expiration())
-            .map_err(|_| UpstreamError::internal("the credential broker answered an unreadable expiration"))?;
+        let credentials = output.credentials().ok_or_else(|| {
+            UpstreamError::internal("the credential broker answered without credentials")
+        })?;
+        let expiration = SystemTime::try_from(*credentials.expiration()).map_err(|_| {
+            UpstreamError::internal("the credential broker answered an unreadable expiration")
+        })?;
         Ok(FetchedCredentials {
             access_key_id: credentials.access_key_id().to_owned(),
             secret_access_key: Secret::new(credentials.secret_access_key()),
             session_token: Secret::new(credentials.session_token()),
             expiration,
-            assumed_role_arn: output.assumed_role_user().map(|u| u.arn().to_owned()).unwrap_or_default(),
+            assumed_role_arn: output
+                .assumed_role_user()
+                .map(|u| u.arn().to_owned())
+                .unwrap_or_default(),
         })
     }
 }

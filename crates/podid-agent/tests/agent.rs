@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use podid_agent::{Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings};
+use podid_agent::{
+    Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
+};
 use tokio::sync::{oneshot, Semaphore};
 
 #[derive(Clone, Debug)]
@@ -42,22 +44,35 @@ impl FakeEksAuth {
     fn start(gated: bool) -> Self {
         let state = Arc::new(Upstream {
             calls: AtomicUsize::new(0),
-            mode: Mutex::new(Mode::Ok { lifetime: Duration::from_secs(3600) }),
+            mode: Mutex::new(Mode::Ok {
+                lifetime: Duration::from_secs(3600),
+            }),
             gate: gated.then(|| Semaphore::new(0)),
             seen: Mutex::new(Vec::new()),
         });
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
-            .route("/clusters/{cluster}/assume-role-for-pod-identity", post(assume))
+            .route(
+                "/clusters/{cluster}/assume-role-for-pod-identity",
+                post(assume),
+            )
             .with_state(state.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await
         });
-        FakeEksAuth { state, url, runtime: Some(runtime) }
+        FakeEksAuth {
+            state,
+            url,
+            runtime: Some(runtime),
+        }
     }
 
     fn calls(&self) -> usize {
@@ -93,9 +108,20 @@ async fn assume(
     body: String,
 ) -> Response {
     state.calls.fetch_add(1, Ordering::SeqCst);
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap_or("").to_owned();
-    state.seen.lock().unwrap().push((cluster, authorization, token));
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push((cluster, authorization, token));
     if let Some(gate) = &state.gate {
         gate.acquire().await.unwrap().forget();
     }
@@ -104,13 +130,19 @@ async fn assume(
         Mode::Hang => std::future::pending().await,
         Mode::Error { status, kind } => (
             StatusCode::from_u16(status).unwrap(),
-            [("x-amzn-errortype", kind), ("content-type", "application/json")],
+            [
+                ("x-amzn-errortype", kind),
+                ("content-type", "application/json"),
+            ],
             serde_json::json!({"message": format!("fake {kind}")}).to_string(),
         )
             .into_response(),
         Mode::Ok { lifetime } => {
             let n = state.calls.load(Ordering::SeqCst);
-            let expiration = (SystemTime::now() + lifetime).duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let expiration = (SystemTime::now() + lifetime)
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
             let body = serde_json::json!({
                 "subject": {"namespace": "ns", "serviceAccount": "sa"},
                 "audience": "pods.eks.amazonaws.com",
@@ -139,7 +171,13 @@ struct Running {
 async fn sdk_config() -> aws_types::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("AKIDNODE", "node-secret", None, None, "test"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDNODE",
+            "node-secret",
+            None,
+            None,
+            "test",
+        ))
         .load()
         .await
 }
@@ -163,7 +201,9 @@ async fn start_agent_with(
     };
     tweak(&mut config);
     let source = EksAuthUpstream::new(&sdk_config().await, Some(&upstream.url), "c1", &settings);
-    let agent = Agent::bind(config, Arc::new(source), Arc::new(SystemClock)).await.unwrap();
+    let agent = Agent::bind(config, Arc::new(source), Arc::new(SystemClock))
+        .await
+        .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = Running {
         addr: agent.credential_addrs()[0],
@@ -186,11 +226,19 @@ impl Running {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 fn token(pod: &str, expires_in: i64) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 + expires_in;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + expires_in;
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"test"}"#);
     let claims = serde_json::json!({
         "iss": "https://issuer.example", "aud": ["pods.eks.amazonaws.com"], "sub": "system:serviceaccount:ns:sa",
@@ -202,7 +250,12 @@ fn token(pod: &str, expires_in: i64) -> String {
 }
 
 async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, serde_json::Value) {
-    let response = client.get(url).header("authorization", token).send().await.unwrap();
+    let response = client
+        .get(url)
+        .header("authorization", token)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
@@ -222,26 +275,62 @@ async fn serves_credentials_in_the_container_format() {
     let upstream = FakeEksAuth::start(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let t = token("p1", 3600);
-    let response = client().get(agent.url()).header("authorization", &t).send().await.unwrap();
+    let response = client()
+        .get(agent.url())
+        .header("authorization", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
-    let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["AccessKeyId", "AccountId", "Expiration", "SecretAccessKey", "Token"]);
+    assert_eq!(
+        keys,
+        [
+            "AccessKeyId",
+            "AccountId",
+            "Expiration",
+            "SecretAccessKey",
+            "Token"
+        ]
+    );
     assert_eq!(body["AccountId"], "111122223333");
     assert_eq!(body["SecretAccessKey"], "SECRET-KEY");
     assert_eq!(body["Token"], SESSION_TOKEN);
     let expiration = body["Expiration"].as_str().unwrap();
     assert_eq!(expiration.len(), 20, "{expiration}");
-    assert!(expiration.ends_with('Z') && expiration.as_bytes()[10] == b'T', "{expiration}");
-    assert!(time::OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(
+        expiration.ends_with('Z') && expiration.as_bytes()[10] == b'T',
+        "{expiration}"
+    );
+    assert!(time::OffsetDateTime::parse(
+        expiration,
+        &time::format_description::well_known::Rfc3339
+    )
+    .is_ok());
     // The broker got the cluster, the pod's token, and a SigV4 signature for eks-auth by the node's key.
     let seen = upstream.state.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0, "c1");
-    assert!(seen[0].1.starts_with("AWS4-HMAC-SHA256 Credential=AKIDNODE/"), "{}", seen[0].1);
-    assert!(seen[0].1.contains("/us-east-1/eks-auth/aws4_request"), "{}", seen[0].1);
+    assert!(
+        seen[0]
+            .1
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDNODE/"),
+        "{}",
+        seen[0].1
+    );
+    assert!(
+        seen[0].1.contains("/us-east-1/eks-auth/aws4_request"),
+        "{}",
+        seen[0].1
+    );
     assert_eq!(seen[0].2, t);
 }
 
@@ -256,8 +345,14 @@ async fn pods_beyond_the_kept_tokens_get_the_same_answers_from_their_compact_ent
     assert_eq!(status, 200);
     assert_eq!(compact_first["Token"], SESSION_TOKEN);
     for _ in 0..3 {
-        assert_eq!(get(&client, &agent.url(), &kept).await, (200, kept_first.clone()));
-        assert_eq!(get(&client, &agent.url(), &compact).await, (200, compact_first.clone()));
+        assert_eq!(
+            get(&client, &agent.url(), &kept).await,
+            (200, kept_first.clone())
+        );
+        assert_eq!(
+            get(&client, &agent.url(), &compact).await,
+            (200, compact_first.clone())
+        );
     }
     assert_eq!(upstream.calls(), 2);
     assert_eq!(agent.agent_metrics.cache_hit.get(), 6);
@@ -282,7 +377,10 @@ async fn concurrent_first_requests_of_a_pod_make_one_upstream_call() {
         requests.push(tokio::spawn(async move { get(&client, &url, &t).await }));
     }
     let m = agent.agent_metrics.clone();
-    wait_until("500 requests in the agent", || m.cache_miss.get() + m.cache_joined.get() == 500).await;
+    wait_until("500 requests in the agent", || {
+        m.cache_miss.get() + m.cache_joined.get() == 500
+    })
+    .await;
     upstream.release();
     let mut keys = std::collections::HashSet::new();
     for r in requests {
@@ -317,7 +415,11 @@ async fn a_cached_pod_costs_no_upstream_call() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(upstream.calls(), 1, "1,000 requests of a cached pod: no upstream call");
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "1,000 requests of a cached pod: no upstream call"
+    );
     assert_eq!(agent.agent_metrics.cache_hit.get(), 1_000);
 }
 
@@ -329,7 +431,11 @@ async fn with_the_broker_killed_cached_pods_are_served_and_new_pods_get_503_quic
     let cached = token("cached", 3600);
     assert_eq!(get(&client, &agent.url(), &cached).await.0, 200);
     upstream.kill();
-    assert_eq!(get(&client, &agent.url(), &cached).await.0, 200, "cached credentials outlive the broker");
+    assert_eq!(
+        get(&client, &agent.url(), &cached).await.0,
+        200,
+        "cached credentials outlive the broker"
+    );
     for i in 0..3 {
         let started = Instant::now();
         let (status, body) = get(&client, &agent.url(), &token(&format!("new-{i}"), 3600)).await;
@@ -339,11 +445,21 @@ async fn with_the_broker_killed_cached_pods_are_served_and_new_pods_get_503_quic
         assert!(took < Duration::from_secs(2), "503 after {took:?}");
     }
     // Three outages in a row: not ready, and the metrics say so.
-    let readyz = client.get(format!("http://{}/readyz", agent.probes)).send().await.unwrap();
+    let readyz = client
+        .get(format!("http://{}/readyz", agent.probes))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 503);
     let ready: serde_json::Value = readyz.json().await.unwrap();
     assert_eq!(ready["upstream"], "down");
-    let metrics = client.get(format!("http://{}/metrics", agent.metrics_addr)).send().await.unwrap().text().await;
+    let metrics = client
+        .get(format!("http://{}/metrics", agent.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
     assert!(metrics.unwrap().contains("podid_agent_upstream_up 0"));
     assert_eq!(get(&client, &agent.url(), &cached).await.0, 200);
 }
@@ -358,7 +474,10 @@ async fn a_hanging_broker_gets_a_new_pod_503_before_sdks_give_up() {
     let took = started.elapsed();
     assert_eq!(status, 503, "{body}");
     assert!(took < Duration::from_secs(2), "503 after {took:?}");
-    assert!(took >= Duration::from_millis(900), "gave the broker its time: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "gave the broker its time: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,15 +486,35 @@ async fn a_foreign_host_is_refused_with_403() {
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let t = token("p1", 3600);
-    for host in ["attacker.example", "attacker.example:80", "localhost", "169.254.170.23"] {
-        let response = client.get(agent.url()).header("host", host).header("authorization", &t).send().await.unwrap();
+    for host in [
+        "attacker.example",
+        "attacker.example:80",
+        "localhost",
+        "169.254.170.23",
+    ] {
+        let response = client
+            .get(agent.url())
+            .header("host", host)
+            .header("authorization", &t)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 403, "{host}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], "AccessDenied");
     }
     assert_eq!(upstream.calls(), 0);
-    let response = client.get(agent.url()).header("host", "127.0.0.1").header("authorization", &t).send().await;
-    assert_eq!(response.unwrap().status(), 200, "the own address without a port");
+    let response = client
+        .get(agent.url())
+        .header("host", "127.0.0.1")
+        .header("authorization", &t)
+        .send()
+        .await;
+    assert_eq!(
+        response.unwrap().status(),
+        200,
+        "the own address without a port"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,14 +530,27 @@ async fn bad_tokens_are_400_without_an_upstream_call() {
     for (what, t) in [
         ("garbage", "garbage".to_owned()),
         ("bad base64", "!!!.???.sig".to_owned()),
-        ("not json", format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode("x"), URL_SAFE_NO_PAD.encode("y"))),
+        (
+            "not json",
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode("x"),
+                URL_SAFE_NO_PAD.encode("y")
+            ),
+        ),
         ("bearer", format!("Bearer {}", token("p1", 3600))),
         ("expired", token("p1", -10)),
     ] {
         let (status, body) = get(&client, &agent.url(), &t).await;
         assert_eq!(status, 400, "{what}: {body}");
-        assert!(body["code"].as_str().unwrap().ends_with("TokenException"), "{what}: {body}");
-        assert!(!body["message"].as_str().unwrap().contains(&t), "{what}: the token is not echoed");
+        assert!(
+            body["code"].as_str().unwrap().ends_with("TokenException"),
+            "{what}: {body}"
+        );
+        assert!(
+            !body["message"].as_str().unwrap().contains(&t),
+            "{what}: the token is not echoed"
+        );
     }
     assert_eq!(upstream.calls(), 0);
 }
@@ -408,37 +560,65 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
     let upstream = FakeEksAuth::start(false);
     // Refresh due right after each fetch, so the next request triggers one.
     let agent = start_agent(&upstream, |c| {
-        c.cache = CachePolicy { refresh_lead: Duration::from_secs(3600), ..CachePolicy::default() };
+        c.cache = CachePolicy {
+            refresh_lead: Duration::from_secs(3600),
+            ..CachePolicy::default()
+        };
     })
     .await;
     let client = client();
-    upstream.set(Mode::Error { status: 404, kind: "ResourceNotFoundException" });
+    upstream.set(Mode::Error {
+        status: 404,
+        kind: "ResourceNotFoundException",
+    });
     let (status, body) = get(&client, &agent.url(), &token("unmapped", 3600)).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("ResourceNotFoundException")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ResourceNotFoundException")),
+        "{body}"
+    );
     assert_eq!(body["message"], "fake ResourceNotFoundException");
-    for (status, kind) in [(400, "AccessDeniedException"), (400, "InvalidTokenException"), (429, "ThrottlingException")]
-    {
+    for (status, kind) in [
+        (400, "AccessDeniedException"),
+        (400, "InvalidTokenException"),
+        (429, "ThrottlingException"),
+    ] {
         upstream.set(Mode::Error { status, kind });
         let (got, body) = get(&client, &agent.url(), &token(kind, 3600)).await;
         assert_eq!((got, body["code"].as_str()), (status, Some(kind)), "{body}");
     }
-    upstream.set(Mode::Error { status: 500, kind: "InternalServerException" });
+    upstream.set(Mode::Error {
+        status: 500,
+        kind: "InternalServerException",
+    });
     let (got, body) = get(&client, &agent.url(), &token("broken", 3600)).await;
-    assert_eq!((got, body["code"].as_str()), (500, Some("InternalServerException")), "{body}");
+    assert_eq!(
+        (got, body["code"].as_str()),
+        (500, Some("InternalServerException")),
+        "{body}"
+    );
 
     // A cached pod whose association is deleted: served once more while the
     // refresh runs, then dropped; the next request gets the 404.
-    upstream.set(Mode::Ok { lifetime: Duration::from_secs(3600) });
+    upstream.set(Mode::Ok {
+        lifetime: Duration::from_secs(3600),
+    });
     let t = token("mapped", 3600);
     assert_eq!(get(&client, &agent.url(), &t).await.0, 200);
     let before = upstream.calls();
-    upstream.set(Mode::Error { status: 404, kind: "ResourceNotFoundException" });
+    upstream.set(Mode::Error {
+        status: 404,
+        kind: "ResourceNotFoundException",
+    });
     assert_eq!(get(&client, &agent.url(), &t).await.0, 200);
     let cache = agent.cache.clone();
     wait_until("the refresh dropped the entry", || cache.is_empty()).await;
     assert_eq!(upstream.calls(), before + 1);
     let (status, body) = get(&client, &agent.url(), &t).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("ResourceNotFoundException")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ResourceNotFoundException"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,21 +626,48 @@ async fn other_paths_and_methods_and_probes() {
     let upstream = FakeEksAuth::start(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
-    let response = client.get(format!("http://{}/", agent.addr)).send().await.unwrap();
+    let response = client
+        .get(format!("http://{}/", agent.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "NotFound");
-    let response = client.post(agent.url()).header("authorization", token("p", 3600)).send().await.unwrap();
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["code"],
+        "NotFound"
+    );
+    let response = client
+        .post(agent.url())
+        .header("authorization", token("p", 3600))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET");
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "MethodNotAllowed");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["code"],
+        "MethodNotAllowed"
+    );
     assert_eq!(upstream.calls(), 0);
     assert!(agent.probes.ip().is_loopback());
-    let healthz = client.get(format!("http://{}/healthz", agent.probes)).send().await.unwrap();
+    let healthz = client
+        .get(format!("http://{}/healthz", agent.probes))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(healthz.status(), 200);
-    let readyz = client.get(format!("http://{}/readyz", agent.probes)).send().await.unwrap();
+    let readyz = client
+        .get(format!("http://{}/readyz", agent.probes))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 200);
     assert_eq!(get(&client, &agent.url(), &token("p", 3600)).await.0, 200);
-    let metrics = client.get(format!("http://{}/metrics", agent.metrics_addr)).send().await.unwrap();
+    let metrics = client
+        .get(format!("http://{}/metrics", agent.metrics_addr))
+        .send()
+        .await
+        .unwrap();
     let text = metrics.text().await.unwrap();
     for needle in [
         "podid_agent_requests_total{status=\"200\"} 1",
@@ -488,7 +695,10 @@ async fn the_rate_limit_answers_429() {
     let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
     assert!(limited.len() >= 10, "{statuses:?}");
     assert_eq!(limited[0].1["code"], "TooManyRequests");
-    assert!(statuses.iter().take(5).all(|(s, _)| *s == 200), "the burst passes: {statuses:?}");
+    assert!(
+        statuses.iter().take(5).all(|(s, _)| *s == 200),
+        "the burst passes: {statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,14 +725,25 @@ async fn shutdown_drains_in_flight_requests() {
     upstream.release();
     let (status, _) = request.await.unwrap();
     assert_eq!(status, 200, "the in-flight request finished");
-    tokio::time::timeout(Duration::from_secs(5), agent.served).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), agent.served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbindable_hosts_are_skipped_but_one_must_bind() {
     let upstream = FakeEksAuth::start(false);
     let sdk = sdk_config().await;
-    let source = || Arc::new(EksAuthUpstream::new(&sdk, Some(&upstream.url), "c1", &UpstreamSettings::default()));
+    let source = || {
+        Arc::new(EksAuthUpstream::new(
+            &sdk,
+            Some(&upstream.url),
+            "c1",
+            &UpstreamSettings::default(),
+        ))
+    };
     let config = AgentConfig {
         // 192.0.2.1 (TEST-NET-1) is on no interface.
         bind_hosts: vec!["192.0.2.1".parse().unwrap(), "127.0.0.1".parse().unwrap()],
@@ -532,13 +753,23 @@ async fn unbindable_hosts_are_skipped_but_one_must_bind() {
         metrics_address: "127.0.0.1".parse().unwrap(),
         ..AgentConfig::default()
     };
-    let agent = Agent::bind(config.clone(), source(), Arc::new(SystemClock)).await.unwrap();
+    let agent = Agent::bind(config.clone(), source(), Arc::new(SystemClock))
+        .await
+        .unwrap();
     assert_eq!(agent.credential_addrs().len(), 1);
     assert_eq!(agent.credential_addrs()[0].ip().to_string(), "127.0.0.1");
     drop(agent);
-    let config = AgentConfig { bind_hosts: vec!["192.0.2.1".parse().unwrap()], ..config };
-    let err = Agent::bind(config, source(), Arc::new(SystemClock)).await.unwrap_err();
-    assert!(matches!(err, podid_agent::AgentError::NoListener { .. }), "{err}");
+    let config = AgentConfig {
+        bind_hosts: vec!["192.0.2.1".parse().unwrap()],
+        ..config
+    };
+    let err = Agent::bind(config, source(), Arc::new(SystemClock))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, podid_agent::AgentError::NoListener { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("192.0.2.1"), "{err}");
 }
 
@@ -554,10 +785,31 @@ async fn ipv6_listeners_check_bracketed_hosts() {
     let client = client();
     let t = token("p", 3600);
     let url = agent.url();
-    assert_eq!(client.get(&url).header("authorization", &t).send().await.unwrap().status(), 200);
-    let bare = client.get(&url).header("host", "[::1]").header("authorization", &t).send().await.unwrap();
+    assert_eq!(
+        client
+            .get(&url)
+            .header("authorization", &t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let bare = client
+        .get(&url)
+        .header("host", "[::1]")
+        .header("authorization", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bare.status(), 200);
-    let other = client.get(&url).header("host", "[::2]:80").header("authorization", &t).send().await.unwrap();
+    let other = client
+        .get(&url)
+        .header("host", "[::2]:80")
+        .header("authorization", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 403);
 }
 
@@ -578,7 +830,10 @@ async fn idle_connections_are_closed() {
         busy.write_all(request.as_bytes()).await.unwrap();
         let mut response = vec![0u8; 1024];
         let n = busy.read(&mut response).await.unwrap();
-        assert!(String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 404"), "still open");
+        assert!(
+            String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 404"),
+            "still open"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -586,8 +841,19 @@ async fn idle_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_bind_hosts_are_refused() {
     let upstream = FakeEksAuth::start(false);
-    let source = EksAuthUpstream::new(&sdk_config().await, Some(&upstream.url), "c1", &UpstreamSettings::default());
-    let config = AgentConfig { bind_hosts: vec!["0.0.0.0".parse().unwrap()], port: 0, ..AgentConfig::default() };
-    let err = Agent::bind(config, Arc::new(source), Arc::new(SystemClock)).await.unwrap_err();
+    let source = EksAuthUpstream::new(
+        &sdk_config().await,
+        Some(&upstream.url),
+        "c1",
+        &UpstreamSettings::default(),
+    );
+    let config = AgentConfig {
+        bind_hosts: vec!["0.0.0.0".parse().unwrap()],
+        port: 0,
+        ..AgentConfig::default()
+    };
+    let err = Agent::bind(config, Arc::new(source), Arc::new(SystemClock))
+        .await
+        .unwrap_err();
     assert!(matches!(err, podid_agent::AgentError::Config(_)), "{err}");
 }

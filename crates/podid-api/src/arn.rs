@@ -24,7 +24,10 @@ impl ArnScope {
 
     /// `arn:{partition}:eks:{region}:{account}:cluster/{name}`, the default cluster ARN.
     pub fn cluster_arn(&self, cluster: &str) -> String {
-        format!("arn:{}:eks:{}:{}:cluster/{}", self.partition, self.region, self.account_id, cluster)
+        format!(
+            "arn:{}:eks:{}:{}:cluster/{}",
+            self.partition, self.region, self.account_id, cluster
+        )
     }
 
     /// Parses an association ARN of this scope into (cluster, association id).
@@ -32,19 +35,41 @@ impl ArnScope {
     /// ARNs of another partition, region or account are not podid's and are
     /// answered as not found by the caller.
     pub fn parse_association_arn<'a>(&self, arn: &'a str) -> Result<(&'a str, &'a str), ApiError> {
-        let bad = || ApiError::invalid_parameter(format!("'{}' is not a pod identity association ARN", printable(arn)));
+        let bad = || {
+            ApiError::invalid_parameter(format!(
+                "'{}' is not a pod identity association ARN",
+                printable(arn)
+            ))
+        };
         let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some("eks"), Some(region), Some(account), Some(resource)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        let (
+            Some("arn"),
+            Some(partition),
+            Some("eks"),
+            Some(region),
+            Some(account),
+            Some(resource),
+        ) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        )
         else {
             return Err(bad());
         };
-        let rest = resource.strip_prefix("podidentityassociation/").ok_or_else(bad)?;
+        let rest = resource
+            .strip_prefix("podidentityassociation/")
+            .ok_or_else(bad)?;
         let (cluster, id) = rest.split_once('/').ok_or_else(bad)?;
         validate::cluster_name(cluster).map_err(|_| bad())?;
         validate::association_id(id).map_err(|_| bad())?;
         if partition != self.partition || region != self.region || account != self.account_id {
-            return Err(ApiError::not_found(format!("no resource with ARN '{arn}' on this server")));
+            return Err(ApiError::not_found(format!(
+                "no resource with ARN '{arn}' on this server"
+            )));
         }
         Ok((cluster, id))
     }
@@ -54,7 +79,10 @@ impl ArnScope {
 /// cut to 200 characters so a huge value cannot bloat an answer or a log line.
 pub fn printable(s: &str) -> String {
     // The common case, copied at once: short, and nothing `escape_debug` changes.
-    if s.len() <= 200 && s.bytes().all(|c| (b' '..=b'~').contains(&c) && !matches!(c, b'\\' | b'\'' | b'"')) {
+    if s.len() <= 200
+        && s.bytes()
+            .all(|c| (b' '..=b'~').contains(&c) && !matches!(c, b'\\' | b'\'' | b'"'))
+    {
         return s.to_owned();
     }
     let mut out: String = s.chars().take(200).flat_map(char::escape_debug).collect();
@@ -69,7 +97,11 @@ mod tests {
     use super::*;
 
     fn scope() -> ArnScope {
-        ArnScope { partition: "aws".into(), region: "us-east-1".into(), account_id: "111122223333".into() }
+        ArnScope {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account_id: "111122223333".into(),
+        }
     }
 
     #[test]
@@ -102,14 +134,24 @@ mod tests {
     #[test]
     fn association_arn_round_trips() {
         let arn = scope().association_arn("blue", "a-abcdefghij0123456");
-        assert_eq!(arn, "arn:aws:eks:us-east-1:111122223333:podidentityassociation/blue/a-abcdefghij0123456");
-        assert_eq!(scope().parse_association_arn(&arn).unwrap(), ("blue", "a-abcdefghij0123456"));
+        assert_eq!(
+            arn,
+            "arn:aws:eks:us-east-1:111122223333:podidentityassociation/blue/a-abcdefghij0123456"
+        );
+        assert_eq!(
+            scope().parse_association_arn(&arn).unwrap(),
+            ("blue", "a-abcdefghij0123456")
+        );
     }
 
     #[test]
     fn foreign_or_malformed_arns_are_rejected() {
-        let other = "arn:aws:eks:eu-west-1:111122223333:podidentityassociation/blue/a-abcdefghij0123456";
-        assert_eq!(scope().parse_association_arn(other).unwrap_err().kind, crate::ErrorKind::ResourceNotFound);
+        let other =
+            "arn:aws:eks:eu-west-1:111122223333:podidentityassociation/blue/a-abcdefghij0123456";
+        assert_eq!(
+            scope().parse_association_arn(other).unwrap_err().kind,
+            crate::ErrorKind::ResourceNotFound
+        );
         for bad in [
             "",
             "arn:aws:eks:us-east-1:111122223333:cluster/blue",

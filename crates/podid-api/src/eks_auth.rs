@@ -13,7 +13,9 @@ pub struct AssumeRoleForPodIdentityRequest {
 
 impl std::fmt::Debug for AssumeRoleForPodIdentityRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AssumeRoleForPodIdentityRequest").field("token", &"**redacted**").finish()
+        f.debug_struct("AssumeRoleForPodIdentityRequest")
+            .field("token", &"**redacted**")
+            .finish()
     }
 }
 
@@ -93,7 +95,10 @@ mod tests {
     #[test]
     fn shape_matches_eks_auth_and_secrets_do_not_print() {
         let r = AssumeRoleForPodIdentityResponse {
-            subject: Subject { namespace: "ns".into(), service_account: "sa".into() },
+            subject: Subject {
+                namespace: "ns".into(),
+                service_account: "sa".into(),
+            },
             audience: "pods.eks.amazonaws.com".into(),
             pod_identity_association: PodIdentityAssociationRef {
                 association_arn: "arn".into(),
@@ -112,13 +117,18 @@ mod tests {
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["subject"]["serviceAccount"], "sa");
-        assert_eq!(v["podIdentityAssociation"]["associationId"], "a-0123456789abcdefg");
+        assert_eq!(
+            v["podIdentityAssociation"]["associationId"],
+            "a-0123456789abcdefg"
+        );
         assert_eq!(v["assumedRoleUser"]["assumeRoleId"], "AROA:S");
         assert_eq!(v["credentials"]["expiration"], 1_767_225_600);
         assert_eq!(v["credentials"]["sessionToken"], "SESSION-SECRET");
         let debug = format!("{r:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
-        let req = AssumeRoleForPodIdentityRequest { token: Some("eyJ.secret.token".into()) };
+        let req = AssumeRoleForPodIdentityRequest {
+            token: Some("eyJ.secret.token".into()),
+        };
         assert!(!format!("{req:?}").contains("secret"));
     }
 }

@@ -84,7 +84,9 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::ResourceNotFound | ErrorKind::UnknownOperation => 404,
-            ErrorKind::InvalidParameter | ErrorKind::InvalidRequest | ErrorKind::ResourceLimitExceeded => 400,
+            ErrorKind::InvalidParameter
+            | ErrorKind::InvalidRequest
+            | ErrorKind::ResourceLimitExceeded => 400,
             ErrorKind::ResourceInUse => 409,
             ErrorKind::Server => 500,
             ErrorKind::MissingAuthenticationToken
@@ -140,7 +142,10 @@ pub struct ApiError {
 impl ApiError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into() }
+        ApiError {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// `InvalidParameterException` with `message`.
@@ -160,7 +165,10 @@ impl ApiError {
 
     /// The JSON body AWS `rest-json` services answer errors with.
     pub fn body(&self) -> ErrorBody<'_> {
-        ErrorBody { type_name: self.kind.name(), message: &self.message }
+        ErrorBody {
+            type_name: self.kind.name(),
+            message: &self.message,
+        }
     }
 }
 
@@ -190,7 +198,10 @@ mod tests {
     fn body_has_type_and_message() {
         let e = ApiError::new(ErrorKind::ResourceInUse, "already there");
         let body = serde_json::to_value(e.body()).unwrap();
-        assert_eq!(body, serde_json::json!({"__type": "ResourceInUseException", "message": "already there"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"__type": "ResourceInUseException", "message": "already there"})
+        );
         assert_eq!(e.kind.status(), 409);
     }
 }

@@ -38,8 +38,14 @@ mod tests {
 
     #[test]
     fn whole_seconds_are_integers_and_fractions_keep_millis() {
-        assert_eq!(serde_json::to_string(&EpochMillis(1_700_000_000_000)).unwrap(), "1700000000");
-        assert_eq!(serde_json::to_string(&EpochMillis(1_700_000_000_123)).unwrap(), "1700000000.123");
+        assert_eq!(
+            serde_json::to_string(&EpochMillis(1_700_000_000_000)).unwrap(),
+            "1700000000"
+        );
+        assert_eq!(
+            serde_json::to_string(&EpochMillis(1_700_000_000_123)).unwrap(),
+            "1700000000.123"
+        );
         let back: EpochMillis = serde_json::from_str("1700000000.123").unwrap();
         assert_eq!(back, EpochMillis(1_700_000_000_123));
         assert_eq!(EpochMillis(1_700_000_000_999).seconds(), 1_700_000_000);

@@ -44,7 +44,8 @@ fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -86,13 +87,20 @@ pub fn role_arn(field: &str, arn: &str) -> Result<(), ApiError> {
         return Err(err());
     }
     let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(err());
     };
-    let partition_ok =
-        !partition.is_empty() && partition.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let partition_ok = !partition.is_empty()
+        && partition
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     let account_ok = account.len() == 12 && account.bytes().all(|c| c.is_ascii_digit());
     let Some(path_and_name) = resource.strip_prefix("role/") else {
         return Err(err());
@@ -101,10 +109,14 @@ pub fn role_arn(field: &str, arn: &str) -> Result<(), ApiError> {
         Some(i) => (&path_and_name[..=i], &path_and_name[i + 1..]),
         None => ("", path_and_name),
     };
-    let name_ok =
-        (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    let name_ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
     // A path is '/'-delimited printable ASCII (IAM: `(\u002F)|(\u002F[\u0021-\u007E]+\u002F)`).
-    let path_ok = path.len() <= 512 && path.bytes().all(|c| (0x21..=0x7e).contains(&c)) && !path.contains("//");
+    let path_ok = path.len() <= 512
+        && path.bytes().all(|c| (0x21..=0x7e).contains(&c))
+        && !path.contains("//");
     if partition_ok && account_ok && name_ok && path_ok {
         Ok(())
     } else {
@@ -124,7 +136,11 @@ pub fn tags(tags: &Tags) -> Result<(), ApiError> {
     for (key, value) in tags {
         tag_key(key)?;
         if value.chars().count() > MAX_TAG_VALUE {
-            return Err(invalid("tag value of key", key, "values are at most 256 characters"));
+            return Err(invalid(
+                "tag value of key",
+                key,
+                "values are at most 256 characters",
+            ));
         }
     }
     Ok(())
@@ -155,31 +171,50 @@ pub fn policy(policy: &str, disable_session_tags: bool) -> Result<(), ApiError> 
     }
     match serde_json::from_str::<serde_json::Value>(policy) {
         Ok(serde_json::Value::Object(_)) => {}
-        _ => return Err(ApiError::invalid_parameter("policy must be a JSON policy document (a JSON object)")),
+        _ => {
+            return Err(ApiError::invalid_parameter(
+                "policy must be a JSON policy document (a JSON object)",
+            ))
+        }
     }
     if !disable_session_tags {
-        return Err(ApiError::invalid_parameter("policy can only be set when disableSessionTags is true"));
+        return Err(ApiError::invalid_parameter(
+            "policy can only be set when disableSessionTags is true",
+        ));
     }
     Ok(())
 }
 
 /// An idempotency token: 1–64 printable ASCII characters.
 pub fn client_request_token(token: &str) -> Result<(), ApiError> {
-    if (1..=MAX_CLIENT_REQUEST_TOKEN).contains(&token.len()) && token.bytes().all(|c| (0x21..=0x7e).contains(&c)) {
+    if (1..=MAX_CLIENT_REQUEST_TOKEN).contains(&token.len())
+        && token.bytes().all(|c| (0x21..=0x7e).contains(&c))
+    {
         Ok(())
     } else {
-        Err(invalid("clientRequestToken", token, "must be 1-64 printable ASCII characters"))
+        Err(invalid(
+            "clientRequestToken",
+            token,
+            "must be 1-64 printable ASCII characters",
+        ))
     }
 }
 
 /// An association id: `a-` and 17 lowercase alphanumerics.
 pub fn association_id(id: &str) -> Result<(), ApiError> {
-    let ok =
-        id.len() == 19 && id.starts_with("a-") && id[2..].bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok = id.len() == 19
+        && id.starts_with("a-")
+        && id[2..]
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
-        Err(invalid("associationId", id, "must be 'a-' followed by 17 lowercase letters or digits"))
+        Err(invalid(
+            "associationId",
+            id,
+            "must be 'a-' followed by 17 lowercase letters or digits",
+        ))
     }
 }
 
@@ -188,14 +223,18 @@ pub fn max_results(n: i64) -> Result<(), ApiError> {
     if MAX_RESULTS.contains(&n) {
         Ok(())
     } else {
-        Err(ApiError::invalid_parameter(format!("maxResults {n} is invalid: must be between 1 and 100")))
+        Err(ApiError::invalid_parameter(format!(
+            "maxResults {n} is invalid: must be between 1 and 100"
+        )))
     }
 }
 
 /// An issuer or JWKS URL: absolute `https://` (or `http://`, for tests and
 /// in-cluster addresses) with a host, at most 2048 characters.
 pub fn url(field: &str, value: &str) -> Result<(), ApiError> {
-    let rest = value.strip_prefix("https://").or_else(|| value.strip_prefix("http://"));
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
     let host_ok = rest.is_some_and(|r| {
         let host = r.split(['/', '?', '#']).next().unwrap_or("");
         !host.is_empty() && !host.contains(char::is_whitespace)
@@ -212,7 +251,11 @@ pub fn audience(value: &str) -> Result<(), ApiError> {
     if (1..=256).contains(&value.len()) && !value.contains(char::is_control) {
         Ok(())
     } else {
-        Err(invalid("audience", value, "must be 1-256 printable characters"))
+        Err(invalid(
+            "audience",
+            value,
+            "must be 1-256 printable characters",
+        ))
     }
 }
 
@@ -250,7 +293,12 @@ mod tests {
         for bad in ["", "Default", "-a", "a-", "a.b", "a_b", &"a".repeat(64)] {
             assert!(namespace(bad).is_err(), "{bad}");
         }
-        for ok in ["boto3", "my.sa", "a-b.c-d", &format!("{}.{}", "a".repeat(63), "b".repeat(63))] {
+        for ok in [
+            "boto3",
+            "my.sa",
+            "a-b.c-d",
+            &format!("{}.{}", "a".repeat(63), "b".repeat(63)),
+        ] {
             assert!(service_account(ok).is_ok(), "{ok}");
         }
         for bad in ["", "A", "a..b", ".a", "a.", "a_b", "a/b"] {
@@ -309,7 +357,10 @@ mod tests {
     fn policy_rules() {
         let doc = r#"{"Version":"2012-10-17","Statement":[]}"#;
         assert!(policy(doc, true).is_ok());
-        assert!(policy(doc, false).unwrap_err().message.contains("disableSessionTags"));
+        assert!(policy(doc, false)
+            .unwrap_err()
+            .message
+            .contains("disableSessionTags"));
         assert!(policy("not json", true).is_err());
         assert!(policy("[1]", true).is_err());
         let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(2048));

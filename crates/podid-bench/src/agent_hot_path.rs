@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::common::{
-    agent_binary, children_cpu_seconds, cpu_busy, cpu_jiffies, get, have_program, median, process_cpu_seconds,
-    AgentProcess, AutogroupBoost, ChildServer, Machine, Table,
+    agent_binary, children_cpu_seconds, cpu_busy, cpu_jiffies, get, have_program, median,
+    process_cpu_seconds, AgentProcess, AutogroupBoost, ChildServer, Machine, Table,
 };
 use crate::fake_eks_auth::{FakeEksAuth, DEFAULT_SESSION_TOKEN_BYTES};
 use crate::load::{Wrk, WrkResult};
@@ -142,7 +142,11 @@ impl CpuSample {
         let load = percent(before.load, self.load);
         let this = percent(before.this, self.this);
         let busy: f64 = cpu_busy(&before.jiffies, &self.jiffies).iter().sum();
-        CpuUse { server, load, foreign: (busy - server - load - this).max(0.0) }
+        CpuUse {
+            server,
+            load,
+            foreign: (busy - server - load - this).max(0.0),
+        }
     }
 }
 
@@ -165,9 +169,16 @@ impl Run {
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     let agent_bin = agent_binary(args.agent.as_deref())?;
     if !have_program(&args.wrk) {
-        bail!("{} not found: install wrk (Debian: apt-get install wrk) or pass --wrk", args.wrk);
+        bail!(
+            "{} not found: install wrk (Debian: apt-get install wrk) or pass --wrk",
+            args.wrk
+        );
     }
-    let (duration, rounds) = if args.smoke { (1, 1) } else { (args.duration, args.rounds.max(1)) };
+    let (duration, rounds) = if args.smoke {
+        (1, 1)
+    } else {
+        (args.duration, args.rounds.max(1))
+    };
     let duration = Duration::from_secs(duration);
     let server_cpus = (!args.no_pin).then(|| args.server_cpus.clone());
     let load_cpus = (!args.no_pin).then(|| args.load_cpus.clone());
@@ -185,19 +196,30 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let auth = [("authorization", token.as_str())];
     let (status, agent_headers, body) = get(agent.credentials, "/v1/credentials", &auth).await?;
     if status != 200 {
-        bail!("the agent answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "the agent answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let (status, _, again) = get(agent.credentials, "/v1/credentials", &auth).await?;
     if status != 200 || again != body || upstream.calls() != 1 {
-        bail!("the second request was not answered from the cache ({status}, {} upstream calls)", upstream.calls());
+        bail!(
+            "the second request was not answered from the cache ({status}, {} upstream calls)",
+            upstream.calls()
+        );
     }
 
     let dir = tempfile::tempdir()?;
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, &body)?;
     let body_arg = body_file.to_string_lossy().into_owned();
-    let baseline = ChildServer::start(&["baseline", "--body-file", &body_arg], server_cpus.as_deref()).await?;
-    let (status, baseline_headers, baseline_body) = get(baseline.addr, "/v1/credentials", &auth).await?;
+    let baseline = ChildServer::start(
+        &["baseline", "--body-file", &body_arg],
+        server_cpus.as_deref(),
+    )
+    .await?;
+    let (status, baseline_headers, baseline_body) =
+        get(baseline.addr, "/v1/credentials", &auth).await?;
     if status != 200 || baseline_body != body {
         bail!("the baseline does not answer the agent's bytes");
     }
@@ -207,7 +229,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         v.join(", ")
     };
     if names(&agent_headers) != names(&baseline_headers) {
-        bail!("headers differ: agent {} / baseline {}", names(&agent_headers), names(&baseline_headers));
+        bail!(
+            "headers differ: agent {} / baseline {}",
+            names(&agent_headers),
+            names(&baseline_headers)
+        );
     }
     println!("podid: {} (agent pid {})", agent_bin.display(), agent.pid());
     println!(
@@ -225,10 +251,20 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         server_cpus.as_deref().unwrap_or("any"),
         load_cpus.as_deref().unwrap_or("any"),
         nice,
-        if boost.is_some() { " (this session's autogroup too)" } else { "" }
+        if boost.is_some() {
+            " (this session's autogroup too)"
+        } else {
+            ""
+        }
     );
 
-    let wrk = Wrk::new(&args.wrk, load_cpus, args.connections, args.threads, dir.path())?;
+    let wrk = Wrk::new(
+        &args.wrk,
+        load_cpus,
+        args.connections,
+        args.threads,
+        dir.path(),
+    )?;
     let servers = |t: Target| match t {
         Target::Agent => (agent.credentials, agent.pid()),
         Target::Baseline => (baseline.addr, baseline.pid()),
@@ -236,12 +272,22 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if !args.smoke {
         for t in [Target::Agent, Target::Baseline] {
             let (addr, _) = servers(t);
-            wrk.run(addr, "/v1/credentials", &auth, Duration::from_secs(2)).await.context("warm-up")?;
+            wrk.run(addr, "/v1/credentials", &auth, Duration::from_secs(2))
+                .await
+                .context("warm-up")?;
         }
     }
     let load_before = crate::common::load_average();
-    let max_rounds = if args.smoke { 1 } else { args.max_rounds.max(rounds) };
-    let plan = Plan { rounds, max_rounds, max_foreign_cpu: args.max_foreign_cpu };
+    let max_rounds = if args.smoke {
+        1
+    } else {
+        args.max_rounds.max(rounds)
+    };
+    let plan = Plan {
+        rounds,
+        max_rounds,
+        max_foreign_cpu: args.max_foreign_cpu,
+    };
     let measure = |wrk: Wrk| {
         let auth = &auth;
         async move {
@@ -261,7 +307,13 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                             result.errors
                         );
                     }
-                    Ok(Run { round, target, result, cpu, clean: false })
+                    Ok(Run {
+                        round,
+                        target,
+                        result,
+                        cpu,
+                        clean: false,
+                    })
                 }
             })
             .await
@@ -284,7 +336,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         measure(paced_wrk).await?.report(args.smoke, &[]);
     }
     let load_after = crate::common::load_average();
-    let hits = agent.metric("podid_agent_cache_lookups_total{result=\"hit\"}").await.unwrap_or(f64::NAN);
+    let hits = agent
+        .metric("podid_agent_cache_lookups_total{result=\"hit\"}")
+        .await
+        .unwrap_or(f64::NAN);
     let upstream_calls = upstream.calls();
     agent.stop().await;
     baseline.stop().await;
@@ -294,7 +349,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     );
     println!("load average: before {load_before}, after {load_after}");
     if upstream_calls != 1 {
-        bail!("the agent asked upstream {upstream_calls} times: the hot path was not measured alone");
+        bail!(
+            "the agent asked upstream {upstream_calls} times: the hot path was not measured alone"
+        );
     }
     Ok(args.smoke || all_pass)
 }
@@ -328,8 +385,16 @@ struct RatioTarget {
     bound: f64,
 }
 
-const MIN_RPS_RATIO_TARGET: RatioTarget = RatioTarget { figure: "req/s", at_least: true, bound: MIN_RPS_RATIO };
-const MAX_P99_RATIO_TARGET: RatioTarget = RatioTarget { figure: "p99 µs", at_least: false, bound: MAX_P99_RATIO };
+const MIN_RPS_RATIO_TARGET: RatioTarget = RatioTarget {
+    figure: "req/s",
+    at_least: true,
+    bound: MIN_RPS_RATIO,
+};
+const MAX_P99_RATIO_TARGET: RatioTarget = RatioTarget {
+    figure: "p99 µs",
+    at_least: false,
+    bound: MAX_P99_RATIO,
+};
 
 impl Plan {
     /// Runs rounds (agent and baseline, alternating which goes first) until
@@ -343,8 +408,11 @@ impl Plan {
         let (mut round, mut quiet_rounds) = (0, 0);
         while quiet_rounds < self.rounds && round < self.max_rounds {
             round += 1;
-            let order =
-                if round % 2 == 1 { [Target::Agent, Target::Baseline] } else { [Target::Baseline, Target::Agent] };
+            let order = if round % 2 == 1 {
+                [Target::Agent, Target::Baseline]
+            } else {
+                [Target::Baseline, Target::Agent]
+            };
             let mut pair = Vec::new();
             for target in order {
                 pair.push(run(round, target).await?);
@@ -356,7 +424,13 @@ impl Plan {
                 runs.push(r);
             }
         }
-        Ok(Phase { runs, rounds: round, quiet_rounds, wanted: self.rounds, max_foreign_cpu: self.max_foreign_cpu })
+        Ok(Phase {
+            runs,
+            rounds: round,
+            quiet_rounds,
+            wanted: self.rounds,
+            max_foreign_cpu: self.max_foreign_cpu,
+        })
     }
 }
 
@@ -403,16 +477,28 @@ impl Phase {
             self.rounds,
             self.quiet_rounds,
             self.max_foreign_cpu,
-            if noisy { "all rounds: the machine was busy, figures are NOISY" } else { "the quiet rounds" }
+            if noisy {
+                "all rounds: the machine was busy, figures are NOISY"
+            } else {
+                "the quiet rounds"
+            }
         );
-        let of =
-            |t: Target, f: Reading| -> Vec<f64> { judged.iter().filter(|r| r.target == t).map(|r| f(r)).collect() };
+        let of = |t: Target, f: Reading| -> Vec<f64> {
+            judged
+                .iter()
+                .filter(|r| r.target == t)
+                .map(|r| f(r))
+                .collect()
+        };
         let paired = |f: Reading| -> Vec<f64> {
             judged
                 .iter()
                 .filter(|r| r.target == Target::Agent)
                 .filter_map(|a| {
-                    judged.iter().find(|b| b.target == Target::Baseline && b.round == a.round).map(|b| f(a) / f(b))
+                    judged
+                        .iter()
+                        .find(|b| b.target == Target::Baseline && b.round == a.round)
+                        .map(|b| f(a) / f(b))
                 })
                 .collect()
         };
@@ -439,7 +525,11 @@ impl Phase {
             let ratio = median(&ratios);
             let (target_text, verdict_text) = match targets.iter().find(|t| t.figure == name) {
                 Some(t) => {
-                    let pass = if t.at_least { ratio >= t.bound } else { ratio <= t.bound };
+                    let pass = if t.at_least {
+                        ratio >= t.bound
+                    } else {
+                        ratio <= t.bound
+                    };
                     all_pass &= pass;
                     let verdict = if smoke {
                         "smoke".to_owned()
@@ -448,7 +538,10 @@ impl Phase {
                     } else {
                         crate::common::verdict(pass).to_owned()
                     };
-                    (format!("{} {:.2}", if t.at_least { "≥" } else { "≤" }, t.bound), verdict)
+                    (
+                        format!("{} {:.2}", if t.at_least { "≥" } else { "≤" }, t.bound),
+                        verdict,
+                    )
                 }
                 None => ("—".to_owned(), "—".to_owned()),
             };
@@ -456,7 +549,11 @@ impl Phase {
                 name.to_owned(),
                 format!("{:.1}", median(&of(Target::Agent, f))),
                 format!("{:.1}", median(&of(Target::Baseline, f))),
-                ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 format!("{ratio:.3}"),
                 target_text,
                 verdict_text,

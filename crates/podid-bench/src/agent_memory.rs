@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::common::{
-    agent_binary, mib, resident_by_mapping, verdict, AgentProcess, ChildServer, Connection, Machine, Memory, Table,
+    agent_binary, mib, resident_by_mapping, verdict, AgentProcess, ChildServer, Connection,
+    Machine, Memory, Table,
 };
 use crate::fake_eks_auth::FakeEksAuth;
 use crate::tokens::projected_token;
@@ -60,7 +61,9 @@ pub struct Args {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 async fn settle() {
@@ -69,7 +72,11 @@ async fn settle() {
 
 /// Asks for every token once over `concurrency` connections; returns the
 /// largest answer seen.
-async fn ask_all(addr: std::net::SocketAddr, tokens: Arc<Vec<String>>, concurrency: usize) -> anyhow::Result<usize> {
+async fn ask_all(
+    addr: std::net::SocketAddr,
+    tokens: Arc<Vec<String>>,
+    concurrency: usize,
+) -> anyhow::Result<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
@@ -80,9 +87,14 @@ async fn ask_all(addr: std::net::SocketAddr, tokens: Arc<Vec<String>>, concurren
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(token) = tokens.get(i) else { break };
-                let (status, _, body) = connection.get("/v1/credentials", &[("authorization", token)]).await?;
+                let (status, _, body) = connection
+                    .get("/v1/credentials", &[("authorization", token)])
+                    .await?;
                 if status != 200 {
-                    bail!("pod {i}: the agent answered {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "pod {i}: the agent answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
                 largest = largest.max(body.len());
             }
@@ -102,22 +114,39 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let pods = if args.smoke { 200 } else { args.pods.max(1) };
     println!("== agent memory (issue 7, target 2) ==");
     println!("{}", Machine::read().describe());
-    let env_text: Vec<String> = args.agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env_text: Vec<String> = args
+        .agent_env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!(
         "podid: {}; agent environment: {}; agent CPUs: {}",
         agent_bin.display(),
-        if env_text.is_empty() { "(none added)".to_owned() } else { env_text.join(" ") },
+        if env_text.is_empty() {
+            "(none added)".to_owned()
+        } else {
+            env_text.join(" ")
+        },
         args.cpus.as_deref().unwrap_or("all")
     );
 
     let upstream = FakeEksAuth::start("127.0.0.1:0".parse()?, args.session_token_bytes).await?;
-    let wrapper: Vec<String> =
-        args.agent_wrapper.as_deref().map(|w| w.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+    let wrapper: Vec<String> = args
+        .agent_wrapper
+        .as_deref()
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
     if !wrapper.is_empty() {
         println!("agent run through: {}", wrapper.join(" "));
     }
-    let agent =
-        AgentProcess::start_wrapped(&agent_bin, &upstream.url, args.cpus.as_deref(), &wrapper, &args.agent_env).await?;
+    let agent = AgentProcess::start_wrapped(
+        &agent_bin,
+        &upstream.url,
+        args.cpus.as_deref(),
+        &wrapper,
+        &args.agent_env,
+    )
+    .await?;
     let pid = agent.pid();
 
     // The baseline: the minimal hyper server, idle.
@@ -125,7 +154,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, b"{}")?;
     let body_arg = body_file.to_string_lossy().into_owned();
-    let baseline = ChildServer::start(&["baseline", "--body-file", &body_arg], args.cpus.as_deref()).await?;
+    let baseline = ChildServer::start(
+        &["baseline", "--body-file", &body_arg],
+        args.cpus.as_deref(),
+    )
+    .await?;
 
     settle().await;
     let idle = Memory::of(pid)?;
@@ -171,21 +204,51 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         "verdict",
     ]);
     let smoke = args.smoke;
-    let judge = |kib: u64, bound: u64| if smoke { "smoke".to_owned() } else { verdict(kib <= bound).to_owned() };
-    let row = |name: String, m: &Memory, target: String, verdict: String| {
-        vec![name, mib(m.rss), mib(m.hwm), mib(m.anon), mib(m.file), m.threads.to_string(), target, verdict]
+    let judge = |kib: u64, bound: u64| {
+        if smoke {
+            "smoke".to_owned()
+        } else {
+            verdict(kib <= bound).to_owned()
+        }
     };
-    table.row(row("idle (started, no pod yet)".into(), &idle, "≤ 10 MiB".into(), judge(idle.rss, MAX_IDLE_KIB)));
+    let row = |name: String, m: &Memory, target: String, verdict: String| {
+        vec![
+            name,
+            mib(m.rss),
+            mib(m.hwm),
+            mib(m.anon),
+            mib(m.file),
+            m.threads.to_string(),
+            target,
+            verdict,
+        ]
+    };
+    table.row(row(
+        "idle (started, no pod yet)".into(),
+        &idle,
+        "≤ 10 MiB".into(),
+        judge(idle.rss, MAX_IDLE_KIB),
+    ));
     table.row(row("1 pod cached".into(), &one, "—".into(), "—".into()));
     let full_name = format!("{pods} pods cached");
-    table.row(row(full_name.clone(), &full, "≤ 25 MiB".into(), judge(full.rss, MAX_FULL_KIB)));
+    table.row(row(
+        full_name.clone(),
+        &full,
+        "≤ 25 MiB".into(),
+        judge(full.rss, MAX_FULL_KIB),
+    ));
     table.row(row(
         format!("{full_name}, after a second pass of hits"),
         &full_after_hits,
         "≤ 25 MiB".into(),
         judge(full_after_hits.rss, MAX_FULL_KIB),
     ));
-    table.row(row("baseline: minimal hyper server, idle".into(), &baseline_idle, "—".into(), "—".into()));
+    table.row(row(
+        "baseline: minimal hyper server, idle".into(),
+        &baseline_idle,
+        "—".into(),
+        "—".into(),
+    ));
     println!();
     print!("{}", table.render());
 
@@ -213,5 +276,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         mib(idle.anon),
         mib(baseline_idle.anon)
     );
-    Ok(smoke || (idle.rss <= MAX_IDLE_KIB && full.rss <= MAX_FULL_KIB && full_after_hits.rss <= MAX_FULL_KIB))
+    Ok(smoke
+        || (idle.rss <= MAX_IDLE_KIB
+            && full.rss <= MAX_FULL_KIB
+            && full_after_hits.rss <= MAX_FULL_KIB))
 }

@@ -82,7 +82,9 @@ fn request(i: usize) -> serde_json::Value {
 /// The same association as the server would store it.
 fn record(i: usize, rng: &mut crate::tokens::Rng) -> StoredAssociation {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let id: String = (0..17).map(|_| ALPHABET[(rng.next_u64() % 36) as usize] as char).collect();
+    let id: String = (0..17)
+        .map(|_| ALPHABET[(rng.next_u64() % 36) as usize] as char)
+        .collect();
     let now = podid_api::EpochMillis(harness::epoch_millis());
     StoredAssociation {
         id: format!("a-{id}"),
@@ -111,7 +113,8 @@ async fn raw_creates(
         .map(|i| {
             let store = store.clone();
             async move {
-                let mut rng = crate::tokens::Rng::new(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
+                let mut rng =
+                    crate::tokens::Rng::new(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
                 store.create_association(&record(i, &mut rng), None).await?;
                 Ok(())
             }
@@ -135,7 +138,9 @@ async fn api_creates(
         .map(|i| {
             let (client, path) = (client.clone(), path.clone());
             async move {
-                let _: serde_json::Value = client.call(reqwest::Method::POST, &path, &[], Some(&request(i))).await?;
+                let _: serde_json::Value = client
+                    .call(reqwest::Method::POST, &path, &[], Some(&request(i)))
+                    .await?;
                 Ok(())
             }
         })
@@ -155,13 +160,22 @@ struct Walk {
 }
 
 async fn raw_walk(store: &Arc<dyn AssociationStore>, page_size: u32) -> anyhow::Result<Walk> {
-    let mut walk = Walk { seconds: 0.0, pages_ms: Vec::new(), ids: Vec::new() };
+    let mut walk = Walk {
+        seconds: 0.0,
+        pages_ms: Vec::new(),
+        ids: Vec::new(),
+    };
     let started = Instant::now();
     let mut after = None;
     loop {
         let t = Instant::now();
         let page = store
-            .list_associations(&ListQuery { cluster: CLUSTER.into(), limit: page_size, after, ..Default::default() })
+            .list_associations(&ListQuery {
+                cluster: CLUSTER.into(),
+                limit: page_size,
+                after,
+                ..Default::default()
+            })
             .await?;
         walk.pages_ms.push(t.elapsed().as_secs_f64() * 1e3);
         walk.ids.extend(page.items.into_iter().map(|a| a.id));
@@ -175,7 +189,11 @@ async fn raw_walk(store: &Arc<dyn AssociationStore>, page_size: u32) -> anyhow::
 }
 
 async fn api_walk(client: &podid_client::ApiClient, page_size: u32) -> anyhow::Result<Walk> {
-    let mut walk = Walk { seconds: 0.0, pages_ms: Vec::new(), ids: Vec::new() };
+    let mut walk = Walk {
+        seconds: 0.0,
+        pages_ms: Vec::new(),
+        ids: Vec::new(),
+    };
     let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
     let started = Instant::now();
     let mut next: Option<String> = None;
@@ -185,10 +203,12 @@ async fn api_walk(client: &podid_client::ApiClient, page_size: u32) -> anyhow::R
             query.push(("nextToken", token.clone()));
         }
         let t = Instant::now();
-        let page: podid_api::association::ListAssociationsResponse =
-            client.call(reqwest::Method::GET, &path, &query, None).await?;
+        let page: podid_api::association::ListAssociationsResponse = client
+            .call(reqwest::Method::GET, &path, &query, None)
+            .await?;
         walk.pages_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        walk.ids.extend(page.associations.into_iter().map(|a| a.association_id));
+        walk.ids
+            .extend(page.associations.into_iter().map(|a| a.association_id));
         match page.next_token {
             Some(token) => next = Some(token),
             None => break,
@@ -207,11 +227,18 @@ struct PgDatabases {
 impl PgDatabases {
     async fn create(url: &str) -> anyhow::Result<(PgDatabases, String, String)> {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .context("connecting to PostgreSQL")?;
         let tag = format!("{}_{}", std::process::id(), harness::epoch_millis());
-        let names = vec![format!("podid_bench_raw_{tag}"), format!("podid_bench_api_{tag}")];
+        let names = vec![
+            format!("podid_bench_raw_{tag}"),
+            format!("podid_bench_api_{tag}"),
+        ];
         for name in &names {
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await?;
         }
         conn.close().await?;
         let mut parsed = url::Url::parse(url)?;
@@ -220,14 +247,25 @@ impl PgDatabases {
             parsed.to_string()
         };
         let (raw, api) = (with(&names[0]), with(&names[1]));
-        Ok((PgDatabases { admin_url: url.to_owned(), names }, raw, api))
+        Ok((
+            PgDatabases {
+                admin_url: url.to_owned(),
+                names,
+            },
+            raw,
+            api,
+        ))
     }
 
     async fn drop_all(&self) {
         use sqlx::Connection;
-        let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await else { return };
+        let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await else {
+            return;
+        };
         for name in &self.names {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
         let _ = conn.close().await;
     }
@@ -263,7 +301,8 @@ async fn measure(
     let cluster_file = dir.join(format!("cluster-{name}.json"));
     std::fs::write(&cluster_file, serde_json::to_string(&cluster.record())?)?;
     let mut raw = RawStore::start(cpus, raw_url).await?;
-    raw.call(&format!("register {}", cluster_file.display())).await?;
+    raw.call(&format!("register {}", cluster_file.display()))
+        .await?;
     // Never called: the association API does not issue credentials.
     let sts = StsResponder::start(1).await?;
     let server = ServerProcess::start(&ServerOptions {
@@ -287,11 +326,19 @@ async fn measure(
     let mut start = 0;
     while start < args.associations {
         let range = start..(start + per_round).min(args.associations);
-        let raw_rate = raw.call(&format!("create {} {} {}", range.start, range.end, args.concurrency)).await?["rate"]
+        let raw_rate = raw
+            .call(&format!(
+                "create {} {} {}",
+                range.start, range.end, args.concurrency
+            ))
+            .await?["rate"]
             .as_f64()
             .context("no rate")?;
         let api = api_creates(&client, range.clone(), args.concurrency).await?;
-        println!("{name}: creates {}..{}: raw store {raw_rate:.0}/s, API {api:.0}/s", range.start, range.end);
+        println!(
+            "{name}: creates {}..{}: raw store {raw_rate:.0}/s, API {api:.0}/s",
+            range.start, range.end
+        );
         result.raw_creates.push(raw_rate);
         result.api_creates.push(api);
         start = range.end;
@@ -306,7 +353,9 @@ async fn measure(
     for _ in 0..args.list_rounds.max(1) {
         let walk = raw.call(&format!("walk {}", args.page_size)).await?;
         result.raw_walks.push(serde_json::from_value(walk)?);
-        result.api_walks.push(api_walk(&client, args.page_size).await?);
+        result
+            .api_walks
+            .push(api_walk(&client, args.page_size).await?);
     }
     server.stop().await;
     raw.stop().await;
@@ -332,7 +381,9 @@ pub struct RawArgs {
 
 /// Runs `podid-bench raw-store`.
 pub async fn raw_store(args: RawArgs) -> anyhow::Result<()> {
-    let store = podid_store::open(&args.database_url).await.context("opening the store")?;
+    let store = podid_store::open(&args.database_url)
+        .await
+        .context("opening the store")?;
     loop {
         let read = tokio::task::spawn_blocking(|| {
             let mut line = String::new();
@@ -344,7 +395,11 @@ pub async fn raw_store(args: RawArgs) -> anyhow::Result<()> {
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         let number = |i: usize| -> anyhow::Result<usize> {
-            words.get(i).context("missing argument")?.parse().context("not a number")
+            words
+                .get(i)
+                .context("missing argument")?
+                .parse()
+                .context("not a number")
         };
         let out = match words.first().copied() {
             Some("register") => {
@@ -356,7 +411,9 @@ pub async fn raw_store(args: RawArgs) -> anyhow::Result<()> {
             Some("create") => {
                 serde_json::json!({ "rate": raw_creates(&store, number(1)?..number(2)?, number(3)?).await? })
             }
-            Some("walk") => serde_json::to_value(raw_walk(&store, u32::try_from(number(1)?)?).await?)?,
+            Some("walk") => {
+                serde_json::to_value(raw_walk(&store, u32::try_from(number(1)?)?).await?)?
+            }
             _ => bail!("unknown command {line:?}"),
         };
         println!("{out}");
@@ -384,15 +441,25 @@ impl RawStore {
         let mut child = cmd.spawn().context("starting podid-bench raw-store")?;
         let stdin = child.stdin.take().context("no stdin")?;
         let stdout = child.stdout.take().context("no stdout")?;
-        Ok(RawStore { child, stdin, lines: tokio::io::BufReader::new(stdout).lines() })
+        Ok(RawStore {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        })
     }
 
     /// Sends one command and reads its answer.
     async fn call(&mut self, command: &str) -> anyhow::Result<serde_json::Value> {
         use tokio::io::AsyncWriteExt;
-        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await?;
         self.stdin.flush().await?;
-        let line = self.lines.next_line().await?.with_context(|| format!("raw-store exited during {command:?}"))?;
+        let line = self
+            .lines
+            .next_line()
+            .await?
+            .with_context(|| format!("raw-store exited during {command:?}"))?;
         serde_json::from_str(&line).with_context(|| format!("raw-store answered {line:?}"))
     }
 
@@ -414,7 +481,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let podid = common::podid_binary(args.run.podid.as_deref())?;
     println!("# Association API (target 5)");
     println!("{}", Machine::read().describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
+    println!(
+        "priority: niceness {} for this benchmark's processes and session",
+        args.run.nice
+    );
     if args.associations == 0 || args.concurrency == 0 || !(1..=100).contains(&args.page_size) {
         bail!("--associations and --concurrency must be positive, --page-size 1 to 100");
     }
@@ -476,7 +546,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             format!("{:.2}", api_c / raw_c),
         ]);
         let pages = |walks: &[Walk]| {
-            let mut v: Vec<f64> = walks.iter().flat_map(|w| w.pages_ms.iter().copied()).collect();
+            let mut v: Vec<f64> = walks
+                .iter()
+                .flat_map(|w| w.pages_ms.iter().copied())
+                .collect();
             v.sort_by(f64::total_cmp);
             v
         };
@@ -500,7 +573,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             format!("{api_w:.3}"),
             format!("{:.2}", api_w / raw_w),
         ]);
-        let ok = r.raw_walks.iter().chain(&r.api_walks).all(|w| complete(w, args.associations));
+        let ok = r
+            .raw_walks
+            .iter()
+            .chain(&r.api_walks)
+            .all(|w| complete(w, args.associations));
         pass &= ok;
         println!(
             "{}: every walk listed each of the {} associations exactly once: {}",

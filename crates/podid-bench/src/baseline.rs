@@ -28,7 +28,9 @@ pub struct Args {
 
 /// Serves until killed, printing `baseline listening on ADDR` first.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let body = Bytes::from(std::fs::read(&args.body_file).with_context(|| args.body_file.display().to_string())?);
+    let body = Bytes::from(
+        std::fs::read(&args.body_file).with_context(|| args.body_file.display().to_string())?,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("baseline listening on {}", listener.local_addr()?);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -45,7 +47,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let body = body.clone();
         let service = hyper::service::service_fn(move |_request| {
             let mut response = http::Response::new(Full::new(body.clone()));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             std::future::ready(Ok::<_, std::convert::Infallible>(response))
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);

@@ -96,7 +96,10 @@ fn pods(n: usize, associations: usize) -> Vec<Pod> {
 }
 
 /// Creates `count` associations `ns-{i/100}/sa-{i}` with 16 calls in flight.
-pub async fn create_associations(client: &podid_client::ApiClient, count: usize) -> anyhow::Result<()> {
+pub async fn create_associations(
+    client: &podid_client::ApiClient,
+    count: usize,
+) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..count)
         .map(|i| {
@@ -108,7 +111,9 @@ pub async fn create_associations(client: &podid_client::ApiClient, count: usize)
                     "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", harness::ACCOUNT),
                 });
                 let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
-                let _: serde_json::Value = client.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+                let _: serde_json::Value = client
+                    .call(reqwest::Method::POST, &path, &[], Some(&body))
+                    .await?;
                 Ok(())
             }
         })
@@ -126,7 +131,9 @@ struct Verifier {
 impl Verifier {
     fn new(jwk: &serde_json::Value) -> anyhow::Result<Verifier> {
         let b64 = |name: &str| -> anyhow::Result<Vec<u8>> {
-            let text = jwk[name].as_str().with_context(|| format!("JWK without {name}"))?;
+            let text = jwk[name]
+                .as_str()
+                .with_context(|| format!("JWK without {name}"))?;
             Ok(URL_SAFE_NO_PAD.decode(text)?)
         };
         let (n, e) = (b64("n")?, b64("e")?);
@@ -138,8 +145,12 @@ impl Verifier {
 
     /// Verifies one compact JWS's RS256 signature (base64url decoding included).
     fn verify(&self, token: &str) -> bool {
-        let Some((input, sig)) = token.rsplit_once('.') else { return false };
-        let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else { return false };
+        let Some((input, sig)) = token.rsplit_once('.') else {
+            return false;
+        };
+        let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else {
+            return false;
+        };
         self.key.verify_sig(input.as_bytes(), &sig).is_ok()
     }
 }
@@ -164,7 +175,8 @@ fn baseline_round(
     let now = harness::epoch_secs();
     let started = Instant::now();
     for t in tokens {
-        podid_token::verify_token(t, trust, keys, now).context("podid_token::verify_token refused a minted token")?;
+        podid_token::verify_token(t, trust, keys, now)
+            .context("podid_token::verify_token refused a minted token")?;
     }
     let full_rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
     Ok((sig_rate, sig_cpu_rate, full_rate))
@@ -172,7 +184,10 @@ fn baseline_round(
 
 /// SigV4 verifications per second on this thread: the server's own check
 /// (`podid_server::auth::verify_request`) of the round's requests.
-fn sigv4_round(keys: &podid_server::keys::KeyRing, requests: &[(http::HeaderMap, Vec<u8>)]) -> anyhow::Result<f64> {
+fn sigv4_round(
+    keys: &podid_server::keys::KeyRing,
+    requests: &[(http::HeaderMap, Vec<u8>)],
+) -> anyhow::Result<f64> {
     let uri: http::Uri = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity").parse()?;
     let now = SystemTime::now();
     let started = Instant::now();
@@ -191,15 +206,30 @@ fn signed_calls<T>(
 ) -> anyhow::Result<Vec<T>> {
     let path = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity");
     let now = SystemTime::now();
-    tokens.iter().map(|t| build(&path, serde_json::to_vec(&serde_json::json!({ "token": t }))?, now)).collect()
+    tokens
+        .iter()
+        .map(|t| {
+            build(
+                &path,
+                serde_json::to_vec(&serde_json::json!({ "token": t }))?,
+                now,
+            )
+        })
+        .collect()
 }
 
 /// The round's requests as header maps and bodies, for [`sigv4_round`].
-fn request_parts(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<(http::HeaderMap, Vec<u8>)>> {
+fn request_parts(
+    addr: std::net::SocketAddr,
+    tokens: &[String],
+) -> anyhow::Result<Vec<(http::HeaderMap, Vec<u8>)>> {
     signed_calls(tokens, |path, body, now| {
         let mut headers = http::HeaderMap::new();
         for (k, v) in harness::signed_headers(addr, "POST", path, &body, now)? {
-            headers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(&v)?);
+            headers.append(
+                http::HeaderName::from_bytes(k.as_bytes())?,
+                http::HeaderValue::from_str(&v)?,
+            );
         }
         Ok((headers, body))
     })
@@ -207,7 +237,9 @@ fn request_parts(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Resul
 
 /// The round's requests as the bytes sent.
 fn request_bytes(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
-    signed_calls(tokens, |path, body, now| harness::signed_request(addr, "POST", path, &body, now))
+    signed_calls(tokens, |path, body, now| {
+        harness::signed_request(addr, "POST", path, &body, now)
+    })
 }
 
 struct ServerRound {
@@ -228,7 +260,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let machine = Machine::read();
     println!("# Broker throughput (target 3)");
     println!("{}", machine.describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
+    println!(
+        "priority: niceness {} for this benchmark's processes and session",
+        args.run.nice
+    );
     if args.pods == 0 || args.associations == 0 || args.rounds == 0 || args.requests == 0 {
         bail!("--pods, --associations, --rounds and --requests must be positive");
     }
@@ -254,10 +289,19 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         args.connections
     );
     let admin = harness::admin_client(&server.endpoint)?;
-    cluster.register(&admin).await.context("registering the test cluster")?;
+    cluster
+        .register(&admin)
+        .await
+        .context("registering the test cluster")?;
     let t = Instant::now();
-    create_associations(&admin, args.associations).await.context("creating the associations")?;
-    println!("setup: {} associations in {:.1} s", args.associations, t.elapsed().as_secs_f64());
+    create_associations(&admin, args.associations)
+        .await
+        .context("creating the associations")?;
+    println!(
+        "setup: {} associations in {:.1} s",
+        args.associations,
+        t.elapsed().as_secs_f64()
+    );
 
     let pods = pods(args.pods, args.associations);
     let t = Instant::now();
@@ -265,14 +309,21 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let total = args.pods + 1 + args.rounds * args.requests;
     let key = &cluster.key;
     let minted = tokio::task::block_in_place(|| harness::mint_tokens(key, &pods, 0, total));
-    println!("setup: {total} RS256 tokens minted in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "setup: {total} RS256 tokens minted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let (warmup, rest) = minted.split_at(args.pods);
     let (sample, rest) = rest.split_at(1);
     let rounds: Vec<Vec<String>> = rest.chunks(args.requests).map(<[String]>::to_vec).collect();
 
     // Warm-up: one call per pod, each costing one AssumeRole.
-    let warm =
-        harness::closed_loop(server.addr, Arc::new(request_bytes(server.addr, warmup)?), args.connections).await?;
+    let warm = harness::closed_loop(
+        server.addr,
+        Arc::new(request_bytes(server.addr, warmup)?),
+        args.connections,
+    )
+    .await?;
     if warm.errors > 0 {
         bail!(
             "warm-up: {} of {} calls failed; first: {}",
@@ -297,15 +348,19 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut conn = harness::RawConnection::open(server.addr).await?;
     let status = conn.send(&request_bytes(server.addr, sample)?[0]).await?;
     if status != 200 {
-        bail!("sample call answered {status}: {}", String::from_utf8_lossy(conn.body()));
+        bail!(
+            "sample call answered {status}: {}",
+            String::from_utf8_lossy(conn.body())
+        );
     }
     let body_file = dir.path().join("answer.json");
     std::fs::write(&body_file, conn.body())?;
     drop(conn);
     let body_arg = body_file.display().to_string();
-    let floor_server = common::ChildServer::start(&["baseline", "--body-file", &body_arg], args.place.server())
-        .await
-        .context("starting the HTTP floor server")?;
+    let floor_server =
+        common::ChildServer::start(&["baseline", "--body-file", &body_arg], args.place.server())
+            .await
+            .context("starting the HTTP floor server")?;
 
     let jwk = &cluster.key.jwk();
     let verifier = Verifier::new(jwk)?;
@@ -356,7 +411,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         // The HTTP floor: the same requests to a server that only answers.
         let floor = drive(floor_server.addr, &requests, args.connections, args.client).await?;
         let floor_rate = floor.rps();
-        let round = server_round(&server, requests, args.connections, &args.place.server_cpus, args.client).await?;
+        let round = server_round(
+            &server,
+            requests,
+            args.connections,
+            &args.place.server_cpus,
+            args.client,
+        )
+        .await?;
         if round.load.errors > 0 {
             bail!(
                 "round {}: {} of {} calls failed; first: {}",
@@ -385,7 +447,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             format!("{:.2}", percentile(l, 50.0) / 1000.0),
             format!("{:.2}", percentile(l, 99.0) / 1000.0),
             format!("{:.2}", percentile(l, 100.0) / 1000.0),
-            format!("{:.0}", round.server_cpu_seconds * 1e6 / round.load.requests as f64),
+            format!(
+                "{:.0}",
+                round.server_cpu_seconds * 1e6 / round.load.requests as f64
+            ),
             format!("{:.0}", round.server_core_busy),
         ]);
         ratios.push(ratio);
@@ -456,7 +521,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     );
     floor_server.stop().await;
     if args.hold_secs > 0 {
-        println!("holding the server (pid {}) for {} s", server.pid(), args.hold_secs);
+        println!(
+            "holding the server (pid {}) for {} s",
+            server.pid(),
+            args.hold_secs
+        );
         tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     }
     server.stop().await;
@@ -473,7 +542,10 @@ async fn drive(
     match client {
         Client::BusyPoll => {
             let requests = requests.clone();
-            tokio::task::spawn_blocking(move || harness::busy_poll_loop(addr, &requests, connections)).await?
+            tokio::task::spawn_blocking(move || {
+                harness::busy_poll_loop(addr, &requests, connections)
+            })
+            .await?
         }
         Client::Tokio => harness::closed_loop(addr, requests.clone(), connections).await,
     }
@@ -496,7 +568,13 @@ async fn server_round(
         .split(',')
         .filter_map(|c| c.trim().parse::<usize>().ok())
         .filter_map(|c| busy.get(c).copied())
-        .fold(None, |acc: Option<(f64, usize)>, b| Some(acc.map_or((b, 1), |(s, n)| (s + b, n + 1))))
+        .fold(None, |acc: Option<(f64, usize)>, b| {
+            Some(acc.map_or((b, 1), |(s, n)| (s + b, n + 1)))
+        })
         .map_or(f64::NAN, |(s, n)| s / n as f64);
-    Ok(ServerRound { load, server_cpu_seconds: cpu_after - cpu_before, server_core_busy })
+    Ok(ServerRound {
+        load,
+        server_cpu_seconds: cpu_after - cpu_before,
+        server_core_busy,
+    })
 }

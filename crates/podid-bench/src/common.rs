@@ -29,7 +29,12 @@ pub fn agent_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// `explicit`, else the executable `name` (of cargo package `package`) next
 /// to this one; it must exist.
-fn sibling_binary(explicit: Option<&Path>, name: &str, package: &str, flag: &str) -> anyhow::Result<PathBuf> {
+fn sibling_binary(
+    explicit: Option<&Path>,
+    name: &str,
+    package: &str,
+    flag: &str,
+) -> anyhow::Result<PathBuf> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => std::env::current_exe()
@@ -39,7 +44,10 @@ fn sibling_binary(explicit: Option<&Path>, name: &str, package: &str, flag: &str
             .ok_or_else(|| anyhow!("this executable has no directory"))?,
     };
     if !path.is_file() {
-        bail!("{} does not exist: build it first (cargo build --release -p {package}) or pass {flag}", path.display());
+        bail!(
+            "{} does not exist: build it first (cargo build --release -p {package}) or pass {flag}",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -60,7 +68,12 @@ pub fn self_binary() -> anyhow::Result<PathBuf> {
 
 /// Whether `program` can be run (found on PATH or a path).
 pub fn have_program(program: &str) -> bool {
-    std::process::Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// The machine, as `docs/benchmarks.md` reports it.
@@ -82,16 +95,25 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim())
+            })
             .unwrap_or("unknown")
             .to_owned();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let mem_total_mib = status_kib(&meminfo, "MemTotal").unwrap_or(0) / 1024;
         Machine {
-            nproc: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            nproc: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
             cpu_model,
             mem_total_mib,
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         }
     }
 
@@ -141,7 +163,8 @@ pub struct Memory {
 impl Memory {
     /// Reads /proc/PID/status.
     pub fn of(pid: u32) -> anyhow::Result<Memory> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("reading /proc/PID/status")?;
         let get = |k| status_kib(&text, k).unwrap_or(0);
         Ok(Memory {
             rss: get("VmRSS"),
@@ -157,7 +180,8 @@ impl Memory {
 /// largest first; anonymous mappings other than the heap and stack are
 /// summed as `[anonymous]`.
 pub fn resident_by_mapping(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).context("reading /proc/PID/smaps")?;
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/smaps")).context("reading /proc/PID/smaps")?;
     let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -172,7 +196,11 @@ pub fn resident_by_mapping(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
             *sums.entry(current.clone()).or_default() += kib;
         }
     }
-    let mut out: Vec<(u64, String)> = sums.into_iter().map(|(k, v)| (v, k)).filter(|(v, _)| *v > 0).collect();
+    let mut out: Vec<(u64, String)> = sums
+        .into_iter()
+        .map(|(k, v)| (v, k))
+        .filter(|(v, _)| *v > 0)
+        .collect();
     out.sort_by_key(|(kib, _)| std::cmp::Reverse(*kib));
     Ok(out)
 }
@@ -222,7 +250,11 @@ pub fn cpu_jiffies() -> Vec<(u64, u64)> {
     text.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .map(|l| {
-            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
             let total: u64 = v.iter().take(8).sum();
             // idle + iowait
             let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
@@ -310,7 +342,8 @@ pub fn niceness_prefix() -> Vec<String> {
 /// `program` run through `wrapper` (e.g. `valgrind --tool=massif`), pinned to
 /// `cpus`, at the niceness set by [`set_niceness`].
 fn wrapped(cpus: Option<&str>, wrapper: &[String], program: &Path) -> Command {
-    let mut words: Vec<std::ffi::OsString> = niceness_prefix().into_iter().map(Into::into).collect();
+    let mut words: Vec<std::ffi::OsString> =
+        niceness_prefix().into_iter().map(Into::into).collect();
     if let Some(cpus) = cpus {
         words.extend(["taskset".into(), "-c".into(), cpus.into()]);
     }
@@ -354,11 +387,28 @@ impl AgentProcess {
     ) -> anyhow::Result<AgentProcess> {
         let mut cmd = wrapped(cpus, wrapper, agent);
         cmd.args(agent_subcommand(agent))
-            .args(["--cluster-name", "bench", "--endpoint", endpoint, "--region", "us-east-1"])
-            .args(["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0"])
+            .args([
+                "--cluster-name",
+                "bench",
+                "--endpoint",
+                endpoint,
+                "--region",
+                "us-east-1",
+            ])
+            .args([
+                "--bind-hosts",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--probe-port",
+                "0",
+            ])
             .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
             .env("AWS_ACCESS_KEY_ID", "AKIDPODIDBENCH000000")
-            .env("AWS_SECRET_ACCESS_KEY", "podid-bench-secret-key-not-a-real-one00")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "podid-bench-secret-key-not-a-real-one00",
+            )
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/dev/null")
@@ -371,12 +421,17 @@ impl AgentProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", agent.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("the agent exited at once"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", agent.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the agent exited at once"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut credentials, mut metrics) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(if wrapper.is_empty() { 30 } else { 300 });
+        let deadline =
+            Instant::now() + Duration::from_secs(if wrapper.is_empty() { 30 } else { 300 });
         while credentials.is_none() || metrics.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = tokio::time::timeout(left, lines.next_line())
@@ -412,7 +467,12 @@ impl AgentProcess {
         }
         let text = String::from_utf8_lossy(&body);
         text.lines()
-            .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()).is_some_and(|b| *b == b' ' || *b == b'{'))
+            .filter(|l| {
+                l.starts_with(name)
+                    && l.as_bytes()
+                        .get(name.len())
+                        .is_some_and(|b| *b == b' ' || *b == b'{')
+            })
             .find_map(|l| l.rsplit(' ').next()?.parse().ok())
             .ok_or_else(|| anyhow!("no metric {name}"))
     }
@@ -420,8 +480,14 @@ impl AgentProcess {
     /// Stops it: SIGTERM (so a profiler it runs under writes its report),
     /// SIGKILL after a minute.
     pub async fn stop(mut self) {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
-        if tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.is_err() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -441,9 +507,15 @@ impl ChildServer {
     /// `… listening on ADDR`.
     pub async fn start(args: &[&str], cpus: Option<&str>) -> anyhow::Result<ChildServer> {
         let mut cmd = pinned(cpus, &self_binary()?);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().context("cannot start a podid-bench server")?;
-        let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
@@ -484,11 +556,17 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr`.
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Connection> {
-        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        Ok(Connection { sender, host: addr.to_string() })
+        Ok(Connection {
+            sender,
+            host: addr.to_string(),
+        })
     }
 
     /// `GET path` with `headers` (and `Host: ADDR`).
@@ -498,7 +576,10 @@ impl Connection {
             request = request.header(*k, *v);
         }
         self.sender.ready().await?;
-        let response = self.sender.send_request(request.body(Empty::new())?).await?;
+        let response = self
+            .sender
+            .send_request(request.body(Empty::new())?)
+            .await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes();
@@ -540,7 +621,10 @@ pub struct Table {
 impl Table {
     /// A table with these column names.
     pub fn new(header: &[&str]) -> Table {
-        Table { header: header.iter().map(|s| (*s).to_owned()).collect(), rows: Vec::new() }
+        Table {
+            header: header.iter().map(|s| (*s).to_owned()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     /// Adds a row.

@@ -14,8 +14,8 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::Json;
 use podid_api::eks_auth::{
-    AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials,
-    PodIdentityAssociationRef, Subject,
+    AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse, AssumedRoleUser,
+    PodCredentials, PodIdentityAssociationRef, Subject,
 };
 
 use crate::tokens::{now_secs, Rng};
@@ -49,12 +49,21 @@ pub struct FakeEksAuth {
 
 impl FakeEksAuth {
     /// Listens on `listen` (port 0: any) and serves in a background task.
-    pub async fn start(listen: SocketAddr, session_token_bytes: usize) -> anyhow::Result<FakeEksAuth> {
-        let inner = Arc::new(Inner { calls: AtomicU64::new(0), session_token_bytes });
+    pub async fn start(
+        listen: SocketAddr,
+        session_token_bytes: usize,
+    ) -> anyhow::Result<FakeEksAuth> {
+        let inner = Arc::new(Inner {
+            calls: AtomicU64::new(0),
+            session_token_bytes,
+        });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = axum::Router::new()
-            .route("/clusters/{cluster}/assume-role-for-pod-identity", post(assume))
+            .route(
+                "/clusters/{cluster}/assume-role-for-pod-identity",
+                post(assume),
+            )
             .with_state(inner.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -76,12 +85,14 @@ async fn assume(
     Json(request): Json<AssumeRoleForPodIdentityRequest>,
 ) -> Json<AssumeRoleForPodIdentityResponse> {
     let n = inner.calls.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut rng = Rng::new(n ^ (request.token.as_deref().map_or(0, str::len) as u64).rotate_left(32));
+    let mut rng =
+        Rng::new(n ^ (request.token.as_deref().map_or(0, str::len) as u64).rotate_left(32));
     let session = format!("eks-{cluster}-pod-{n}");
     // Real session tokens are the base64 of binary (standard alphabet, padded).
     let session_token = {
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(rng.bytes(inner.session_token_bytes * 3 / 4))
+        base64::engine::general_purpose::STANDARD
+            .encode(rng.bytes(inner.session_token_bytes * 3 / 4))
     };
     Json(AssumeRoleForPodIdentityResponse {
         subject: Subject { namespace: "bench".into(), service_account: "bench".into() },
@@ -108,7 +119,10 @@ async fn assume(
 /// Serves until killed, printing `fake EKS Auth listening on ADDR`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let fake = FakeEksAuth::start(args.listen, args.session_token_bytes).await?;
-    println!("fake EKS Auth listening on {}", fake.url.trim_start_matches("http://"));
+    println!(
+        "fake EKS Auth listening on {}",
+        fake.url.trim_start_matches("http://")
+    );
     std::future::pending::<()>().await;
     Ok(())
 }

@@ -89,7 +89,10 @@ pub fn raise_priority(n: i32) -> Option<crate::common::AutogroupBoost> {
 /// The command that runs `program` pinned to `cpus` (if any) at the niceness
 /// set by [`raise_priority`].
 pub fn command(cpus: Option<&str>, program: &Path) -> Command {
-    let mut words: Vec<std::ffi::OsString> = crate::common::niceness_prefix().into_iter().map(Into::into).collect();
+    let mut words: Vec<std::ffi::OsString> = crate::common::niceness_prefix()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     if let Some(cpus) = cpus {
         words.extend(["taskset".into(), "-c".into(), cpus.into()]);
     }
@@ -126,7 +129,12 @@ impl ServerOptions {
     /// A server on a SQLite file in `dir`, with the benchmark's keys file
     /// there, asking `sts_endpoint` (at most 50 calls/s, the default wait),
     /// unpinned, logging at `log` into `dir/server.log`.
-    pub fn sqlite_in(podid: &Path, dir: &Path, sts_endpoint: String, log: &str) -> anyhow::Result<ServerOptions> {
+    pub fn sqlite_in(
+        podid: &Path,
+        dir: &Path,
+        sts_endpoint: String,
+        log: &str,
+    ) -> anyhow::Result<ServerOptions> {
         Ok(ServerOptions {
             podid: podid.to_path_buf(),
             database_url: format!("sqlite://{}", dir.join("podid.db").display()),
@@ -155,21 +163,33 @@ impl ServerProcess {
     /// Starts the server and waits for its "listening" line.
     pub async fn start(o: &ServerOptions) -> anyhow::Result<ServerProcess> {
         let mut cmd = command(o.cpus.as_deref(), &o.podid);
-        let log = std::fs::File::create(&o.log_file).with_context(|| o.log_file.display().to_string())?;
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--region", "us-east-1", "--account-id", ACCOUNT])
-            .arg("--database-url")
-            .arg(&o.database_url)
-            .arg("--keys-file")
-            .arg(&o.keys_file)
-            .arg("--sts-endpoint")
-            .arg(&o.sts_endpoint)
-            .arg("--sts-max-rps")
-            .arg(o.sts_max_rps.to_string());
+        let log =
+            std::fs::File::create(&o.log_file).with_context(|| o.log_file.display().to_string())?;
+        cmd.args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--region",
+            "us-east-1",
+            "--account-id",
+            ACCOUNT,
+        ])
+        .arg("--database-url")
+        .arg(&o.database_url)
+        .arg("--keys-file")
+        .arg(&o.keys_file)
+        .arg("--sts-endpoint")
+        .arg(&o.sts_endpoint)
+        .arg("--sts-max-rps")
+        .arg(o.sts_max_rps.to_string());
         if let Some(wait) = o.sts_max_wait_ms {
             cmd.arg("--sts-max-wait-ms").arg(wait.to_string());
         }
         cmd.env("AWS_ACCESS_KEY_ID", BROKER_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", "podid-bench-broker-secret-not-real-0000")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "podid-bench-broker-secret-not-real-0000",
+            )
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/nonexistent/podid-bench")
@@ -182,8 +202,12 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {} server", o.podid.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {} server", o.podid.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -198,9 +222,17 @@ impl ServerProcess {
             .strip_prefix("podid server listening on ")
             .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?
             .to_owned();
-        let addr = endpoint.trim_start_matches("http://").parse().context("the server's address")?;
+        let addr = endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .context("the server's address")?;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ServerProcess { child, pid, endpoint, addr })
+        Ok(ServerProcess {
+            child,
+            pid,
+            endpoint,
+            addr,
+        })
     }
 
     /// Its process id (nice and taskset exec the server: the same process).
@@ -210,8 +242,13 @@ impl ServerProcess {
 
     /// Stops it with SIGTERM (so its audit writer drains), SIGKILL after 10 s.
     pub async fn stop(mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -221,7 +258,13 @@ impl ServerProcess {
 /// A signing client for the association API and the cluster registry, as the admin.
 pub fn admin_client(endpoint: &str) -> anyhow::Result<podid_client::ApiClient> {
     Ok(podid_client::ApiClient::builder(endpoint)
-        .credentials(Some(Credentials::new(ADMIN_KEY, ADMIN_SECRET, None, None, "podid-bench")))
+        .credentials(Some(Credentials::new(
+            ADMIN_KEY,
+            ADMIN_SECRET,
+            None,
+            None,
+            "podid-bench",
+        )))
         .timeout(Duration::from_secs(60))
         .build()?)
 }
@@ -235,13 +278,22 @@ pub struct TestCluster {
 impl TestCluster {
     /// A new key.
     pub fn generate() -> anyhow::Result<TestCluster> {
-        Ok(TestCluster { key: SigningKey::generate(DevAlgorithm::Rs256, "bench-key-1")? })
+        Ok(TestCluster {
+            key: SigningKey::generate(DevAlgorithm::Rs256, "bench-key-1")?,
+        })
     }
 
     /// Registers the cluster (inline JWKS) with the server.
     pub async fn register(&self, client: &podid_client::ApiClient) -> anyhow::Result<()> {
         let body = serde_json::json!({"name": CLUSTER, "issuer": ISSUER, "jwks": self.key.jwks()});
-        let _: serde_json::Value = client.call(reqwest::Method::POST, "/podid/v1/clusters", &[], Some(&body)).await?;
+        let _: serde_json::Value = client
+            .call(
+                reqwest::Method::POST,
+                "/podid/v1/clusters",
+                &[],
+                Some(&body),
+            )
+            .await?;
         Ok(())
     }
 
@@ -264,7 +316,10 @@ impl TestCluster {
 
 /// Milliseconds since the epoch.
 pub fn epoch_millis() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch.
@@ -291,7 +346,12 @@ impl Pod {
     /// A fresh token of this pod (new `jti`, `iat` `age_secs` ago), signed
     /// with the cluster's RS256 key.
     pub fn token(&self, key: &SigningKey, age_secs: i64) -> String {
-        let mut t = ProjectedToken::new(ISSUER, &*self.namespace, &*self.service_account, epoch_secs() - age_secs);
+        let mut t = ProjectedToken::new(
+            ISSUER,
+            &*self.namespace,
+            &*self.service_account,
+            epoch_secs() - age_secs,
+        );
         t.pod_name = self.name.clone();
         t.pod_uid = self.uid.clone();
         t.node_name = Some(self.node.clone());
@@ -303,7 +363,10 @@ impl Pod {
 /// `pods[i % pods.len()]`, with its own `jti` and an `iat` of `i % 300`
 /// seconds ago (so no two requests carry the same token).
 pub fn mint_tokens(key: &SigningKey, pods: &[Pod], first: usize, count: usize) -> Vec<String> {
-    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(1);
     let chunk = count.div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..count)
@@ -320,7 +383,10 @@ pub fn mint_tokens(key: &SigningKey, pods: &[Pod], first: usize, count: usize) -
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }
 
@@ -335,7 +401,8 @@ pub fn signed_headers(
     at: SystemTime,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let host = addr.to_string();
-    let identity: Identity = Credentials::new(NODE_KEY, NODE_SECRET, None, None, "podid-bench").into();
+    let identity: Identity =
+        Credentials::new(NODE_KEY, NODE_SECRET, None, None, "podid-bench").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
@@ -346,12 +413,25 @@ pub fn signed_headers(
         .map_err(|e| anyhow!("signing parameters: {e}"))?
         .into();
     let url = format!("http://{host}{path}");
-    let headers = [("host", host.as_str()), ("content-type", "application/json")];
-    let signable = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body))
-        .map_err(|e| anyhow!("signable request: {e}"))?;
-    let (instructions, _) = sign(signable, &params).map_err(|e| anyhow!("signing: {e}"))?.into_parts();
-    let mut out: Vec<(String, String)> = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    out.extend(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let signable =
+        SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| anyhow!("signable request: {e}"))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| anyhow!("signing: {e}"))?
+        .into_parts();
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    out.extend(
+        instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     Ok(out)
 }
 
@@ -384,9 +464,15 @@ pub struct RawConnection {
 impl RawConnection {
     /// Connects to `addr`.
     pub async fn open(addr: SocketAddr) -> anyhow::Result<RawConnection> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(RawConnection { stream: BufReader::with_capacity(16 * 1024, stream), line: String::new(), body: Vec::new() })
+        Ok(RawConnection {
+            stream: BufReader::with_capacity(16 * 1024, stream),
+            line: String::new(),
+            body: Vec::new(),
+        })
     }
 
     /// Sends `request` and returns the status (the body is kept in
@@ -479,14 +565,19 @@ pub async fn closed_loop(
             let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(request) = requests.get(i) else { break };
+                let Some(request) = requests.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 let status = conn.send(request).await?;
                 latencies.push(t.elapsed().as_secs_f64() * 1e6);
                 if status != 200 {
                     errors += 1;
                     if first_error.is_none() {
-                        first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(conn.body())));
+                        first_error = Some(format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(conn.body())
+                        ));
                     }
                 }
             }
@@ -518,7 +609,9 @@ struct PollConnection {
 
 /// The status, and the whole answer's length once `buf` holds all of it.
 fn complete_answer(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
     let head = std::str::from_utf8(&buf[..end]).context("answer head is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status: u16 = lines
@@ -544,14 +637,23 @@ fn complete_answer(buf: &[u8]) -> anyhow::Result<Option<(u16, usize)>> {
 /// every answer, and on loopback that wake-up is charged to the server's
 /// `write`: a cost no server pays when its clients are other machines. A
 /// client that is always running removes it. Needs a CPU of its own.
-pub fn busy_poll_loop(addr: SocketAddr, requests: &[Vec<u8>], connections: usize) -> anyhow::Result<LoadResult> {
+pub fn busy_poll_loop(
+    addr: SocketAddr,
+    requests: &[Vec<u8>],
+    connections: usize,
+) -> anyhow::Result<LoadResult> {
     use std::io::{ErrorKind, Read, Write};
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections.max(1) {
-        let stream = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        let stream =
+            std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        conns.push(PollConnection { stream, buf: Vec::with_capacity(16 * 1024), in_flight: None });
+        conns.push(PollConnection {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+            in_flight: None,
+        });
     }
     let write_all = |stream: &mut std::net::TcpStream, mut data: &[u8]| -> anyhow::Result<()> {
         while !data.is_empty() {
@@ -578,21 +680,27 @@ pub fn busy_poll_loop(addr: SocketAddr, requests: &[Vec<u8>], connections: usize
     let mut open = conns.iter().filter(|c| c.in_flight.is_some()).count();
     while open > 0 {
         for c in &mut conns {
-            let Some((_, sent)) = c.in_flight else { continue };
+            let Some((_, sent)) = c.in_flight else {
+                continue;
+            };
             match c.stream.read(&mut chunk) {
                 Ok(0) => bail!("the server closed a connection"),
                 Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
             }
-            let Some((status, total)) = complete_answer(&c.buf)? else { continue };
+            let Some((status, total)) = complete_answer(&c.buf)? else {
+                continue;
+            };
             result.latencies_us.push(sent.elapsed().as_secs_f64() * 1e6);
             result.requests += 1;
             if status != 200 {
                 result.errors += 1;
                 if result.first_error.is_none() {
-                    result.first_error =
-                        Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&c.buf[..total.min(c.buf.len())])));
+                    result.first_error = Some(format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(&c.buf[..total.min(c.buf.len())])
+                    ));
                 }
             }
             c.buf.drain(..total);
@@ -618,13 +726,23 @@ pub fn thread_cpu_seconds() -> f64 {
 
 /// CPU time every thread of process `pid` has run, in seconds (schedstat, ns).
 pub fn process_cpu_seconds_precise(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    let ns: u64 = tasks.filter_map(Result::ok).filter_map(|t| schedstat_ns(&t.path().join("schedstat"))).sum();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| schedstat_ns(&t.path().join("schedstat")))
+        .sum();
     ns as f64 / 1e9
 }
 
 fn schedstat_ns(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The `p`-th percentile (0–100) of sorted values (nearest rank).
@@ -653,9 +771,14 @@ mod tests {
     #[test]
     fn signed_requests_carry_a_sigv4_header_and_the_body() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let req =
-            signed_request(addr, "POST", "/clusters/bench/assume-role-for-pod-identity", b"{}", SystemTime::now())
-                .unwrap();
+        let req = signed_request(
+            addr,
+            "POST",
+            "/clusters/bench/assume-role-for-pod-identity",
+            b"{}",
+            SystemTime::now(),
+        )
+        .unwrap();
         let text = String::from_utf8(req).unwrap();
         assert!(text.starts_with("POST /clusters/bench/assume-role-for-pod-identity HTTP/1.1\r\n"));
         assert!(text.contains("authorization: AWS4-HMAC-SHA256 Credential=AKIDPODIDBENCH000000/"));

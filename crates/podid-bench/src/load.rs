@@ -73,10 +73,22 @@ impl WrkResult {
 
 impl Wrk {
     /// A runner; writes its Lua hook into `dir`.
-    pub fn new(program: &str, cpus: Option<String>, connections: u32, threads: u32, dir: &Path) -> anyhow::Result<Wrk> {
+    pub fn new(
+        program: &str,
+        cpus: Option<String>,
+        connections: u32,
+        threads: u32,
+        dir: &Path,
+    ) -> anyhow::Result<Wrk> {
         let script = dir.join("podid-bench.lua");
         std::fs::write(&script, SCRIPT)?;
-        Ok(Wrk { program: program.to_owned(), cpus, connections, threads, script })
+        Ok(Wrk {
+            program: program.to_owned(),
+            cpus,
+            connections,
+            threads,
+            script,
+        })
     }
 
     /// The same runner pacing each connection: it waits `ms` milliseconds
@@ -85,8 +97,14 @@ impl Wrk {
     /// server, instead of as much as the server takes.
     pub fn paced(&self, ms: u32, dir: &Path) -> anyhow::Result<Wrk> {
         let script = dir.join(format!("podid-bench-paced-{ms}.lua"));
-        std::fs::write(&script, format!("{SCRIPT}\ndelay = function() return {ms} end\n"))?;
-        Ok(Wrk { script, ..self.clone() })
+        std::fs::write(
+            &script,
+            format!("{SCRIPT}\ndelay = function() return {ms} end\n"),
+        )?;
+        Ok(Wrk {
+            script,
+            ..self.clone()
+        })
     }
 
     /// Loads `GET http://ADDR/path` with these headers for `duration`.
@@ -115,10 +133,18 @@ impl Wrk {
             cmd.arg("-H").arg(format!("{k}: {v}"));
         }
         cmd.arg(format!("http://{addr}{path}"));
-        let output = cmd.output().await.with_context(|| format!("cannot run {}", self.program))?;
+        let output = cmd
+            .output()
+            .await
+            .with_context(|| format!("cannot run {}", self.program))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
-            bail!("wrk failed ({}): {}{}", output.status, stdout, String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "wrk failed ({}): {}{}",
+                output.status,
+                stdout,
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         let line = stdout
             .lines()
@@ -131,8 +157,12 @@ impl Wrk {
 fn parse(line: &str) -> anyhow::Result<WrkResult> {
     let mut r = WrkResult::default();
     for field in line.split_whitespace() {
-        let (key, value) = field.split_once('=').ok_or_else(|| anyhow!("bad field {field}"))?;
-        let v: f64 = value.parse().with_context(|| format!("bad value in {field}"))?;
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad field {field}"))?;
+        let v: f64 = value
+            .parse()
+            .with_context(|| format!("bad value in {field}"))?;
         match key {
             "requests" => r.requests = v as u64,
             "duration_us" => r.seconds = v / 1e6,

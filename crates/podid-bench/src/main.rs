@@ -63,7 +63,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The same runtime as `podid` builds: the baseline server must differ
     // from the agent only in what it does per request.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

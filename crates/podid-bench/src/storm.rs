@@ -138,7 +138,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let agent_bin = common::agent_binary(args.agent.as_deref())?;
     println!("# Cold-start storm (target 4)");
     println!("{}", Machine::read().describe());
-    println!("priority: niceness {} for this benchmark's processes and session", args.run.nice);
+    println!(
+        "priority: niceness {} for this benchmark's processes and session",
+        args.run.nice
+    );
     let total = args.agents * args.pods_per_agent;
     if total == 0 || args.associations == 0 {
         bail!("--agents, --pods-per-agent and --associations must be positive");
@@ -156,7 +159,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let server = ServerProcess::start(&options).await?;
     let admin = harness::admin_client(&server.endpoint)?;
-    cluster.register(&admin).await.context("registering the test cluster")?;
+    cluster
+        .register(&admin)
+        .await
+        .context("registering the test cluster")?;
     for k in 0..args.associations {
         let body = serde_json::json!({
             "namespace": "storm",
@@ -164,7 +170,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             "roleArn": format!("arn:aws:iam::{}:role/storm-app-{k}", harness::ACCOUNT),
         });
         let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
-        let _: serde_json::Value = admin.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+        let _: serde_json::Value = admin
+            .call(reqwest::Method::POST, &path, &[], Some(&body))
+            .await?;
     }
     let mut agents = Vec::with_capacity(args.agents);
     for _ in 0..args.agents {
@@ -186,7 +194,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         })
         .collect();
     let key = &cluster.key;
-    let tokens = tokio::task::block_in_place(|| pods.iter().map(|p| p.token(key, 0)).collect::<Vec<_>>());
+    let tokens =
+        tokio::task::block_in_place(|| pods.iter().map(|p| p.token(key, 0)).collect::<Vec<_>>());
     println!(
         "setup: podid server (STS rate {}/s, --sts-max-wait-ms {}), {} agents, {} pods ({} per agent) over {} associations; \
          pods retry: attempt timeout {} ms, backoff base {} ms cap {} ms, full jitter",
@@ -211,7 +220,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let mut tasks = Vec::with_capacity(total);
     for (j, token) in tokens.into_iter().enumerate() {
         let agent = agents[j / args.pods_per_agent].credentials;
-        tasks.push(tokio::spawn(pod(agent, token, start, give_up, model, 0xC0FFEE ^ j as u64)));
+        tasks.push(tokio::spawn(pod(
+            agent,
+            token,
+            start,
+            give_up,
+            model,
+            0xC0FFEE ^ j as u64,
+        )));
     }
     let mut outcomes = Vec::with_capacity(total);
     for t in tasks {
@@ -223,7 +239,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let start_offset = start.into_std().saturating_duration_since(sts.started());
 
     let got: Vec<f64> = {
-        let mut v: Vec<f64> = outcomes.iter().filter_map(|o| o.got.map(|d| d.as_secs_f64())).collect();
+        let mut v: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.got.map(|d| d.as_secs_f64()))
+            .collect();
         v.sort_by(f64::total_cmp);
         v
     };
@@ -239,22 +258,38 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     let fatal: Vec<&String> = outcomes.iter().filter_map(|o| o.fatal.as_ref()).collect();
-    let keys: HashSet<&str> = outcomes.iter().filter_map(|o| o.access_key_id.as_deref()).collect();
+    let keys: HashSet<&str> = outcomes
+        .iter()
+        .filter_map(|o| o.access_key_id.as_deref())
+        .collect();
     let within = got.iter().filter(|t| **t <= deadline).count();
     let dups = duplicates(&calls);
     let max_window = max_in_any_second(&calls);
     let untagged = calls.iter().filter(|c| c.pod_uid.is_none()).count();
     let uids: HashSet<&str> = calls.iter().filter_map(|c| c.pod_uid.as_deref()).collect();
     let expected_uids: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
-    let first_call = calls.iter().map(|c| c.at).min().map(|d| d.saturating_sub(start_offset).as_secs_f64());
-    let last_call = calls.iter().map(|c| c.at).max().map(|d| d.saturating_sub(start_offset).as_secs_f64());
+    let first_call = calls
+        .iter()
+        .map(|c| c.at)
+        .min()
+        .map(|d| d.saturating_sub(start_offset).as_secs_f64());
+    let last_call = calls
+        .iter()
+        .map(|c| c.at)
+        .max()
+        .map(|d| d.saturating_sub(start_offset).as_secs_f64());
     let total_retries: f64 = attempts.iter().map(|a| a - 1.0).sum();
 
     let mut checks = Table::new(&["check", "measured", "target", "verdict"]);
     let mut pass = true;
     let mut check = |what: &str, measured: String, target: String, ok: bool| {
         pass &= ok;
-        checks.row(vec![what.to_owned(), measured, target, verdict(ok).to_owned()]);
+        checks.row(vec![
+            what.to_owned(),
+            measured,
+            target,
+            verdict(ok).to_owned(),
+        ]);
     };
     check(
         "AssumeRole calls seen by the STS responder",
@@ -268,16 +303,36 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         format!("≤ {}", args.rate),
         max_window <= args.rate as usize,
     );
-    check("calls the responder throttled", sts.throttled().to_string(), "0".into(), sts.throttled() == 0);
-    check("malformed STS requests", sts.malformed().to_string(), "0".into(), sts.malformed() == 0);
+    check(
+        "calls the responder throttled",
+        sts.throttled().to_string(),
+        "0".into(),
+        sts.throttled() == 0,
+    );
+    check(
+        "malformed STS requests",
+        sts.malformed().to_string(),
+        "0".into(),
+        sts.malformed() == 0,
+    );
     check(
         "pods with more than one AssumeRole",
         dups.len().to_string(),
         "0".into(),
         dups.is_empty() && untagged == 0 && uids == expected_uids,
     );
-    check("pods with credentials", got.len().to_string(), format!("= {total}"), got.len() == total && fatal.is_empty());
-    check("distinct AccessKeyIds served", keys.len().to_string(), format!("= {total}"), keys.len() == total);
+    check(
+        "pods with credentials",
+        got.len().to_string(),
+        format!("= {total}"),
+        got.len() == total && fatal.is_empty(),
+    );
+    check(
+        "distinct AccessKeyIds served",
+        keys.len().to_string(),
+        format!("= {total}"),
+        keys.len() == total,
+    );
     check(
         "pods with credentials within the deadline",
         format!("{within} (slowest {:.2} s)", percentile(&got, 100.0)),
@@ -307,18 +362,31 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     println!();
     let statuses: Vec<String> = failure_statuses
         .iter()
-        .map(|(s, n)| if *s == 0 { format!("timeout/transport ×{n}") } else { format!("HTTP {s} ×{n}") })
+        .map(|(s, n)| {
+            if *s == 0 {
+                format!("timeout/transport ×{n}")
+            } else {
+                format!("HTTP {s} ×{n}")
+            }
+        })
         .collect();
     println!(
         "retries: {total_retries:.0} in all ({}); refused for good: {}",
-        if statuses.is_empty() { "none".to_owned() } else { statuses.join(", ") },
+        if statuses.is_empty() {
+            "none".to_owned()
+        } else {
+            statuses.join(", ")
+        },
         fatal.len()
     );
     if let Some(f) = fatal.first() {
         println!("first refusal: {f}");
     }
     if !dups.is_empty() {
-        println!("duplicated pods (first 5): {:?}", dups.iter().take(5).collect::<Vec<_>>());
+        println!(
+            "duplicated pods (first 5): {:?}",
+            dups.iter().take(5).collect::<Vec<_>>()
+        );
     }
     if let (Some(first), Some(last)) = (first_call, last_call) {
         println!(

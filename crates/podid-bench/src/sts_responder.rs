@@ -72,9 +72,13 @@ impl StsResponder {
             malformed: AtomicU64::new(0),
             serial: AtomicU64::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the STS responder")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the STS responder")?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new().fallback(handle).with_state(inner.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("STS responder stopped: {e}");
@@ -95,7 +99,11 @@ impl StsResponder {
 
     /// Every accepted call so far, in arrival order.
     pub fn calls(&self) -> Vec<StsCall> {
-        self.inner.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        self.inner
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// Calls answered `Throttling`.
@@ -129,16 +137,24 @@ pub fn max_in_any_second(calls: &[StsCall]) -> usize {
 pub fn duplicates(calls: &[StsCall]) -> Vec<(String, usize)> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for c in calls {
-        *seen.entry(c.pod_uid.as_deref().unwrap_or(&c.session_name)).or_default() += 1;
+        *seen
+            .entry(c.pod_uid.as_deref().unwrap_or(&c.session_name))
+            .or_default() += 1;
     }
-    let mut dups: Vec<(String, usize)> =
-        seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, n)| (k.to_owned(), n)).collect();
+    let mut dups: Vec<(String, usize)> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
     dups.sort();
     dups
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -152,7 +168,10 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
@@ -165,19 +184,35 @@ fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: axum::http::Method,
+    body: Bytes,
+) -> Response {
     let arrived = Instant::now();
     if method != axum::http::Method::POST {
         inner.malformed.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::BAD_REQUEST, "Sender", "InvalidAction", "only POST is supported");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Sender",
+            "InvalidAction",
+            "only POST is supported",
+        );
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let (Some("AssumeRole"), Some(role_arn), Some(session_name)) =
-        (form.get("Action").map(String::as_str), form.get("RoleArn"), form.get("RoleSessionName"))
-    else {
+    let (Some("AssumeRole"), Some(role_arn), Some(session_name)) = (
+        form.get("Action").map(String::as_str),
+        form.get("RoleArn"),
+        form.get("RoleSessionName"),
+    ) else {
         inner.malformed.fetch_add(1, Ordering::Relaxed);
         return error(
             StatusCode::BAD_REQUEST,
@@ -188,14 +223,27 @@ async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, bod
     };
     {
         let Ok(mut window) = inner.window.lock() else {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "Receiver", "InternalFailure", "lock poisoned");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Receiver",
+                "InternalFailure",
+                "lock poisoned",
+            );
         };
-        while window.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
+        while window
+            .front()
+            .is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1))
+        {
             window.pop_front();
         }
         if window.len() >= inner.max_per_second {
             inner.throttled.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::BAD_REQUEST, "Sender", "Throttling", "Rate exceeded");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Sender",
+                "Throttling",
+                "Rate exceeded",
+            );
         }
         window.push_back(arrived);
     }
@@ -210,10 +258,17 @@ async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, bod
             None => break,
         }
     }
-    let duration: u64 = form.get("DurationSeconds").and_then(|d| d.parse().ok()).unwrap_or(3600);
+    let duration: u64 = form
+        .get("DurationSeconds")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(3600);
     let serial = inner.serial.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut calls) = inner.calls.lock() {
-        calls.push(StsCall { at: arrived.duration_since(inner.started), session_name: session_name.clone(), pod_uid });
+        calls.push(StsCall {
+            at: arrived.duration_since(inner.started),
+            session_name: session_name.clone(),
+            pod_uid,
+        });
     }
     let role_name = role_arn.rsplit('/').next().unwrap_or("role");
     let account = role_arn.split(':').nth(4).unwrap_or("111122223333");
@@ -243,12 +298,22 @@ mod tests {
     use super::*;
 
     fn call(ms: u64, uid: &str) -> StsCall {
-        StsCall { at: Duration::from_millis(ms), session_name: format!("s-{uid}"), pod_uid: Some(uid.into()) }
+        StsCall {
+            at: Duration::from_millis(ms),
+            session_name: format!("s-{uid}"),
+            pod_uid: Some(uid.into()),
+        }
     }
 
     #[test]
     fn windows_and_duplicates() {
-        let calls = vec![call(0, "a"), call(500, "b"), call(999, "c"), call(1000, "a"), call(1999, "d")];
+        let calls = vec![
+            call(0, "a"),
+            call(500, "b"),
+            call(999, "c"),
+            call(1000, "a"),
+            call(1999, "d"),
+        ];
         assert_eq!(max_in_any_second(&calls), 3);
         assert_eq!(duplicates(&calls), vec![("a".to_owned(), 2)]);
         assert_eq!(max_in_any_second(&[]), 0);
@@ -257,7 +322,13 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)), "2026-01-01T00:00:00Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

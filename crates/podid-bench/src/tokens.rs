@@ -53,13 +53,18 @@ impl Rng {
     /// `n` characters of `[A-Za-z0-9]`.
     pub fn alphanumeric(&mut self, n: usize) -> String {
         const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        (0..n).map(|_| CHARS[(self.next_u64() % CHARS.len() as u64) as usize] as char).collect()
+        (0..n)
+            .map(|_| CHARS[(self.next_u64() % CHARS.len() as u64) as usize] as char)
+            .collect()
     }
 }
 
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Pod `index`'s token, valid 24 hours from now: `iss` an EKS-style OIDC
@@ -88,7 +93,12 @@ pub fn projected_token(index: u64) -> String {
         "sub": format!("system:serviceaccount:{namespace}:{service_account}"),
     });
     let segment = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    format!("{}.{}.{}", segment(&header), segment(&claims), URL_SAFE_NO_PAD.encode(rng.bytes(256)))
+    format!(
+        "{}.{}.{}",
+        segment(&header),
+        segment(&claims),
+        URL_SAFE_NO_PAD.encode(rng.bytes(256))
+    )
 }
 
 #[cfg(test)]
@@ -101,9 +111,17 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.split('.').count(), 3);
         assert!((950..1400).contains(&a.len()), "{}", a.len());
-        let payload = URL_SAFE_NO_PAD.decode(a.split('.').nth(1).unwrap()).unwrap();
+        let payload = URL_SAFE_NO_PAD
+            .decode(a.split('.').nth(1).unwrap())
+            .unwrap();
         let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
         assert!(claims["exp"].as_u64().unwrap() > now_secs());
-        assert_eq!(claims["kubernetes.io"]["pod"]["uid"].as_str().unwrap().len(), 36);
+        assert_eq!(
+            claims["kubernetes.io"]["pod"]["uid"]
+                .as_str()
+                .unwrap()
+                .len(),
+            36
+        );
     }
 }

@@ -17,13 +17,19 @@ fn agent() -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("skipped: {} is not built (cargo build -p podid-agent-cli)", path.display());
+        eprintln!(
+            "skipped: {} is not built (cargo build -p podid-agent-cli)",
+            path.display()
+        );
         None
     }
 }
 
 fn run(args: &[&str]) -> String {
-    let output = Command::new(bench()).args(args).output().expect("podid-bench runs");
+    let output = Command::new(bench())
+        .args(args)
+        .output()
+        .expect("podid-bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -37,7 +43,12 @@ fn run(args: &[&str]) -> String {
 #[test]
 fn agent_memory_smoke() {
     let Some(agent) = agent() else { return };
-    let out = run(&["agent-memory", "--smoke", "--agent", agent.to_str().unwrap()]);
+    let out = run(&[
+        "agent-memory",
+        "--smoke",
+        "--agent",
+        agent.to_str().unwrap(),
+    ]);
     assert!(out.contains("| 200 pods cached "), "{out}");
     assert!(out.contains("per cached pod:"), "{out}");
 }
@@ -49,7 +60,13 @@ fn agent_hot_path_smoke() {
         eprintln!("skipped: wrk is not installed (apt-get install wrk)");
         return;
     }
-    let out = run(&["agent-hot-path", "--smoke", "--no-pin", "--agent", agent.to_str().unwrap()]);
+    let out = run(&[
+        "agent-hot-path",
+        "--smoke",
+        "--no-pin",
+        "--agent",
+        agent.to_str().unwrap(),
+    ]);
     assert!(out.contains("upstream calls: 1 "), "{out}");
     assert!(out.contains("| req/s "), "{out}");
 }

@@ -101,10 +101,13 @@ impl ApiClientBuilder {
 
     /// The client; fails on an endpoint that is not an http(s) URL.
     pub fn build(self) -> Result<ApiClient, ClientError> {
-        let endpoint = url::Url::parse(&self.endpoint)
-            .map_err(|e| ClientError::Request(format!("endpoint '{}' is not a URL: {e}", self.endpoint)))?;
+        let endpoint = url::Url::parse(&self.endpoint).map_err(|e| {
+            ClientError::Request(format!("endpoint '{}' is not a URL: {e}", self.endpoint))
+        })?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(ClientError::Request(format!("endpoint '{endpoint}' is not an http(s) URL")));
+            return Err(ClientError::Request(format!(
+                "endpoint '{endpoint}' is not an http(s) URL"
+            )));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout.min(self.timeout))
@@ -113,13 +116,21 @@ impl ApiClientBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Request(format!("cannot build the HTTP client: {e}")))?;
-        Ok(ApiClient { endpoint, region: self.region, credentials: self.credentials, timeout: self.timeout, http })
+        Ok(ApiClient {
+            endpoint,
+            region: self.region,
+            credentials: self.credentials,
+            timeout: self.timeout,
+            http,
+        })
     }
 }
 
 /// The credentials of the default AWS chain (environment, profile, …), if any.
 pub async fn credentials_from_environment() -> Option<Credentials> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
     match config.credentials_provider()?.provide_credentials().await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -144,7 +155,10 @@ impl ApiClient {
     /// A client for `endpoint`, signing with the default AWS credential chain
     /// (environment, shared profile, …) when it finds credentials.
     pub async fn from_environment(endpoint: &str, region: &str) -> Result<Self, ClientError> {
-        ApiClient::builder(endpoint).region(region).credentials(credentials_from_environment().await).build()
+        ApiClient::builder(endpoint)
+            .region(region)
+            .credentials(credentials_from_environment().await)
+            .build()
     }
 
     /// The endpoint.
@@ -163,13 +177,20 @@ impl ApiClient {
                 innermost = Some(s.to_string());
                 source = s.source();
             }
-            let prefix = if e.is_connect() { "cannot connect" } else { "transport error" };
+            let prefix = if e.is_connect() {
+                "cannot connect"
+            } else {
+                "transport error"
+            };
             match innermost {
                 Some(cause) => format!("{prefix}: {cause}"),
                 None => format!("{prefix}: {}", e.without_url()),
             }
         };
-        ClientError::Transport { endpoint: self.endpoint.to_string(), reason }
+        ClientError::Transport {
+            endpoint: self.endpoint.to_string(),
+            reason,
+        }
     }
 
     /// Sends a request and decodes a JSON answer. `path` is already
@@ -182,11 +203,18 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
         let mut url = self.endpoint.clone();
-        url.set_path(&format!("{}{}", self.endpoint.path().trim_end_matches('/'), path));
+        url.set_path(&format!(
+            "{}{}",
+            self.endpoint.path().trim_end_matches('/'),
+            path
+        ));
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (k, v.as_str())));
         }
-        let body_bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
+        let body_bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
         let mut request = self.http.request(method.clone(), url.clone());
         let mut headers: Vec<(String, String)> = Vec::new();
         if body.is_some() {
@@ -215,8 +243,9 @@ impl ApiClient {
                 SignableBody::Bytes(&body_bytes),
             )
             .map_err(|e| ClientError::Request(e.to_string()))?;
-            let (instructions, _signature) =
-                sign(signable, &params).map_err(|e| ClientError::Request(e.to_string()))?.into_parts();
+            let (instructions, _signature) = sign(signable, &params)
+                .map_err(|e| ClientError::Request(e.to_string()))?
+                .into_parts();
             for (name, value) in instructions.headers() {
                 headers.push((name.to_owned(), value.to_owned()));
             }
@@ -231,21 +260,43 @@ impl ApiClient {
         }
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
-        let request_id = response.headers().get("x-amzn-requestid").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request_id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
         if !(200..300).contains(&status) {
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let code = error_type
-                .or_else(|| parsed.get("__type").and_then(|v| v.as_str()).map(str::to_owned))
+                .or_else(|| {
+                    parsed
+                        .get("__type")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| format!("HTTP{status}"));
-            let message = parsed.get("message").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+            let message = parsed
+                .get("message")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned();
             let message = if code == "MissingAuthenticationTokenException" {
                 format!("{message} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE to a podid key)")
             } else {
                 message
             };
-            return Err(ClientError::Api { status, code, message, request_id });
+            return Err(ClientError::Api {
+                status,
+                code,
+                message,
+                request_id,
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -255,7 +306,10 @@ impl ApiClient {
 pub fn segment(value: &str) -> String {
     // RFC 3986 unreserved characters stay as they are; everything else,
     // ':' and '/' included, is encoded, as the AWS SDKs encode URI labels.
-    const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }

@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Probe, Secret, Service, ServiceAccount,
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Probe, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -33,8 +34,13 @@ const OVERLAYS: [&str; 3] = ["in-cluster", "central-server", "in-cluster-postgre
 const IN_CLUSTER_ENDPOINT: &str = "http://podid-server.podid-system.svc:8080";
 const CENTRAL_ENDPOINT: &str = "https://podid.example.com";
 /// Secrets the operator creates; the manifests only reference them.
-const OPERATOR_SECRETS: [&str; 5] =
-    ["podid-server-keys", "podid-webhook-tls", "podid-webhook-key", "podid-agent-key", "podid-server-aws"];
+const OPERATOR_SECRETS: [&str; 5] = [
+    "podid-server-keys",
+    "podid-webhook-tls",
+    "podid-webhook-key",
+    "podid-agent-key",
+    "podid-server-aws",
+];
 
 // ---------------------------------------------------------------- rendering
 
@@ -141,7 +147,11 @@ fn first_difference(path: &str, original: &Value, typed: &Value) -> Option<Strin
         (Value::Object(a), Value::Object(b)) => {
             for (k, va) in a {
                 match b.get(k) {
-                    None => return Some(format!("{path}.{k} is not a field k8s-openapi knows (a typo?)")),
+                    None => {
+                        return Some(format!(
+                            "{path}.{k} is not a field k8s-openapi knows (a typo?)"
+                        ))
+                    }
                     Some(vb) => {
                         if let Some(d) = first_difference(&format!("{path}.{k}"), va, vb) {
                             return Some(d);
@@ -149,11 +159,15 @@ fn first_difference(path: &str, original: &Value, typed: &Value) -> Option<Strin
                     }
                 }
             }
-            b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("{path}.{k} appeared in the round trip"))
+            b.keys()
+                .find(|k| !a.contains_key(*k))
+                .map(|k| format!("{path}.{k} appeared in the round trip"))
         }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            a.iter().zip(b).enumerate().find_map(|(i, (va, vb))| first_difference(&format!("{path}[{i}]"), va, vb))
-        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (va, vb))| first_difference(&format!("{path}[{i}]"), va, vb)),
         _ if original == typed => None,
         _ => Some(format!("{path}: {original} became {typed}")),
     }
@@ -173,7 +187,10 @@ fn typed<T: DeserializeOwned + Serialize>(doc: &Value, what: &str) -> T {
 fn parse_object(doc: &Value, overlay: &str) -> Object {
     let api_version = doc["apiVersion"].as_str().unwrap_or("");
     let kind = doc["kind"].as_str().unwrap_or("");
-    let what = format!("{overlay}: {kind} {}", doc["metadata"]["name"].as_str().unwrap_or("?"));
+    let what = format!(
+        "{overlay}: {kind} {}",
+        doc["metadata"]["name"].as_str().unwrap_or("?")
+    );
     match (api_version, kind) {
         ("v1", "Namespace") => Object::Namespace(typed(doc, &what)),
         ("v1", "ServiceAccount") => Object::ServiceAccount(typed(doc, &what)),
@@ -191,8 +208,12 @@ fn parse_object(doc: &Value, overlay: &str) -> Object {
         ("rbac.authorization.k8s.io/v1", "Role") => Object::Role(typed(doc, &what)),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => Object::RoleBinding(typed(doc, &what)),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => Object::ClusterRole(typed(doc, &what)),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => Object::ClusterRoleBinding(typed(doc, &what)),
-        _ => panic!("{what}: unexpected kind {api_version}/{kind}: add it to this test deliberately"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            Object::ClusterRoleBinding(typed(doc, &what))
+        }
+        _ => {
+            panic!("{what}: unexpected kind {api_version}/{kind}: add it to this test deliberately")
+        }
     }
 }
 
@@ -215,11 +236,19 @@ fn render_all() -> Option<BTreeMap<String, Vec<Object>>> {
     let overlays_dir = deploy().join("overlays");
     let mut names: Vec<String> = std::fs::read_dir(&overlays_dir)
         .unwrap_or_else(|e| panic!("{}: {e}", overlays_dir.display()))
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     names.sort();
     for expected in OVERLAYS {
-        assert!(names.iter().any(|n| n == expected), "deploy/overlays/{expected} is missing");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "deploy/overlays/{expected} is missing"
+        );
     }
     let mut all = BTreeMap::new();
     for name in names {
@@ -238,7 +267,10 @@ fn render_all() -> Option<BTreeMap<String, Vec<Object>>> {
             String::from_utf8_lossy(&output.stderr)
         );
         let yaml = String::from_utf8(output.stdout).expect("UTF-8 output");
-        let objects: Vec<Object> = documents(&yaml).iter().map(|doc| parse_object(doc, &name)).collect();
+        let objects: Vec<Object> = documents(&yaml)
+            .iter()
+            .map(|doc| parse_object(doc, &name))
+            .collect();
         assert!(!objects.is_empty(), "{name} renders nothing");
         all.insert(name, objects);
     }
@@ -248,7 +280,9 @@ fn render_all() -> Option<BTreeMap<String, Vec<Object>>> {
 // ---------------------------------------------------------------- lookups
 
 fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> Option<&'a Object> {
-    objects.iter().find(|o| o.kind() == kind && o.name() == name)
+    objects
+        .iter()
+        .find(|o| o.kind() == kind && o.name() == name)
 }
 
 fn deployment<'a>(objects: &'a [Object], name: &str) -> Option<&'a Deployment> {
@@ -273,11 +307,16 @@ fn service<'a>(objects: &'a [Object], name: &str) -> Option<&'a Service> {
 }
 
 fn pod_spec_of<'a>(objects: &'a [Object], kind: &str, name: &str) -> &'a PodSpec {
-    find(objects, kind, name).and_then(Object::pod_spec).unwrap_or_else(|| panic!("no {kind} {name}"))
+    find(objects, kind, name)
+        .and_then(Object::pod_spec)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 fn container<'a>(containers: &'a [Container], name: &str) -> &'a Container {
-    containers.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no container {name}"))
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
 }
 
 /// Every container and init container of every workload: (workload, container).
@@ -286,7 +325,12 @@ fn all_containers(objects: &[Object]) -> Vec<(String, &Container)> {
     for o in objects {
         if let Some(spec) = o.pod_spec() {
             let label = format!("{} {}", o.kind(), o.name());
-            for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+            for c in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+            {
                 out.push((format!("{label}/{}", c.name), c));
             }
         }
@@ -303,7 +347,9 @@ fn env_value(objects: &[Object], container: &Container, var: &str) -> Option<Str
     }
     let cm_ref = env.value_from.as_ref()?.config_map_key_ref.as_ref()?;
     objects.iter().find_map(|o| match o {
-        Object::ConfigMap(cm) if o.name() == cm_ref.name => cm.data.as_ref()?.get(&cm_ref.key).cloned(),
+        Object::ConfigMap(cm) if o.name() == cm_ref.name => {
+            cm.data.as_ref()?.get(&cm_ref.key).cloned()
+        }
         _ => None,
     })
 }
@@ -320,10 +366,16 @@ fn expanded_args(objects: &[Object], container: &Container) -> Vec<String> {
             let mut rest = arg.as_str();
             while let Some(start) = rest.find("$(") {
                 out.push_str(&rest[..start]);
-                let end = rest[start..].find(')').map(|e| start + e).unwrap_or_else(|| panic!("unclosed $( in {arg}"));
+                let end = rest[start..]
+                    .find(')')
+                    .map(|e| start + e)
+                    .unwrap_or_else(|| panic!("unclosed $( in {arg}"));
                 let var = &rest[start + 2..end];
                 let value = env_value(objects, container, var).unwrap_or_else(|| {
-                    panic!("container {}: {arg} references ${var}, which it does not define", container.name)
+                    panic!(
+                        "container {}: {arg} references ${var}, which it does not define",
+                        container.name
+                    )
                 });
                 out.push_str(&value);
                 rest = &rest[end + 1..];
@@ -367,8 +419,14 @@ fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String,
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn label_selector_selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    assert!(selector.match_expressions.is_none(), "only matchLabels selectors are expected");
+fn label_selector_selects(
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    assert!(
+        selector.match_expressions.is_none(),
+        "only matchLabels selectors are expected"
+    );
     selects(selector.match_labels.as_ref().expect("matchLabels"), labels)
 }
 
@@ -376,17 +434,24 @@ fn label_selector_selects(selector: &LabelSelector, labels: Option<&BTreeMap<Str
 fn endpoint_of(objects: &[Object], kind: &str, workload: &str, container_name: &str) -> String {
     let spec = pod_spec_of(objects, kind, workload);
     let c = container(&spec.containers, container_name);
-    flag(&expanded_args(objects, c), "--endpoint").unwrap_or_else(|| panic!("{workload} has no --endpoint"))
+    flag(&expanded_args(objects, c), "--endpoint")
+        .unwrap_or_else(|| panic!("{workload} has no --endpoint"))
 }
 
 /// The image the base's kustomization sets: `newName` (or `name`) `:newTag`.
 fn release_image() -> String {
-    let text = std::fs::read_to_string(deploy().join("base/kustomization.yaml")).expect("base kustomization");
+    let text = std::fs::read_to_string(deploy().join("base/kustomization.yaml"))
+        .expect("base kustomization");
     let k: Value = serde_norway::from_str(&text).expect("base kustomization parses");
-    let images = k["images"].as_array().expect("base kustomization sets images");
+    let images = k["images"]
+        .as_array()
+        .expect("base kustomization sets images");
     assert_eq!(images.len(), 1, "one image for every part");
     let image = &images[0];
-    let name = image["newName"].as_str().or(image["name"].as_str()).expect("image name");
+    let name = image["newName"]
+        .as_str()
+        .or(image["name"].as_str())
+        .expect("image name");
     let tag = image["newTag"].as_str().expect("image newTag");
     format!("{name}:{tag}")
 }
@@ -399,8 +464,17 @@ fn every_overlay_renders_only_known_kinds_and_fields() {
     for (overlay, objects) in all {
         let mut seen = BTreeSet::new();
         for o in objects {
-            assert!(!o.name().is_empty(), "{overlay}: a {} without a name", o.kind());
-            assert!(seen.insert((o.kind(), o.name().to_owned())), "{overlay}: {} {} twice", o.kind(), o.name());
+            assert!(
+                !o.name().is_empty(),
+                "{overlay}: a {} without a name",
+                o.kind()
+            );
+            assert!(
+                seen.insert((o.kind(), o.name().to_owned())),
+                "{overlay}: {} {} twice",
+                o.kind(),
+                o.name()
+            );
         }
         for required in [
             ("Namespace", NAMESPACE),
@@ -410,7 +484,12 @@ fn every_overlay_renders_only_known_kinds_and_fields() {
             ("MutatingWebhookConfiguration", "podid-webhook"),
             ("PodDisruptionBudget", "podid-webhook"),
         ] {
-            assert!(find(objects, required.0, required.1).is_some(), "{overlay}: no {} {}", required.0, required.1);
+            assert!(
+                find(objects, required.0, required.1).is_some(),
+                "{overlay}: no {} {}",
+                required.0,
+                required.1
+            );
         }
     }
 }
@@ -421,15 +500,34 @@ fn namespaced_objects_live_in_podid_system() {
     for (overlay, objects) in all {
         for o in objects {
             if o.is_cluster_scoped() {
-                assert_eq!(o.meta().namespace, None, "{overlay}: cluster-scoped {} {}", o.kind(), o.name());
+                assert_eq!(
+                    o.meta().namespace,
+                    None,
+                    "{overlay}: cluster-scoped {} {}",
+                    o.kind(),
+                    o.name()
+                );
             } else {
-                assert_eq!(o.meta().namespace.as_deref(), Some(NAMESPACE), "{overlay}: {} {}", o.kind(), o.name());
+                assert_eq!(
+                    o.meta().namespace.as_deref(),
+                    Some(NAMESPACE),
+                    "{overlay}: {} {}",
+                    o.kind(),
+                    o.name()
+                );
             }
         }
-        let Some(Object::Namespace(ns)) = find(objects, "Namespace", NAMESPACE) else { panic!("no namespace") };
+        let Some(Object::Namespace(ns)) = find(objects, "Namespace", NAMESPACE) else {
+            panic!("no namespace")
+        };
         // The agent needs hostNetwork and capabilities, which only "privileged" admits.
         let labels = ns.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"));
+        assert_eq!(
+            labels
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("privileged")
+        );
         let namespaces = objects.iter().filter(|o| o.kind() == "Namespace").count();
         assert_eq!(namespaces, 1, "{overlay}: only podid-system is created");
     }
@@ -447,20 +545,51 @@ fn webhook_configuration_fails_open_and_skips_system_namespaces() {
         let webhooks = config.webhooks.as_deref().unwrap_or_default();
         assert_eq!(webhooks.len(), 1, "{overlay}: one webhook");
         let w = &webhooks[0];
-        assert!(w.name.split('.').count() >= 3, "{overlay}: webhook name must be fully qualified: {}", w.name);
-        assert_eq!(w.failure_policy.as_deref(), Some("Ignore"), "{overlay}: failurePolicy");
+        assert!(
+            w.name.split('.').count() >= 3,
+            "{overlay}: webhook name must be fully qualified: {}",
+            w.name
+        );
+        assert_eq!(
+            w.failure_policy.as_deref(),
+            Some("Ignore"),
+            "{overlay}: failurePolicy"
+        );
         assert_eq!(w.side_effects, "None", "{overlay}: sideEffects");
         let timeout = w.timeout_seconds.expect("timeoutSeconds set");
-        assert!((1..=3).contains(&timeout), "{overlay}: timeoutSeconds {timeout} > 3");
-        assert_eq!(w.admission_review_versions, ["v1"], "{overlay}: admissionReviewVersions");
+        assert!(
+            (1..=3).contains(&timeout),
+            "{overlay}: timeoutSeconds {timeout} > 3"
+        );
+        assert_eq!(
+            w.admission_review_versions,
+            ["v1"],
+            "{overlay}: admissionReviewVersions"
+        );
 
         let rules = w.rules.as_deref().unwrap_or_default();
         assert_eq!(rules.len(), 1, "{overlay}: one rule");
         let rule = &rules[0];
-        assert_eq!(rule.operations.as_deref(), Some(&["CREATE".to_owned()][..]), "{overlay}: operations");
-        assert_eq!(rule.resources.as_deref(), Some(&["pods".to_owned()][..]), "{overlay}: resources");
-        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]), "{overlay}: core API group");
-        assert_eq!(rule.api_versions.as_deref(), Some(&["v1".to_owned()][..]), "{overlay}: apiVersions");
+        assert_eq!(
+            rule.operations.as_deref(),
+            Some(&["CREATE".to_owned()][..]),
+            "{overlay}: operations"
+        );
+        assert_eq!(
+            rule.resources.as_deref(),
+            Some(&["pods".to_owned()][..]),
+            "{overlay}: resources"
+        );
+        assert_eq!(
+            rule.api_groups.as_deref(),
+            Some(&[String::new()][..]),
+            "{overlay}: core API group"
+        );
+        assert_eq!(
+            rule.api_versions.as_deref(),
+            Some(&["v1".to_owned()][..]),
+            "{overlay}: apiVersions"
+        );
 
         let selector = w.namespace_selector.as_ref().expect("namespaceSelector");
         let excluded: BTreeSet<&str> = selector
@@ -471,33 +600,64 @@ fn webhook_configuration_fails_open_and_skips_system_namespaces() {
             .flat_map(|e| e.values.iter().flatten().map(String::as_str))
             .collect();
         for ns in [NAMESPACE, "kube-system"] {
-            assert!(excluded.contains(ns), "{overlay}: namespaceSelector does not exclude {ns}");
+            assert!(
+                excluded.contains(ns),
+                "{overlay}: namespaceSelector does not exclude {ns}"
+            );
         }
-        assert!(selector.match_labels.is_none(), "{overlay}: namespaces must not need a label to be served");
+        assert!(
+            selector.match_labels.is_none(),
+            "{overlay}: namespaces must not need a label to be served"
+        );
 
         // The CA comes from the operator or cert-manager, never from the repository.
-        assert!(w.client_config.url.is_none(), "{overlay}: the webhook is reached through its Service");
-        assert!(w.client_config.ca_bundle.is_none(), "{overlay}: caBundle is injected at install time");
-        let svc_ref = w.client_config.service.as_ref().expect("clientConfig.service");
+        assert!(
+            w.client_config.url.is_none(),
+            "{overlay}: the webhook is reached through its Service"
+        );
+        assert!(
+            w.client_config.ca_bundle.is_none(),
+            "{overlay}: caBundle is injected at install time"
+        );
+        let svc_ref = w
+            .client_config
+            .service
+            .as_ref()
+            .expect("clientConfig.service");
         assert_eq!(svc_ref.namespace, NAMESPACE);
         assert_eq!(svc_ref.path.as_deref(), Some("/mutate"));
-        let svc = service(objects, &svc_ref.name).unwrap_or_else(|| panic!("{overlay}: no Service {}", svc_ref.name));
+        let svc = service(objects, &svc_ref.name)
+            .unwrap_or_else(|| panic!("{overlay}: no Service {}", svc_ref.name));
         let spec = svc.spec.as_ref().expect("service spec");
         let port = spec
             .ports
             .iter()
             .flatten()
             .find(|p| p.port == svc_ref.port.unwrap_or(443))
-            .unwrap_or_else(|| panic!("{overlay}: Service {} has no port {:?}", svc_ref.name, svc_ref.port));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{overlay}: Service {} has no port {:?}",
+                    svc_ref.name, svc_ref.port
+                )
+            });
         assert_eq!(port.port, 443);
 
         // The Service reaches the webhook's HTTPS port on the webhook's pods.
         let deploy = deployment(objects, "podid-webhook").expect("webhook Deployment");
         let template = &deploy.spec.as_ref().expect("spec").template;
         let pod_labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        assert!(selects(spec.selector.as_ref().expect("selector"), pod_labels), "{overlay}: Service selects no pod");
-        let c = container(&template.spec.as_ref().expect("pod spec").containers, "webhook");
-        assert_eq!(resolve_port(c, port.target_port.as_ref().expect("targetPort")), 8443);
+        assert!(
+            selects(spec.selector.as_ref().expect("selector"), pod_labels),
+            "{overlay}: Service selects no pod"
+        );
+        let c = container(
+            &template.spec.as_ref().expect("pod spec").containers,
+            "webhook",
+        );
+        assert_eq!(
+            resolve_port(c, port.target_port.as_ref().expect("targetPort")),
+            8443
+        );
         let args = expanded_args(objects, c);
         assert_eq!(args.first().map(String::as_str), Some("webhook"));
         assert_eq!(flag(&args, "--listen").as_deref(), Some("0.0.0.0:8443"));
@@ -511,13 +671,26 @@ fn webhook_runs_two_replicas_with_a_disruption_budget() {
         let d = deployment(objects, "podid-webhook").expect("webhook Deployment");
         let spec = d.spec.as_ref().expect("spec");
         assert_eq!(spec.replicas, Some(2), "{overlay}");
-        let Some(Object::PodDisruptionBudget(pdb)) = find(objects, "PodDisruptionBudget", "podid-webhook") else {
+        let Some(Object::PodDisruptionBudget(pdb)) =
+            find(objects, "PodDisruptionBudget", "podid-webhook")
+        else {
             panic!("{overlay}: no webhook PDB")
         };
         let pdb_spec = pdb.spec.as_ref().expect("pdb spec");
-        assert_eq!(pdb_spec.min_available, Some(IntOrString::Int(1)), "{overlay}");
-        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        assert!(label_selector_selects(pdb_spec.selector.as_ref().expect("selector"), labels), "{overlay}");
+        assert_eq!(
+            pdb_spec.min_available,
+            Some(IntOrString::Int(1)),
+            "{overlay}"
+        );
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref());
+        assert!(
+            label_selector_selects(pdb_spec.selector.as_ref().expect("selector"), labels),
+            "{overlay}"
+        );
 
         // TLS from the operator's Secret, mounted as a directory so renewals reach the pod.
         let pod = spec.template.spec.as_ref().expect("pod spec");
@@ -532,9 +705,17 @@ fn webhook_runs_two_replicas_with_a_disruption_budget() {
             .find(|m| cert.starts_with(&format!("{}/", m.mount_path)))
             .expect("the certificate's directory is mounted");
         assert!(key.starts_with(&format!("{}/", mount.mount_path)));
-        assert_eq!(mount.sub_path, None, "a subPath mount never sees a renewed certificate");
+        assert_eq!(
+            mount.sub_path, None,
+            "a subPath mount never sees a renewed certificate"
+        );
         assert_eq!(mount.read_only, Some(true));
-        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).expect("tls volume");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("tls volume");
         let secret = volume.secret.as_ref().expect("tls volume is a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("podid-webhook-tls"));
     }
@@ -544,24 +725,42 @@ fn webhook_runs_two_replicas_with_a_disruption_budget() {
 fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
     let Some(all) = rendered() else { return };
     for (overlay, objects) in all {
-        let ds = daemonset(objects, "podid-agent").unwrap_or_else(|| panic!("{overlay}: no agent DaemonSet"));
+        let ds = daemonset(objects, "podid-agent")
+            .unwrap_or_else(|| panic!("{overlay}: no agent DaemonSet"));
         let spec = ds.spec.as_ref().expect("spec");
         let strategy = spec.update_strategy.as_ref().expect("updateStrategy");
-        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{overlay}");
         assert_eq!(
-            strategy.rolling_update.as_ref().and_then(|r| r.max_unavailable.clone()),
+            strategy.type_.as_deref(),
+            Some("RollingUpdate"),
+            "{overlay}"
+        );
+        assert_eq!(
+            strategy
+                .rolling_update
+                .as_ref()
+                .and_then(|r| r.max_unavailable.clone()),
             Some(IntOrString::String("10%".to_owned())),
             "{overlay}"
         );
         let pod = spec.template.spec.as_ref().expect("pod spec");
         assert_eq!(pod.host_network, Some(true), "{overlay}: hostNetwork");
-        assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"), "{overlay}: dnsPolicy");
-        assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"), "{overlay}");
+        assert_eq!(
+            pod.dns_policy.as_deref(),
+            Some("ClusterFirstWithHostNet"),
+            "{overlay}: dnsPolicy"
+        );
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-node-critical"),
+            "{overlay}"
+        );
         assert!(
             pod.tolerations
                 .iter()
                 .flatten()
-                .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()),
+                .any(|t| t.operator.as_deref() == Some("Exists")
+                    && t.key.is_none()
+                    && t.effect.is_none()),
             "{overlay}: the agent must tolerate every taint"
         );
 
@@ -569,22 +768,50 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
         let inits = pod.init_containers.as_deref().unwrap_or_default();
         assert_eq!(inits.len(), 1, "{overlay}: one init container");
         let init = &inits[0];
-        assert_eq!(init.args.as_deref(), Some(&["init".to_owned()][..]), "{overlay}");
+        assert_eq!(
+            init.args.as_deref(),
+            Some(&["init".to_owned()][..]),
+            "{overlay}"
+        );
         assert_eq!(
             init.command.as_deref(),
             Some(&["/podid-agent".to_owned()][..]),
             "{overlay}: the agent-only executable"
         );
-        let caps = init.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).expect("init capabilities");
-        assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_owned()][..]), "{overlay}: init adds NET_ADMIN only");
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{overlay}: init drops ALL");
+        let caps = init
+            .security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.as_ref())
+            .expect("init capabilities");
+        assert_eq!(
+            caps.add.as_deref(),
+            Some(&["NET_ADMIN".to_owned()][..]),
+            "{overlay}: init adds NET_ADMIN only"
+        );
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{overlay}: init drops ALL"
+        );
 
         // agent: NET_BIND_SERVICE only, probes on 127.0.0.1:2703, metrics port 2705.
         assert_eq!(pod.containers.len(), 1, "{overlay}: one agent container");
         let agent = container(&pod.containers, "agent");
-        let caps = agent.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).expect("agent capabilities");
-        assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_owned()][..]), "{overlay}");
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{overlay}");
+        let caps = agent
+            .security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.as_ref())
+            .expect("agent capabilities");
+        assert_eq!(
+            caps.add.as_deref(),
+            Some(&["NET_BIND_SERVICE".to_owned()][..]),
+            "{overlay}"
+        );
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{overlay}"
+        );
         assert_eq!(
             agent.command.as_deref(),
             Some(&["/podid-agent".to_owned()][..]),
@@ -592,38 +819,97 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
         );
         let args = expanded_args(objects, agent);
         assert_eq!(flag(&args, "--port").as_deref(), Some("80"), "{overlay}");
-        assert_eq!(flag(&args, "--probe-port").as_deref(), Some("2703"), "{overlay}");
-        assert_eq!(flag(&args, "--metrics-port").as_deref(), Some("2705"), "{overlay}");
-        assert_eq!(flag(&args, "--bind-hosts").as_deref(), Some("169.254.170.23,[fd00:ec2::23]"), "{overlay}");
-        assert!(!flag(&args, "--cluster-name").unwrap_or_default().is_empty(), "{overlay}: cluster name");
-        for (what, probe) in [("liveness", &agent.liveness_probe), ("readiness", &agent.readiness_probe)] {
-            let probe: &Probe = probe.as_ref().unwrap_or_else(|| panic!("{overlay}: no {what} probe"));
+        assert_eq!(
+            flag(&args, "--probe-port").as_deref(),
+            Some("2703"),
+            "{overlay}"
+        );
+        assert_eq!(
+            flag(&args, "--metrics-port").as_deref(),
+            Some("2705"),
+            "{overlay}"
+        );
+        assert_eq!(
+            flag(&args, "--bind-hosts").as_deref(),
+            Some("169.254.170.23,[fd00:ec2::23]"),
+            "{overlay}"
+        );
+        assert!(
+            !flag(&args, "--cluster-name").unwrap_or_default().is_empty(),
+            "{overlay}: cluster name"
+        );
+        for (what, probe) in [
+            ("liveness", &agent.liveness_probe),
+            ("readiness", &agent.readiness_probe),
+        ] {
+            let probe: &Probe = probe
+                .as_ref()
+                .unwrap_or_else(|| panic!("{overlay}: no {what} probe"));
             let get = probe.http_get.as_ref().expect("httpGet probe");
-            assert_eq!(resolve_port(agent, &get.port), 2703, "{overlay}: {what} probe port");
+            assert_eq!(
+                resolve_port(agent, &get.port),
+                2703,
+                "{overlay}: {what} probe port"
+            );
             // The probe server listens on localhost only; the kubelet shares the
             // node's network namespace with a hostNetwork pod.
-            assert_eq!(get.host.as_deref(), Some("127.0.0.1"), "{overlay}: {what} probe host");
+            assert_eq!(
+                get.host.as_deref(),
+                Some("127.0.0.1"),
+                "{overlay}: {what} probe host"
+            );
         }
         assert_eq!(
-            agent.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()?.path.clone()).as_deref(),
+            agent
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref()?.path.clone())
+                .as_deref(),
             Some("/healthz")
         );
         assert_eq!(
-            agent.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()?.path.clone()).as_deref(),
+            agent
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref()?.path.clone())
+                .as_deref(),
             Some("/readyz")
         );
-        let ports: Vec<i32> = agent.ports.iter().flatten().map(|p| p.container_port).collect();
-        assert!(ports.contains(&2705), "{overlay}: metrics containerPort 2705");
+        let ports: Vec<i32> = agent
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect();
+        assert!(
+            ports.contains(&2705),
+            "{overlay}: metrics containerPort 2705"
+        );
         // A declared port is a host port under hostNetwork: port 80 would be
         // reserved on every address of the node.
-        assert!(!ports.contains(&80), "{overlay}: port 80 must not be declared");
+        assert!(
+            !ports.contains(&80),
+            "{overlay}: port 80 must not be declared"
+        );
         for p in agent.ports.iter().flatten() {
-            assert!(p.host_port.is_none() || p.host_port == Some(p.container_port), "{overlay}: hostPort");
+            assert!(
+                p.host_port.is_none() || p.host_port == Some(p.container_port),
+                "{overlay}: hostPort"
+            );
         }
         // The node key is a "node" key from the operator's Secret.
         for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            let env = agent.env.iter().flatten().find(|e| e.name == var).unwrap_or_else(|| panic!("{var}"));
-            let secret = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
+            let env = agent
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == var)
+                .unwrap_or_else(|| panic!("{var}"));
+            let secret = env
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .expect("from a Secret");
             assert_eq!(secret.name, "podid-agent-key", "{overlay}: {var}");
         }
     }
@@ -636,12 +922,34 @@ fn no_container_is_privileged_escalates_or_writes_its_root_filesystem() {
         let containers = all_containers(objects);
         assert!(containers.len() >= 3, "{overlay}: workloads found");
         for (label, c) in containers {
-            let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{overlay}: {label}: no securityContext"));
-            assert_ne!(sc.privileged, Some(true), "{overlay}: {label} is privileged");
-            assert_eq!(sc.allow_privilege_escalation, Some(false), "{overlay}: {label} allowPrivilegeEscalation");
-            assert_eq!(sc.read_only_root_filesystem, Some(true), "{overlay}: {label} readOnlyRootFilesystem");
-            let caps = sc.capabilities.as_ref().unwrap_or_else(|| panic!("{overlay}: {label}: capabilities"));
-            assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]), "{overlay}: {label} drops ALL");
+            let sc = c
+                .security_context
+                .as_ref()
+                .unwrap_or_else(|| panic!("{overlay}: {label}: no securityContext"));
+            assert_ne!(
+                sc.privileged,
+                Some(true),
+                "{overlay}: {label} is privileged"
+            );
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{overlay}: {label} allowPrivilegeEscalation"
+            );
+            assert_eq!(
+                sc.read_only_root_filesystem,
+                Some(true),
+                "{overlay}: {label} readOnlyRootFilesystem"
+            );
+            let caps = sc
+                .capabilities
+                .as_ref()
+                .unwrap_or_else(|| panic!("{overlay}: {label}: capabilities"));
+            assert_eq!(
+                caps.drop.as_deref(),
+                Some(&["ALL".to_owned()][..]),
+                "{overlay}: {label} drops ALL"
+            );
             let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
             let allowed: &[&str] = match label.as_str() {
                 "DaemonSet podid-agent/init" => &["NET_ADMIN"],
@@ -651,10 +959,22 @@ fn no_container_is_privileged_escalates_or_writes_its_root_filesystem() {
             assert_eq!(added, allowed, "{overlay}: {label} capabilities");
             // Requests for scheduling, a memory limit against leaks; no CPU
             // limit (throttling would blow the SDKs' 1–2 s timeouts).
-            let res = c.resources.as_ref().unwrap_or_else(|| panic!("{overlay}: {label}: resources"));
+            let res = c
+                .resources
+                .as_ref()
+                .unwrap_or_else(|| panic!("{overlay}: {label}: resources"));
             let requests = res.requests.clone().unwrap_or_default();
-            assert!(requests.contains_key("cpu") && requests.contains_key("memory"), "{overlay}: {label} requests");
-            assert!(res.limits.clone().unwrap_or_default().contains_key("memory"), "{overlay}: {label} memory limit");
+            assert!(
+                requests.contains_key("cpu") && requests.contains_key("memory"),
+                "{overlay}: {label} requests"
+            );
+            assert!(
+                res.limits
+                    .clone()
+                    .unwrap_or_default()
+                    .contains_key("memory"),
+                "{overlay}: {label} memory limit"
+            );
         }
         for o in objects {
             let Some(pod) = o.pod_spec() else { continue };
@@ -662,13 +982,24 @@ fn no_container_is_privileged_escalates_or_writes_its_root_filesystem() {
             assert_ne!(pod.host_pid, Some(true), "{label}: hostPID");
             assert_ne!(pod.host_ipc, Some(true), "{label}: hostIPC");
             if o.name() != "podid-agent" {
-                assert_ne!(pod.host_network, Some(true), "{label}: only the agent uses the host network");
+                assert_ne!(
+                    pod.host_network,
+                    Some(true),
+                    "{label}: only the agent uses the host network"
+                );
             }
             for v in pod.volumes.iter().flatten() {
                 assert!(v.host_path.is_none(), "{label}: hostPath volume {}", v.name);
             }
-            let seccomp = pod.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref());
-            assert_eq!(seccomp.map(|s| s.type_.as_str()), Some("RuntimeDefault"), "{label}: seccomp");
+            let seccomp = pod
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref());
+            assert_eq!(
+                seccomp.map(|s| s.type_.as_str()),
+                Some("RuntimeDefault"),
+                "{label}: seccomp"
+            );
         }
     }
 }
@@ -683,17 +1014,42 @@ fn server_and_webhook_run_as_non_root() {
                 // Root with one capability: see deploy/README.md.
                 for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
                     let sc = c.security_context.as_ref().expect("securityContext");
-                    assert_eq!(sc.run_as_user, Some(0), "{overlay}: agent {} runs as root explicitly", c.name);
+                    assert_eq!(
+                        sc.run_as_user,
+                        Some(0),
+                        "{overlay}: agent {} runs as root explicitly",
+                        c.name
+                    );
                 }
                 continue;
             }
             let psc = pod.security_context.as_ref().expect("pod securityContext");
-            assert_eq!(psc.run_as_non_root, Some(true), "{overlay}: {} runAsNonRoot", o.name());
-            assert!(psc.run_as_user.is_some_and(|u| u != 0), "{overlay}: {} runAsUser", o.name());
+            assert_eq!(
+                psc.run_as_non_root,
+                Some(true),
+                "{overlay}: {} runAsNonRoot",
+                o.name()
+            );
+            assert!(
+                psc.run_as_user.is_some_and(|u| u != 0),
+                "{overlay}: {} runAsUser",
+                o.name()
+            );
             for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
                 let sc = c.security_context.as_ref().expect("securityContext");
-                assert_ne!(sc.run_as_non_root, Some(false), "{overlay}: {}/{}", o.name(), c.name);
-                assert!(sc.run_as_user.is_none_or(|u| u != 0), "{overlay}: {}/{}", o.name(), c.name);
+                assert_ne!(
+                    sc.run_as_non_root,
+                    Some(false),
+                    "{overlay}: {}/{}",
+                    o.name(),
+                    c.name
+                );
+                assert!(
+                    sc.run_as_user.is_none_or(|u| u != 0),
+                    "{overlay}: {}/{}",
+                    o.name(),
+                    c.name
+                );
             }
         }
     }
@@ -707,19 +1063,34 @@ fn no_part_gets_kubernetes_api_access() {
             assert!(
                 !matches!(
                     o,
-                    Object::Role(_) | Object::RoleBinding(_) | Object::ClusterRole(_) | Object::ClusterRoleBinding(_)
+                    Object::Role(_)
+                        | Object::RoleBinding(_)
+                        | Object::ClusterRole(_)
+                        | Object::ClusterRoleBinding(_)
                 ),
                 "{overlay}: {} {}: podid's parts use podid's API keys, not the Kubernetes API",
                 o.kind(),
                 o.name()
             );
             if let Object::ServiceAccount(sa) = o {
-                assert_eq!(sa.automount_service_account_token, Some(false), "{overlay}: ServiceAccount {}", o.name());
+                assert_eq!(
+                    sa.automount_service_account_token,
+                    Some(false),
+                    "{overlay}: ServiceAccount {}",
+                    o.name()
+                );
             }
             if let Some(pod) = o.pod_spec() {
-                assert_eq!(pod.automount_service_account_token, Some(false), "{overlay}: {} token", o.name());
-                let sa =
-                    pod.service_account_name.as_deref().unwrap_or_else(|| panic!("{}: serviceAccountName", o.name()));
+                assert_eq!(
+                    pod.automount_service_account_token,
+                    Some(false),
+                    "{overlay}: {} token",
+                    o.name()
+                );
+                let sa = pod
+                    .service_account_name
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: serviceAccountName", o.name()));
                 assert!(
                     find(objects, "ServiceAccount", sa).is_some(),
                     "{overlay}: {}: no ServiceAccount {sa}",
@@ -735,7 +1106,10 @@ fn secrets_are_referenced_never_committed() {
     let Some(all) = rendered() else { return };
     let readme = std::fs::read_to_string(deploy().join("README.md")).expect("deploy/README.md");
     for (overlay, objects) in all {
-        assert!(!objects.iter().any(|o| matches!(o, Object::Secret(_))), "{overlay}: a Secret in the manifests");
+        assert!(
+            !objects.iter().any(|o| matches!(o, Object::Secret(_))),
+            "{overlay}: a Secret in the manifests"
+        );
         let mut referenced = BTreeSet::new();
         for o in objects {
             let Some(pod) = o.pod_spec() else { continue };
@@ -746,7 +1120,11 @@ fn secrets_are_referenced_never_committed() {
             }
             for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
                 for e in c.env.iter().flatten() {
-                    if let Some(s) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+                    if let Some(s) = e
+                        .value_from
+                        .as_ref()
+                        .and_then(|v| v.secret_key_ref.as_ref())
+                    {
                         referenced.insert(s.name.clone());
                     }
                 }
@@ -762,7 +1140,10 @@ fn secrets_are_referenced_never_committed() {
                 OPERATOR_SECRETS.contains(&name.as_str()) || name == "podid-database",
                 "{overlay}: unexpected Secret {name}"
             );
-            assert!(readme.contains(name.as_str()), "deploy/README.md does not say how to create Secret {name}");
+            assert!(
+                readme.contains(name.as_str()),
+                "deploy/README.md does not say how to create Secret {name}"
+            );
         }
         for must in ["podid-webhook-tls", "podid-webhook-key", "podid-agent-key"] {
             assert!(referenced.contains(must), "{overlay}: {must} not used");
@@ -778,7 +1159,11 @@ fn every_reference_resolves() {
             // ConfigMap keys exist (kustomize renames generated ConfigMaps; a
             // stale name or a typo in a key would keep the pod from starting).
             for e in c.env.iter().flatten() {
-                if let Some(r) = e.value_from.as_ref().and_then(|v| v.config_map_key_ref.as_ref()) {
+                if let Some(r) = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.config_map_key_ref.as_ref())
+                {
                     assert!(
                         env_value(objects, c, &e.name).is_some(),
                         "{overlay}: {label}: {} → ConfigMap {} key {} does not exist",
@@ -790,7 +1175,10 @@ fn every_reference_resolves() {
             }
             // Every $(VAR) in args is defined (expanded_args panics otherwise).
             let args = expanded_args(objects, c);
-            assert!(!args.iter().any(|a| a.contains("$(")), "{overlay}: {label}: unexpanded {args:?}");
+            assert!(
+                !args.iter().any(|a| a.contains("$(")),
+                "{overlay}: {label}: unexpanded {args:?}"
+            );
         }
         for o in objects {
             let Some(pod) = o.pod_spec() else { continue };
@@ -821,15 +1209,25 @@ fn every_reference_resolves() {
             let (selector, labels) = match o {
                 Object::Deployment(d) => {
                     let s = d.spec.as_ref().expect("spec");
-                    (&s.selector, s.template.metadata.as_ref().and_then(|m| m.labels.as_ref()))
+                    (
+                        &s.selector,
+                        s.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+                    )
                 }
                 Object::DaemonSet(d) => {
                     let s = d.spec.as_ref().expect("spec");
-                    (&s.selector, s.template.metadata.as_ref().and_then(|m| m.labels.as_ref()))
+                    (
+                        &s.selector,
+                        s.template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+                    )
                 }
                 _ => continue,
             };
-            assert!(label_selector_selects(selector, labels), "{overlay}: {} selects its own pods", o.name());
+            assert!(
+                label_selector_selects(selector, labels),
+                "{overlay}: {} selects its own pods",
+                o.name()
+            );
         }
     }
 }
@@ -838,10 +1236,17 @@ fn every_reference_resolves() {
 fn every_workload_runs_the_release_image() {
     let Some(all) = rendered() else { return };
     let image = release_image();
-    assert_eq!(image, "ghcr.io/podid/podid:0.1.0", "the placeholder release");
+    assert_eq!(
+        image, "ghcr.io/podid/podid:0.1.0",
+        "the placeholder release"
+    );
     for (overlay, objects) in all {
         for (label, c) in all_containers(objects) {
-            assert_eq!(c.image.as_deref(), Some(image.as_str()), "{overlay}: {label}");
+            assert_eq!(
+                c.image.as_deref(),
+                Some(image.as_str()),
+                "{overlay}: {label}"
+            );
             // The image's entrypoint /podid, or its agent-only executable.
             let command = c.command.as_deref().unwrap_or_default();
             assert!(
@@ -857,33 +1262,77 @@ fn in_cluster_overlays_point_at_the_server_service() {
     let Some(all) = rendered() else { return };
     for overlay in ["in-cluster", "in-cluster-postgres"] {
         let objects = &all[overlay];
-        assert_eq!(endpoint_of(objects, "DaemonSet", "podid-agent", "agent"), IN_CLUSTER_ENDPOINT, "{overlay}");
-        assert_eq!(endpoint_of(objects, "Deployment", "podid-webhook", "webhook"), IN_CLUSTER_ENDPOINT, "{overlay}");
+        assert_eq!(
+            endpoint_of(objects, "DaemonSet", "podid-agent", "agent"),
+            IN_CLUSTER_ENDPOINT,
+            "{overlay}"
+        );
+        assert_eq!(
+            endpoint_of(objects, "Deployment", "podid-webhook", "webhook"),
+            IN_CLUSTER_ENDPOINT,
+            "{overlay}"
+        );
 
         // http://NAME.NAMESPACE.svc:PORT is a rendered Service reaching the server's port.
         let url = IN_CLUSTER_ENDPOINT.strip_prefix("http://").expect("http");
         let (host, port) = url.split_once(':').expect("port");
-        let (name, namespace) = host.strip_suffix(".svc").and_then(|h| h.split_once('.')).expect("svc name");
+        let (name, namespace) = host
+            .strip_suffix(".svc")
+            .and_then(|h| h.split_once('.'))
+            .expect("svc name");
         let svc = service(objects, name).unwrap_or_else(|| panic!("{overlay}: no Service {name}"));
         assert_eq!(svc.metadata.namespace.as_deref(), Some(namespace));
         let spec = svc.spec.as_ref().expect("spec");
-        let svc_port = spec.ports.iter().flatten().find(|p| p.port.to_string() == port).expect("the endpoint's port");
-        let server = deployment(objects, "podid-server").unwrap_or_else(|| panic!("{overlay}: no server"));
+        let svc_port = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.port.to_string() == port)
+            .expect("the endpoint's port");
+        let server =
+            deployment(objects, "podid-server").unwrap_or_else(|| panic!("{overlay}: no server"));
         let template = &server.spec.as_ref().expect("spec").template;
         let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        assert!(selects(spec.selector.as_ref().expect("selector"), labels), "{overlay}: Service selects the server");
-        let c = container(&template.spec.as_ref().expect("pod spec").containers, "server");
+        assert!(
+            selects(spec.selector.as_ref().expect("selector"), labels),
+            "{overlay}: Service selects the server"
+        );
+        let c = container(
+            &template.spec.as_ref().expect("pod spec").containers,
+            "server",
+        );
         let target = resolve_port(c, svc_port.target_port.as_ref().expect("targetPort"));
         let args = expanded_args(objects, c);
         assert_eq!(args.first().map(String::as_str), Some("server"));
         let listen = flag(&args, "--listen").expect("--listen");
-        assert_eq!(listen, format!("0.0.0.0:{target}"), "{overlay}: the server listens where the Service sends");
-        for (what, probe) in [("liveness", &c.liveness_probe), ("readiness", &c.readiness_probe)] {
-            let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{what} probe"));
-            assert_eq!(resolve_port(c, &get.port), target, "{overlay}: server {what} probe");
+        assert_eq!(
+            listen,
+            format!("0.0.0.0:{target}"),
+            "{overlay}: the server listens where the Service sends"
+        );
+        for (what, probe) in [
+            ("liveness", &c.liveness_probe),
+            ("readiness", &c.readiness_probe),
+        ] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .unwrap_or_else(|| panic!("{what} probe"));
+            assert_eq!(
+                resolve_port(c, &get.port),
+                target,
+                "{overlay}: server {what} probe"
+            );
         }
-        assert_eq!(env_value(objects, c, "PODID_ACCOUNT_ID").map(|a| a.len()), Some(12), "{overlay}: account id");
-        assert!(env_value(objects, c, "PODID_REGION").is_some_and(|r| !r.is_empty()), "{overlay}: region");
+        assert_eq!(
+            env_value(objects, c, "PODID_ACCOUNT_ID").map(|a| a.len()),
+            Some(12),
+            "{overlay}: account id"
+        );
+        assert!(
+            env_value(objects, c, "PODID_REGION").is_some_and(|r| !r.is_empty()),
+            "{overlay}: region"
+        );
 
         // The API keys come from the operator's Secret, mounted where --keys-file points.
         let keys_file = flag(&args, "--keys-file").expect("--keys-file");
@@ -894,10 +1343,17 @@ fn in_cluster_overlays_point_at_the_server_service() {
             .flatten()
             .find(|m| keys_file.starts_with(&format!("{}/", m.mount_path)))
             .expect("the keys file is mounted");
-        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).expect("keys volume");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("keys volume");
         let secret = volume.secret.as_ref().expect("keys from a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("podid-server-keys"));
-        let file = keys_file.strip_prefix(&format!("{}/", mount.mount_path)).expect("inside the mount");
+        let file = keys_file
+            .strip_prefix(&format!("{}/", mount.mount_path))
+            .expect("inside the mount");
         assert!(
             secret.items.iter().flatten().any(|i| i.path == file) || secret.items.is_none(),
             "{overlay}: the Secret projects {file}"
@@ -912,7 +1368,11 @@ fn sqlite_server_is_one_replica_on_a_volume() {
     let server = deployment(objects, "podid-server").expect("server");
     let spec = server.spec.as_ref().expect("spec");
     assert_eq!(spec.replicas, Some(1), "one SQLite writer");
-    assert_eq!(spec.strategy.as_ref().and_then(|s| s.type_.as_deref()), Some("Recreate"), "never two pods on one file");
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate"),
+        "never two pods on one file"
+    );
     let pod = spec.template.spec.as_ref().expect("pod spec");
     let c = container(&pod.containers, "server");
     let url = env_value(objects, c, "PODID_DATABASE_URL").expect("PODID_DATABASE_URL");
@@ -924,29 +1384,72 @@ fn sqlite_server_is_one_replica_on_a_volume() {
         .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
         .unwrap_or_else(|| panic!("{path} is on no volume"));
     assert_eq!(mount.mount_path, "/var/lib/podid");
-    let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).expect("data volume");
-    assert!(volume.persistent_volume_claim.is_some(), "the database is on a PVC");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("data volume");
+    assert!(
+        volume.persistent_volume_claim.is_some(),
+        "the database is on a PVC"
+    );
     // The non-root server can write the volume.
-    assert!(pod.security_context.as_ref().and_then(|s| s.fs_group).is_some(), "fsGroup");
-    assert_eq!(flag(&expanded_args(objects, c), "--database-url"), None, "the URL comes from env (overridable)");
+    assert!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.fs_group)
+            .is_some(),
+        "fsGroup"
+    );
+    assert_eq!(
+        flag(&expanded_args(objects, c), "--database-url"),
+        None,
+        "the URL comes from env (overridable)"
+    );
 }
 
 #[test]
 fn postgres_server_has_no_volume_and_several_replicas() {
     let Some(all) = rendered() else { return };
     let objects = &all["in-cluster-postgres"];
-    assert!(find(objects, "PersistentVolumeClaim", "podid-data").is_none(), "no PVC with PostgreSQL");
+    assert!(
+        find(objects, "PersistentVolumeClaim", "podid-data").is_none(),
+        "no PVC with PostgreSQL"
+    );
     let server = deployment(objects, "podid-server").expect("server");
     let spec = server.spec.as_ref().expect("spec");
     assert!(spec.replicas.unwrap_or(1) >= 2, "several replicas");
-    assert_eq!(spec.strategy.as_ref().and_then(|s| s.type_.as_deref()), Some("RollingUpdate"));
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("RollingUpdate")
+    );
     let pod = spec.template.spec.as_ref().expect("pod spec");
-    assert!(pod.volumes.iter().flatten().all(|v| v.persistent_volume_claim.is_none()));
+    assert!(pod
+        .volumes
+        .iter()
+        .flatten()
+        .all(|v| v.persistent_volume_claim.is_none()));
     let c = container(&pod.containers, "server");
-    let env = c.env.iter().flatten().find(|e| e.name == "PODID_DATABASE_URL").expect("PODID_DATABASE_URL");
-    assert_eq!(env.value, None, "the URL holds a password: from a Secret only");
-    let secret = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
-    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("podid-database", "url"));
+    let env = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PODID_DATABASE_URL")
+        .expect("PODID_DATABASE_URL");
+    assert_eq!(
+        env.value, None,
+        "the URL holds a password: from a Secret only"
+    );
+    let secret = env
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("from a Secret");
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("podid-database", "url")
+    );
     assert!(
         find(objects, "PodDisruptionBudget", "podid-server").is_some(),
         "a PDB keeps one server replica during drains"
@@ -969,7 +1472,10 @@ fn central_server_overlay_has_no_server_and_points_outside() {
     let agent = endpoint_of(objects, "DaemonSet", "podid-agent", "agent");
     let webhook = endpoint_of(objects, "Deployment", "podid-webhook", "webhook");
     assert_eq!(agent, CENTRAL_ENDPOINT);
-    assert_eq!(webhook, CENTRAL_ENDPOINT, "agent and webhook share one setting");
+    assert_eq!(
+        webhook, CENTRAL_ENDPOINT,
+        "agent and webhook share one setting"
+    );
     assert!(!agent.contains(".svc"), "no in-cluster server to reach");
 }
 
@@ -986,11 +1492,17 @@ fn args_use_flags_the_binary_has() {
             .join("debug/podid")
     });
     let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified()) else {
-        eprintln!("SKIPPED: {} not built; flags not cross-checked (cargo build -p podid)", bin.display());
+        eprintln!(
+            "SKIPPED: {} not built; flags not cross-checked (cargo build -p podid)",
+            bin.display()
+        );
         return;
     };
     if explicit.is_none() && newest_source(&workspace().join("crates")) > built {
-        eprintln!("SKIPPED: {} is older than the sources; flags not cross-checked", bin.display());
+        eprintln!(
+            "SKIPPED: {} is older than the sources; flags not cross-checked",
+            bin.display()
+        );
         return;
     }
     // (executable, subcommand path) → flags used.
@@ -998,7 +1510,11 @@ fn args_use_flags_the_binary_has() {
     for objects in all.values() {
         for (label, c) in all_containers(objects) {
             let args = c.args.clone().unwrap_or_default();
-            let path: Vec<String> = args.iter().take_while(|a| !a.starts_with('-')).cloned().collect();
+            let path: Vec<String> = args
+                .iter()
+                .take_while(|a| !a.starts_with('-'))
+                .cloned()
+                .collect();
             let flags: BTreeSet<String> = args
                 .iter()
                 .filter(|a| a.starts_with("--"))
@@ -1009,12 +1525,19 @@ fn args_use_flags_the_binary_has() {
                 Some([command]) => command.trim_start_matches('/').to_owned(),
                 _ => "podid".to_owned(),
             };
-            assert!(program != "podid" || !path.is_empty(), "{label}: args start with a subcommand");
+            assert!(
+                program != "podid" || !path.is_empty(),
+                "{label}: args start with a subcommand"
+            );
             checked.entry((program, path)).or_default().extend(flags);
         }
     }
     for ((program, path), flags) in checked {
-        let output = Command::new(bin.with_file_name(&program)).args(&path).arg("--help").output().expect("run it");
+        let output = Command::new(bin.with_file_name(&program))
+            .args(&path)
+            .arg("--help")
+            .output()
+            .expect("run it");
         if !output.status.success() {
             eprintln!(
                 "NOTE: `{program} {} --help` fails: this binary has no such subcommand yet; flags unchecked",
@@ -1029,7 +1552,11 @@ fn args_use_flags_the_binary_has() {
             .map(str::to_owned)
             .collect();
         for f in flags {
-            assert!(known.contains(&f), "`{program} {}` has no flag {f}; it has {known:?}", path.join(" "));
+            assert!(
+                known.contains(&f),
+                "`{program} {}` has no flag {f}; it has {known:?}",
+                path.join(" ")
+            );
         }
     }
 }
@@ -1037,7 +1564,9 @@ fn args_use_flags_the_binary_has() {
 /// The newest modification time of a `.rs` file below `dir`.
 fn newest_source(dir: &Path) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;
-    let Ok(entries) = std::fs::read_dir(dir) else { return newest };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -1056,20 +1585,68 @@ fn newest_source(dir: &Path) -> SystemTime {
 #[test]
 fn dockerfile_builds_podid_and_podid_agent_into_a_non_root_distroless_image() {
     let text = std::fs::read_to_string(workspace().join("Dockerfile")).expect("Dockerfile");
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let froms: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(froms.len(), 2, "a build stage and a runtime stage: {froms:?}");
-    assert!(froms[0].contains("rust:") && froms[0].ends_with(" AS build"), "build stage: {}", froms[0]);
-    assert!(froms[1].contains("gcr.io/distroless/cc-debian12:nonroot"), "runtime stage: {}", froms[1]);
-    assert!(text.contains("cargo build --profile dist --locked -p podid"), "a locked build of podid's shipped profile");
-    let runtime = &lines[lines.iter().position(|l| *l == froms[1]).expect("runtime stage")..];
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
+    assert!(
+        froms[0].contains("rust:") && froms[0].ends_with(" AS build"),
+        "build stage: {}",
+        froms[0]
+    );
+    assert!(
+        froms[1].contains("gcr.io/distroless/cc-debian12:nonroot"),
+        "runtime stage: {}",
+        froms[1]
+    );
+    assert!(
+        text.contains("cargo build --profile dist --locked -p podid"),
+        "a locked build of podid's shipped profile"
+    );
+    let runtime = &lines[lines
+        .iter()
+        .position(|l| *l == froms[1])
+        .expect("runtime stage")..];
     let copies: Vec<&&str> = runtime.iter().filter(|l| l.starts_with("COPY")).collect();
-    assert_eq!(copies.len(), 2, "the runtime stage copies the two executables only: {copies:?}");
-    assert!(copies[0].starts_with("COPY --from=build ") && copies[0].ends_with(" /podid"), "{}", copies[0]);
-    assert!(copies[1].starts_with("COPY --from=build ") && copies[1].ends_with(" /podid-agent"), "{}", copies[1]);
-    assert!(text.contains("-p podid-agent-cli"), "the agent-only executable is built");
-    let user = runtime.iter().rev().find(|l| l.starts_with("USER ")).expect("USER in the runtime stage");
-    assert!(!user.contains(" 0") && !user.contains("root"), "non-root: {user}");
+    assert_eq!(
+        copies.len(),
+        2,
+        "the runtime stage copies the two executables only: {copies:?}"
+    );
+    assert!(
+        copies[0].starts_with("COPY --from=build ") && copies[0].ends_with(" /podid"),
+        "{}",
+        copies[0]
+    );
+    assert!(
+        copies[1].starts_with("COPY --from=build ") && copies[1].ends_with(" /podid-agent"),
+        "{}",
+        copies[1]
+    );
+    assert!(
+        text.contains("-p podid-agent-cli"),
+        "the agent-only executable is built"
+    );
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("USER in the runtime stage");
+    assert!(
+        !user.contains(" 0") && !user.contains("root"),
+        "non-root: {user}"
+    );
     assert_eq!(runtime.last().copied(), Some(r#"ENTRYPOINT ["/podid"]"#));
 
     let ignore = std::fs::read_to_string(workspace().join(".dockerignore")).expect(".dockerignore");

@@ -76,7 +76,11 @@ pub struct InitReport {
 impl InitReport {
     /// Whether anything was changed.
     pub fn changed(&self) -> bool {
-        self.link_created || self.addresses.iter().any(|(_, o)| *o == AddressOutcome::Added)
+        self.link_created
+            || self
+                .addresses
+                .iter()
+                .any(|(_, o)| *o == AddressOutcome::Added)
     }
 }
 
@@ -91,7 +95,10 @@ fn failed(what: impl Into<String>, source: rtnetlink::Error) -> InitError {
     if errno(&source) == Some(EPERM) {
         InitError::PermissionDenied
     } else {
-        InitError::Netlink { what: what.into(), source }
+        InitError::Netlink {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -108,8 +115,16 @@ async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, InitErro
 
 async fn addresses_on(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, InitError> {
     let mut found = Vec::new();
-    let mut stream = handle.address().get().set_link_index_filter(index).execute();
-    while let Some(msg) = stream.try_next().await.map_err(|e| failed("listing addresses", e))? {
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| failed("listing addresses", e))?
+    {
         if msg.header.index != index {
             continue;
         }
@@ -130,7 +145,10 @@ pub async fn ensure_agent_addresses() -> Result<InitReport, InitError> {
 
 /// As [`ensure_agent_addresses`], for any link name and addresses (host
 /// routes: /32 and /128).
-pub async fn ensure_addresses(link_name: &str, addresses: &[IpAddr]) -> Result<InitReport, InitError> {
+pub async fn ensure_addresses(
+    link_name: &str,
+    addresses: &[IpAddr],
+) -> Result<InitReport, InitError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(InitError::Socket)?;
     let conn = tokio::spawn(connection);
     let result = ensure_with(&handle, link_name, addresses).await;
@@ -138,7 +156,11 @@ pub async fn ensure_addresses(link_name: &str, addresses: &[IpAddr]) -> Result<I
     result
 }
 
-async fn ensure_with(handle: &Handle, link_name: &str, addresses: &[IpAddr]) -> Result<InitReport, InitError> {
+async fn ensure_with(
+    handle: &Handle,
+    link_name: &str,
+    addresses: &[IpAddr],
+) -> Result<InitReport, InitError> {
     let mut report = InitReport {
         link: link_name.to_owned(),
         link_created: false,
@@ -147,19 +169,31 @@ async fn ensure_with(handle: &Handle, link_name: &str, addresses: &[IpAddr]) -> 
     };
     let index = match link_index(handle, link_name).await? {
         Some(i) => i,
-        None => match handle.link().add(LinkDummy::new(link_name).build()).execute().await {
+        None => match handle
+            .link()
+            .add(LinkDummy::new(link_name).build())
+            .execute()
+            .await
+        {
             Ok(()) => {
                 report.link_created = true;
-                link_index(handle, link_name).await?.ok_or_else(|| InitError::LinkMissing(link_name.to_owned()))?
+                link_index(handle, link_name)
+                    .await?
+                    .ok_or_else(|| InitError::LinkMissing(link_name.to_owned()))?
             }
-            Err(e) if errno(&e) == Some(EEXIST) => {
-                link_index(handle, link_name).await?.ok_or_else(|| InitError::LinkMissing(link_name.to_owned()))?
-            }
+            Err(e) if errno(&e) == Some(EEXIST) => link_index(handle, link_name)
+                .await?
+                .ok_or_else(|| InitError::LinkMissing(link_name.to_owned()))?,
             Err(e) if errno(&e) == Some(EOPNOTSUPP) => {
-                tracing::warn!(link = link_name, "the kernel has no dummy link driver: putting the addresses on lo");
+                tracing::warn!(
+                    link = link_name,
+                    "the kernel has no dummy link driver: putting the addresses on lo"
+                );
                 report.link = "lo".to_owned();
                 report.fell_back_to_loopback = true;
-                link_index(handle, "lo").await?.ok_or_else(|| InitError::LinkMissing("lo".to_owned()))?
+                link_index(handle, "lo")
+                    .await?
+                    .ok_or_else(|| InitError::LinkMissing("lo".to_owned()))?
             }
             Err(e) => return Err(failed(format!("creating dummy link {link_name}"), e)),
         },
@@ -180,13 +214,22 @@ async fn ensure_with(handle: &Handle, link_name: &str, addresses: &[IpAddr]) -> 
         let prefix = if ip.is_ipv4() { 32 } else { 128 };
         match handle.address().add(index, *ip, prefix).execute().await {
             Ok(()) => report.addresses.push((*ip, AddressOutcome::Added)),
-            Err(e) if errno(&e) == Some(EEXIST) => report.addresses.push((*ip, AddressOutcome::Present)),
+            Err(e) if errno(&e) == Some(EEXIST) => {
+                report.addresses.push((*ip, AddressOutcome::Present))
+            }
             Err(e) if ip.is_ipv6() && errno(&e) != Some(EPERM) => {
                 // Nodes without IPv6 still serve IPv4: report, do not fail.
                 tracing::warn!(address = %ip, error = %e, "could not add the IPv6 address");
-                report.addresses.push((*ip, AddressOutcome::Failed(e.to_string())));
+                report
+                    .addresses
+                    .push((*ip, AddressOutcome::Failed(e.to_string())));
             }
-            Err(e) => return Err(failed(format!("adding {ip}/{prefix} to {}", report.link), e)),
+            Err(e) => {
+                return Err(failed(
+                    format!("adding {ip}/{prefix} to {}", report.link),
+                    e,
+                ))
+            }
         }
     }
     Ok(report)

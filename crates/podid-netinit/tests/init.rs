@@ -13,14 +13,22 @@ use podid_netinit::{ensure_agent_addresses, AddressOutcome, InitError, IPV4, IPV
 const INSIDE: &str = "PODID_NETINIT_INSIDE";
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
 }
 
 /// Runs test `name` of this binary inside a new network namespace, `prefix`
 /// (e.g. setpriv) in front. Returns whether it passed.
 fn run_inside(name: &str, prefix: &[&str]) -> std::process::Output {
     let ns = format!("podid-netinit-{}-{name}", std::process::id());
-    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("ip")
         .args(["netns", "exec", &ns])
@@ -33,7 +41,10 @@ fn run_inside(name: &str, prefix: &[&str]) -> std::process::Output {
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     // The inner run must have run exactly this test, not filtered everything out.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 passed"), "inner run did not run {name}: {stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "inner run did not run {name}: {stdout}"
+    );
     out
 }
 
@@ -42,7 +53,10 @@ fn outside_or_skip() -> bool {
         return false;
     }
     if !is_root() {
-        assert!(std::env::var_os("CI").is_none(), "network namespace tests need root in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "network namespace tests need root in CI"
+        );
         println!("skipped: needs root for network namespaces");
     }
     true
@@ -65,26 +79,40 @@ async fn creates_the_addresses_once_and_then_changes_nothing() {
     let first = ensure_agent_addresses().await.unwrap();
     println!("first run: {first:?}");
     assert!(first.changed());
-    assert!(first.link == "pod-id-link0" || (first.link == "lo" && first.fell_back_to_loopback), "{first:?}");
+    assert!(
+        first.link == "pod-id-link0" || (first.link == "lo" && first.fell_back_to_loopback),
+        "{first:?}"
+    );
     assert_eq!(first.addresses[0], (IPV4, AddressOutcome::Added));
     assert_eq!(first.addresses[1], (IPV6, AddressOutcome::Added));
 
     let shown = |family: &str| {
-        let out = Command::new("ip").args([family, "-o", "addr", "show", "dev", &first.link]).output().unwrap();
+        let out = Command::new("ip")
+            .args([family, "-o", "addr", "show", "dev", &first.link])
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
     let (v4, v6) = (shown("-4"), shown("-6"));
     assert!(v4.contains("169.254.170.23/32"), "{v4}");
     assert!(v6.contains("fd00:ec2::23/128"), "{v6}");
-    let link =
-        String::from_utf8(Command::new("ip").args(["-o", "link", "show", "dev", &first.link]).output().unwrap().stdout)
-            .unwrap();
+    let link = String::from_utf8(
+        Command::new("ip")
+            .args(["-o", "link", "show", "dev", &first.link])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert!(link.contains("UP") || link.contains("UNKNOWN"), "{link}");
 
     let second = ensure_agent_addresses().await.unwrap();
     assert!(!second.changed(), "{second:?}");
     assert_eq!(second.link, first.link);
-    assert!(second.addresses.iter().all(|(_, o)| *o == AddressOutcome::Present));
+    assert!(second
+        .addresses
+        .iter()
+        .all(|(_, o)| *o == AddressOutcome::Present));
     assert_eq!((shown("-4"), shown("-6")), (v4, v6));
 }
 

@@ -79,13 +79,15 @@ impl BufferedStderr {
         let flusher = weak.clone();
         // Without the thread lines would still be written, only later: a
         // failure to start it is not fatal.
-        let _ = std::thread::Builder::new().name("log-flush".into()).spawn(move || loop {
-            std::thread::sleep(FLUSH_EVERY);
-            match flusher.upgrade() {
-                Some(shared) => shared.flush(),
-                None => break,
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(FLUSH_EVERY);
+                match flusher.upgrade() {
+                    Some(shared) => shared.flush(),
+                    None => break,
+                }
+            });
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             // try_lock: a panic while the buffer is held must not deadlock.
@@ -98,7 +100,12 @@ impl BufferedStderr {
             }
             previous(info);
         }));
-        (BufferedStderr { shared: shared.clone() }, LogGuard { shared })
+        (
+            BufferedStderr {
+                shared: shared.clone(),
+            },
+            LogGuard { shared },
+        )
     }
 }
 
@@ -127,11 +134,17 @@ impl<'a> MakeWriter<'a> for BufferedStderr {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Line<'a> {
-        Line { shared: &self.shared, urgent: false }
+        Line {
+            shared: &self.shared,
+            urgent: false,
+        }
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line<'a> {
-        Line { shared: &self.shared, urgent: *meta.level() <= Level::WARN }
+        Line {
+            shared: &self.shared,
+            urgent: *meta.level() <= Level::WARN,
+        }
     }
 }
 
@@ -142,10 +155,16 @@ mod tests {
     #[test]
     fn lines_wait_until_the_buffer_fills_or_a_warning_comes() {
         let shared = Shared::default();
-        let mut info = Line { shared: &shared, urgent: false };
+        let mut info = Line {
+            shared: &shared,
+            urgent: false,
+        };
         info.write_all(b"one\n").unwrap();
         assert_eq!(shared.lock().as_slice(), b"one\n");
-        let mut warn = Line { shared: &shared, urgent: true };
+        let mut warn = Line {
+            shared: &shared,
+            urgent: true,
+        };
         warn.write_all(b"two\n").unwrap();
         assert!(shared.lock().is_empty());
         let big = vec![b'x'; FLUSH_AT];

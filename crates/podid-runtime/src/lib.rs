@@ -16,8 +16,15 @@ pub enum LogFormat {
 
 /// Targets whose debug and trace output can include request bodies (tokens)
 /// and signing material: never logged below `info`, whatever is asked.
-pub const SECRET_BEARING_TARGETS: [&str; 7] =
-    ["aws_smithy_runtime", "aws_smithy_http", "aws_smithy_http_client", "aws_sigv4", "hyper", "h2", "reqwest"];
+pub const SECRET_BEARING_TARGETS: [&str; 7] = [
+    "aws_smithy_runtime",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_sigv4",
+    "hyper",
+    "h2",
+    "reqwest",
+];
 
 /// Installs the global tracing subscriber writing to stderr. A filter that
 /// does not parse falls back to `info`.
@@ -38,14 +45,16 @@ fn init_logging_to<W>(format: LogFormat, filter: &str, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     for target in SECRET_BEARING_TARGETS {
         if let Ok(directive) = format!("{target}=info").parse() {
             filter = filter.add_directive(directive);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -55,7 +64,9 @@ where
 /// The multi-threaded tokio runtime every podid server runs on (one worker
 /// per CPU the process may use).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Resolves at SIGTERM (Kubernetes) or Ctrl-C; servers then stop accepting

@@ -9,8 +9,8 @@ use axum::Extension;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use podid_api::association::{
-    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse, PodIdentityAssociation, Tags, TagsBody,
-    UpdateAssociationRequest,
+    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse,
+    PodIdentityAssociation, Tags, TagsBody, UpdateAssociationRequest,
 };
 use podid_api::{validate, ApiError};
 use podid_store::{IdempotencyKey, ListQuery, StoredAssociation};
@@ -27,7 +27,9 @@ const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// A new association id: `a-` and 17 random lowercase alphanumerics.
 pub fn new_association_id() -> String {
     let mut rng = rand::rng();
-    let tail: String = (0..17).map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char).collect();
+    let tail: String = (0..17)
+        .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
+        .collect();
     format!("a-{tail}")
 }
 
@@ -55,7 +57,9 @@ fn to_wire(state: &AppState, a: StoredAssociation) -> PodIdentityAssociation {
 }
 
 fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
-    value.as_deref().ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
+    value
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
 }
 
 /// A digest of what an idempotent request asks for, so a reused token with a
@@ -142,11 +146,17 @@ pub async fn describe(
     Extension(principal): Extension<Principal>,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
-    answer(Operation::DescribePodIdentityAssociation, &principal, async {
-        let Path((cluster, id)) = params.map_err(path_error)?;
-        let found = load(&state, &cluster, &id).await?;
-        Ok(AssociationResponse { association: to_wire(&state, found) })
-    })
+    answer(
+        Operation::DescribePodIdentityAssociation,
+        &principal,
+        async {
+            let Path((cluster, id)) = params.map_err(path_error)?;
+            let found = load(&state, &cluster, &id).await?;
+            Ok(AssociationResponse {
+                association: to_wire(&state, found),
+            })
+        },
+    )
     .await
 }
 
@@ -158,7 +168,11 @@ async fn load(state: &AppState, cluster: &str, id: &str) -> Result<StoredAssocia
         .get_association(cluster, id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found(format!("Pod identity association {id} not found in cluster {cluster}.")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Pod identity association {id} not found in cluster {cluster}."
+            ))
+        })
 }
 
 /// An opaque, filter-bound page token.
@@ -179,7 +193,9 @@ fn decode_next_token(token: &str, query: &ListQuery) -> Result<i64, ApiError> {
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let mut lines = raw.split('\n');
-    let (Some("v1"), Some(after), Some(bound), None) = (lines.next(), lines.next(), lines.next(), lines.next()) else {
+    let (Some("v1"), Some(after), Some(bound), None) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
         return Err(bad());
     };
     let after: i64 = after.parse().map_err(|_| bad())?;
@@ -195,7 +211,13 @@ fn decode_next_token(token: &str, query: &ListQuery) -> Result<i64, ApiError> {
 }
 
 fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
-    raw.as_deref().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    raw.as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `GET /clusters/{cluster}/pod-identity-associations`.
@@ -208,7 +230,11 @@ pub async fn list(
     answer(Operation::ListPodIdentityAssociations, &principal, async {
         let Path(cluster) = cluster.map_err(path_error)?;
         validate::cluster_name(&cluster)?;
-        let mut query = ListQuery { cluster: cluster.clone(), limit: 100, ..Default::default() };
+        let mut query = ListQuery {
+            cluster: cluster.clone(),
+            limit: 100,
+            ..Default::default()
+        };
         let mut next_token = None;
         for (key, value) in query_pairs(&raw) {
             match key.as_str() {
@@ -237,12 +263,28 @@ pub async fn list(
         if let Some(token) = next_token {
             query.after = Some(decode_next_token(&token, &query)?);
         }
-        if state.store.get_cluster(&cluster).await.map_err(store_error)?.is_none() {
-            return Err(ApiError::not_found(format!("No cluster found for name: {cluster}.")));
+        if state
+            .store
+            .get_cluster(&cluster)
+            .await
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(ApiError::not_found(format!(
+                "No cluster found for name: {cluster}."
+            )));
         }
-        let page = state.store.list_associations(&query).await.map_err(store_error)?;
+        let page = state
+            .store
+            .list_associations(&query)
+            .await
+            .map_err(store_error)?;
         Ok(ListAssociationsResponse {
-            associations: page.items.into_iter().map(|a| to_wire(&state, a).summary()).collect(),
+            associations: page
+                .items
+                .into_iter()
+                .map(|a| to_wire(&state, a).summary())
+                .collect(),
             next_token: page.next.map(|after| encode_next_token(after, &query)),
         })
     })
@@ -315,7 +357,9 @@ fn apply_update(
     current: StoredAssociation,
     now: podid_api::EpochMillis,
 ) -> Result<StoredAssociation, ApiError> {
-    let disable_session_tags = req.disable_session_tags.unwrap_or(current.disable_session_tags);
+    let disable_session_tags = req
+        .disable_session_tags
+        .unwrap_or(current.disable_session_tags);
     let policy = match &req.policy {
         Some(p) if p.is_empty() => None,
         Some(p) => Some(p.clone()),
@@ -330,7 +374,10 @@ fn apply_update(
         None => current.target_role_arn.clone(),
     };
     Ok(StoredAssociation {
-        role_arn: req.role_arn.clone().unwrap_or_else(|| current.role_arn.clone()),
+        role_arn: req
+            .role_arn
+            .clone()
+            .unwrap_or_else(|| current.role_arn.clone()),
         target_role_arn,
         disable_session_tags,
         policy,
@@ -353,12 +400,17 @@ pub async fn delete(
         state.forget_lookups();
         let deleted = deleted.map_err(store_error)?;
         tracing::info!(cluster = %cluster, association_id = %id, "association deleted");
-        Ok(AssociationResponse { association: to_wire(&state, deleted) })
+        Ok(AssociationResponse {
+            association: to_wire(&state, deleted),
+        })
     })
     .await
 }
 
-fn resource(state: &AppState, arn: Result<Path<String>, PathRejection>) -> Result<(String, String), ApiError> {
+fn resource(
+    state: &AppState,
+    arn: Result<Path<String>, PathRejection>,
+) -> Result<(String, String), ApiError> {
     let Path(arn) = arn.map_err(path_error)?;
     let (cluster, id) = state.scope.parse_association_arn(&arn)?;
     Ok((cluster.to_owned(), id.to_owned()))
@@ -373,7 +425,9 @@ pub async fn list_tags(
     answer(Operation::ListTagsForResource, &principal, async {
         let (cluster, id) = resource(&state, arn)?;
         let found = load(&state, &cluster, &id).await?;
-        Ok(TagsBody { tags: Some(found.tags) })
+        Ok(TagsBody {
+            tags: Some(found.tags),
+        })
     })
     .await
 }
@@ -389,9 +443,16 @@ pub async fn tag(
     answer(Operation::TagResource, &principal, async {
         let (cluster, id) = resource(&state, arn)?;
         let req: TagsBody = parse_json(&headers, &body)?;
-        let tags = req.tags.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::invalid_parameter("tags is required"))?;
+        let tags = req
+            .tags
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::invalid_parameter("tags is required"))?;
         validate::tags(&tags)?;
-        state.store.update_tags(&cluster, &id, &tags, &[]).await.map_err(store_error)?;
+        state
+            .store
+            .update_tags(&cluster, &id, &tags, &[])
+            .await
+            .map_err(store_error)?;
         Ok(serde_json::json!({}))
     })
     .await
@@ -406,17 +467,27 @@ pub async fn untag(
 ) -> Response {
     answer(Operation::UntagResource, &principal, async {
         let (cluster, id) = resource(&state, arn)?;
-        let keys: Vec<String> = query_pairs(&raw).into_iter().filter(|(k, _)| k == "tagKeys").map(|(_, v)| v).collect();
+        let keys: Vec<String> = query_pairs(&raw)
+            .into_iter()
+            .filter(|(k, _)| k == "tagKeys")
+            .map(|(_, v)| v)
+            .collect();
         if keys.is_empty() {
             return Err(ApiError::invalid_parameter("tagKeys is required"));
         }
         if keys.len() > validate::MAX_TAGS {
-            return Err(ApiError::invalid_parameter("at most 50 tagKeys may be given"));
+            return Err(ApiError::invalid_parameter(
+                "at most 50 tagKeys may be given",
+            ));
         }
         for key in &keys {
             validate::tag_key(key)?;
         }
-        state.store.update_tags(&cluster, &id, &Tags::new(), &keys).await.map_err(store_error)?;
+        state
+            .store
+            .update_tags(&cluster, &id, &Tags::new(), &keys)
+            .await
+            .map_err(store_error)?;
         Ok(serde_json::json!({}))
     })
     .await
@@ -437,11 +508,18 @@ mod tests {
 
     #[test]
     fn next_tokens_round_trip_and_are_bound_to_their_query() {
-        let q =
-            ListQuery { cluster: "blue".into(), namespace: Some("default".into()), limit: 10, ..Default::default() };
+        let q = ListQuery {
+            cluster: "blue".into(),
+            namespace: Some("default".into()),
+            limit: 10,
+            ..Default::default()
+        };
         let token = encode_next_token(42, &q);
         assert_eq!(decode_next_token(&token, &q).unwrap(), 42);
-        let other = ListQuery { namespace: None, ..q.clone() };
+        let other = ListQuery {
+            namespace: None,
+            ..q.clone()
+        };
         assert!(decode_next_token(&token, &other).is_err());
         for bad in ["", "!!!", "djE", &URL_SAFE_NO_PAD.encode("v1\nx\ny")] {
             assert!(decode_next_token(bad, &q).is_err(), "{bad}");

@@ -48,7 +48,10 @@ struct AuthorizationHeader<'a> {
 
 fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError> {
     let incomplete = |what: &str| {
-        ApiError::new(ErrorKind::InvalidSignature, format!("Authorization header is not a valid SigV4 header: {what}"))
+        ApiError::new(
+            ErrorKind::InvalidSignature,
+            format!("Authorization header is not a valid SigV4 header: {what}"),
+        )
     };
     let rest = value.strip_prefix("AWS4-HMAC-SHA256").ok_or_else(|| {
         ApiError::new(
@@ -71,10 +74,17 @@ fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError>
     let signed = signed.ok_or_else(|| incomplete("no SignedHeaders"))?;
     let signature = signature.ok_or_else(|| incomplete("no Signature"))?;
     let mut scope = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) =
-        (scope.next(), scope.next(), scope.next(), scope.next(), scope.next(), scope.next())
-    else {
-        return Err(incomplete("Credential must be KEY/DATE/REGION/SERVICE/aws4_request"));
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+    ) else {
+        return Err(incomplete(
+            "Credential must be KEY/DATE/REGION/SERVICE/aws4_request",
+        ));
     };
     if signature.len() != 64 || !signature.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(incomplete("Signature must be 64 hexadecimal digits"));
@@ -83,12 +93,21 @@ fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, ApiError>
     if !signed_headers.contains(&"host") {
         return Err(incomplete("the host header must be signed"));
     }
-    Ok(AuthorizationHeader { access_key_id, date, region, service, signed_headers, signature })
+    Ok(AuthorizationHeader {
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers,
+        signature,
+    })
 }
 
 fn parse_amz_date(value: &str) -> Option<SystemTime> {
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
-    PrimitiveDateTime::parse(value, &format).ok().map(|t| SystemTime::from(t.assume_utc()))
+    PrimitiveDateTime::parse(value, &format)
+        .ok()
+        .map(|t| SystemTime::from(t.assume_utc()))
 }
 
 /// Verifies a SigV4-signed request and says who sent it.
@@ -108,28 +127,57 @@ pub fn verify_request(
 ) -> Result<Principal, ApiError> {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::new(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"))?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::MissingAuthenticationToken,
+                "Missing Authentication Token",
+            )
+        })?
         .to_str()
-        .map_err(|_| ApiError::new(ErrorKind::InvalidSignature, "Authorization header is not ASCII"))?;
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::InvalidSignature,
+                "Authorization header is not ASCII",
+            )
+        })?;
     let auth = parse_authorization(authorization)?;
     let key = keys.get(auth.access_key_id).ok_or_else(|| {
-        ApiError::new(ErrorKind::UnrecognizedClient, "The security token included in the request is invalid.")
+        ApiError::new(
+            ErrorKind::UnrecognizedClient,
+            "The security token included in the request is invalid.",
+        )
     })?;
 
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::new(ErrorKind::InvalidSignature, "the request must carry an X-Amz-Date header"))?;
-    let signed_at = parse_amz_date(amz_date)
-        .ok_or_else(|| ApiError::new(ErrorKind::InvalidSignature, "X-Amz-Date must be YYYYMMDDTHHMMSSZ"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::InvalidSignature,
+                "the request must carry an X-Amz-Date header",
+            )
+        })?;
+    let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::InvalidSignature,
+            "X-Amz-Date must be YYYYMMDDTHHMMSSZ",
+        )
+    })?;
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
-        return Err(ApiError::new(ErrorKind::InvalidSignature, "the credential scope date does not match X-Amz-Date"));
+        return Err(ApiError::new(
+            ErrorKind::InvalidSignature,
+            "the credential scope date does not match X-Amz-Date",
+        ));
     }
-    let skew = now.duration_since(signed_at).unwrap_or_else(|e| e.duration());
+    let skew = now
+        .duration_since(signed_at)
+        .unwrap_or_else(|e| e.duration());
     if skew > MAX_CLOCK_SKEW {
         return Err(ApiError::new(
             ErrorKind::InvalidSignature,
-            format!("Signature expired: {amz_date} is more than 5 minutes away from the server's time"),
+            format!(
+                "Signature expired: {amz_date} is more than 5 minutes away from the server's time"
+            ),
         ));
     }
 
@@ -139,13 +187,29 @@ pub fn verify_request(
             "The request signature we calculated does not match the signature you provided.",
         )
     };
-    let expected =
-        match fast::signature(&keys.signing_keys, key, &auth, method, uri, headers, body, amz_date, signed_at) {
-            Some(signature) => signature,
-            None => sdk_signature(key, &auth, signed_at, method, uri, headers, body)?,
-        };
-    if expected.as_bytes().ct_eq(auth.signature.to_ascii_lowercase().as_bytes()).into() {
-        Ok(Principal { access_key_id: key.access_key_id.clone(), role: key.role })
+    let expected = match fast::signature(
+        &keys.signing_keys,
+        key,
+        &auth,
+        method,
+        uri,
+        headers,
+        body,
+        amz_date,
+        signed_at,
+    ) {
+        Some(signature) => signature,
+        None => sdk_signature(key, &auth, signed_at, method, uri, headers, body)?,
+    };
+    if expected
+        .as_bytes()
+        .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
+        .into()
+    {
+        Ok(Principal {
+            access_key_id: key.access_key_id.clone(),
+            role: key.role,
+        })
     } else {
         Err(bad())
     }
@@ -170,16 +234,25 @@ fn sdk_signature(
         let mut found = false;
         for value in headers.get_all(*name) {
             let value = value.to_str().map_err(|_| {
-                ApiError::new(ErrorKind::InvalidSignature, format!("signed header '{name}' is not ASCII"))
+                ApiError::new(
+                    ErrorKind::InvalidSignature,
+                    format!("signed header '{name}' is not ASCII"),
+                )
             })?;
             signed_headers.push((name, value));
             found = true;
         }
         if !found {
-            return Err(ApiError::new(ErrorKind::InvalidSignature, format!("signed header '{name}' is missing")));
+            return Err(ApiError::new(
+                ErrorKind::InvalidSignature,
+                format!("signed header '{name}' is missing"),
+            ));
         }
     }
-    let session_token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let session_token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let identity: Identity = Credentials::new(
         key.access_key_id.clone(),
         key.secret_access_key.expose().to_owned(),
@@ -210,8 +283,13 @@ fn sdk_signature(
     // The authority is a placeholder: the signer takes the host from the signed
     // Host header, which is always present (checked above).
     let target = format!("http://podid.invalid{path_and_query}");
-    let request = SignableRequest::new(method, target, signed_headers.into_iter(), SignableBody::Bytes(body))
-        .map_err(|_| bad())?;
+    let request = SignableRequest::new(
+        method,
+        target,
+        signed_headers.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|_| bad())?;
     let output = sign(request, &params).map_err(|_| bad())?;
     Ok(output.signature().to_owned())
 }
@@ -230,9 +308,27 @@ mod tests {
     }
 
     /// Signs a request the way an SDK does, with aws-sigv4's defaults.
-    fn signed(method: &str, uri: &str, body: &[u8], at: SystemTime, secret: &str) -> (http::Uri, http::HeaderMap) {
-        let headers = [("content-type", "application/json"), ("host", "localhost:8080")];
-        signed_as(method, uri, body, at, secret, None, ("us-east-1", "eks"), &headers)
+    fn signed(
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        at: SystemTime,
+        secret: &str,
+    ) -> (http::Uri, http::HeaderMap) {
+        let headers = [
+            ("content-type", "application/json"),
+            ("host", "localhost:8080"),
+        ];
+        signed_as(
+            method,
+            uri,
+            body,
+            at,
+            secret,
+            None,
+            ("us-east-1", "eks"),
+            &headers,
+        )
     }
 
     /// The same with a session token, a scope and the headers to sign.
@@ -247,7 +343,14 @@ mod tests {
         (region, service): (&str, &str),
         headers: &[(&str, &str)],
     ) -> (http::Uri, http::HeaderMap) {
-        let identity: Identity = Credentials::new("AKIDEXAMPLE", secret, token.map(str::to_owned), None, "test").into();
+        let identity: Identity = Credentials::new(
+            "AKIDEXAMPLE",
+            secret,
+            token.map(str::to_owned),
+            None,
+            "test",
+        )
+        .into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
@@ -258,8 +361,13 @@ mod tests {
             .unwrap()
             .into();
         let full = format!("http://localhost:8080{uri}");
-        let req =
-            SignableRequest::new(method, full.clone(), headers.iter().copied(), SignableBody::Bytes(body)).unwrap();
+        let req = SignableRequest::new(
+            method,
+            full.clone(),
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
         let (instructions, _) = sign(req, &params).unwrap().into_parts();
         let mut request = http::Request::builder().method(method).uri(&full);
         for (k, v) in headers {
@@ -277,7 +385,13 @@ mod tests {
         let uri = "/clusters/blue/pod-identity-associations?maxResults=5&namespace=default";
         let (uri, headers) = signed("GET", uri, b"", now, SECRET);
         let p = verify_request(&ring(), now, "GET", &uri, &headers, b"").unwrap();
-        assert_eq!(p, Principal { access_key_id: "AKIDEXAMPLE".into(), role: Role::Admin });
+        assert_eq!(
+            p,
+            Principal {
+                access_key_id: "AKIDEXAMPLE".into(),
+                role: Role::Admin
+            }
+        );
     }
 
     #[test]
@@ -293,41 +407,80 @@ mod tests {
     fn refuses_tampering_wrong_secret_unknown_key_skew_and_missing_auth() {
         let now = SystemTime::now();
         let body = br#"{"namespace":"default"}"#;
-        let (uri, headers) = signed("POST", "/clusters/blue/pod-identity-associations", body, now, SECRET);
+        let (uri, headers) = signed(
+            "POST",
+            "/clusters/blue/pod-identity-associations",
+            body,
+            now,
+            SECRET,
+        );
 
-        let tampered = verify_request(&ring(), now, "POST", &uri, &headers, br#"{"namespace":"other"}"#);
+        let tampered = verify_request(
+            &ring(),
+            now,
+            "POST",
+            &uri,
+            &headers,
+            br#"{"namespace":"other"}"#,
+        );
         assert_eq!(tampered.unwrap_err().kind, ErrorKind::InvalidSignature);
         let other_method = verify_request(&ring(), now, "PUT", &uri, &headers, body);
         assert_eq!(other_method.unwrap_err().kind, ErrorKind::InvalidSignature);
 
-        let (uri2, headers2) =
-            signed("POST", "/clusters/blue/pod-identity-associations", body, now, "another-secret-entirely");
+        let (uri2, headers2) = signed(
+            "POST",
+            "/clusters/blue/pod-identity-associations",
+            body,
+            now,
+            "another-secret-entirely",
+        );
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri2, &headers2, body).unwrap_err().kind,
+            verify_request(&ring(), now, "POST", &uri2, &headers2, body)
+                .unwrap_err()
+                .kind,
             ErrorKind::InvalidSignature
         );
 
         let mut unknown = headers.clone();
-        let auth = unknown.get("authorization").unwrap().to_str().unwrap().replace("AKIDEXAMPLE", "AKIDUNKNOWN");
+        let auth = unknown
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace("AKIDEXAMPLE", "AKIDUNKNOWN");
         unknown.insert("authorization", auth.parse().unwrap());
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri, &unknown, body).unwrap_err().kind,
+            verify_request(&ring(), now, "POST", &uri, &unknown, body)
+                .unwrap_err()
+                .kind,
             ErrorKind::UnrecognizedClient
         );
 
         for skew in [Duration::from_secs(301), Duration::from_secs(3600)] {
-            let late = verify_request(&ring(), now + skew, "POST", &uri, &headers, body).unwrap_err();
+            let late =
+                verify_request(&ring(), now + skew, "POST", &uri, &headers, body).unwrap_err();
             assert_eq!(late.kind, ErrorKind::InvalidSignature);
             assert!(late.message.contains("expired"));
-            let early = verify_request(&ring(), now - skew, "POST", &uri, &headers, body).unwrap_err();
+            let early =
+                verify_request(&ring(), now - skew, "POST", &uri, &headers, body).unwrap_err();
             assert_eq!(early.kind, ErrorKind::InvalidSignature);
         }
-        assert!(verify_request(&ring(), now + Duration::from_secs(299), "POST", &uri, &headers, body).is_ok());
+        assert!(verify_request(
+            &ring(),
+            now + Duration::from_secs(299),
+            "POST",
+            &uri,
+            &headers,
+            body
+        )
+        .is_ok());
 
         let mut none = headers.clone();
         none.remove("authorization");
         assert_eq!(
-            verify_request(&ring(), now, "POST", &uri, &none, body).unwrap_err().kind,
+            verify_request(&ring(), now, "POST", &uri, &none, body)
+                .unwrap_err()
+                .kind,
             ErrorKind::MissingAuthenticationToken
         );
     }
@@ -378,8 +531,12 @@ mod tests {
                         ("host", "localhost:8080"),
                         ("amz-sdk-request", "attempt=1; max=3"),
                     ];
-                    let scope = (["us-east-1", "eu-west-3"][j % 2], ["eks-auth", "eks"][i % 2]);
-                    let (uri, h) = signed_as(method, path, body, now, SECRET, token, scope, &headers);
+                    let scope = (
+                        ["us-east-1", "eu-west-3"][j % 2],
+                        ["eks-auth", "eks"][i % 2],
+                    );
+                    let (uri, h) =
+                        signed_as(method, path, body, now, SECRET, token, scope, &headers);
                     let uri = uri.path_and_query().unwrap().as_str().to_owned();
                     out.push((method, uri.clone(), h.clone(), body.to_vec(), true));
 
@@ -394,7 +551,10 @@ mod tests {
                     vary(&|m| {
                         m.insert("authorization", swapped.parse().unwrap());
                     });
-                    let upper = auth.replace("SignedHeaders=amz-sdk-request", "SignedHeaders=Amz-Sdk-Request");
+                    let upper = auth.replace(
+                        "SignedHeaders=amz-sdk-request",
+                        "SignedHeaders=Amz-Sdk-Request",
+                    );
                     vary(&|m| {
                         m.insert("authorization", upper.parse().unwrap());
                     });
@@ -445,8 +605,17 @@ mod tests {
             let amz_date = headers.get("x-amz-date").unwrap().to_str().unwrap();
             let signed_at = parse_amz_date(amz_date).unwrap();
             let sdk = sdk_signature(key, &auth, signed_at, method, &uri, &headers, &body);
-            let ours =
-                fast::signature(&ring.signing_keys, key, &auth, method, &uri, &headers, &body, amz_date, signed_at);
+            let ours = fast::signature(
+                &ring.signing_keys,
+                key,
+                &auth,
+                method,
+                &uri,
+                &headers,
+                &body,
+                amz_date,
+                signed_at,
+            );
             if let Some(ours) = ours {
                 assert_eq!(Some(&ours), sdk.as_ref().ok(), "{method} {uri} {headers:?}");
                 fast_taken += 1;
@@ -472,12 +641,35 @@ mod tests {
         let ring = ring();
         let key = ring.get("AKIDEXAMPLE").unwrap();
         let day = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
-        let a = ring.signing_keys.derived_for_test(key, day, "us-east-1", "eks");
-        assert_eq!(ring.signing_keys.derived_for_test(key, day + Duration::from_secs(60), "us-east-1", "eks"), a);
-        assert_ne!(ring.signing_keys.derived_for_test(key, day + Duration::from_secs(86_400), "us-east-1", "eks"), a);
-        assert_ne!(ring.signing_keys.derived_for_test(key, day, "us-east-1", "eks-auth"), a);
+        let a = ring
+            .signing_keys
+            .derived_for_test(key, day, "us-east-1", "eks");
+        assert_eq!(
+            ring.signing_keys.derived_for_test(
+                key,
+                day + Duration::from_secs(60),
+                "us-east-1",
+                "eks"
+            ),
+            a
+        );
+        assert_ne!(
+            ring.signing_keys.derived_for_test(
+                key,
+                day + Duration::from_secs(86_400),
+                "us-east-1",
+                "eks"
+            ),
+            a
+        );
+        assert_ne!(
+            ring.signing_keys
+                .derived_for_test(key, day, "us-east-1", "eks-auth"),
+            a
+        );
         for i in 0..100 {
-            ring.signing_keys.derived_for_test(key, day, &format!("r{i}"), "eks");
+            ring.signing_keys
+                .derived_for_test(key, day, &format!("r{i}"), "eks");
         }
         assert!(ring.signing_keys.len() <= 16);
         assert!(!format!("{:?}", ring).contains(SECRET));

@@ -11,7 +11,12 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Now, in epoch milliseconds.
     fn now_millis(&self) -> EpochMillis {
-        EpochMillis(self.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+        EpochMillis(
+            self.now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        )
     }
 }
 

@@ -7,8 +7,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use podid_api::cluster::{
-    Cluster, ClusterResponse, KeySource, ListClustersResponse, RegisterClusterRequest, UpdateClusterRequest,
-    DEFAULT_AUDIENCE,
+    Cluster, ClusterResponse, KeySource, ListClustersResponse, RegisterClusterRequest,
+    UpdateClusterRequest, DEFAULT_AUDIENCE,
 };
 use podid_api::{validate, ApiError};
 
@@ -30,7 +30,10 @@ fn cluster_arn(value: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_parameter(format!("clusterArn '{}' is not an ARN", podid_api::arn::printable(value))))
+        Err(ApiError::invalid_parameter(format!(
+            "clusterArn '{}' is not an ARN",
+            podid_api::arn::printable(value)
+        )))
     }
 }
 
@@ -42,12 +45,16 @@ async fn resolve_keys(
     jwks_uri: Option<String>,
     discovery: bool,
 ) -> Result<Option<(KeySource, Option<String>, serde_json::Value)>, ApiError> {
-    let given = usize::from(jwks.is_some()) + usize::from(jwks_uri.is_some()) + usize::from(discovery);
+    let given =
+        usize::from(jwks.is_some()) + usize::from(jwks_uri.is_some()) + usize::from(discovery);
     if given > 1 {
-        return Err(ApiError::invalid_parameter("give exactly one key source: jwks, jwksUri or discovery"));
+        return Err(ApiError::invalid_parameter(
+            "give exactly one key source: jwks, jwksUri or discovery",
+        ));
     }
-    let fetch_failed =
-        |e: crate::jwks::FetchError| ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"));
+    let fetch_failed = |e: crate::jwks::FetchError| {
+        ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"))
+    };
     if let Some(doc) = jwks {
         validate::jwks(&doc)?;
         return Ok(Some((KeySource::Inline, None, doc)));
@@ -56,7 +63,12 @@ async fn resolve_keys(
         validate::url("jwksUri", &uri)?;
         (KeySource::Uri, uri)
     } else if discovery {
-        (KeySource::Discovery, discover_jwks_uri(state.fetcher.as_ref(), issuer).await.map_err(fetch_failed)?)
+        (
+            KeySource::Discovery,
+            discover_jwks_uri(state.fetcher.as_ref(), issuer)
+                .await
+                .map_err(fetch_failed)?,
+        )
     } else {
         return Ok(None);
     };
@@ -112,7 +124,10 @@ pub async fn register(
 }
 
 /// `GET /podid/v1/clusters`.
-pub async fn list(State(state): State<SharedState>, Extension(principal): Extension<Principal>) -> Response {
+pub async fn list(
+    State(state): State<SharedState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     answer(Operation::ListClusters, &principal, async {
         let clusters = state.store.list_clusters().await.map_err(store_error)?;
         Ok(ListClustersResponse { clusters })
@@ -138,7 +153,9 @@ pub async fn describe(
 ) -> Response {
     answer(Operation::DescribeCluster, &principal, async {
         let Path(name) = name.map_err(path_error)?;
-        Ok(ClusterResponse { cluster: load(&state, &name).await? })
+        Ok(ClusterResponse {
+            cluster: load(&state, &name).await?,
+        })
     })
     .await
 }
@@ -201,11 +218,17 @@ pub async fn update(
                 cluster.jwks_uri = uri.clone();
                 cluster.jwks = jwks.clone();
             }
-            cluster.modified_at = podid_api::EpochMillis(state.clock.now_millis().0.max(current.modified_at.0 + 1));
-            let result = state.store.update_cluster(&cluster, current.modified_at).await;
+            cluster.modified_at =
+                podid_api::EpochMillis(state.clock.now_millis().0.max(current.modified_at.0 + 1));
+            let result = state
+                .store
+                .update_cluster(&cluster, current.modified_at)
+                .await;
             state.forget_lookups();
             match result {
-                Err(podid_store::StoreError::Conflict) if attempt < crate::associations::MAX_UPDATE_ATTEMPTS => {
+                Err(podid_store::StoreError::Conflict)
+                    if attempt < crate::associations::MAX_UPDATE_ATTEMPTS =>
+                {
                     continue
                 }
                 result => {

@@ -67,31 +67,53 @@ impl DocumentFetcher for HttpFetcher {
     async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
         let request_error = |e: reqwest::Error| FetchError::Request {
             url: url.to_owned(),
-            reason: if e.is_timeout() { "timed out".to_owned() } else { e.without_url().to_string() },
+            reason: if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                e.without_url().to_string()
+            },
         };
         let mut response = self.client.get(url).send().await.map_err(request_error)?;
         if !response.status().is_success() {
-            return Err(FetchError::Status { url: url.to_owned(), status: response.status().as_u16() });
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: response.status().as_u16(),
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(FetchError::Shape { url: url.to_owned(), expected: "a document under 1 MiB" });
+                return Err(FetchError::Shape {
+                    url: url.to_owned(),
+                    expected: "a document under 1 MiB",
+                });
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|_| FetchError::Shape { url: url.to_owned(), expected: "JSON" })
+        serde_json::from_slice(&body).map_err(|_| FetchError::Shape {
+            url: url.to_owned(),
+            expected: "JSON",
+        })
     }
 }
 
 /// Resolves the JWKS URL of an issuer from `{issuer}/.well-known/openid-configuration`.
-pub async fn discover_jwks_uri(fetcher: &dyn DocumentFetcher, issuer: &str) -> Result<String, FetchError> {
-    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+pub async fn discover_jwks_uri(
+    fetcher: &dyn DocumentFetcher,
+    issuer: &str,
+) -> Result<String, FetchError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
     let doc = fetcher.fetch_json(&url).await?;
     doc.get("jwks_uri")
         .and_then(|v| v.as_str())
         .map(str::to_owned)
-        .ok_or(FetchError::Shape { url, expected: "an OpenID configuration with a jwks_uri" })
+        .ok_or(FetchError::Shape {
+            url,
+            expected: "an OpenID configuration with a jwks_uri",
+        })
 }
 
 /// Lets the token verifier refresh a cluster's keys through a [`DocumentFetcher`].

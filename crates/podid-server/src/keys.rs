@@ -156,9 +156,14 @@ impl KeyRing {
     /// role = "admin"   # admin | reader | node
     /// ```
     pub fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ServerError::KeysFile { path: path.display().to_string(), reason: source.to_string() })?;
-        Self::parse(&text).map_err(|reason| ServerError::KeysFile { path: path.display().to_string(), reason })
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::KeysFile {
+            path: path.display().to_string(),
+            reason: source.to_string(),
+        })?;
+        Self::parse(&text).map_err(|reason| ServerError::KeysFile {
+            path: path.display().to_string(),
+            reason,
+        })
     }
 
     /// Parses the text of a keys file. The error never quotes a secret.
@@ -166,16 +171,31 @@ impl KeyRing {
         // toml's error messages may quote the offending line, which can hold a
         // secret: report only the position.
         let file: KeysFile = toml::from_str(text).map_err(|e| match e.span() {
-            Some(span) => format!("not a valid keys file (TOML error at byte {}): {}", span.start, e.message()),
+            Some(span) => format!(
+                "not a valid keys file (TOML error at byte {}): {}",
+                span.start,
+                e.message()
+            ),
             None => "not a valid keys file".to_owned(),
         })?;
         let mut keys = HashMap::new();
         for entry in file.key {
-            if entry.access_key_id.len() < 3 || !entry.access_key_id.bytes().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(format!("access_key_id '{}' must be 3 or more letters and digits", entry.access_key_id));
+            if entry.access_key_id.len() < 3
+                || !entry
+                    .access_key_id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(format!(
+                    "access_key_id '{}' must be 3 or more letters and digits",
+                    entry.access_key_id
+                ));
             }
             if entry.secret_access_key.len() < 16 {
-                return Err(format!("the secret of key '{}' is shorter than 16 characters", entry.access_key_id));
+                return Err(format!(
+                    "the secret of key '{}' is shorter than 16 characters",
+                    entry.access_key_id
+                ));
             }
             let key = ApiKey {
                 access_key_id: entry.access_key_id.clone(),
@@ -183,13 +203,19 @@ impl KeyRing {
                 role: entry.role,
             };
             if keys.insert(entry.access_key_id.clone(), key).is_some() {
-                return Err(format!("access_key_id '{}' appears twice", entry.access_key_id));
+                return Err(format!(
+                    "access_key_id '{}' appears twice",
+                    entry.access_key_id
+                ));
             }
         }
         if keys.is_empty() {
             return Err("the keys file defines no [[key]]".to_owned());
         }
-        Ok(KeyRing { keys, signing_keys: Default::default() })
+        Ok(KeyRing {
+            keys,
+            signing_keys: Default::default(),
+        })
     }
 
     /// The key with this access key id.
@@ -252,16 +278,20 @@ mod tests {
     fn rejects_duplicates_short_secrets_and_empty_files() {
         let dup = "[[key]]\naccess_key_id=\"AAA\"\nsecret_access_key=\"0123456789abcdef\"\nrole=\"admin\"\n".repeat(2);
         assert!(KeyRing::parse(&dup).unwrap_err().contains("twice"));
-        assert!(
-            KeyRing::parse("[[key]]\naccess_key_id=\"AAA\"\nsecret_access_key=\"short\"\nrole=\"admin\"\n").is_err()
-        );
+        assert!(KeyRing::parse(
+            "[[key]]\naccess_key_id=\"AAA\"\nsecret_access_key=\"short\"\nrole=\"admin\"\n"
+        )
+        .is_err());
         assert!(KeyRing::parse("").unwrap_err().contains("no [[key]]"));
     }
 
     #[test]
     fn roles_allow_what_they_should() {
         use Operation::*;
-        assert!(Role::Admin.allows(CreatePodIdentityAssociation) && Role::Admin.allows(AssumeRoleForPodIdentity));
+        assert!(
+            Role::Admin.allows(CreatePodIdentityAssociation)
+                && Role::Admin.allows(AssumeRoleForPodIdentity)
+        );
         for op in [
             DescribePodIdentityAssociation,
             ListPodIdentityAssociations,

@@ -71,10 +71,26 @@ impl BrokerMetrics {
             audit_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("broker");
-        r.register("issuances", "Credential requests by outcome and error", m.issuances.clone());
-        r.register("sts_duration_seconds", "Time to issue one pod's credentials at STS", m.sts_latency.clone());
-        r.register("credential_cache", "Credential cache lookups by result", m.cache_lookups.clone());
-        r.register("sts_rate_limit_waits", "STS calls that waited for a rate-limit slot", m.limiter_waits.clone());
+        r.register(
+            "issuances",
+            "Credential requests by outcome and error",
+            m.issuances.clone(),
+        );
+        r.register(
+            "sts_duration_seconds",
+            "Time to issue one pod's credentials at STS",
+            m.sts_latency.clone(),
+        );
+        r.register(
+            "credential_cache",
+            "Credential cache lookups by result",
+            m.cache_lookups.clone(),
+        );
+        r.register(
+            "sts_rate_limit_waits",
+            "STS calls that waited for a rate-limit slot",
+            m.limiter_waits.clone(),
+        );
         r.register(
             "sts_rate_limit_wait_seconds",
             "Time STS calls waited for a rate-limit slot",
@@ -85,18 +101,31 @@ impl BrokerMetrics {
             "STS calls refused because no slot freed before their deadline",
             m.limiter_refusals.clone(),
         );
-        r.register("audit_dropped", "Audit events dropped because the queue stayed full", m.audit_dropped.clone());
+        r.register(
+            "audit_dropped",
+            "Audit events dropped because the queue stayed full",
+            m.audit_dropped.clone(),
+        );
         m
     }
 
     /// Counts one decision.
     pub fn issued(&self, outcome: &str, error: &str) {
-        self.issuances.get_or_create(&IssuanceLabels { outcome: outcome.to_owned(), error: error.to_owned() }).inc();
+        self.issuances
+            .get_or_create(&IssuanceLabels {
+                outcome: outcome.to_owned(),
+                error: error.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one cache lookup.
     pub fn cache(&self, outcome: crate::broker::cache::CacheOutcome) {
-        self.cache_lookups.get_or_create(&CacheLabels { result: outcome.as_str().to_owned() }).inc();
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                result: outcome.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// A rate-limiter observer reporting into these metrics.
@@ -150,18 +179,40 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "API requests by operation and HTTP status", requests.clone());
+        registry.register(
+            "http_requests",
+            "API requests by operation and HTTP status",
+            requests.clone(),
+        );
         let latency: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
-        registry.register("http_request_duration_seconds", "API request latency by operation", latency.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "API request latency by operation",
+            latency.clone(),
+        );
         let broker = BrokerMetrics::register(&mut registry);
-        Metrics { registry, requests, latency, broker }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            broker,
+        }
     }
 
     /// Records one answered request.
     pub fn observe(&self, operation: &str, status: u16, seconds: f64) {
-        self.requests.get_or_create(&RequestLabels { operation: operation.to_owned(), status }).inc();
-        self.latency.get_or_create(&OperationLabels { operation: operation.to_owned() }).observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// The registry, for components that add their own metrics.

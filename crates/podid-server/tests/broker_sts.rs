@@ -45,10 +45,19 @@ impl Drop for Moto {
 
 fn moto() -> Option<Moto> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("PODID_PYTHON").map(Into::into).unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let python = std::env::var("PODID_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
     if !python.exists() {
-        assert!(std::env::var_os("CI").is_none(), "{} is missing: run scripts/setup.sh", python.display());
-        println!("moto tests skipped: {} not found (run scripts/setup.sh)", python.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: run scripts/setup.sh",
+            python.display()
+        );
+        println!(
+            "moto tests skipped: {} not found (run scripts/setup.sh)",
+            python.display()
+        );
         return None;
     }
     let mut child = Command::new(python)
@@ -60,8 +69,11 @@ fn moto() -> Option<Moto> {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let world: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("moto did not start: {e}: {line:?}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let world: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("moto did not start: {e}: {line:?}"));
     Some(Moto { child, world })
 }
 
@@ -79,8 +91,12 @@ async fn world() -> Option<World> {
     let moto = moto()?;
     let w = &moto.world;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn AssociationStore> =
-        podid_store::open(&format!("sqlite://{}", dir.path().join("podid.db").display())).await.unwrap();
+    let store: Arc<dyn AssociationStore> = podid_store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("podid.db").display()
+    ))
+    .await
+    .unwrap();
     let key = SigningKey::generate(DevAlgorithm::Rs256, "blue-1").unwrap();
     let now = SystemClock.now_millis();
     store
@@ -106,31 +122,55 @@ async fn world() -> Option<World> {
     );
     let sdk = aws_types::SdkConfig::builder()
         .region(aws_types::region::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
-        .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .behavior_version(
+            aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+        )
         .build();
-    let sts = AwsStsIssuer::new(&sdk, Some(w["endpoint"].as_str().unwrap()), Duration::from_secs(10));
+    let sts = AwsStsIssuer::new(
+        &sdk,
+        Some(w["endpoint"].as_str().unwrap()),
+        Duration::from_secs(10),
+    );
     let recorder = Arc::new(RecordingIssuer::new(sts));
     let metrics = Arc::new(Metrics::new());
     let (audit, _writer) = AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
     let broker = Broker {
-        verifier: Arc::new(TokenVerifier::new(Arc::new(NoJwksFetcher), podid_token::system_clock(), 1000)),
+        verifier: Arc::new(TokenVerifier::new(
+            Arc::new(NoJwksFetcher),
+            podid_token::system_clock(),
+            1000,
+        )),
         issuer: recorder.clone(),
         cache: Arc::new(CredentialCache::new(Duration::from_secs(900), 1000)),
         lookups: Default::default(),
         audit,
-        settings: BrokerSettings { session_duration: Duration::from_secs(3600) },
+        settings: BrokerSettings {
+            session_duration: Duration::from_secs(3600),
+        },
     };
     let state = AppState {
         store,
         auth: Authentication::Disabled,
-        scope: ArnScope { partition: "aws".into(), region: "us-east-1".into(), account_id: "123456789012".into() },
+        scope: ArnScope {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        },
         clock: Arc::new(SystemClock),
         fetcher: Arc::new(HttpFetcher::new().unwrap()),
         metrics,
         broker: Some(broker),
     };
-    Some(World { state, recorder, key, _dir: dir, moto })
+    Some(World {
+        state,
+        recorder,
+        key,
+        _dir: dir,
+        moto,
+    })
 }
 
 async fn call(state: &AppState, method: &str, path: &str, body: Value) -> (u16, Value) {
@@ -140,22 +180,40 @@ async fn call(state: &AppState, method: &str, path: &str, body: Value) -> (u16, 
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = podid_server::router(state.clone()).oneshot(request).await.unwrap();
+    let response = podid_server::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 async fn associate(state: &AppState, sa: &str, body: CreateAssociationRequest) -> Value {
-    let req = CreateAssociationRequest { namespace: Some("default".into()), service_account: Some(sa.into()), ..body };
-    let (status, v) =
-        call(state, "POST", "/clusters/blue/pod-identity-associations", serde_json::to_value(req).unwrap()).await;
+    let req = CreateAssociationRequest {
+        namespace: Some("default".into()),
+        service_account: Some(sa.into()),
+        ..body
+    };
+    let (status, v) = call(
+        state,
+        "POST",
+        "/clusters/blue/pod-identity-associations",
+        serde_json::to_value(req).unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v["association"].clone()
 }
 
 fn token(key: &SigningKey, sa: &str, pod: &str, uid: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let mut t = ProjectedToken::new(ISSUER, "default", sa, now);
     t.pod_name = pod.into();
     t.pod_uid = uid.into();
@@ -163,30 +221,52 @@ fn token(key: &SigningKey, sa: &str, pod: &str, uid: &str) -> String {
 }
 
 async fn credentials(state: &AppState, token: &str) -> (u16, Value) {
-    call(state, "POST", "/clusters/blue/assume-role-for-pod-identity", json!({ "token": token })).await
+    call(
+        state,
+        "POST",
+        "/clusters/blue/assume-role-for-pod-identity",
+        json!({ "token": token }),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assume_role_carries_eks_session_tags_name_and_duration() {
     let Some(w) = world().await else { return };
     let role = w.moto.world["role_arn"].as_str().unwrap();
-    let a =
-        associate(&w.state, "boto3", CreateAssociationRequest { role_arn: Some(role.into()), ..Default::default() })
-            .await;
+    let a = associate(
+        &w.state,
+        "boto3",
+        CreateAssociationRequest {
+            role_arn: Some(role.into()),
+            ..Default::default()
+        },
+    )
+    .await;
     let (status, body) = credentials(&w.state, &token(&w.key, "boto3", "boto3", "uid-1")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["podIdentityAssociation"]["associationId"], a["associationId"]);
+    assert_eq!(
+        body["podIdentityAssociation"]["associationId"],
+        a["associationId"]
+    );
 
     let calls = w.recorder.calls();
     assert_eq!(calls.len(), 1);
     let spec = &calls[0].spec;
     assert_eq!(spec.role_arn, role);
     assert_eq!(spec.duration, Duration::from_secs(3600));
-    let tags: Vec<(&str, &str)> = spec.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
+    let tags: Vec<(&str, &str)> = spec
+        .tags
+        .iter()
+        .map(|t| (t.key.as_str(), t.value.as_str()))
+        .collect();
     assert_eq!(
         tags,
         vec![
-            ("eks-cluster-arn", "arn:aws:eks:us-east-1:123456789012:cluster/blue"),
+            (
+                "eks-cluster-arn",
+                "arn:aws:eks:us-east-1:123456789012:cluster/blue"
+            ),
             ("eks-cluster-name", "blue"),
             ("kubernetes-namespace", "default"),
             ("kubernetes-service-account", "boto3"),
@@ -194,16 +274,35 @@ async fn assume_role_carries_eks_session_tags_name_and_duration() {
             ("kubernetes-pod-uid", "uid-1"),
         ]
     );
-    assert_eq!(spec.transitive_tag_keys, SESSION_TAG_KEYS.iter().map(|k| k.to_string()).collect::<Vec<_>>());
-    assert!(spec.session_name.starts_with("eks-blue-boto3-"), "{}", spec.session_name);
+    assert_eq!(
+        spec.transitive_tag_keys,
+        SESSION_TAG_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        spec.session_name.starts_with("eks-blue-boto3-"),
+        "{}",
+        spec.session_name
+    );
     assert!(spec.session_name.len() <= 64);
-    assert!(spec.session_name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+    assert!(spec
+        .session_name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
     assert_eq!(spec.policy, None);
     assert_eq!(spec.external_id, None);
     assert!(calls[0].chained_from.is_none());
     // What moto issued is what the pod got, for the session named above.
-    assert_eq!(calls[0].outcome.as_ref().unwrap(), body["credentials"]["accessKeyId"].as_str().unwrap());
-    assert!(body["assumedRoleUser"]["arn"].as_str().unwrap().ends_with(&format!("/{}", spec.session_name)));
+    assert_eq!(
+        calls[0].outcome.as_ref().unwrap(),
+        body["credentials"]["accessKeyId"].as_str().unwrap()
+    );
+    assert!(body["assumedRoleUser"]["arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/{}", spec.session_name)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +350,9 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
     .await;
     let external_id = a["externalId"].as_str().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("PODID_PYTHON").map(Into::into).unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let python = std::env::var("PODID_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
     let made = Command::new(python)
         .current_dir(root.join("tests/python"))
         .args([
@@ -262,7 +363,11 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
         ])
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     let (status, body) = credentials(&w.state, &token(&w.key, "chain", "chain-pod", "uid-3")).await;
     assert_eq!(status, 200, "{body}");
@@ -272,16 +377,33 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
     assert_eq!(calls[0].spec.tags.len(), 6);
     assert_eq!(calls[1].spec.role_arn, target);
     assert_eq!(calls[1].spec.external_id.as_deref(), Some(external_id));
-    assert_eq!(calls[1].chained_from.as_deref(), calls[0].outcome.as_deref().ok());
+    assert_eq!(
+        calls[1].chained_from.as_deref(),
+        calls[0].outcome.as_deref().ok()
+    );
     assert!(calls[1].spec.duration <= Duration::from_secs(3600));
-    assert!(body["assumedRoleUser"]["arn"].as_str().unwrap().contains(":assumed-role/chained-target/"), "{body}");
+    assert!(
+        body["assumedRoleUser"]["arn"]
+            .as_str()
+            .unwrap()
+            .contains(":assumed-role/chained-target/"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     let Some(w) = world().await else { return };
     let role = w.moto.world["role_arn"].as_str().unwrap();
-    associate(&w.state, "boto3", CreateAssociationRequest { role_arn: Some(role.into()), ..Default::default() }).await;
+    associate(
+        &w.state,
+        "boto3",
+        CreateAssociationRequest {
+            role_arn: Some(role.into()),
+            ..Default::default()
+        },
+    )
+    .await;
     let t = token(&w.key, "boto3", "boto3", "uid-4");
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -292,7 +414,12 @@ async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     for task in tasks {
         let (status, body) = task.await.unwrap();
         assert_eq!(status, 200, "{body}");
-        keys.insert(body["credentials"]["accessKeyId"].as_str().unwrap().to_owned());
+        keys.insert(
+            body["credentials"]["accessKeyId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(w.recorder.calls().len(), 1);
     assert_eq!(keys.len(), 1);

@@ -43,7 +43,10 @@ pub(crate) use cluster_columns;
 
 /// Milliseconds since the epoch, now.
 pub(crate) fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Tags as stored: a JSON object.
@@ -53,7 +56,8 @@ pub(crate) fn encode_tags(tags: &Tags) -> Result<String, StoreError> {
 
 /// Tags read back.
 pub(crate) fn decode_tags(id: &str, text: &str) -> Result<Tags, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("tags of association '{id}': {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("tags of association '{id}': {e}")))
 }
 
 /// A JWKS document as stored.
@@ -63,13 +67,17 @@ pub(crate) fn encode_jwks(jwks: &serde_json::Value) -> Result<String, StoreError
 
 /// A JWKS document read back.
 pub(crate) fn decode_jwks(cluster: &str, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("JWKS of cluster '{cluster}': {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("JWKS of cluster '{cluster}': {e}")))
 }
 
 /// A key source read back.
 pub(crate) fn decode_key_source(cluster: &str, text: &str) -> Result<KeySource, StoreError> {
-    KeySource::parse(text)
-        .ok_or_else(|| StoreError::Corrupt(format!("key source of cluster '{cluster}': unknown '{text}'")))
+    KeySource::parse(text).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "key source of cluster '{cluster}': unknown '{text}'"
+        ))
+    })
 }
 
 /// Whether a database error is a unique (or primary key) violation.
@@ -79,7 +87,11 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// `current` without `remove`, then with `add` added or overwritten; refused
 /// past [`MAX_TAGS`].
-pub(crate) fn merge_tags(current: &Tags, add: &Tags, remove: &[String]) -> Result<Tags, StoreError> {
+pub(crate) fn merge_tags(
+    current: &Tags,
+    add: &Tags,
+    remove: &[String],
+) -> Result<Tags, StoreError> {
     let mut merged = current.clone();
     for key in remove {
         merged.remove(key);
@@ -786,28 +798,47 @@ mod tests {
     use super::*;
 
     fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn merge_removes_before_adding() {
         let current = tags(&[("a", "1"), ("b", "2")]);
-        let merged = merge_tags(&current, &tags(&[("a", "9"), ("c", "3")]), &["a".into(), "b".into()]);
+        let merged = merge_tags(
+            &current,
+            &tags(&[("a", "9"), ("c", "3")]),
+            &["a".into(), "b".into()],
+        );
         assert_eq!(merged.ok(), Some(tags(&[("a", "9"), ("c", "3")])));
     }
 
     #[test]
     fn merge_refuses_past_the_limit() {
         let current: Tags = (0..50).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(matches!(merge_tags(&current, &tags(&[("x", "")]), &[]), Err(StoreError::TooManyTags(51))));
+        assert!(matches!(
+            merge_tags(&current, &tags(&[("x", "")]), &[]),
+            Err(StoreError::TooManyTags(51))
+        ));
         assert!(merge_tags(&current, &tags(&[("x", "")]), &["k0".into()]).is_ok());
     }
 
     #[test]
     fn corrupt_json_is_an_error() {
-        assert!(matches!(decode_tags("a-1", "{not json"), Err(StoreError::Corrupt(_))));
-        assert!(matches!(decode_tags("a-1", "[1]"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode_tags("a-1", "{not json"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_tags("a-1", "[1]"),
+            Err(StoreError::Corrupt(_))
+        ));
         assert!(matches!(decode_jwks("c", ""), Err(StoreError::Corrupt(_))));
-        assert!(matches!(decode_key_source("c", "magic"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode_key_source("c", "magic"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

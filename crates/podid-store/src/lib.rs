@@ -215,7 +215,11 @@ pub trait AssociationStore: Send + Sync + 'static {
     /// Replaces a registered cluster's settings if it still has
     /// `expected_modified_at` ([`StoreError::Conflict`] otherwise, so concurrent
     /// partial updates cannot overwrite each other); [`StoreError::ClusterNotFound`] if absent.
-    async fn update_cluster(&self, cluster: &Cluster, expected_modified_at: EpochMillis) -> Result<(), StoreError>;
+    async fn update_cluster(
+        &self,
+        cluster: &Cluster,
+        expected_modified_at: EpochMillis,
+    ) -> Result<(), StoreError>;
     /// Deregisters a cluster. With associations left it fails with
     /// [`StoreError::ClusterInUse`] unless `force`, which deletes them too.
     async fn delete_cluster(&self, name: &str, force: bool) -> Result<Cluster, StoreError>;
@@ -229,7 +233,11 @@ pub trait AssociationStore: Send + Sync + 'static {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Written, StoreError>;
     /// The association `id` of `cluster`.
-    async fn get_association(&self, cluster: &str, id: &str) -> Result<Option<StoredAssociation>, StoreError>;
+    async fn get_association(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<StoredAssociation>, StoreError>;
     /// The association of (cluster, namespace, service account), as the broker needs it.
     async fn find_association(
         &self,
@@ -251,7 +259,11 @@ pub trait AssociationStore: Send + Sync + 'static {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Written, StoreError>;
     /// Deletes an association and its idempotency tokens, returning it as it was.
-    async fn delete_association(&self, cluster: &str, id: &str) -> Result<StoredAssociation, StoreError>;
+    async fn delete_association(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<StoredAssociation, StoreError>;
     /// Adds or overwrites `add` and removes `remove` in one step, refusing with
     /// [`StoreError::TooManyTags`] past 50. Tags do not change `modified_at`.
     async fn update_tags(
@@ -263,7 +275,8 @@ pub trait AssociationStore: Send + Sync + 'static {
     ) -> Result<StoredAssociation, StoreError>;
 
     /// Appends audit events in one transaction (the broker batches them).
-    async fn record_audit(&self, events: &[podid_api::audit::AuditEvent]) -> Result<(), StoreError>;
+    async fn record_audit(&self, events: &[podid_api::audit::AuditEvent])
+        -> Result<(), StoreError>;
     /// Lists audit events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
@@ -295,8 +308,14 @@ mod tests {
 
     #[test]
     fn sqlite_urls() {
-        assert_eq!(sqlite_path("sqlite:///var/lib/podid/podid.db").as_deref(), Some("/var/lib/podid/podid.db"));
-        assert_eq!(sqlite_path("sqlite://podid.db").as_deref(), Some("podid.db"));
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/podid/podid.db").as_deref(),
+            Some("/var/lib/podid/podid.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite://podid.db").as_deref(),
+            Some("podid.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:").as_deref(), Some(":memory:"));
         assert_eq!(sqlite_path("sqlite://"), None);
         assert_eq!(sqlite_path("mysql://x"), None);

@@ -20,7 +20,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Sqlite;
 
 use crate::StoreError;
@@ -62,7 +64,10 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            return Ok(SqliteStore { writer: pool.clone(), reader: pool });
+            return Ok(SqliteStore {
+                writer: pool.clone(),
+                reader: pool,
+            });
         }
 
         let base = SqliteConnectOptions::new()
@@ -76,7 +81,11 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         // WAL is a property of the file now; readers need not set it (doing so

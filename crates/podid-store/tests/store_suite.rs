@@ -16,8 +16,8 @@ use podid_api::association::Tags;
 use podid_api::cluster::{Cluster, KeySource};
 use podid_api::EpochMillis;
 use podid_store::{
-    AssociationStore, IdempotencyKey, ListQuery, Page, PostgresStore, SqliteStore, StoreError, StoredAssociation,
-    Written,
+    AssociationStore, IdempotencyKey, ListQuery, Page, PostgresStore, SqliteStore, StoreError,
+    StoredAssociation, Written,
 };
 use serde_json::json;
 
@@ -93,10 +93,21 @@ impl Fixture {
                     println!("PostgreSQL tests skipped: PODID_TEST_POSTGRES_URL is not set");
                     return None;
                 };
-                let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-                let schema = format!("t_{}_{}_{}", std::process::id(), nanos % 1_000_000_000, unique());
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                let schema = format!(
+                    "t_{}_{}_{}",
+                    std::process::id(),
+                    nanos % 1_000_000_000,
+                    unique()
+                );
                 let admin = sqlx::PgPool::connect(&base).await.unwrap();
-                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
                 admin.close().await;
                 let sep = if base.contains('?') { '&' } else { '?' };
                 let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
@@ -135,8 +146,12 @@ impl Fixture {
     async fn reopen(&mut self) {
         self.close().await;
         self.handle = match self.kind {
-            Kind::SqliteFile => Handle::Sqlite(Arc::new(SqliteStore::open(&self.location).await.unwrap())),
-            Kind::Postgres => Handle::Postgres(Arc::new(PostgresStore::connect(&self.location).await.unwrap())),
+            Kind::SqliteFile => {
+                Handle::Sqlite(Arc::new(SqliteStore::open(&self.location).await.unwrap()))
+            }
+            Kind::Postgres => Handle::Postgres(Arc::new(
+                PostgresStore::connect(&self.location).await.unwrap(),
+            )),
             Kind::SqliteMemory => panic!("an in-memory database cannot be reopened"),
         };
     }
@@ -146,7 +161,9 @@ impl Fixture {
     async fn raw(&self, sql: &str) -> bool {
         match self.kind {
             Kind::SqliteFile => {
-                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.location)).await.unwrap();
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.location))
+                    .await
+                    .unwrap();
                 sqlx::query(sql).execute(&pool).await.unwrap();
                 pool.close().await;
                 true
@@ -165,7 +182,10 @@ impl Fixture {
         self.close().await;
         if let Some((base, schema)) = &self.pg_schema {
             let admin = sqlx::PgPool::connect(base).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
             admin.close().await;
         }
     }
@@ -268,15 +288,26 @@ fn assoc(cluster: &str, namespace: &str, service_account: &str) -> StoredAssocia
 }
 
 fn key(token: &str, operation: &str, digest: &str) -> IdempotencyKey {
-    IdempotencyKey { token: token.into(), operation: operation.into(), request_digest: digest.into() }
+    IdempotencyKey {
+        token: token.into(),
+        operation: operation.into(),
+        request_digest: digest.into(),
+    }
 }
 
 fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn query(cluster: &str, limit: u32) -> ListQuery {
-    ListQuery { cluster: cluster.into(), limit, ..ListQuery::default() }
+    ListQuery {
+        cluster: cluster.into(),
+        limit,
+        ..ListQuery::default()
+    }
 }
 
 async fn create(s: &dyn AssociationStore, a: &StoredAssociation) -> StoredAssociation {
@@ -345,9 +376,18 @@ async fn clusters(f: &mut Fixture) {
     // A second writer that read the old version is refused and writes nothing.
     let mut stale = b.clone();
     stale.audience = "stale".into();
-    assert!(matches!(s.update_cluster(&stale, b.modified_at).await, Err(StoreError::Conflict)));
+    assert!(matches!(
+        s.update_cluster(&stale, b.modified_at).await,
+        Err(StoreError::Conflict)
+    ));
     let stored = s.get_cluster("b-cluster").await.unwrap().unwrap();
-    assert_eq!(stored, Cluster { created_at: b.created_at, ..changed });
+    assert_eq!(
+        stored,
+        Cluster {
+            created_at: b.created_at,
+            ..changed
+        }
+    );
 
     match s.update_cluster(&cluster("nope"), EpochMillis(0)).await {
         Err(StoreError::ClusterNotFound(name)) => assert_eq!(name, "nope"),
@@ -362,7 +402,10 @@ async fn create_and_read(f: &mut Fixture) {
     s.insert_cluster(&cluster("c2")).await.unwrap();
 
     let plain = assoc("c1", "default", "app");
-    let Written { association, replayed } = s.create_association(&plain, None).await.unwrap();
+    let Written {
+        association,
+        replayed,
+    } = s.create_association(&plain, None).await.unwrap();
     assert!(!replayed);
     assert_eq!(association, plain);
 
@@ -373,16 +416,44 @@ async fn create_and_read(f: &mut Fixture) {
     full.tags = tags(&[("team", "payments"), ("empty", ""), ("ключ", "значение")]);
     assert_eq!(create(&*s, &full).await, full);
 
-    assert_eq!(s.get_association("c1", &plain.id).await.unwrap(), Some(plain.clone()));
-    assert_eq!(s.get_association("c1", &full.id).await.unwrap(), Some(full.clone()));
+    assert_eq!(
+        s.get_association("c1", &plain.id).await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(
+        s.get_association("c1", &full.id).await.unwrap(),
+        Some(full.clone())
+    );
     assert_eq!(s.get_association("c2", &plain.id).await.unwrap(), None);
-    assert_eq!(s.get_association("c1", "a-00000000000000000").await.unwrap(), None);
+    assert_eq!(
+        s.get_association("c1", "a-00000000000000000")
+            .await
+            .unwrap(),
+        None
+    );
 
-    assert_eq!(s.find_association("c1", "default", "app").await.unwrap(), Some(plain.clone()));
-    assert_eq!(s.find_association("c1", "kube-system", "ünïcode-sa").await.unwrap(), Some(full.clone()));
-    assert_eq!(s.find_association("c1", "default", "other").await.unwrap(), None);
-    assert_eq!(s.find_association("c1", "other", "app").await.unwrap(), None);
-    assert_eq!(s.find_association("c2", "default", "app").await.unwrap(), None);
+    assert_eq!(
+        s.find_association("c1", "default", "app").await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "kube-system", "ünïcode-sa")
+            .await
+            .unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "default", "other").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_association("c1", "other", "app").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_association("c2", "default", "app").await.unwrap(),
+        None
+    );
 }
 
 async fn create_requires_cluster(f: &mut Fixture) {
@@ -392,14 +463,25 @@ async fn create_requires_cluster(f: &mut Fixture) {
         Err(StoreError::ClusterNotFound(name)) => assert_eq!(name, "ghost"),
         other => panic!("expected ClusterNotFound, got {other:?}"),
     }
-    match s.create_association(&a, Some(&key("t", "create", "d"))).await {
+    match s
+        .create_association(&a, Some(&key("t", "create", "d")))
+        .await
+    {
         Err(StoreError::ClusterNotFound(_)) => {}
         other => panic!("expected ClusterNotFound, got {other:?}"),
     }
     // Nothing was written: once the cluster exists, the same create (and token) works.
     s.insert_cluster(&cluster("ghost")).await.unwrap();
-    assert!(s.list_associations(&query("ghost", 10)).await.unwrap().items.is_empty());
-    let w = s.create_association(&a, Some(&key("t", "create", "d"))).await.unwrap();
+    assert!(s
+        .list_associations(&query("ghost", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let w = s
+        .create_association(&a, Some(&key("t", "create", "d")))
+        .await
+        .unwrap();
     assert!(!w.replayed);
 }
 
@@ -411,14 +493,29 @@ async fn duplicate_association(f: &mut Fixture) {
 
     let dup = assoc("c1", "ns", "sa");
     match s.create_association(&dup, None).await {
-        Err(StoreError::DuplicateAssociation { cluster, namespace, service_account, existing_id }) => {
-            assert_eq!((cluster.as_str(), namespace.as_str(), service_account.as_str()), ("c1", "ns", "sa"));
+        Err(StoreError::DuplicateAssociation {
+            cluster,
+            namespace,
+            service_account,
+            existing_id,
+        }) => {
+            assert_eq!(
+                (
+                    cluster.as_str(),
+                    namespace.as_str(),
+                    service_account.as_str()
+                ),
+                ("c1", "ns", "sa")
+            );
             assert_eq!(existing_id, first.id);
         }
         other => panic!("expected DuplicateAssociation, got {other:?}"),
     }
     // A new token does not get around it either.
-    match s.create_association(&dup, Some(&key("fresh", "create", "d"))).await {
+    match s
+        .create_association(&dup, Some(&key("fresh", "create", "d")))
+        .await
+    {
         Err(StoreError::DuplicateAssociation { existing_id, .. }) => {
             assert_eq!(existing_id, first.id)
         }
@@ -430,10 +527,23 @@ async fn duplicate_association(f: &mut Fixture) {
     create(&*s, &assoc("c1", "ns", "sa2")).await;
     create(&*s, &assoc("c1", "ns2", "sa")).await;
     create(&*s, &assoc("c2", "ns", "sa")).await;
-    assert_eq!(s.list_associations(&query("c1", 10)).await.unwrap().items.len(), 3);
+    assert_eq!(
+        s.list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
 
     // The refused create's token was not recorded.
-    let w = s.create_association(&assoc("c1", "ns3", "sa"), Some(&key("fresh", "create", "d"))).await.unwrap();
+    let w = s
+        .create_association(
+            &assoc("c1", "ns3", "sa"),
+            Some(&key("fresh", "create", "d")),
+        )
+        .await
+        .unwrap();
     assert!(!w.replayed);
 }
 
@@ -445,32 +555,68 @@ async fn idempotent_create(f: &mut Fixture) {
 
     let original = assoc("c1", "ns", "sa");
     let w = s.create_association(&original, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: original.clone(), replayed: false });
+    assert_eq!(
+        w,
+        Written {
+            association: original.clone(),
+            replayed: false
+        }
+    );
 
     // The retry carries freshly generated id and external id: the first answer comes back.
     let retry = assoc("c1", "ns", "sa");
     let w = s.create_association(&retry, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: original.clone(), replayed: true });
+    assert_eq!(
+        w,
+        Written {
+            association: original.clone(),
+            replayed: true
+        }
+    );
     assert_eq!(s.get_association("c1", &retry.id).await.unwrap(), None);
 
     // The replay shows the association as it now stands.
-    let tagged = s.update_tags("c1", &original.id, &tags(&[("k", "v")]), &[]).await.unwrap();
+    let tagged = s
+        .update_tags("c1", &original.id, &tags(&[("k", "v")]), &[])
+        .await
+        .unwrap();
     let w = s.create_association(&retry, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: tagged, replayed: true });
+    assert_eq!(
+        w,
+        Written {
+            association: tagged,
+            replayed: true
+        }
+    );
 
     // The same token with another request is refused.
-    for other in [key("token-1", "create", "digest-2"), key("token-1", "update", "digest-1")] {
-        match s.create_association(&assoc("c1", "ns", "other-sa"), Some(&other)).await {
+    for other in [
+        key("token-1", "create", "digest-2"),
+        key("token-1", "update", "digest-1"),
+    ] {
+        match s
+            .create_association(&assoc("c1", "ns", "other-sa"), Some(&other))
+            .await
+        {
             Err(StoreError::IdempotencyMismatch) => {}
             result => panic!("expected IdempotencyMismatch, got {result:?}"),
         }
     }
-    assert_eq!(s.find_association("c1", "ns", "other-sa").await.unwrap(), None);
+    assert_eq!(
+        s.find_association("c1", "ns", "other-sa").await.unwrap(),
+        None
+    );
 
     // Tokens are scoped to the cluster.
     let elsewhere = assoc("c2", "ns", "sa");
     let w = s.create_association(&elsewhere, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: elsewhere, replayed: false });
+    assert_eq!(
+        w,
+        Written {
+            association: elsewhere,
+            replayed: false
+        }
+    );
 }
 
 async fn replay_after_delete(f: &mut Fixture) {
@@ -478,16 +624,36 @@ async fn replay_after_delete(f: &mut Fixture) {
     s.insert_cluster(&cluster("c1")).await.unwrap();
     let k = key("token", "create", "digest");
     let first = assoc("c1", "ns", "sa");
-    assert!(!s.create_association(&first, Some(&k)).await.unwrap().replayed);
+    assert!(
+        !s.create_association(&first, Some(&k))
+            .await
+            .unwrap()
+            .replayed
+    );
     s.delete_association("c1", &first.id).await.unwrap();
 
     // The token went with the association: the same request creates anew.
     let second = assoc("c1", "ns", "sa");
     let w = s.create_association(&second, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: second.clone(), replayed: false });
+    assert_eq!(
+        w,
+        Written {
+            association: second.clone(),
+            replayed: false
+        }
+    );
     // ... and the token now stands for the new association.
-    let w = s.create_association(&assoc("c1", "ns", "sa"), Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: second, replayed: true });
+    let w = s
+        .create_association(&assoc("c1", "ns", "sa"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: second,
+            replayed: true
+        }
+    );
 }
 
 async fn update_association(f: &mut Fixture) {
@@ -519,14 +685,33 @@ async fn update_association(f: &mut Fixture) {
         modified_at: change.modified_at,
         ..original.clone()
     };
-    let w = s.update_association(&change, original.modified_at, None).await.unwrap();
+    let w = s
+        .update_association(&change, original.modified_at, None)
+        .await
+        .unwrap();
     // Another writer holding the version it read before is refused.
     let mut stale = original.clone();
     stale.role_arn = "arn:aws:iam::111122223333:role/stale".into();
-    assert!(matches!(s.update_association(&stale, original.modified_at, None).await, Err(StoreError::Conflict)));
-    assert_eq!(w, Written { association: expected.clone(), replayed: false });
-    assert_eq!(s.get_association("c1", &original.id).await.unwrap(), Some(expected.clone()));
-    assert_eq!(s.find_association("c1", "ns", "sa").await.unwrap(), Some(expected.clone()));
+    assert!(matches!(
+        s.update_association(&stale, original.modified_at, None)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        w,
+        Written {
+            association: expected.clone(),
+            replayed: false
+        }
+    );
+    assert_eq!(
+        s.get_association("c1", &original.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        s.find_association("c1", "ns", "sa").await.unwrap(),
+        Some(expected.clone())
+    );
 
     // Clearing the optional fields.
     let mut clear = expected.clone();
@@ -534,19 +719,38 @@ async fn update_association(f: &mut Fixture) {
     clear.policy = None;
     clear.disable_session_tags = false;
     clear.modified_at = EpochMillis(1_800_000_000_001);
-    assert_eq!(s.update_association(&clear, expected.modified_at, None).await.unwrap().association, clear);
+    assert_eq!(
+        s.update_association(&clear, expected.modified_at, None)
+            .await
+            .unwrap()
+            .association,
+        clear
+    );
 
-    for (cluster, id) in [("c1", "a-00000000000000000"), ("c2", original.id.as_str()), ("ghost", original.id.as_str())]
-    {
-        let missing = StoredAssociation { cluster: cluster.into(), id: id.into(), ..clear.clone() };
-        match s.update_association(&missing, clear.modified_at, None).await {
+    for (cluster, id) in [
+        ("c1", "a-00000000000000000"),
+        ("c2", original.id.as_str()),
+        ("ghost", original.id.as_str()),
+    ] {
+        let missing = StoredAssociation {
+            cluster: cluster.into(),
+            id: id.into(),
+            ..clear.clone()
+        };
+        match s
+            .update_association(&missing, clear.modified_at, None)
+            .await
+        {
             Err(StoreError::AssociationNotFound { cluster: c, id: i }) => {
                 assert_eq!((c.as_str(), i.as_str()), (cluster, id))
             }
             other => panic!("expected AssociationNotFound, got {other:?}"),
         }
     }
-    assert_eq!(s.get_association("c1", &original.id).await.unwrap(), Some(clear));
+    assert_eq!(
+        s.get_association("c1", &original.id).await.unwrap(),
+        Some(clear)
+    );
 }
 
 async fn update_idempotency(f: &mut Fixture) {
@@ -559,7 +763,10 @@ async fn update_idempotency(f: &mut Fixture) {
     let mut change = one.clone();
     change.role_arn = "arn:aws:iam::111122223333:role/first".into();
     change.modified_at = EpochMillis(1_800_000_000_000);
-    let first = s.update_association(&change, one.modified_at, Some(&k)).await.unwrap();
+    let first = s
+        .update_association(&change, one.modified_at, Some(&k))
+        .await
+        .unwrap();
     assert!(!first.replayed);
     assert_eq!(first.association.role_arn, change.role_arn);
 
@@ -567,39 +774,87 @@ async fn update_idempotency(f: &mut Fixture) {
     let mut again = change.clone();
     again.role_arn = "arn:aws:iam::111122223333:role/not-written".into();
     again.modified_at = EpochMillis(1_900_000_000_000);
-    let replay = s.update_association(&again, one.modified_at, Some(&k)).await.unwrap();
-    assert_eq!(replay, Written { association: first.association.clone(), replayed: true });
-    assert_eq!(s.get_association("c1", &one.id).await.unwrap(), Some(first.association.clone()));
+    let replay = s
+        .update_association(&again, one.modified_at, Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        replay,
+        Written {
+            association: first.association.clone(),
+            replayed: true
+        }
+    );
+    assert_eq!(
+        s.get_association("c1", &one.id).await.unwrap(),
+        Some(first.association.clone())
+    );
 
     // Other request, other association, or another operation's token: refused.
-    match s.update_association(&again, first.association.modified_at, Some(&key("upd", "update", "d2"))).await {
+    match s
+        .update_association(
+            &again,
+            first.association.modified_at,
+            Some(&key("upd", "update", "d2")),
+        )
+        .await
+    {
         Err(StoreError::IdempotencyMismatch) => {}
         other => panic!("expected IdempotencyMismatch, got {other:?}"),
     }
-    let on_two = StoredAssociation { role_arn: "arn:aws:iam::111122223333:role/x".into(), ..two.clone() };
-    match s.update_association(&on_two, two.modified_at, Some(&k)).await {
+    let on_two = StoredAssociation {
+        role_arn: "arn:aws:iam::111122223333:role/x".into(),
+        ..two.clone()
+    };
+    match s
+        .update_association(&on_two, two.modified_at, Some(&k))
+        .await
+    {
         Err(StoreError::IdempotencyMismatch) => {}
         other => panic!("expected IdempotencyMismatch, got {other:?}"),
     }
-    assert_eq!(s.get_association("c1", &two.id).await.unwrap(), Some(two.clone()));
+    assert_eq!(
+        s.get_association("c1", &two.id).await.unwrap(),
+        Some(two.clone())
+    );
     let created_with = key("made", "create", "dc");
     create_with_token(&*s, &assoc("c1", "ns", "three"), &created_with).await;
-    match s.update_association(&on_two, two.modified_at, Some(&key("made", "update", "dc"))).await {
+    match s
+        .update_association(&on_two, two.modified_at, Some(&key("made", "update", "dc")))
+        .await
+    {
         Err(StoreError::IdempotencyMismatch) => {}
         other => panic!("expected IdempotencyMismatch, got {other:?}"),
     }
     // A missing association with a new token: not found, and the token stays unused.
-    let ghost = StoredAssociation { id: "a-00000000000000000".into(), ..two.clone() };
-    match s.update_association(&ghost, two.modified_at, Some(&key("new", "update", "dn"))).await {
+    let ghost = StoredAssociation {
+        id: "a-00000000000000000".into(),
+        ..two.clone()
+    };
+    match s
+        .update_association(&ghost, two.modified_at, Some(&key("new", "update", "dn")))
+        .await
+    {
         Err(StoreError::AssociationNotFound { .. }) => {}
         other => panic!("expected AssociationNotFound, got {other:?}"),
     }
-    let w = s.update_association(&on_two, two.modified_at, Some(&key("new", "update", "d-two"))).await.unwrap();
+    let w = s
+        .update_association(
+            &on_two,
+            two.modified_at,
+            Some(&key("new", "update", "d-two")),
+        )
+        .await
+        .unwrap();
     assert!(!w.replayed);
     assert_eq!(w.association.role_arn, on_two.role_arn);
 }
 
-async fn create_with_token(s: &dyn AssociationStore, a: &StoredAssociation, k: &IdempotencyKey) -> StoredAssociation {
+async fn create_with_token(
+    s: &dyn AssociationStore,
+    a: &StoredAssociation,
+    k: &IdempotencyKey,
+) -> StoredAssociation {
     let w = s.create_association(a, Some(k)).await.unwrap();
     assert!(!w.replayed);
     w.association
@@ -610,35 +865,60 @@ async fn tag_updates(f: &mut Fixture) {
     s.insert_cluster(&cluster("c1")).await.unwrap();
     let a = create(&*s, &assoc("c1", "ns", "sa")).await;
 
-    let t = s.update_tags("c1", &a.id, &tags(&[("a", "1"), ("b", "2")]), &[]).await.unwrap();
+    let t = s
+        .update_tags("c1", &a.id, &tags(&[("a", "1"), ("b", "2")]), &[])
+        .await
+        .unwrap();
     assert_eq!(t.tags, tags(&[("a", "1"), ("b", "2")]));
-    assert_eq!(t.modified_at, a.modified_at, "tags do not change modified_at");
-    assert_eq!(s.get_association("c1", &a.id).await.unwrap(), Some(t.clone()));
+    assert_eq!(
+        t.modified_at, a.modified_at,
+        "tags do not change modified_at"
+    );
+    assert_eq!(
+        s.get_association("c1", &a.id).await.unwrap(),
+        Some(t.clone())
+    );
 
     // Removal comes first, then additions overwrite; unknown keys are ignored.
     let t = s
-        .update_tags("c1", &a.id, &tags(&[("a", "new"), ("c", "3")]), &["a".into(), "b".into(), "zzz".into()])
+        .update_tags(
+            "c1",
+            &a.id,
+            &tags(&[("a", "new"), ("c", "3")]),
+            &["a".into(), "b".into(), "zzz".into()],
+        )
         .await
         .unwrap();
     assert_eq!(t.tags, tags(&[("a", "new"), ("c", "3")]));
 
     // Up to 50 in all.
-    let many: Tags = (0..48).map(|i| (format!("k{i:02}"), format!("v{i}"))).collect();
+    let many: Tags = (0..48)
+        .map(|i| (format!("k{i:02}"), format!("v{i}")))
+        .collect();
     let t = s.update_tags("c1", &a.id, &many, &[]).await.unwrap();
     assert_eq!(t.tags.len(), 50);
     let before = s.get_association("c1", &a.id).await.unwrap().unwrap();
-    match s.update_tags("c1", &a.id, &tags(&[("one-more", "x")]), &[]).await {
+    match s
+        .update_tags("c1", &a.id, &tags(&[("one-more", "x")]), &[])
+        .await
+    {
         Err(StoreError::TooManyTags(n)) => assert_eq!(n, 51),
         other => panic!("expected TooManyTags, got {other:?}"),
     }
     // A refused change writes nothing, not even its removals.
-    match s.update_tags("c1", &a.id, &tags(&[("x1", ""), ("x2", "")]), &["a".into()]).await {
+    match s
+        .update_tags("c1", &a.id, &tags(&[("x1", ""), ("x2", "")]), &["a".into()])
+        .await
+    {
         Err(StoreError::TooManyTags(n)) => assert_eq!(n, 51),
         other => panic!("expected TooManyTags, got {other:?}"),
     }
     assert_eq!(s.get_association("c1", &a.id).await.unwrap(), Some(before));
     // Swapping one for another at the limit is fine.
-    let t = s.update_tags("c1", &a.id, &tags(&[("swap", "in")]), &["a".into()]).await.unwrap();
+    let t = s
+        .update_tags("c1", &a.id, &tags(&[("swap", "in")]), &["a".into()])
+        .await
+        .unwrap();
     assert_eq!(t.tags.len(), 50);
     assert!(t.tags.contains_key("swap") && !t.tags.contains_key("a"));
 
@@ -646,18 +926,42 @@ async fn tag_updates(f: &mut Fixture) {
     let mut change = t.clone();
     change.role_arn = "arn:aws:iam::111122223333:role/other".into();
     change.tags = Tags::new();
-    assert_eq!(s.update_association(&change, t.modified_at, None).await.unwrap().association.tags, t.tags);
+    assert_eq!(
+        s.update_association(&change, t.modified_at, None)
+            .await
+            .unwrap()
+            .association
+            .tags,
+        t.tags
+    );
 
     // Removing everything.
     let keys: Vec<String> = t.tags.keys().cloned().collect();
-    assert!(s.update_tags("c1", &a.id, &Tags::new(), &keys).await.unwrap().tags.is_empty());
-    assert!(s.get_association("c1", &a.id).await.unwrap().unwrap().tags.is_empty());
+    assert!(s
+        .update_tags("c1", &a.id, &Tags::new(), &keys)
+        .await
+        .unwrap()
+        .tags
+        .is_empty());
+    assert!(s
+        .get_association("c1", &a.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .tags
+        .is_empty());
 
-    match s.update_tags("c1", "a-00000000000000000", &tags(&[("a", "1")]), &[]).await {
+    match s
+        .update_tags("c1", "a-00000000000000000", &tags(&[("a", "1")]), &[])
+        .await
+    {
         Err(StoreError::AssociationNotFound { .. }) => {}
         other => panic!("expected AssociationNotFound, got {other:?}"),
     }
-    match s.update_tags("other", &a.id, &tags(&[("a", "1")]), &[]).await {
+    match s
+        .update_tags("other", &a.id, &tags(&[("a", "1")]), &[])
+        .await
+    {
         Err(StoreError::AssociationNotFound { .. }) => {}
         other => panic!("expected AssociationNotFound, got {other:?}"),
     }
@@ -685,11 +989,17 @@ async fn delete_association(f: &mut Fixture) {
         Err(StoreError::AssociationNotFound { .. }) => {}
         other => panic!("expected AssociationNotFound, got {other:?}"),
     }
-    assert_eq!(ids(&s.list_associations(&query("c1", 10)).await.unwrap().items), vec![keep.id.clone()]);
+    assert_eq!(
+        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
+        vec![keep.id.clone()]
+    );
 
     // The service account is free again.
     let again = create(&*s, &assoc("c1", "ns", "sa")).await;
-    assert_eq!(ids(&s.list_associations(&query("c1", 10)).await.unwrap().items), vec![keep.id, again.id]);
+    assert_eq!(
+        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
+        vec![keep.id, again.id]
+    );
 }
 
 async fn list_pagination(f: &mut Fixture) {
@@ -700,7 +1010,11 @@ async fn list_pagination(f: &mut Fixture) {
 
     let mut created = Vec::new();
     for i in 0..250 {
-        let a = create(&*s, &assoc("big", &format!("ns{}", i % 5), &format!("sa{}", i / 5))).await;
+        let a = create(
+            &*s,
+            &assoc("big", &format!("ns{}", i % 5), &format!("sa{}", i / 5)),
+        )
+        .await;
         created.push(a);
         if i % 60 == 0 {
             create(&*s, &assoc("small", "ns0", &format!("sa{i}"))).await;
@@ -710,8 +1024,12 @@ async fn list_pagination(f: &mut Fixture) {
     for i in [0, 17, 100, 249] {
         s.delete_association("big", &created[i].id).await.unwrap();
     }
-    let live: Vec<StoredAssociation> =
-        created.iter().enumerate().filter(|(i, _)| ![0, 17, 100, 249].contains(i)).map(|(_, a)| a.clone()).collect();
+    let live: Vec<StoredAssociation> = created
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![0, 17, 100, 249].contains(i))
+        .map(|(_, a)| a.clone())
+        .collect();
     assert_eq!(live.len(), 246);
 
     let page = s.list_associations(&query("big", 100)).await.unwrap();
@@ -722,41 +1040,85 @@ async fn list_pagination(f: &mut Fixture) {
     for limit in [1, 7, 100, 245, 246, 247, 1000] {
         let (all, pages) = list_all(&*s, &query("big", limit)).await;
         assert_eq!(ids(&all), ids(&live), "limit {limit}");
-        assert_eq!(pages, 246_usize.div_ceil(limit as usize).max(1), "limit {limit}");
+        assert_eq!(
+            pages,
+            246_usize.div_ceil(limit as usize).max(1),
+            "limit {limit}"
+        );
     }
     // A limit of 0 is taken as 1.
     let page = s.list_associations(&query("big", 0)).await.unwrap();
     assert_eq!(page.items.len(), 1);
 
     // Filters, paged.
-    let ns1 = ListQuery { namespace: Some("ns1".into()), ..query("big", 10) };
+    let ns1 = ListQuery {
+        namespace: Some("ns1".into()),
+        ..query("big", 10)
+    };
     let (all, pages) = list_all(&*s, &ns1).await;
-    let expected: Vec<_> = live.iter().filter(|a| a.namespace == "ns1").cloned().collect();
+    let expected: Vec<_> = live
+        .iter()
+        .filter(|a| a.namespace == "ns1")
+        .cloned()
+        .collect();
     assert_eq!(expected.len(), 50);
     assert_eq!(all, expected);
     assert_eq!(pages, 5);
 
-    let sa3 = ListQuery { service_account: Some("sa3".into()), ..query("big", 2) };
+    let sa3 = ListQuery {
+        service_account: Some("sa3".into()),
+        ..query("big", 2)
+    };
     let (all, _) = list_all(&*s, &sa3).await;
-    let expected: Vec<_> = live.iter().filter(|a| a.service_account == "sa3").cloned().collect();
+    let expected: Vec<_> = live
+        .iter()
+        .filter(|a| a.service_account == "sa3")
+        .cloned()
+        .collect();
     assert_eq!(expected.len(), 4, "one of sa3's five was deleted");
     assert_eq!(all, expected);
 
-    let both = ListQuery { namespace: Some("ns3".into()), service_account: Some("sa3".into()), ..query("big", 1) };
+    let both = ListQuery {
+        namespace: Some("ns3".into()),
+        service_account: Some("sa3".into()),
+        ..query("big", 1)
+    };
     let page = s.list_associations(&both).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].namespace, "ns3");
     assert_eq!(page.items[0].service_account, "sa3");
     assert_eq!(page.next, None);
-    let none = ListQuery { namespace: Some("ns3".into()), service_account: Some("sa-none".into()), ..query("big", 10) };
-    assert_eq!(s.list_associations(&none).await.unwrap(), Page { items: vec![], next: None });
+    let none = ListQuery {
+        namespace: Some("ns3".into()),
+        service_account: Some("sa-none".into()),
+        ..query("big", 10)
+    };
+    assert_eq!(
+        s.list_associations(&none).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
 
     // Other clusters are not mixed in.
     let (small, _) = list_all(&*s, &query("small", 2)).await;
     assert_eq!(small.len(), 5);
     assert!(small.iter().all(|a| a.cluster == "small"));
-    assert_eq!(s.list_associations(&query("empty", 10)).await.unwrap(), Page { items: vec![], next: None });
-    assert_eq!(s.list_associations(&query("unknown", 10)).await.unwrap(), Page { items: vec![], next: None });
+    assert_eq!(
+        s.list_associations(&query("empty", 10)).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+    assert_eq!(
+        s.list_associations(&query("unknown", 10)).await.unwrap(),
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
 
     // A position past the end gives an empty last page; new associations come last.
     let page = s.list_associations(&query("big", 300)).await.unwrap();
@@ -764,8 +1126,20 @@ async fn list_pagination(f: &mut Fixture) {
     let later = create(&*s, &assoc("big", "ns9", "late")).await;
     let (all, _) = list_all(&*s, &query("big", 50)).await;
     assert_eq!(all.last(), Some(&later));
-    let tail = s.list_associations(&ListQuery { after: Some(i64::MAX - 1), ..query("big", 10) }).await.unwrap();
-    assert_eq!(tail, Page { items: vec![], next: None });
+    let tail = s
+        .list_associations(&ListQuery {
+            after: Some(i64::MAX - 1),
+            ..query("big", 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tail,
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
 }
 
 async fn delete_cluster(f: &mut Fixture) {
@@ -794,24 +1168,59 @@ async fn delete_cluster(f: &mut Fixture) {
         other => panic!("expected ClusterInUse, got {other:?}"),
     }
     assert_eq!(s.get_cluster("c1").await.unwrap(), Some(c1.clone()));
-    assert_eq!(s.list_associations(&query("c1", 10)).await.unwrap().items.len(), 2);
+    assert_eq!(
+        s.list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
 
     assert_eq!(s.delete_cluster("c1", true).await.unwrap(), c1);
     assert_eq!(s.get_cluster("c1").await.unwrap(), None);
     assert_eq!(s.get_association("c1", &a.id).await.unwrap(), None);
     assert_eq!(s.find_association("c1", "ns", "a").await.unwrap(), None);
-    assert!(s.list_associations(&query("c1", 10)).await.unwrap().items.is_empty());
+    assert!(s
+        .list_associations(&query("c1", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     // The other cluster is untouched.
-    assert_eq!(s.get_association("c2", &other.id).await.unwrap(), Some(other.clone()));
-    let w = s.create_association(&assoc("c2", "ns", "a"), Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: other, replayed: true });
+    assert_eq!(
+        s.get_association("c2", &other.id).await.unwrap(),
+        Some(other.clone())
+    );
+    let w = s
+        .create_association(&assoc("c2", "ns", "a"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: other,
+            replayed: true
+        }
+    );
 
     // Registered again, the cluster starts empty: its tokens went too.
     s.insert_cluster(&c1).await.unwrap();
-    assert!(s.list_associations(&query("c1", 10)).await.unwrap().items.is_empty());
+    assert!(s
+        .list_associations(&query("c1", 10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     let fresh = assoc("c1", "ns", "a");
     let w = s.create_association(&fresh, Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: fresh, replayed: false });
+    assert_eq!(
+        w,
+        Written {
+            association: fresh,
+            replayed: false
+        }
+    );
 
     // An empty cluster goes without force.
     s.insert_cluster(&cluster("c3")).await.unwrap();
@@ -842,13 +1251,19 @@ async fn concurrent_distinct_creates(f: &mut Fixture) {
                 assert_eq!(w.association, a);
                 made.insert(a.id);
             }
-            Err(e) => panic!("concurrent create failed: {e:?} ({:?})", std::error::Error::source(&e)),
+            Err(e) => panic!(
+                "concurrent create failed: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
         }
     }
     assert_eq!(made.len(), 200);
     let (all, _) = list_all(&*s, &query("c1", 100)).await;
     assert_eq!(all.len(), 200);
-    assert_eq!(all.iter().map(|a| a.id.clone()).collect::<HashSet<_>>(), made);
+    assert_eq!(
+        all.iter().map(|a| a.id.clone()).collect::<HashSet<_>>(),
+        made
+    );
 }
 
 async fn concurrent_same_service_account(f: &mut Fixture) {
@@ -857,7 +1272,9 @@ async fn concurrent_same_service_account(f: &mut Fixture) {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let s = s.clone();
-            tokio::spawn(async move { s.create_association(&assoc("c1", "ns", "same"), None).await })
+            tokio::spawn(
+                async move { s.create_association(&assoc("c1", "ns", "same"), None).await },
+            )
         })
         .collect();
     let mut winners = Vec::new();
@@ -865,14 +1282,22 @@ async fn concurrent_same_service_account(f: &mut Fixture) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(w) => winners.push(w.association),
-            Err(StoreError::DuplicateAssociation { existing_id, .. }) => duplicates.push(existing_id),
-            Err(e) => panic!("unexpected error: {e:?} ({:?})", std::error::Error::source(&e)),
+            Err(StoreError::DuplicateAssociation { existing_id, .. }) => {
+                duplicates.push(existing_id)
+            }
+            Err(e) => panic!(
+                "unexpected error: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one create wins");
     assert_eq!(duplicates.len(), 19);
     assert!(duplicates.iter().all(|id| *id == winners[0].id));
-    assert_eq!(s.list_associations(&query("c1", 100)).await.unwrap().items, winners);
+    assert_eq!(
+        s.list_associations(&query("c1", 100)).await.unwrap().items,
+        winners
+    );
 }
 
 async fn concurrent_same_token(f: &mut Fixture) {
@@ -882,7 +1307,11 @@ async fn concurrent_same_token(f: &mut Fixture) {
         .map(|_| {
             let s = s.clone();
             tokio::spawn(async move {
-                s.create_association(&assoc("c1", "ns", "sa"), Some(&key("shared", "create", "same"))).await
+                s.create_association(
+                    &assoc("c1", "ns", "sa"),
+                    Some(&key("shared", "create", "same")),
+                )
+                .await
             })
         })
         .collect();
@@ -890,13 +1319,19 @@ async fn concurrent_same_token(f: &mut Fixture) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(w) => results.push(w),
-            Err(e) => panic!("retries with one token must all succeed: {e:?} ({:?})", std::error::Error::source(&e)),
+            Err(e) => panic!(
+                "retries with one token must all succeed: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
         }
     }
     assert_eq!(results.iter().filter(|w| !w.replayed).count(), 1);
     let first = &results[0].association;
     assert!(results.iter().all(|w| w.association == *first));
-    assert_eq!(s.list_associations(&query("c1", 100)).await.unwrap().items, vec![first.clone()]);
+    assert_eq!(
+        s.list_associations(&query("c1", 100)).await.unwrap().items,
+        vec![first.clone()]
+    );
 }
 
 async fn concurrent_tag_updates(f: &mut Fixture) {
@@ -907,21 +1342,35 @@ async fn concurrent_tag_updates(f: &mut Fixture) {
         .map(|i| {
             let s = s.clone();
             let id = a.id.clone();
-            tokio::spawn(async move { s.update_tags("c1", &id, &tags(&[(&format!("k{i}"), "v")]), &[]).await })
+            tokio::spawn(async move {
+                s.update_tags("c1", &id, &tags(&[(&format!("k{i}"), "v")]), &[])
+                    .await
+            })
         })
         .collect();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
     // No update was lost.
-    assert_eq!(s.get_association("c1", &a.id).await.unwrap().unwrap().tags.len(), 40);
+    assert_eq!(
+        s.get_association("c1", &a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .len(),
+        40
+    );
 
     // Racing past the limit: exactly the ones that fit get in.
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let s = s.clone();
             let id = a.id.clone();
-            tokio::spawn(async move { s.update_tags("c1", &id, &tags(&[(&format!("more{i}"), "v")]), &[]).await })
+            tokio::spawn(async move {
+                s.update_tags("c1", &id, &tags(&[(&format!("more{i}"), "v")]), &[])
+                    .await
+            })
         })
         .collect();
     let mut refused = 0;
@@ -933,7 +1382,15 @@ async fn concurrent_tag_updates(f: &mut Fixture) {
         }
     }
     assert_eq!(refused, 10);
-    assert_eq!(s.get_association("c1", &a.id).await.unwrap().unwrap().tags.len(), 50);
+    assert_eq!(
+        s.get_association("c1", &a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .len(),
+        50
+    );
 }
 
 async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
@@ -945,7 +1402,10 @@ async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
     let creates: Vec<_> = (0..50)
         .map(|i| {
             let s = s.clone();
-            tokio::spawn(async move { s.create_association(&assoc("doomed", "ns", &format!("sa-{i}")), None).await })
+            tokio::spawn(async move {
+                s.create_association(&assoc("doomed", "ns", &format!("sa-{i}")), None)
+                    .await
+            })
         })
         .collect();
     let delete = {
@@ -955,14 +1415,22 @@ async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
     for t in creates {
         match t.await.unwrap() {
             Ok(_) | Err(StoreError::ClusterNotFound(_)) => {}
-            Err(e) => panic!("unexpected error: {e:?} ({:?})", std::error::Error::source(&e)),
+            Err(e) => panic!(
+                "unexpected error: {e:?} ({:?})",
+                std::error::Error::source(&e)
+            ),
         }
     }
     delete.await.unwrap().unwrap();
     // Whatever got in before the deregistration went with it, and nothing after it.
     assert_eq!(s.get_cluster("doomed").await.unwrap(), None);
     s.insert_cluster(&cluster("doomed")).await.unwrap();
-    assert!(s.list_associations(&query("doomed", 100)).await.unwrap().items.is_empty());
+    assert!(s
+        .list_associations(&query("doomed", 100))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 async fn reopen_keeps_data(f: &mut Fixture) {
@@ -983,16 +1451,42 @@ async fn reopen_keeps_data(f: &mut Fixture) {
     f.reopen().await;
     let s = f.store();
     assert_eq!(s.list_clusters().await.unwrap(), vec![c]);
-    assert_eq!(s.get_association("c1", &a.id).await.unwrap(), Some(a.clone()));
-    assert_eq!(s.list_associations(&query("c1", 10)).await.unwrap().items, vec![a.clone(), b.clone()]);
-    let w = s.create_association(&assoc("c1", "ns", "a"), Some(&k)).await.unwrap();
-    assert_eq!(w, Written { association: a.clone(), replayed: true });
+    assert_eq!(
+        s.get_association("c1", &a.id).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.list_associations(&query("c1", 10)).await.unwrap().items,
+        vec![a.clone(), b.clone()]
+    );
+    let w = s
+        .create_association(&assoc("c1", "ns", "a"), Some(&k))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: a.clone(),
+            replayed: true
+        }
+    );
     // Positions continue after the reopen.
     let later = create(&*s, &assoc("c1", "ns", "c")).await;
-    assert_eq!(s.list_associations(&query("c1", 10)).await.unwrap().items, vec![a, b, later]);
+    assert_eq!(
+        s.list_associations(&query("c1", 10)).await.unwrap().items,
+        vec![a, b, later]
+    );
     // And once more (migrations already applied).
     f.reopen().await;
-    assert_eq!(f.store().list_associations(&query("c1", 10)).await.unwrap().items.len(), 3);
+    assert_eq!(
+        f.store()
+            .list_associations(&query("c1", 10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
 }
 
 async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
@@ -1011,28 +1505,89 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
         return;
     }
     let fresh = assoc("c1", "ns", "fresh");
-    let w = s.create_association(&fresh, Some(&key("stale", "create", "d"))).await.unwrap();
-    assert_eq!(w, Written { association: fresh.clone(), replayed: false });
-    let w = s.create_association(&assoc("c1", "ns", "fresh"), Some(&key("stale", "create", "d"))).await.unwrap();
-    assert_eq!(w, Written { association: fresh, replayed: true });
+    let w = s
+        .create_association(&fresh, Some(&key("stale", "create", "d")))
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: fresh.clone(),
+            replayed: false
+        }
+    );
+    let w = s
+        .create_association(
+            &assoc("c1", "ns", "fresh"),
+            Some(&key("stale", "create", "d")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w,
+        Written {
+            association: fresh,
+            replayed: true
+        }
+    );
 
-    f.raw(&format!("UPDATE associations SET tags = '{{not json' WHERE id = '{}'", a.id)).await;
+    f.raw(&format!(
+        "UPDATE associations SET tags = '{{not json' WHERE id = '{}'",
+        a.id
+    ))
+    .await;
     let s = f.store();
-    assert!(matches!(s.get_association("c1", &a.id).await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(s.find_association("c1", "ns", "sa").await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(s.list_associations(&query("c1", 10)).await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(s.update_tags("c1", &a.id, &Tags::new(), &[]).await, Err(StoreError::Corrupt(_))));
-    f.raw(&format!("UPDATE associations SET tags = '[\"list\"]' WHERE id = '{}'", a.id)).await;
-    assert!(matches!(s.get_association("c1", &a.id).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.find_association("c1", "ns", "sa").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.list_associations(&query("c1", 10)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.update_tags("c1", &a.id, &Tags::new(), &[]).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    f.raw(&format!(
+        "UPDATE associations SET tags = '[\"list\"]' WHERE id = '{}'",
+        a.id
+    ))
+    .await;
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
     // Deleting it is refused with the damage reported, and deletes nothing.
-    assert!(matches!(s.delete_association("c1", &a.id).await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(s.get_association("c1", &a.id).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        s.delete_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.get_association("c1", &a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
 
-    f.raw("UPDATE clusters SET jwks = 'nope' WHERE name = 'c1'").await;
-    assert!(matches!(s.get_cluster("c1").await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(s.list_clusters().await, Err(StoreError::Corrupt(_))));
-    f.raw("UPDATE clusters SET jwks = '{}', key_source = 'carrier-pigeon' WHERE name = 'c1'").await;
-    assert!(matches!(s.get_cluster("c1").await, Err(StoreError::Corrupt(_))));
+    f.raw("UPDATE clusters SET jwks = 'nope' WHERE name = 'c1'")
+        .await;
+    assert!(matches!(
+        s.get_cluster("c1").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.list_clusters().await,
+        Err(StoreError::Corrupt(_))
+    ));
+    f.raw("UPDATE clusters SET jwks = '{}', key_source = 'carrier-pigeon' WHERE name = 'c1'")
+        .await;
+    assert!(matches!(
+        s.get_cluster("c1").await,
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 // ---------------------------------------------------------------- open()
@@ -1043,15 +1598,25 @@ async fn open_by_url() {
     s.ping().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested-ok.db");
-    let s = podid_store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let s = podid_store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     s.insert_cluster(&cluster("c1")).await.unwrap();
     assert!(path.exists());
     // The file is in WAL mode (a property of the file, seen by any connection).
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&raw).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
     raw.close().await;
-    assert!(matches!(podid_store::open("mysql://x").await, Err(StoreError::InvalidUrl(_))));
+    assert!(matches!(
+        podid_store::open("mysql://x").await,
+        Err(StoreError::InvalidUrl(_))
+    ));
     if let Some(url) = postgres_url() {
         podid_store::open(&url).await.unwrap().ping().await.unwrap();
     } else {
@@ -1075,10 +1640,12 @@ fn audit_event(
         service_account: Some("sa".into()),
         pod_name: Some(format!("pod-{i}")),
         pod_uid: Some(format!("uid-{i}")),
-        association_id: (outcome == podid_api::audit::AuditOutcome::Issued).then(|| "a-0123456789abcdefg".into()),
+        association_id: (outcome == podid_api::audit::AuditOutcome::Issued)
+            .then(|| "a-0123456789abcdefg".into()),
         role_arn: None,
         outcome,
-        error_code: (outcome != podid_api::audit::AuditOutcome::Issued).then(|| "InvalidTokenException".into()),
+        error_code: (outcome != podid_api::audit::AuditOutcome::Issued)
+            .then(|| "InvalidTokenException".into()),
     }
 }
 
@@ -1102,7 +1669,10 @@ async fn audit_log(f: &mut Fixture) {
 
     // Newest first, paged without loss or repetition.
     let mut seen = Vec::new();
-    let mut q = AuditQuery { limit: 7, ..Default::default() };
+    let mut q = AuditQuery {
+        limit: 7,
+        ..Default::default()
+    };
     loop {
         let page = s.list_audit(&q).await.unwrap();
         seen.extend(page.events.iter().map(|e| e.request_id.clone()));
@@ -1114,7 +1684,13 @@ async fn audit_log(f: &mut Fixture) {
     let expected: Vec<String> = (0..30).rev().map(|i| format!("req-{i}")).collect();
     assert_eq!(seen, expected);
 
-    let page = s.list_audit(&AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let page = s
+        .list_audit(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let first = &page.events[0];
     assert_eq!(first.request_id, "req-29");
     let mut stored = first.clone();
@@ -1132,8 +1708,18 @@ async fn audit_log(f: &mut Fixture) {
         })
         .await
         .unwrap();
-    let want: Vec<String> =
-        (10..30).rev().filter(|i| i % 3 != 0 && i % 2 == 0 && i % 5 != 0).map(|i| format!("req-{i}")).collect();
-    assert_eq!(filtered.events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>(), want);
+    let want: Vec<String> = (10..30)
+        .rev()
+        .filter(|i| i % 3 != 0 && i % 2 == 0 && i % 5 != 0)
+        .map(|i| format!("req-{i}"))
+        .collect();
+    assert_eq!(
+        filtered
+            .events
+            .iter()
+            .map(|e| e.request_id.clone())
+            .collect::<Vec<_>>(),
+        want
+    );
     assert!(filtered.next.is_none());
 }

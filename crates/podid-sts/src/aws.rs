@@ -36,7 +36,10 @@ impl AwsStsIssuer {
             builder = builder.endpoint_url(endpoint);
         }
         let config = builder.build();
-        AwsStsIssuer { client: aws_sdk_sts::Client::from_conf(config.clone()), config }
+        AwsStsIssuer {
+            client: aws_sdk_sts::Client::from_conf(config.clone()),
+            config,
+        }
     }
 
     fn client_for(&self, using: Option<&IssuedCredentials>) -> aws_sdk_sts::Client {
@@ -50,14 +53,20 @@ impl AwsStsIssuer {
                     Some(c.expiration),
                     "podid-chained-session",
                 );
-                let config = self.config.to_builder().credentials_provider(credentials).build();
+                let config = self
+                    .config
+                    .to_builder()
+                    .credentials_provider(credentials)
+                    .build();
                 aws_sdk_sts::Client::from_conf(config)
             }
         }
     }
 }
 
-fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkError<E>) -> IssueError {
+fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: SdkError<E>,
+) -> IssueError {
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -65,10 +74,14 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkErro
             let message = e.message().unwrap_or("").to_owned();
             match code {
                 "AccessDenied" | "AccessDeniedException" => IssueError::AccessDenied(message),
-                "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException" => {
-                    IssueError::Throttled(message)
-                }
-                "MalformedPolicyDocument" | "PackedPolicyTooLarge" | "ValidationError" | "InvalidParameterValue" => {
+                "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException" => IssueError::Throttled(message),
+                "MalformedPolicyDocument"
+                | "PackedPolicyTooLarge"
+                | "ValidationError"
+                | "InvalidParameterValue" => {
                     IssueError::InvalidRequest(format!("{code}: {message}"))
                 }
                 "RegionDisabledException" | "ServiceUnavailable" | "InternalFailure" => {
@@ -93,7 +106,9 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkErro
                 }
             }
         }
-        SdkError::TimeoutError(_) => IssueError::Unavailable("STS did not answer in time".to_owned()),
+        SdkError::TimeoutError(_) => {
+            IssueError::Unavailable("STS did not answer in time".to_owned())
+        }
         SdkError::DispatchFailure(d) => {
             let what = if d.is_timeout() {
                 "timed out"
@@ -104,7 +119,9 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(err: SdkErro
             };
             IssueError::Unavailable(format!("STS {what}"))
         }
-        SdkError::ResponseError(_) => IssueError::Unavailable("STS answered something unreadable".to_owned()),
+        SdkError::ResponseError(_) => {
+            IssueError::Unavailable("STS answered something unreadable".to_owned())
+        }
         _ => IssueError::Internal("the STS request could not be built".to_owned()),
     }
 }
@@ -132,23 +149,28 @@ impl Issuer for AwsStsIssuer {
             .role_session_name(&spec.session_name)
             .duration_seconds(i32::try_from(spec.duration.as_secs()).unwrap_or(i32::MAX))
             .set_tags((!tags.is_empty()).then_some(tags))
-            .set_transitive_tag_keys((!spec.transitive_tag_keys.is_empty()).then(|| spec.transitive_tag_keys.clone()))
+            .set_transitive_tag_keys(
+                (!spec.transitive_tag_keys.is_empty()).then(|| spec.transitive_tag_keys.clone()),
+            )
             .set_policy(spec.policy.clone())
             .set_external_id(spec.external_id.clone());
         let output = request.send().await.map_err(map_error)?;
-        let credentials = output
-            .credentials()
-            .ok_or_else(|| IssueError::Unavailable("STS answered without credentials".to_owned()))?;
+        let credentials = output.credentials().ok_or_else(|| {
+            IssueError::Unavailable("STS answered without credentials".to_owned())
+        })?;
         let user = output.assumed_role_user();
-        let expiration = SystemTime::try_from(*credentials.expiration())
-            .map_err(|_| IssueError::Unavailable("STS answered an unreadable expiration".to_owned()))?;
+        let expiration = SystemTime::try_from(*credentials.expiration()).map_err(|_| {
+            IssueError::Unavailable("STS answered an unreadable expiration".to_owned())
+        })?;
         Ok(IssuedCredentials {
             access_key_id: credentials.access_key_id().to_owned(),
             secret_access_key: Secret::new(credentials.secret_access_key()),
             session_token: Secret::new(credentials.session_token()),
             expiration,
             assumed_role_arn: user.map(|u| u.arn().to_owned()).unwrap_or_default(),
-            assumed_role_id: user.map(|u| u.assumed_role_id().to_owned()).unwrap_or_default(),
+            assumed_role_id: user
+                .map(|u| u.assumed_role_id().to_owned())
+                .unwrap_or_default(),
         })
     }
 }

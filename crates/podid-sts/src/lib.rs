@@ -70,12 +70,18 @@ pub struct IssuedCredentials {
 impl IssuedCredentials {
     /// Seconds since the epoch at which the credentials expire.
     pub fn expiration_epoch_secs(&self) -> i64 {
-        self.expiration.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        self.expiration
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
     }
 
     /// The 12-digit account of the assumed role, from its ARN.
     pub fn account_id(&self) -> Option<&str> {
-        self.assumed_role_arn.split(':').nth(4).filter(|a| !a.is_empty())
+        self.assumed_role_arn
+            .split(':')
+            .nth(4)
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -148,7 +154,10 @@ pub struct RecordingIssuer<I> {
 impl<I> RecordingIssuer<I> {
     /// Records calls to `inner`.
     pub fn new(inner: I) -> Self {
-        RecordingIssuer { inner, calls: Mutex::new(Vec::new()) }
+        RecordingIssuer {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        }
     }
 
     /// Every call so far.
@@ -170,7 +179,10 @@ impl<I: Issuer> Issuer for RecordingIssuer<I> {
             spec: spec.clone(),
             chained_from: using.map(|c| c.access_key_id.clone()),
             at,
-            outcome: result.as_ref().map(|c| c.access_key_id.clone()).map_err(Clone::clone),
+            outcome: result
+                .as_ref()
+                .map(|c| c.access_key_id.clone())
+                .map_err(Clone::clone),
         };
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(call);

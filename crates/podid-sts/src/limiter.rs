@@ -60,17 +60,28 @@ impl RateLimiter {
 
     /// Waits for a permit until `deadline`; `Err` when none freed in time.
     /// Returns the permit and how long the caller waited.
-    pub async fn acquire(&self, deadline: Instant) -> Result<(RateLimitPermit, Duration), Duration> {
+    pub async fn acquire(
+        &self,
+        deadline: Instant,
+    ) -> Result<(RateLimitPermit, Duration), Duration> {
         let started = Instant::now();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+            Err(_) => match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+                .await
+            {
                 Ok(Ok(p)) => p,
                 // Closed (never happens) or deadline passed.
                 _ => return Err(started.elapsed()),
             },
         };
-        Ok((RateLimitPermit { permit: Some(permit), window: self.window }, started.elapsed()))
+        Ok((
+            RateLimitPermit {
+                permit: Some(permit),
+                window: self.window,
+            },
+            started.elapsed(),
+        ))
     }
 }
 
@@ -99,14 +110,24 @@ pub struct RateLimitedIssuer<I, O = ()> {
 impl<I: Issuer> RateLimitedIssuer<I> {
     /// Limits `inner` to `max_per_second`, callers waiting up to `max_wait`.
     pub fn new(inner: I, max_per_second: u32, max_wait: Duration) -> Self {
-        RateLimitedIssuer { inner, limiter: RateLimiter::new(max_per_second), max_wait, observer: () }
+        RateLimitedIssuer {
+            inner,
+            limiter: RateLimiter::new(max_per_second),
+            max_wait,
+            observer: (),
+        }
     }
 }
 
 impl<I: Issuer, O: LimiterObserver> RateLimitedIssuer<I, O> {
     /// The same limiter reporting to `observer`.
     pub fn with_observer<O2: LimiterObserver>(self, observer: O2) -> RateLimitedIssuer<I, O2> {
-        RateLimitedIssuer { inner: self.inner, limiter: self.limiter, max_wait: self.max_wait, observer }
+        RateLimitedIssuer {
+            inner: self.inner,
+            limiter: self.limiter,
+            max_wait: self.max_wait,
+            observer,
+        }
     }
 }
 
@@ -150,7 +171,9 @@ mod tests {
         for _ in 0..20 {
             let l = limiter.clone();
             handles.push(tokio::spawn(async move {
-                let (permit, _) = l.acquire(Instant::now() + Duration::from_millis(2500)).await?;
+                let (permit, _) = l
+                    .acquire(Instant::now() + Duration::from_millis(2500))
+                    .await?;
                 let at = Instant::now();
                 // The call takes 100 ms; the permit frees one second after it ends.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -172,7 +195,10 @@ mod tests {
         assert_eq!(refused.len(), 5);
         assert!(refused.iter().all(|w| *w >= Duration::from_millis(2500)));
         for (i, t) in granted.iter().enumerate() {
-            let in_window = granted[i..].iter().take_while(|u| **u - *t < Duration::from_secs(1)).count();
+            let in_window = granted[i..]
+                .iter()
+                .take_while(|u| **u - *t < Duration::from_secs(1))
+                .count();
             assert!(in_window <= 5, "{in_window} grants within one second");
         }
         assert!(granted[14] - start >= Duration::from_millis(2200));

@@ -28,7 +28,10 @@ const NOW: i64 = 1_767_225_600;
 /// (their keys are inline): its futures are ready at the first poll.
 fn now_or_never<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the verifier waited (for a JWKS fetch?)"),
     }
@@ -42,7 +45,8 @@ fn bench_verify(c: &mut Criterion) {
     let key = SigningKey::generate(DevAlgorithm::Rs256, "bench-key").expect("an RSA key");
     let trust = ClusterTrust {
         name: "bench".into(),
-        issuer: "https://oidc.eks.eu-west-1.amazonaws.com/id/8C1B5B0E4D2A9F7E6C3B1A0D9E8F7A6B".into(),
+        issuer: "https://oidc.eks.eu-west-1.amazonaws.com/id/8C1B5B0E4D2A9F7E6C3B1A0D9E8F7A6B"
+            .into(),
         audience: "pods.eks.amazonaws.com".into(),
         jwks: key.jwks(),
         jwks_uri: None,
@@ -50,7 +54,9 @@ fn bench_verify(c: &mut Criterion) {
     };
     let token = ProjectedToken::new(&*trust.issuer, "team-a", "app", NOW - 60).sign(&key);
     let fresh: Vec<String> = (0..256)
-        .map(|i| ProjectedToken::new(&*trust.issuer, "team-a", format!("app-{i}"), NOW - 60).sign(&key))
+        .map(|i| {
+            ProjectedToken::new(&*trust.issuer, "team-a", format!("app-{i}"), NOW - 60).sign(&key)
+        })
         .collect();
 
     let mut group = c.benchmark_group("token_verify_rs256");
@@ -65,7 +71,9 @@ fn bench_verify(c: &mut Criterion) {
 
     let uncached = verifier(0);
     group.bench_function("cache_miss", |b| {
-        b.iter(|| now_or_never(uncached.verify(black_box(&trust), black_box(&token))).expect("valid"))
+        b.iter(|| {
+            now_or_never(uncached.verify(black_box(&trust), black_box(&token))).expect("valid")
+        })
     });
     assert_eq!(uncached.stats().token_cache_hits, 0);
 
@@ -77,7 +85,11 @@ fn bench_verify(c: &mut Criterion) {
             now_or_never(small.verify(black_box(&trust), black_box(&fresh[i]))).expect("valid")
         })
     });
-    assert_eq!(small.stats().token_cache_hits, 0, "every fresh token misses");
+    assert_eq!(
+        small.stats().token_cache_hits,
+        0,
+        "every fresh token misses"
+    );
 
     let keys = KeySet::from_jwks(&trust.jwks).expect("keys");
     group.bench_function("verify_token", |b| {

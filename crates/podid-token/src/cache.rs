@@ -19,7 +19,12 @@ pub(crate) type Digest = [u8; 32];
 pub(crate) fn token_digest(trust: &ClusterTrust, token: &str) -> Digest {
     let mut ctx = Context::new(&SHA256);
     ctx.update(b"podid-token-cache-v1\0");
-    for part in [trust.name.as_bytes(), trust.issuer.as_bytes(), trust.audience.as_bytes(), token.as_bytes()] {
+    for part in [
+        trust.name.as_bytes(),
+        trust.issuer.as_bytes(),
+        trust.audience.as_bytes(),
+        token.as_bytes(),
+    ] {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
@@ -48,7 +53,13 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        TokenCache { capacity, entries: HashMap::new(), by_use: BTreeMap::new(), by_expiry: BTreeSet::new(), tick: 0 }
+        TokenCache {
+            capacity,
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+            by_expiry: BTreeSet::new(),
+            tick: 0,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -105,7 +116,14 @@ impl TokenCache {
         let expires_at = identity.expires_at;
         self.by_use.insert(tick, digest);
         self.by_expiry.insert((expires_at, digest));
-        self.entries.insert(digest, Entry { identity, expires_at, last_used: tick });
+        self.entries.insert(
+            digest,
+            Entry {
+                identity,
+                expires_at,
+                last_used: tick,
+            },
+        );
     }
 }
 

@@ -72,7 +72,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,14 +95,20 @@ impl SigningKey {
     /// [`TokenError::SigningKey`] if the crypto library fails.
     pub fn generate(alg: DevAlgorithm, kid: &str) -> Result<Self, TokenError> {
         let pair = match alg.ecdsa() {
-            None => {
-                Pair::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| key_error("RSA key generation failed"))?)
-            }
-            Some(ecdsa) => {
-                Pair::Ec(EcdsaKeyPair::generate(ecdsa).map_err(|_| key_error("ECDSA key generation failed"))?)
-            }
+            None => Pair::Rsa(
+                RsaKeyPair::generate(KeySize::Rsa2048)
+                    .map_err(|_| key_error("RSA key generation failed"))?,
+            ),
+            Some(ecdsa) => Pair::Ec(
+                EcdsaKeyPair::generate(ecdsa)
+                    .map_err(|_| key_error("ECDSA key generation failed"))?,
+            ),
         };
-        Ok(SigningKey { alg, kid: kid.to_string(), pair })
+        Ok(SigningKey {
+            alg,
+            kid: kid.to_string(),
+            pair,
+        })
     }
 
     /// Reads an unencrypted PKCS#8 private key (DER).
@@ -108,13 +117,20 @@ impl SigningKey {
     /// [`TokenError::SigningKey`] if the bytes are not such a key for `alg`.
     pub fn from_pkcs8_der(der: &[u8], alg: DevAlgorithm, kid: &str) -> Result<Self, TokenError> {
         let pair = match alg.ecdsa() {
-            None => Pair::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|e| key_error(&format!("not an RSA key: {e}")))?),
+            None => Pair::Rsa(
+                RsaKeyPair::from_pkcs8(der)
+                    .map_err(|e| key_error(&format!("not an RSA key: {e}")))?,
+            ),
             Some(ecdsa) => Pair::Ec(
                 EcdsaKeyPair::from_pkcs8(ecdsa, der)
                     .map_err(|e| key_error(&format!("not a key for {}: {e}", alg.as_str())))?,
             ),
         };
-        Ok(SigningKey { alg, kid: kid.to_string(), pair })
+        Ok(SigningKey {
+            alg,
+            kid: kid.to_string(),
+            pair,
+        })
     }
 
     /// Reads a PEM `PRIVATE KEY` (unencrypted PKCS#8); for RS256 a PKCS#1
@@ -128,8 +144,13 @@ impl SigningKey {
         }
         if alg == DevAlgorithm::Rs256 {
             if let Some(der) = pem_block(pem, "RSA PRIVATE KEY") {
-                let pair = RsaKeyPair::from_der(&der).map_err(|e| key_error(&format!("not an RSA key: {e}")))?;
-                return Ok(SigningKey { alg, kid: kid.to_string(), pair: Pair::Rsa(pair) });
+                let pair = RsaKeyPair::from_der(&der)
+                    .map_err(|e| key_error(&format!("not an RSA key: {e}")))?;
+                return Ok(SigningKey {
+                    alg,
+                    kid: kid.to_string(),
+                    pair: Pair::Rsa(pair),
+                });
             }
         }
         Err(key_error("no PEM PRIVATE KEY block"))
@@ -142,10 +163,16 @@ impl SigningKey {
     pub fn to_pkcs8_pem(&self) -> Result<String, TokenError> {
         let der: Vec<u8> = match &self.pair {
             Pair::Rsa(pair) => {
-                let doc: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| key_error("PKCS#8 encoding failed"))?;
+                let doc: Pkcs8V1Der<'static> = pair
+                    .as_der()
+                    .map_err(|_| key_error("PKCS#8 encoding failed"))?;
                 doc.as_ref().to_vec()
             }
-            Pair::Ec(pair) => pair.to_pkcs8v1().map_err(|_| key_error("PKCS#8 encoding failed"))?.as_ref().to_vec(),
+            Pair::Ec(pair) => pair
+                .to_pkcs8v1()
+                .map_err(|_| key_error("PKCS#8 encoding failed"))?
+                .as_ref()
+                .to_vec(),
         };
         Ok(pem_encode("PRIVATE KEY", &der))
     }
@@ -188,7 +215,11 @@ impl SigningKey {
                 // Uncompressed: 0x04 || x || y.
                 let coords = point.get(1..).unwrap_or_default();
                 let (x, y) = coords.split_at(coords.len() / 2);
-                let crv = if self.alg == DevAlgorithm::Es384 { "P-384" } else { "P-256" };
+                let crv = if self.alg == DevAlgorithm::Es384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                };
                 json!({"kty": "EC", "alg": self.alg.as_str(), "use": "sig", "kid": self.kid,
                        "crv": crv, "x": b64(x), "y": b64(y)})
             }
@@ -206,12 +237,14 @@ impl SigningKey {
         match &self.pair {
             Pair::Rsa(pair) => {
                 let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig).map_err(|_| key_error("RSA signing failed"))?;
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| key_error("RSA signing failed"))?;
                 Ok(sig)
             }
-            Pair::Ec(pair) => {
-                pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| key_error("ECDSA signing failed"))
-            }
+            Pair::Ec(pair) => pair
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| key_error("ECDSA signing failed")),
         }
     }
 
@@ -231,7 +264,8 @@ impl SigningKey {
     /// accepted, which does not happen in practice.
     pub fn sign(&self, claims: &Value) -> String {
         #[allow(clippy::expect_used)]
-        self.try_sign(claims).expect("signing with an in-memory key does not fail")
+        self.try_sign(claims)
+            .expect("signing with an in-memory key does not fail")
     }
 
     /// A compact JWS of `claims` under exactly `header` (which need not
@@ -263,7 +297,9 @@ fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
                 return None;
             }
             let (len_bytes, rest) = rest.split_at(n);
-            let len = len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            let len = len_bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
             (len, rest)
         };
         if rest.len() < len {
@@ -298,7 +334,10 @@ fn pem_block(pem: &str, label: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     STANDARD.decode(body).ok()
 }
 
@@ -421,7 +460,11 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip() {
-        for alg in [DevAlgorithm::Rs256, DevAlgorithm::Es256, DevAlgorithm::Es384] {
+        for alg in [
+            DevAlgorithm::Rs256,
+            DevAlgorithm::Es256,
+            DevAlgorithm::Es384,
+        ] {
             assert_eq!(DevAlgorithm::parse(alg.as_str()), Some(alg));
         }
         assert_eq!(DevAlgorithm::parse("HS256"), None);
@@ -429,7 +472,11 @@ mod tests {
 
     #[test]
     fn every_algorithm_signs_verifiable_tokens() {
-        for alg in [DevAlgorithm::Rs256, DevAlgorithm::Es256, DevAlgorithm::Es384] {
+        for alg in [
+            DevAlgorithm::Rs256,
+            DevAlgorithm::Es256,
+            DevAlgorithm::Es384,
+        ] {
             let key = SigningKey::generate(alg, "k").unwrap();
             assert_eq!(key.algorithm(), alg);
             assert_eq!(key.kid(), "k");
@@ -441,7 +488,10 @@ mod tests {
             assert_eq!(id.service_account, "sa");
             assert_eq!(id.pod_name, "sa-pod");
             assert_eq!(id.pod_uid, t.pod_uid);
-            assert_eq!(id.service_account_uid.as_deref(), Some(&*t.service_account_uid));
+            assert_eq!(
+                id.service_account_uid.as_deref(),
+                Some(&*t.service_account_uid)
+            );
             assert_eq!(id.node_name.as_deref(), Some("node-1"));
             assert_eq!(id.expires_at, 1000 + 86_400);
         }
@@ -452,13 +502,18 @@ mod tests {
         let key = SigningKey::generate(DevAlgorithm::Es256, "kid-1").unwrap();
         let token = key.sign(&json!({"a": 1}));
         let header = token.split('.').next().unwrap();
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
         assert_eq!(header, json!({"alg": "ES256", "kid": "kid-1"}));
     }
 
     #[test]
     fn pem_round_trip_keeps_the_key() {
-        for alg in [DevAlgorithm::Rs256, DevAlgorithm::Es256, DevAlgorithm::Es384] {
+        for alg in [
+            DevAlgorithm::Rs256,
+            DevAlgorithm::Es256,
+            DevAlgorithm::Es384,
+        ] {
             let key = SigningKey::generate(alg, "k").unwrap();
             let pem = key.to_pkcs8_pem().unwrap();
             assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
@@ -490,14 +545,36 @@ mod tests {
 
     #[test]
     fn jwk_shapes() {
-        let rsa = SigningKey::generate(DevAlgorithm::Rs256, "r").unwrap().jwk();
+        let rsa = SigningKey::generate(DevAlgorithm::Rs256, "r")
+            .unwrap()
+            .jwk();
         assert_eq!(rsa["kty"], "RSA");
         assert_eq!(rsa["e"], "AQAB");
-        assert_eq!(URL_SAFE_NO_PAD.decode(rsa["n"].as_str().unwrap()).unwrap().len(), 256);
-        let ec = SigningKey::generate(DevAlgorithm::Es384, "e").unwrap().jwk();
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(rsa["n"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            256
+        );
+        let ec = SigningKey::generate(DevAlgorithm::Es384, "e")
+            .unwrap()
+            .jwk();
         assert_eq!(ec["crv"], "P-384");
-        assert_eq!(URL_SAFE_NO_PAD.decode(ec["x"].as_str().unwrap()).unwrap().len(), 48);
-        assert_eq!(URL_SAFE_NO_PAD.decode(ec["y"].as_str().unwrap()).unwrap().len(), 48);
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(ec["x"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            48
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(ec["y"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            48
+        );
         assert_eq!(ec["use"], "sig");
         assert_eq!(ec["alg"], "ES384");
     }
@@ -539,6 +616,9 @@ mod tests {
         assert!(rsa_public_components(&[]).is_none());
         assert!(rsa_public_components(&[0x30, 0x82, 0xff]).is_none());
         assert!(rsa_public_components(&[0x30, 0x03, 0x02, 0x01, 0x05]).is_none());
-        assert_eq!(rsa_public_components(&[0x30, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x03]), Some((vec![5], vec![3])));
+        assert_eq!(
+            rsa_public_components(&[0x30, 0x06, 0x02, 0x01, 0x05, 0x02, 0x01, 0x03]),
+            Some((vec![5], vec![3]))
+        );
     }
 }

@@ -115,7 +115,11 @@ impl TokenError {
 /// Shortens a value taken from a token or a remote answer for an error
 /// message: at most `max` characters, control characters replaced.
 pub(crate) fn shorten(value: &str, max: usize) -> String {
-    let mut out: String = value.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let mut out: String = value
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     if value.chars().nth(max).is_some() {
         out.push('…');
     }
@@ -156,7 +160,10 @@ mod tests {
             TokenError::UnsupportedAlgorithm(String::new()),
             TokenError::CriticalHeader,
             TokenError::UnknownKey { kid: None },
-            TokenError::KeyAlgorithmMismatch { kid: None, alg: String::new() },
+            TokenError::KeyAlgorithmMismatch {
+                kid: None,
+                alg: String::new(),
+            },
             TokenError::BadSignature,
             TokenError::WrongIssuer,
             TokenError::WrongAudience,

@@ -69,7 +69,11 @@ enum Material {
     /// Big-endian modulus and exponent without leading zeros, and the key
     /// parsed once for RS256 (the Kubernetes default), so verifying does not
     /// build the key again for every token.
-    Rsa { n: Vec<u8>, e: Vec<u8>, rs256: ParsedPublicKey },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        rs256: ParsedPublicKey,
+    },
     /// The public point, already parsed (and checked to be on the curve) for
     /// the curve's one algorithm.
     Ec { curve: Curve, key: ParsedPublicKey },
@@ -108,7 +112,9 @@ impl Key {
             return false;
         }
         match &self.material {
-            Material::Rsa { rs256, .. } if alg == Alg::Rs256 => rs256.verify_sig(message, signature).is_ok(),
+            Material::Rsa { rs256, .. } if alg == Alg::Rs256 => {
+                rs256.verify_sig(message, signature).is_ok()
+            }
             Material::Rsa { n, e, .. } => {
                 let params = match alg {
                     Alg::Rs256 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
@@ -116,7 +122,9 @@ impl Key {
                     Alg::Rs512 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA512,
                     Alg::Es256 | Alg::Es384 => return false,
                 };
-                RsaPublicKeyComponents { n, e }.verify(params, message, signature).is_ok()
+                RsaPublicKeyComponents { n, e }
+                    .verify(params, message, signature)
+                    .is_ok()
             }
             Material::Ec { key, .. } => key.verify_sig(message, signature).is_ok(),
         }
@@ -136,7 +144,9 @@ pub struct KeySet {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet").field("kids", &self.kids().collect::<Vec<_>>()).finish()
+        f.debug_struct("KeySet")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -153,7 +163,10 @@ impl KeySet {
             .and_then(Value::as_array)
             .ok_or_else(|| TokenError::KeySet("not a JWKS document (no \"keys\" array)".into()))?;
         if entries.len() > MAX_JWKS_KEYS {
-            return Err(TokenError::KeySet(format!("{} keys, more than {MAX_JWKS_KEYS}", entries.len())));
+            return Err(TokenError::KeySet(format!(
+                "{} keys, more than {MAX_JWKS_KEYS}",
+                entries.len()
+            )));
         }
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
@@ -211,7 +224,10 @@ impl KeySet {
                 }
                 let fitting: Vec<&Key> = named.into_iter().filter(|k| k.fits(alg)).collect();
                 if fitting.is_empty() {
-                    return Err(TokenError::KeyAlgorithmMismatch { kid: shown_kid(), alg: alg.name().to_string() });
+                    return Err(TokenError::KeyAlgorithmMismatch {
+                        kid: shown_kid(),
+                        alg: alg.name().to_string(),
+                    });
                 }
                 Ok(fitting)
             }
@@ -239,7 +255,9 @@ fn required_b64(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String>
     let s = optional_str(obj, name)?.ok_or_else(|| format!("no \"{name}\""))?;
     // Keys come from the cluster's operator, not from the token: tolerate
     // padding, which some JWKS writers add.
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| format!("\"{name}\" is not base64url"))
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| format!("\"{name}\" is not base64url"))
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -258,7 +276,10 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
     let kid = optional_str(obj, "kid")?.map(str::to_string);
     let alg = match optional_str(obj, "alg")? {
         None => None,
-        Some(name) => Some(Alg::parse(name).ok_or_else(|| format!("alg {:?} is not accepted", shorten(name, 16)))?),
+        Some(name) => Some(
+            Alg::parse(name)
+                .ok_or_else(|| format!("alg {:?} is not accepted", shorten(name, 16)))?,
+        ),
     };
     let kty = optional_str(obj, "kty")?.ok_or("no \"kty\"")?;
     let material = match kty {
@@ -270,7 +291,9 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
                 None => 0,
             };
             if !(2048..=8192).contains(&bits) {
-                return Err(format!("RSA modulus of {bits} bits (2048 to 8192 accepted)"));
+                return Err(format!(
+                    "RSA modulus of {bits} bits (2048 to 8192 accepted)"
+                ));
             }
             if e.is_empty() || e.len() > 8 {
                 return Err("RSA exponent out of range".into());
@@ -297,8 +320,8 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let key =
-                ParsedPublicKey::new(algorithm, &point).map_err(|_| "EC point is not on the curve".to_string())?;
+            let key = ParsedPublicKey::new(algorithm, &point)
+                .map_err(|_| "EC point is not on the curve".to_string())?;
             Material::Ec { curve, key }
         }
         other => return Err(format!("kty {:?} is not accepted", shorten(other, 16))),
@@ -319,18 +342,29 @@ mod tests {
     use serde_json::json;
 
     fn rsa_jwk() -> Value {
-        SigningKey::generate(DevAlgorithm::Rs256, "r1").unwrap().jwk()
+        SigningKey::generate(DevAlgorithm::Rs256, "r1")
+            .unwrap()
+            .jwk()
     }
 
     #[test]
     fn parses_rsa_and_ec_keys() {
-        let a = SigningKey::generate(DevAlgorithm::Rs256, "r").unwrap().jwk();
-        let b = SigningKey::generate(DevAlgorithm::Es256, "e2").unwrap().jwk();
-        let c = SigningKey::generate(DevAlgorithm::Es384, "e3").unwrap().jwk();
+        let a = SigningKey::generate(DevAlgorithm::Rs256, "r")
+            .unwrap()
+            .jwk();
+        let b = SigningKey::generate(DevAlgorithm::Es256, "e2")
+            .unwrap()
+            .jwk();
+        let c = SigningKey::generate(DevAlgorithm::Es384, "e3")
+            .unwrap()
+            .jwk();
         let set = KeySet::from_jwks(&json!({"keys": [a, b, c]})).unwrap();
         assert_eq!(set.len(), 3);
         assert!(!set.is_empty());
-        assert_eq!(set.kids().collect::<Vec<_>>(), [Some("r"), Some("e2"), Some("e3")]);
+        assert_eq!(
+            set.kids().collect::<Vec<_>>(),
+            [Some("r"), Some("e2"), Some("e3")]
+        );
         assert!(set.contains_kid("e3"));
         assert!(format!("{set:?}").contains("e2"));
     }
@@ -345,7 +379,10 @@ mod tests {
             json!({"keys": []}),
             json!({"keys": [1, "x", null]}),
         ] {
-            assert!(matches!(KeySet::from_jwks(&doc), Err(TokenError::KeySet(_))), "{doc}");
+            assert!(
+                matches!(KeySet::from_jwks(&doc), Err(TokenError::KeySet(_))),
+                "{doc}"
+            );
         }
     }
 
@@ -371,7 +408,9 @@ mod tests {
         let okp = json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"});
         let no_kty = json!({"n": "AA", "e": "AQAB"});
         let bad_kid = json!({"kty": "RSA", "kid": 5, "n": "AA", "e": "AQAB"});
-        let unusable = vec![enc, oct, ps, mismatched, bad_n, small, off_curve, short, p521, okp, no_kty, bad_kid];
+        let unusable = vec![
+            enc, oct, ps, mismatched, bad_n, small, off_curve, short, p521, okp, no_kty, bad_kid,
+        ];
         let err = KeySet::from_jwks(&json!({ "keys": unusable.clone() })).unwrap_err();
         assert!(matches!(err, TokenError::KeySet(_)));
         let mut with_good = unusable;
@@ -384,7 +423,10 @@ mod tests {
     fn too_many_keys_is_an_error() {
         let jwk = rsa_jwk();
         let keys: Vec<Value> = (0..=MAX_JWKS_KEYS).map(|_| jwk.clone()).collect();
-        assert!(matches!(KeySet::from_jwks(&json!({ "keys": keys })), Err(TokenError::KeySet(_))));
+        assert!(matches!(
+            KeySet::from_jwks(&json!({ "keys": keys })),
+            Err(TokenError::KeySet(_))
+        ));
     }
 
     #[test]
@@ -396,23 +438,41 @@ mod tests {
 
     #[test]
     fn candidate_selection() {
-        let r1 = SigningKey::generate(DevAlgorithm::Rs256, "r1").unwrap().jwk();
-        let mut r2 = SigningKey::generate(DevAlgorithm::Rs256, "r2").unwrap().jwk();
+        let r1 = SigningKey::generate(DevAlgorithm::Rs256, "r1")
+            .unwrap()
+            .jwk();
+        let mut r2 = SigningKey::generate(DevAlgorithm::Rs256, "r2")
+            .unwrap()
+            .jwk();
         r2.as_object_mut().unwrap().remove("alg");
-        let e1 = SigningKey::generate(DevAlgorithm::Es256, "e1").unwrap().jwk();
+        let e1 = SigningKey::generate(DevAlgorithm::Es256, "e1")
+            .unwrap()
+            .jwk();
         let set = KeySet::from_jwks(&json!({"keys": [r1, r2, e1]})).unwrap();
         assert_eq!(set.candidates(Some("r1"), Alg::Rs256).unwrap().len(), 1);
         // r1 says alg RS256: not usable for RS384; r2 has no alg: usable.
-        assert!(matches!(set.candidates(Some("r1"), Alg::Rs384), Err(TokenError::KeyAlgorithmMismatch { .. })));
+        assert!(matches!(
+            set.candidates(Some("r1"), Alg::Rs384),
+            Err(TokenError::KeyAlgorithmMismatch { .. })
+        ));
         assert_eq!(set.candidates(Some("r2"), Alg::Rs512).unwrap().len(), 1);
-        assert!(matches!(set.candidates(Some("r1"), Alg::Es256), Err(TokenError::KeyAlgorithmMismatch { .. })));
+        assert!(matches!(
+            set.candidates(Some("r1"), Alg::Es256),
+            Err(TokenError::KeyAlgorithmMismatch { .. })
+        ));
         assert!(matches!(
             set.candidates(Some("zz"), Alg::Rs256),
             Err(TokenError::UnknownKey { kid: Some(k) }) if k == "zz"
         ));
         // Without kid: exactly one ES256 key, two RSA keys.
         assert_eq!(set.candidates(None, Alg::Es256).unwrap().len(), 1);
-        assert!(matches!(set.candidates(None, Alg::Rs256), Err(TokenError::UnknownKey { kid: None })));
-        assert!(matches!(set.candidates(None, Alg::Es384), Err(TokenError::UnknownKey { kid: None })));
+        assert!(matches!(
+            set.candidates(None, Alg::Rs256),
+            Err(TokenError::UnknownKey { kid: None })
+        ));
+        assert!(matches!(
+            set.candidates(None, Alg::Es384),
+            Err(TokenError::UnknownKey { kid: None })
+        ));
     }
 }

@@ -11,7 +11,8 @@ use crate::error::shorten;
 use crate::jwks::KeySet;
 use crate::verify::{decode, verify_decoded};
 use crate::{
-    ClusterTrust, PodIdentity, TokenError, DEFAULT_MAX_CACHED_TOKENS, JWKS_REFRESH_INTERVAL_SECS, MAX_TOKEN_BYTES,
+    ClusterTrust, PodIdentity, TokenError, DEFAULT_MAX_CACHED_TOKENS, JWKS_REFRESH_INTERVAL_SECS,
+    MAX_TOKEN_BYTES,
 };
 
 /// Fetches a JWKS document; implemented by the caller (the server, with its
@@ -114,7 +115,9 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +155,11 @@ impl TokenVerifier {
     /// The [`TokenError`] of the first rule the token breaks;
     /// [`TokenError::KeySet`] when the cluster's keys are unusable or
     /// fetching them failed.
-    pub async fn verify(&self, trust: &ClusterTrust, token: &str) -> Result<Arc<PodIdentity>, TokenError> {
+    pub async fn verify(
+        &self,
+        trust: &ClusterTrust,
+        token: &str,
+    ) -> Result<Arc<PodIdentity>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
@@ -205,7 +212,14 @@ impl TokenVerifier {
         self.inner.counters.parsed.fetch_add(1, Ordering::Relaxed);
         let keys = KeySet::from_jwks(&trust.jwks).map(Arc::new);
         let last_fetch = clusters.get(&trust.name).and_then(|e| e.last_fetch);
-        clusters.insert(trust.name.clone(), ClusterKeys { version: trust.version, keys: keys.clone(), last_fetch });
+        clusters.insert(
+            trust.name.clone(),
+            ClusterKeys {
+                version: trust.version,
+                keys: keys.clone(),
+                last_fetch,
+            },
+        );
         keys
     }
 
@@ -225,14 +239,21 @@ impl TokenVerifier {
         };
         {
             let mut clusters = lock(&self.inner.clusters);
-            let entry = clusters.entry(trust.name.clone()).or_insert_with(|| ClusterKeys {
-                version: trust.version,
-                keys: Err(TokenError::KeySet("not loaded".into())),
-                last_fetch: None,
-            });
-            let recent = entry.last_fetch.is_some_and(|last| now.saturating_sub(last) < JWKS_REFRESH_INTERVAL_SECS);
+            let entry = clusters
+                .entry(trust.name.clone())
+                .or_insert_with(|| ClusterKeys {
+                    version: trust.version,
+                    keys: Err(TokenError::KeySet("not loaded".into())),
+                    last_fetch: None,
+                });
+            let recent = entry
+                .last_fetch
+                .is_some_and(|last| now.saturating_sub(last) < JWKS_REFRESH_INTERVAL_SECS);
             if recent {
-                self.inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .rate_limited
+                    .fetch_add(1, Ordering::Relaxed);
                 // Someone else may have fetched newer keys meanwhile.
                 if entry.version == trust.version {
                     if let Ok(current) = &entry.keys {
@@ -246,18 +267,26 @@ impl TokenVerifier {
             entry.last_fetch = Some(now);
         }
 
-        self.inner.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .refreshes
+            .fetch_add(1, Ordering::Relaxed);
         let fetched = self
             .inner
             .fetcher
             .fetch_jwks(uri)
             .await
-            .map_err(|why| TokenError::KeySet(format!("fetching the JWKS failed: {}", shorten(&why, 200))))
+            .map_err(|why| {
+                TokenError::KeySet(format!("fetching the JWKS failed: {}", shorten(&why, 200)))
+            })
             .and_then(|doc| KeySet::from_jwks(&doc));
         let keys = match fetched {
             Ok(keys) => Arc::new(keys),
             Err(e) => {
-                self.inner.counters.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .refresh_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         };
@@ -324,7 +353,10 @@ mod tests {
         let other = SigningKey::generate(DevAlgorithm::Es256, "other").unwrap();
         let v = TokenVerifier::new(Arc::new(NoJwksFetcher), fixed_clock(1000), 10);
         let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&other);
-        let err = v.verify(&trust(&key, Some("https://iss/jwks")), &token).await.unwrap_err();
+        let err = v
+            .verify(&trust(&key, Some("https://iss/jwks")), &token)
+            .await
+            .unwrap_err();
         assert!(matches!(err, TokenError::KeySet(_)), "{err}");
         assert_eq!(v.stats().jwks_refreshes, 1);
         assert_eq!(v.stats().jwks_refresh_failures, 1);
@@ -351,8 +383,17 @@ mod tests {
         let v = TokenVerifier::with_fetcher(Arc::new(NoJwksFetcher));
         let now = system_clock()();
         let token = ProjectedToken::new("https://iss", "ns", "sa", now).sign(&key);
-        assert_eq!(v.verify(&trust(&key, None), &token).await.unwrap().namespace, "ns");
+        assert_eq!(
+            v.verify(&trust(&key, None), &token)
+                .await
+                .unwrap()
+                .namespace,
+            "ns"
+        );
         let old = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&key);
-        assert_eq!(v.verify(&trust(&key, None), &old).await, Err(TokenError::Expired));
+        assert_eq!(
+            v.verify(&trust(&key, None), &old).await,
+            Err(TokenError::Expired)
+        );
     }
 }

@@ -42,10 +42,17 @@ impl Decoded<'_> {
     }
 
     /// Verifies the signature with the keys of `keys` that fit the token.
-    pub(crate) fn check_signature(&self, parsed: &Parsed<'_>, keys: &KeySet) -> Result<(), TokenError> {
+    pub(crate) fn check_signature(
+        &self,
+        parsed: &Parsed<'_>,
+        keys: &KeySet,
+    ) -> Result<(), TokenError> {
         let candidates = keys.candidates(self.kid.as_deref(), self.alg)?;
         let message = self.signing_input.as_bytes();
-        if candidates.iter().any(|key| key.verify(self.alg, message, &parsed.signature)) {
+        if candidates
+            .iter()
+            .any(|key| key.verify(self.alg, message, &parsed.signature))
+        {
             Ok(())
         } else {
             Err(TokenError::BadSignature)
@@ -54,7 +61,9 @@ impl Decoded<'_> {
 }
 
 fn decode_segment(segment: &str, what: &str) -> Result<Vec<u8>, TokenError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed(format!("the {what} is not base64url")))
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed(format!("the {what} is not base64url")))
 }
 
 /// A JSON value whose strings borrow from the parsed text where they can
@@ -97,7 +106,11 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
         Ok(Json::Bool)
     }
     fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(if v < 0 { Json::NegInt(v) } else { Json::PosInt(v.unsigned_abs()) })
+        Ok(if v < 0 {
+            Json::NegInt(v)
+        } else {
+            Json::PosInt(v.unsigned_abs())
+        })
     }
     fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
         Ok(Json::PosInt(v))
@@ -156,7 +169,9 @@ impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
         match d.deserialize_str(JsonVisitor)? {
             Json::Str(s) => Ok(s),
-            _ => Err(serde::de::Error::custom("an object member's name is not a string")),
+            _ => Err(serde::de::Error::custom(
+                "an object member's name is not a string",
+            )),
         }
     }
 }
@@ -164,9 +179,13 @@ impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
 fn parse_object<'a>(bytes: &'a [u8], what: &str) -> Result<Object<'a>, TokenError> {
     // The JSON parser's message may quote the input: it is not passed on.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde::de::DeserializeSeed::deserialize(JsonSeed, &mut de).and_then(|v| de.end().map(|()| v)) {
+    match serde::de::DeserializeSeed::deserialize(JsonSeed, &mut de)
+        .and_then(|v| de.end().map(|()| v))
+    {
         Ok(Json::Object(members)) => Ok(members),
-        Ok(_) => Err(TokenError::Malformed(format!("the {what} is not a JSON object"))),
+        Ok(_) => Err(TokenError::Malformed(format!(
+            "the {what} is not a JSON object"
+        ))),
         Err(_) => Err(TokenError::Malformed(format!("the {what} is not JSON"))),
     }
 }
@@ -181,17 +200,28 @@ pub(crate) fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         return Err(TokenError::Empty);
     }
     let mut segments = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return Err(TokenError::Malformed("not three dot-separated segments".into()));
+    let (Some(header), Some(payload), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(TokenError::Malformed(
+            "not three dot-separated segments".into(),
+        ));
     };
 
     let header_bytes = decode_segment(header, "header")?;
     let header_map = parse_object(&header_bytes, "header")?;
     let alg = match member(&header_map, "alg") {
-        Some(Json::Str(name)) => Alg::parse(name).ok_or_else(|| TokenError::UnsupportedAlgorithm(shorten(name, 16)))?,
-        Some(_) => return Err(TokenError::Malformed("the header's alg is not a string".into())),
+        Some(Json::Str(name)) => {
+            Alg::parse(name).ok_or_else(|| TokenError::UnsupportedAlgorithm(shorten(name, 16)))?
+        }
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "the header's alg is not a string".into(),
+            ))
+        }
         None => return Err(TokenError::Malformed("the header has no alg".into())),
     };
     if member(&header_map, "crit").is_some() {
@@ -200,21 +230,37 @@ pub(crate) fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     let kid = match member(&header_map, "kid") {
         None | Some(Json::Null) => None,
         Some(Json::Str(kid)) => Some(kid.to_string()),
-        Some(_) => return Err(TokenError::Malformed("the header's kid is not a string".into())),
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "the header's kid is not a string".into(),
+            ))
+        }
     };
 
     let signing_input = &token[..header.len() + 1 + payload.len()];
     let payload = decode_segment(payload, "payload")?;
-    Ok(Decoded { alg, kid, signing_input, payload, signature })
+    Ok(Decoded {
+        alg,
+        kid,
+        signing_input,
+        payload,
+        signature,
+    })
 }
 
 /// A string claim: `Ok(None)` when absent or null, `Malformed` when of
 /// another JSON type.
-fn opt_str<'o>(obj: &'o Object<'_>, key: &str, path: &'static str) -> Result<Option<&'o str>, TokenError> {
+fn opt_str<'o>(
+    obj: &'o Object<'_>,
+    key: &str,
+    path: &'static str,
+) -> Result<Option<&'o str>, TokenError> {
     match member(obj, key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Str(s)) => Ok(Some(s)),
-        Some(_) => Err(TokenError::Malformed(format!("the claim {path} is not a string"))),
+        Some(_) => Err(TokenError::Malformed(format!(
+            "the claim {path} is not a string"
+        ))),
     }
 }
 
@@ -227,11 +273,17 @@ fn req_str<'o>(obj: &'o Object<'_>, key: &str, path: &'static str) -> Result<&'o
 }
 
 /// An object claim: `Ok(None)` when absent or null.
-fn opt_obj<'o, 'a>(obj: &'o Object<'a>, key: &str, path: &'static str) -> Result<Option<&'o Object<'a>>, TokenError> {
+fn opt_obj<'o, 'a>(
+    obj: &'o Object<'a>,
+    key: &str,
+    path: &'static str,
+) -> Result<Option<&'o Object<'a>>, TokenError> {
     match member(obj, key) {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Object(o)) => Ok(Some(o)),
-        Some(_) => Err(TokenError::Malformed(format!("the claim {path} is not an object"))),
+        Some(_) => Err(TokenError::Malformed(format!(
+            "the claim {path} is not an object"
+        ))),
     }
 }
 
@@ -242,14 +294,20 @@ fn opt_time(obj: &Object<'_>, key: &'static str) -> Result<Option<i64>, TokenErr
         None | Some(Json::Null) => Ok(None),
         Some(Json::NegInt(i)) => Ok(Some(*i)),
         // `as` saturates at the i64 bounds.
-        Some(Json::PosInt(u)) => Ok(Some(i64::try_from(*u).unwrap_or_else(|_| (*u as f64).floor() as i64))),
+        Some(Json::PosInt(u)) => Ok(Some(
+            i64::try_from(*u).unwrap_or_else(|_| (*u as f64).floor() as i64),
+        )),
         Some(Json::Float(f)) if f.is_finite() => Ok(Some(f.floor() as i64)),
         Some(_) => Err(not_a_number()),
     }
 }
 
 /// Checks the claims of a token whose signature was verified.
-fn check_claims(claims: &Object<'_>, trust: &ClusterTrust, now: i64) -> Result<PodIdentity, TokenError> {
+fn check_claims(
+    claims: &Object<'_>,
+    trust: &ClusterTrust,
+    now: i64,
+) -> Result<PodIdentity, TokenError> {
     // Issuer: exact string.
     let iss = opt_str(claims, "iss", "iss")?.ok_or(TokenError::MissingClaim("iss"))?;
     if iss != trust.issuer {
@@ -265,12 +323,20 @@ fn check_claims(claims: &Object<'_>, trust: &ClusterTrust, now: i64) -> Result<P
             for item in items {
                 match item {
                     Json::Str(aud) => found |= *aud == trust.audience,
-                    _ => return Err(TokenError::Malformed("the claim aud holds a non-string".into())),
+                    _ => {
+                        return Err(TokenError::Malformed(
+                            "the claim aud holds a non-string".into(),
+                        ))
+                    }
                 }
             }
             found
         }
-        Some(_) => return Err(TokenError::Malformed("the claim aud is not a string or an array".into())),
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "the claim aud is not a string or an array".into(),
+            ))
+        }
     };
     if !audience_ok {
         return Err(TokenError::WrongAudience);
@@ -294,13 +360,16 @@ fn check_claims(claims: &Object<'_>, trust: &ClusterTrust, now: i64) -> Result<P
     }
 
     // Kubernetes claims.
-    let k8s = opt_obj(claims, "kubernetes.io", "kubernetes.io")?.ok_or(TokenError::MissingClaim("kubernetes.io"))?;
+    let k8s = opt_obj(claims, "kubernetes.io", "kubernetes.io")?
+        .ok_or(TokenError::MissingClaim("kubernetes.io"))?;
     let namespace = req_str(k8s, "namespace", "kubernetes.io.namespace")?;
-    let sa = opt_obj(k8s, "serviceaccount", "kubernetes.io.serviceaccount")?
-        .ok_or(TokenError::MissingClaim("kubernetes.io.serviceaccount.name"))?;
+    let sa = opt_obj(k8s, "serviceaccount", "kubernetes.io.serviceaccount")?.ok_or(
+        TokenError::MissingClaim("kubernetes.io.serviceaccount.name"),
+    )?;
     let sa_name = req_str(sa, "name", "kubernetes.io.serviceaccount.name")?;
     let sa_uid = opt_str(sa, "uid", "kubernetes.io.serviceaccount.uid")?;
-    let pod = opt_obj(k8s, "pod", "kubernetes.io.pod")?.ok_or(TokenError::MissingClaim("kubernetes.io.pod.name"))?;
+    let pod = opt_obj(k8s, "pod", "kubernetes.io.pod")?
+        .ok_or(TokenError::MissingClaim("kubernetes.io.pod.name"))?;
     let pod_name = req_str(pod, "name", "kubernetes.io.pod.name")?;
     let pod_uid = req_str(pod, "uid", "kubernetes.io.pod.uid")?;
     let node_name = match opt_obj(k8s, "node", "kubernetes.io.node")? {
@@ -419,7 +488,10 @@ mod tests {
             format!("{h}.{p}."),
             format!("{h}=.{p}.c2ln"),
         ] {
-            assert!(matches!(decode_and_parse(&bad), Err(TokenError::Malformed(_))), "{bad}");
+            assert!(
+                matches!(decode_and_parse(&bad), Err(TokenError::Malformed(_))),
+                "{bad}"
+            );
         }
         assert!(decode_and_parse(&format!("{h}.{p}.c2ln")).is_ok());
         assert!(decode_and_parse(&format!(" {h}.{p}.c2ln\n")).is_ok());
@@ -430,7 +502,12 @@ mod tests {
         let parsed = decoded.parse().unwrap();
         assert_eq!(opt_str(&parsed.claims, "iss", "iss"), Ok(Some("b")));
         // Invalid JSON anywhere in the payload, even in claims nobody reads.
-        for bad in [&br#"{"x":"\ud800"}"#[..], br#"{"x":1}x"#, b"[1]", b"{\"x\":\"\xff\"}"] {
+        for bad in [
+            &br#"{"x":"\ud800"}"#[..],
+            br#"{"x":1}x"#,
+            b"[1]",
+            b"{\"x\":\"\xff\"}",
+        ] {
             let payload = URL_SAFE_NO_PAD.encode(bad);
             let err = decode_and_parse(&format!("{h}.{payload}.c2ln")).unwrap_err();
             assert!(matches!(err, TokenError::Malformed(_)), "{err}");
@@ -448,13 +525,30 @@ mod tests {
         assert!(
             matches!(decode(&with(json!({"alg": "none"}))), Err(TokenError::UnsupportedAlgorithm(a)) if a == "none")
         );
-        for alg in ["HS256", "HS384", "HS512", "PS256", "PS512", "EdDSA", "ES512", "rs256"] {
-            assert!(matches!(decode(&with(json!({ "alg": alg }))), Err(TokenError::UnsupportedAlgorithm(_))));
+        for alg in [
+            "HS256", "HS384", "HS512", "PS256", "PS512", "EdDSA", "ES512", "rs256",
+        ] {
+            assert!(matches!(
+                decode(&with(json!({ "alg": alg }))),
+                Err(TokenError::UnsupportedAlgorithm(_))
+            ));
         }
-        assert!(matches!(decode(&with(json!({"alg": 1}))), Err(TokenError::Malformed(_))));
-        assert!(matches!(decode(&with(json!({}))), Err(TokenError::Malformed(_))));
-        assert!(matches!(decode(&with(json!({"alg": "RS256", "crit": ["exp"]}))), Err(TokenError::CriticalHeader)));
-        assert!(matches!(decode(&with(json!({"alg": "RS256", "kid": 7}))), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            decode(&with(json!({"alg": 1}))),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(&with(json!({}))),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(&with(json!({"alg": "RS256", "crit": ["exp"]}))),
+            Err(TokenError::CriticalHeader)
+        ));
+        assert!(matches!(
+            decode(&with(json!({"alg": "RS256", "kid": 7}))),
+            Err(TokenError::Malformed(_))
+        ));
         let token = with(json!({"alg": "ES384", "kid": "k"}));
         let d = decode(&token).unwrap();
         assert_eq!(d.alg, Alg::Es384);
@@ -570,8 +664,14 @@ mod tests {
         let cases: [(&[&str], &str); 7] = [
             (&["kubernetes.io"], "kubernetes.io"),
             (&["kubernetes.io", "namespace"], "kubernetes.io.namespace"),
-            (&["kubernetes.io", "serviceaccount"], "kubernetes.io.serviceaccount.name"),
-            (&["kubernetes.io", "serviceaccount", "name"], "kubernetes.io.serviceaccount.name"),
+            (
+                &["kubernetes.io", "serviceaccount"],
+                "kubernetes.io.serviceaccount.name",
+            ),
+            (
+                &["kubernetes.io", "serviceaccount", "name"],
+                "kubernetes.io.serviceaccount.name",
+            ),
             (&["kubernetes.io", "pod"], "kubernetes.io.pod.name"),
             (&["kubernetes.io", "pod", "name"], "kubernetes.io.pod.name"),
             (&["kubernetes.io", "pod", "uid"], "kubernetes.io.pod.uid"),
@@ -584,7 +684,11 @@ mod tests {
                 obj = &mut obj[*p];
             }
             obj.as_object_mut().unwrap().remove(*last);
-            assert_eq!(check(&c, 0).err(), Some(TokenError::MissingClaim(want)), "{path:?}");
+            assert_eq!(
+                check(&c, 0).err(),
+                Some(TokenError::MissingClaim(want)),
+                "{path:?}"
+            );
             // An empty string counts as missing, null too.
             if !parents.is_empty() {
                 obj_set(&mut c, path, json!(""));
@@ -621,7 +725,11 @@ mod tests {
         ] {
             let mut c = good_claims(0);
             c["sub"] = json!(sub);
-            assert_eq!(check(&c, 0).err(), Some(TokenError::InconsistentSubject), "{sub}");
+            assert_eq!(
+                check(&c, 0).err(),
+                Some(TokenError::InconsistentSubject),
+                "{sub}"
+            );
         }
         let mut c = good_claims(0);
         c.as_object_mut().unwrap().remove("sub");
@@ -643,7 +751,10 @@ mod tests {
         ] {
             let mut c = good_claims(0);
             obj_set(&mut c, path, v);
-            assert!(matches!(check(&c, 0), Err(TokenError::Malformed(_))), "{path:?}");
+            assert!(
+                matches!(check(&c, 0), Err(TokenError::Malformed(_))),
+                "{path:?}"
+            );
         }
     }
 }

@@ -10,7 +10,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use podid_token::dev::{encode_segment, DevAlgorithm, ProjectedToken, SigningKey};
 use podid_token::{
-    verify_token, ClusterTrust, JwksFetcher, KeySet, PodIdentity, TokenError, TokenVerifier, MAX_TOKEN_BYTES,
+    verify_token, ClusterTrust, JwksFetcher, KeySet, PodIdentity, TokenError, TokenVerifier,
+    MAX_TOKEN_BYTES,
 };
 use serde_json::{json, Value};
 
@@ -74,7 +75,10 @@ fn hs256(secret: &[u8], header: &Value, claims: &Value) -> String {
 }
 
 fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>();
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>();
     STANDARD.decode(body).unwrap()
 }
 
@@ -82,7 +86,11 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 #[test]
 fn valid_tokens_of_each_algorithm_verify() {
-    for alg in [DevAlgorithm::Rs256, DevAlgorithm::Es256, DevAlgorithm::Es384] {
+    for alg in [
+        DevAlgorithm::Rs256,
+        DevAlgorithm::Es256,
+        DevAlgorithm::Es384,
+    ] {
         let key = SigningKey::generate(alg, &format!("kid-{}", alg.as_str())).unwrap();
         let token = token_facts().sign(&key);
         let id = check(&key, &token).unwrap();
@@ -109,7 +117,9 @@ fn valid_tokens_of_each_algorithm_verify() {
 #[test]
 fn token_without_kid_uses_the_only_fitting_key() {
     let key = rsa_key("only");
-    let token = key.sign_with_header(&json!({"alg": "RS256"}), &token_facts().claims()).unwrap();
+    let token = key
+        .sign_with_header(&json!({"alg": "RS256"}), &token_facts().claims())
+        .unwrap();
     assert!(check(&key, &token).is_ok());
 
     // Two RSA keys: a kid-less token is ambiguous.
@@ -144,7 +154,14 @@ fn empty_token() {
 #[test]
 fn not_a_jwt() {
     let key = rsa_key("k");
-    for bad in ["hello", "a.b", "a.b.c.d", "....", "Bearer x.y.z", "{\"alg\":\"RS256\"}"] {
+    for bad in [
+        "hello",
+        "a.b",
+        "a.b.c.d",
+        "....",
+        "Bearer x.y.z",
+        "{\"alg\":\"RS256\"}",
+    ] {
         let err = check(&key, bad).unwrap_err();
         assert!(matches!(err, TokenError::Malformed(_)), "{bad}: {err}");
     }
@@ -159,7 +176,10 @@ fn oversized_tokens_are_refused_before_decoding() {
     assert_eq!(check(&key, &just_over).err(), Some(TokenError::TooLarge));
     // At the limit it is decoded (and found malformed, not too large).
     let at_limit = "A".repeat(MAX_TOKEN_BYTES);
-    assert!(matches!(check(&key, &at_limit), Err(TokenError::Malformed(_))));
+    assert!(matches!(
+        check(&key, &at_limit),
+        Err(TokenError::Malformed(_))
+    ));
     // A real token padded with claims to over 16 KiB.
     let token = signed_with(&key, |c| c["pad"] = json!("x".repeat(20_000)));
     assert_eq!(check(&key, &token).err(), Some(TokenError::TooLarge));
@@ -177,13 +197,19 @@ fn broken_base64_in_each_segment() {
             p[i].insert_str(mid, breakage);
             let bad = p.join(".");
             let err = check(&key, &bad).unwrap_err();
-            assert!(matches!(err, TokenError::Malformed(_)), "segment {i}: {err}");
+            assert!(
+                matches!(err, TokenError::Malformed(_)),
+                "segment {i}: {err}"
+            );
         }
         // Standard (not url-safe) alphabet.
         let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
         p[i] = p[i].replace('-', "+").replace('_', "/") + "+/";
         let err = check(&key, &p.join(".")).unwrap_err();
-        assert!(matches!(err, TokenError::Malformed(_) | TokenError::BadSignature), "segment {i}: {err}");
+        assert!(
+            matches!(err, TokenError::Malformed(_) | TokenError::BadSignature),
+            "segment {i}: {err}"
+        );
     }
 }
 
@@ -193,16 +219,29 @@ fn header_or_payload_not_a_json_object() {
     let header = json!({"alg": "RS256", "kid": "k"});
     for payload in [json!([1, 2]), json!("a string"), json!(42), json!(null)] {
         let token = key.sign_with_header(&header, &payload).unwrap();
-        assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))), "{payload}");
+        assert!(
+            matches!(check(&key, &token), Err(TokenError::Malformed(_))),
+            "{payload}"
+        );
     }
     for bad_header in [json!(["RS256"]), json!("RS256")] {
-        let token = key.sign_with_header(&bad_header, &token_facts().claims()).unwrap();
+        let token = key
+            .sign_with_header(&bad_header, &token_facts().claims())
+            .unwrap();
         assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))));
     }
     // Not JSON at all.
-    let token = format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode("{\"alg\":\"RS256\""), URL_SAFE_NO_PAD.encode("{}"));
+    let token = format!(
+        "{}.{}.c2ln",
+        URL_SAFE_NO_PAD.encode("{\"alg\":\"RS256\""),
+        URL_SAFE_NO_PAD.encode("{}")
+    );
     assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))));
-    let token = format!("{}.{}.c2ln", encode_segment(&header), URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x00]));
+    let token = format!(
+        "{}.{}.c2ln",
+        encode_segment(&header),
+        URL_SAFE_NO_PAD.encode([0xff, 0xfe, 0x00])
+    );
     assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))));
 }
 
@@ -238,11 +277,21 @@ fn error_messages_never_contain_the_token() {
 fn alg_none_unsigned_token() {
     let key = rsa_key("k");
     let claims = token_facts().claims();
-    for header in [json!({"alg": "none"}), json!({"alg": "none", "kid": "k"}), json!({"alg": "None"})] {
+    for header in [
+        json!({"alg": "none"}),
+        json!({"alg": "none", "kid": "k"}),
+        json!({"alg": "None"}),
+    ] {
         let unsigned = format!("{}.{}.", encode_segment(&header), encode_segment(&claims));
-        assert!(matches!(check(&key, &unsigned), Err(TokenError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            check(&key, &unsigned),
+            Err(TokenError::UnsupportedAlgorithm(_))
+        ));
         let with_junk_sig = format!("{unsigned}c2ln");
-        assert!(matches!(check(&key, &with_junk_sig), Err(TokenError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            check(&key, &with_junk_sig),
+            Err(TokenError::UnsupportedAlgorithm(_))
+        ));
     }
 }
 
@@ -264,29 +313,57 @@ fn hs256_signed_with_the_public_key_is_refused() {
     for secret in secrets {
         for header in [header.clone(), json!({"alg": "HS256"})] {
             let token = hs256(&secret, &header, &claims);
-            assert_eq!(check(&key, &token).err(), Some(TokenError::UnsupportedAlgorithm("HS256".into())));
+            assert_eq!(
+                check(&key, &token).err(),
+                Some(TokenError::UnsupportedAlgorithm("HS256".into()))
+            );
         }
     }
     for alg in ["HS384", "HS512"] {
-        let token = hs256(public_pem.as_bytes(), &json!({"alg": alg, "kid": "k"}), &claims);
-        assert!(matches!(check(&key, &token), Err(TokenError::UnsupportedAlgorithm(_))));
+        let token = hs256(
+            public_pem.as_bytes(),
+            &json!({"alg": alg, "kid": "k"}),
+            &claims,
+        );
+        assert!(matches!(
+            check(&key, &token),
+            Err(TokenError::UnsupportedAlgorithm(_))
+        ));
     }
 }
 
 #[test]
 fn ps256_and_eddsa_are_refused() {
     let key = rsa_key("k");
-    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der(&key.to_pkcs8_pem().unwrap())).unwrap();
-    let header = json!({"alg": "PS256", "kid": "k"});
-    let input = format!("{}.{}", encode_segment(&header), encode_segment(&token_facts().claims()));
-    let mut sig = vec![0u8; pair.public_modulus_len()];
-    pair.sign(&aws_lc_rs::signature::RSA_PSS_SHA256, &aws_lc_rs::rand::SystemRandom::new(), input.as_bytes(), &mut sig)
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der(&key.to_pkcs8_pem().unwrap()))
         .unwrap();
+    let header = json!({"alg": "PS256", "kid": "k"});
+    let input = format!(
+        "{}.{}",
+        encode_segment(&header),
+        encode_segment(&token_facts().claims())
+    );
+    let mut sig = vec![0u8; pair.public_modulus_len()];
+    pair.sign(
+        &aws_lc_rs::signature::RSA_PSS_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::UnsupportedAlgorithm("PS256".into())));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::UnsupportedAlgorithm("PS256".into()))
+    );
     for alg in ["PS384", "PS512", "EdDSA", "ES512", "ES256K", "RSA-OAEP"] {
-        let token = key.sign_with_header(&json!({"alg": alg, "kid": "k"}), &token_facts().claims()).unwrap();
-        assert_eq!(check(&key, &token).err(), Some(TokenError::UnsupportedAlgorithm(alg.into())));
+        let token = key
+            .sign_with_header(&json!({"alg": alg, "kid": "k"}), &token_facts().claims())
+            .unwrap();
+        assert_eq!(
+            check(&key, &token).err(),
+            Some(TokenError::UnsupportedAlgorithm(alg.into()))
+        );
     }
 }
 
@@ -295,7 +372,10 @@ fn crit_header_is_refused() {
     let key = rsa_key("k");
     for crit in [json!(["exp"]), json!([]), json!("b64"), json!(null)] {
         let token = key
-            .sign_with_header(&json!({"alg": "RS256", "kid": "k", "crit": crit, "b64": false}), &token_facts().claims())
+            .sign_with_header(
+                &json!({"alg": "RS256", "kid": "k", "crit": crit, "b64": false}),
+                &token_facts().claims(),
+            )
             .unwrap();
         assert_eq!(check(&key, &token).err(), Some(TokenError::CriticalHeader));
     }
@@ -324,7 +404,10 @@ fn algorithm_must_fit_the_key() {
     for (signer, header) in cases {
         let token = signer.sign_with_header(&header, &claims).unwrap();
         let err = verify_token(&token, &trust, &keys, NOW).unwrap_err();
-        assert!(matches!(err, TokenError::KeyAlgorithmMismatch { .. }), "{header}: {err}");
+        assert!(
+            matches!(err, TokenError::KeyAlgorithmMismatch { .. }),
+            "{header}: {err}"
+        );
     }
     // The JWK's own alg, when absent, does not restrict RS384 (but the
     // signature made with SHA-256 then fails).
@@ -332,8 +415,13 @@ fn algorithm_must_fit_the_key() {
     bare.as_object_mut().unwrap().remove("alg");
     let jwks = json!({ "keys": [bare] });
     let keys = KeySet::from_jwks(&jwks).unwrap();
-    let token = rsa.sign_with_header(&json!({"alg": "RS384", "kid": "rsa"}), &claims).unwrap();
-    assert_eq!(verify_token(&token, &trust_for(jwks), &keys, NOW).err(), Some(TokenError::BadSignature));
+    let token = rsa
+        .sign_with_header(&json!({"alg": "RS384", "kid": "rsa"}), &claims)
+        .unwrap();
+    assert_eq!(
+        verify_token(&token, &trust_for(jwks), &keys, NOW).err(),
+        Some(TokenError::BadSignature)
+    );
 }
 
 // ------------------------------------------------------------ key rejections
@@ -342,7 +430,12 @@ fn algorithm_must_fit_the_key() {
 fn unknown_kid_without_jwks_uri() {
     let key = rsa_key("k");
     let token = rsa_key("rotated").sign(&token_facts().claims());
-    assert_eq!(check(&key, &token).err(), Some(TokenError::UnknownKey { kid: Some("rotated".into()) }));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::UnknownKey {
+            kid: Some("rotated".into())
+        })
+    );
 }
 
 #[test]
@@ -354,13 +447,19 @@ fn token_of_another_cluster_is_refused() {
     assert_eq!(check(&b, &token_a).err(), Some(TokenError::BadSignature));
     // Different kids: the key is unknown.
     let b2 = SigningKey::generate(DevAlgorithm::Es256, "b-key").unwrap();
-    assert!(matches!(check(&b2, &token_a), Err(TokenError::UnknownKey { .. })));
+    assert!(matches!(
+        check(&b2, &token_a),
+        Err(TokenError::UnknownKey { .. })
+    ));
     // Even with cluster B's issuer in the claims, A's key cannot pass.
     let token = signed_with(&a, |c| c["iss"] = json!("https://cluster-b.example"));
     let keys = KeySet::from_jwks(&b.jwks()).unwrap();
     let mut trust_b = trust_for(b.jwks());
     trust_b.issuer = "https://cluster-b.example".into();
-    assert_eq!(verify_token(&token, &trust_b, &keys, NOW).err(), Some(TokenError::BadSignature));
+    assert_eq!(
+        verify_token(&token, &trust_b, &keys, NOW).err(),
+        Some(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -368,12 +467,19 @@ fn tampered_payload_fails_the_signature() {
     let key = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
     let token = token_facts().sign(&key);
     let parts: Vec<&str> = token.split('.').collect();
-    let forged = signed_with(&rsa_key("x"), |c| c["kubernetes.io"]["namespace"] = json!("kube-system"));
+    let forged = signed_with(&rsa_key("x"), |c| {
+        c["kubernetes.io"]["namespace"] = json!("kube-system")
+    });
     let forged_payload = forged.split('.').nth(1).unwrap();
     let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
     assert_eq!(check(&key, &tampered).err(), Some(TokenError::BadSignature));
     // An ES256 signature of the wrong length.
-    let short = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode([1u8; 10]));
+    let short = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        URL_SAFE_NO_PAD.encode([1u8; 10])
+    );
     assert_eq!(check(&key, &short).err(), Some(TokenError::BadSignature));
 }
 
@@ -382,7 +488,10 @@ fn unusable_key_set_is_a_key_set_error() {
     let key = rsa_key("k");
     let mut enc = key.jwk();
     enc["use"] = json!("enc");
-    assert!(matches!(KeySet::from_jwks(&json!({ "keys": [enc] })), Err(TokenError::KeySet(_))));
+    assert!(matches!(
+        KeySet::from_jwks(&json!({ "keys": [enc] })),
+        Err(TokenError::KeySet(_))
+    ));
     assert!(matches!(
         KeySet::from_jwks(&json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})),
         Err(TokenError::KeySet(_))
@@ -394,14 +503,24 @@ fn unusable_key_set_is_a_key_set_error() {
 #[test]
 fn wrong_issuer() {
     let key = rsa_key("k");
-    for iss in
-        ["https://oidc.cluster-b.example", "https://oidc.cluster-a.example/", "HTTPS://oidc.cluster-a.example", ""]
-    {
+    for iss in [
+        "https://oidc.cluster-b.example",
+        "https://oidc.cluster-a.example/",
+        "HTTPS://oidc.cluster-a.example",
+        "",
+    ] {
         let token = signed_with(&key, |c| c["iss"] = json!(iss));
-        assert_eq!(check(&key, &token).err(), Some(TokenError::WrongIssuer), "{iss}");
+        assert_eq!(
+            check(&key, &token).err(),
+            Some(TokenError::WrongIssuer),
+            "{iss}"
+        );
     }
     let token = signed_with(&key, |c| remove_path(c, &["iss"]));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::MissingClaim("iss")));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::MissingClaim("iss"))
+    );
 }
 
 #[test]
@@ -414,14 +533,21 @@ fn wrong_audience_string_and_array() {
         json!([]),
     ] {
         let token = signed_with(&key, |c| c["aud"] = aud.clone());
-        assert_eq!(check(&key, &token).err(), Some(TokenError::WrongAudience), "{aud}");
+        assert_eq!(
+            check(&key, &token).err(),
+            Some(TokenError::WrongAudience),
+            "{aud}"
+        );
     }
     for aud in [json!(AUDIENCE), json!(["x", AUDIENCE])] {
         let token = signed_with(&key, |c| c["aud"] = aud.clone());
         assert!(check(&key, &token).is_ok(), "{aud}");
     }
     let token = signed_with(&key, |c| remove_path(c, &["aud"]));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::MissingClaim("aud")));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::MissingClaim("aud"))
+    );
     let token = signed_with(&key, |c| c["aud"] = json!(7));
     assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))));
 }
@@ -438,7 +564,10 @@ fn expired_and_leeway() {
     assert_eq!(err, TokenError::Expired);
     assert!(err.is_expired());
     let token = signed_with(&key, |c| remove_path(c, &["exp"]));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::MissingClaim("exp")));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::MissingClaim("exp"))
+    );
 }
 
 #[test]
@@ -473,16 +602,26 @@ fn each_kubernetes_claim_is_required() {
     let cases: [(&[&str], &str); 5] = [
         (&["kubernetes.io"], "kubernetes.io"),
         (&["kubernetes.io", "namespace"], "kubernetes.io.namespace"),
-        (&["kubernetes.io", "serviceaccount", "name"], "kubernetes.io.serviceaccount.name"),
+        (
+            &["kubernetes.io", "serviceaccount", "name"],
+            "kubernetes.io.serviceaccount.name",
+        ),
         (&["kubernetes.io", "pod", "name"], "kubernetes.io.pod.name"),
         (&["kubernetes.io", "pod", "uid"], "kubernetes.io.pod.uid"),
     ];
     for (path, name) in cases {
         let token = signed_with(&key, |c| remove_path(c, path));
-        assert_eq!(check(&key, &token).err(), Some(TokenError::MissingClaim(name)), "{path:?}");
+        assert_eq!(
+            check(&key, &token).err(),
+            Some(TokenError::MissingClaim(name)),
+            "{path:?}"
+        );
     }
     let token = signed_with(&key, |c| remove_path(c, &["sub"]));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::MissingClaim("sub")));
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::MissingClaim("sub"))
+    );
     // Optional ones may go.
     let token = signed_with(&key, |c| {
         remove_path(c, &["kubernetes.io", "node"]);
@@ -490,13 +629,24 @@ fn each_kubernetes_claim_is_required() {
         remove_path(c, &["jti"]);
     });
     let id = check(&key, &token).unwrap();
-    assert_eq!((id.node_name, id.service_account_uid, id.jti), (None, None, None));
+    assert_eq!(
+        (id.node_name, id.service_account_uid, id.jti),
+        (None, None, None)
+    );
 }
 
 #[test]
 fn wrong_claim_types_never_panic() {
     let key = rsa_key("k");
-    let odd = [json!(null), json!(1), json!(1.5), json!(true), json!([]), json!({}), json!("s")];
+    let odd = [
+        json!(null),
+        json!(1),
+        json!(1.5),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!("s"),
+    ];
     let paths: [&[&str]; 10] = [
         &["iss"],
         &["sub"],
@@ -534,10 +684,19 @@ fn subject_inconsistent_with_claims() {
         "boto3",
     ] {
         let token = signed_with(&key, |c| c["sub"] = json!(sub));
-        assert_eq!(check(&key, &token).err(), Some(TokenError::InconsistentSubject), "{sub}");
+        assert_eq!(
+            check(&key, &token).err(),
+            Some(TokenError::InconsistentSubject),
+            "{sub}"
+        );
     }
-    let token = signed_with(&key, |c| c["kubernetes.io"]["namespace"] = json!("kube-system"));
-    assert_eq!(check(&key, &token).err(), Some(TokenError::InconsistentSubject));
+    let token = signed_with(&key, |c| {
+        c["kubernetes.io"]["namespace"] = json!("kube-system")
+    });
+    assert_eq!(
+        check(&key, &token).err(),
+        Some(TokenError::InconsistentSubject)
+    );
 }
 
 // ------------------------------------------------------------ the verifier
@@ -565,7 +724,11 @@ impl JwksFetcher for FakeFetcher {
     async fn fetch_jwks(&self, uri: &str) -> Result<Value, String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.uris.lock().unwrap().push(uri.to_string());
-        self.doc.lock().unwrap().clone().ok_or_else(|| "connection refused".to_string())
+        self.doc
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| "connection refused".to_string())
     }
 }
 
@@ -604,12 +767,25 @@ async fn verifier_accepts_and_caches() {
     assert_eq!(fetcher.calls(), 0);
     // Errors are not cached and carry through.
     let bad = signed_with(&key, |c| c["aud"] = json!("other"));
-    assert_eq!(v.verify(&trust, &bad).await.err(), Some(TokenError::WrongAudience));
-    assert_eq!(v.verify(&trust, &bad).await.err(), Some(TokenError::WrongAudience));
+    assert_eq!(
+        v.verify(&trust, &bad).await.err(),
+        Some(TokenError::WrongAudience)
+    );
+    assert_eq!(
+        v.verify(&trust, &bad).await.err(),
+        Some(TokenError::WrongAudience)
+    );
     assert_eq!(v.stats().token_cache_misses, 3);
-    assert_eq!(v.stats().key_sets_parsed, 1, "key set parsed once per version");
+    assert_eq!(
+        v.stats().key_sets_parsed,
+        1,
+        "key set parsed once per version"
+    );
     assert_eq!(v.verify(&trust, "").await.err(), Some(TokenError::Empty));
-    assert_eq!(v.verify(&trust, &"a".repeat(64 * 1024)).await.err(), Some(TokenError::TooLarge));
+    assert_eq!(
+        v.verify(&trust, &"a".repeat(64 * 1024)).await.err(),
+        Some(TokenError::TooLarge)
+    );
 }
 
 #[tokio::test]
@@ -629,7 +805,10 @@ async fn cached_token_is_not_served_past_expiry() {
     assert_eq!(v.stats().token_cache_hits, 1);
     // Past exp + leeway: expired.
     clock.advance(31);
-    assert_eq!(v.verify(&trust, &token).await.err(), Some(TokenError::Expired));
+    assert_eq!(
+        v.verify(&trust, &token).await.err(),
+        Some(TokenError::Expired)
+    );
     assert_eq!(v.stats().token_cache_hits, 1);
 }
 
@@ -646,7 +825,12 @@ async fn changed_cluster_version_invalidates() {
     // The cluster's keys were replaced: the cached token must not be served.
     trust.jwks = new_key.jwks();
     trust.version = 2;
-    assert_eq!(v.verify(&trust, &token).await.err(), Some(TokenError::UnknownKey { kid: Some("old".into()) }));
+    assert_eq!(
+        v.verify(&trust, &token).await.err(),
+        Some(TokenError::UnknownKey {
+            kid: Some("old".into())
+        })
+    );
     assert_eq!(v.stats().token_cache_hits, 1);
     assert_eq!(v.stats().key_sets_parsed, 2);
     let token = token_facts().sign(&new_key);
@@ -654,7 +838,10 @@ async fn changed_cluster_version_invalidates() {
     // Same name, changed audience at the same version: no stale hit either.
     let mut other_aud = trust.clone();
     other_aud.audience = "other".into();
-    assert_eq!(v.verify(&other_aud, &token).await.err(), Some(TokenError::WrongAudience));
+    assert_eq!(
+        v.verify(&other_aud, &token).await.err(),
+        Some(TokenError::WrongAudience)
+    );
 }
 
 #[tokio::test]
@@ -698,7 +885,9 @@ async fn unknown_kid_without_jwks_uri_does_not_fetch() {
     let token = rsa_key("rotated").sign(&token_facts().claims());
     assert_eq!(
         v.verify(&trust_for(key.jwks()), &token).await.err(),
-        Some(TokenError::UnknownKey { kid: Some("rotated".into()) })
+        Some(TokenError::UnknownKey {
+            kid: Some("rotated".into())
+        })
     );
     assert_eq!(fetcher.calls(), 0);
     assert_eq!(v.stats().jwks_refreshes, 0);
@@ -721,7 +910,10 @@ async fn key_rotation_is_fetched_and_rate_limited() {
     let id = v.verify(&trust, &token_facts().sign(&new)).await.unwrap();
     assert_eq!(id.service_account, "boto3");
     assert_eq!(fetcher.calls(), 1);
-    assert_eq!(fetcher.uris.lock().unwrap().as_slice(), ["https://oidc.cluster-a.example/openid/v1/jwks"]);
+    assert_eq!(
+        fetcher.uris.lock().unwrap().as_slice(),
+        ["https://oidc.cluster-a.example/openid/v1/jwks"]
+    );
     // The fetched set is kept: another new-key token needs no fetch.
     let other = signed_with(&new, |c| c["jti"] = json!("other"));
     v.verify(&trust, &other).await.unwrap();
@@ -731,7 +923,12 @@ async fn key_rotation_is_fetched_and_rate_limited() {
     clock.advance(30);
     let stranger = rsa_key("stranger");
     let token = token_facts().sign(&stranger);
-    assert_eq!(v.verify(&trust, &token).await.err(), Some(TokenError::UnknownKey { kid: Some("stranger".into()) }));
+    assert_eq!(
+        v.verify(&trust, &token).await.err(),
+        Some(TokenError::UnknownKey {
+            kid: Some("stranger".into())
+        })
+    );
     assert_eq!(fetcher.calls(), 1);
     clock.advance(29);
     assert!(v.verify(&trust, &token).await.is_err());
@@ -747,7 +944,10 @@ async fn key_rotation_is_fetched_and_rate_limited() {
     assert_eq!(v.stats().jwks_refreshes, 2);
     // The old key was dropped by the fetched set.
     let old_token = signed_with(&old, |c| c["jti"] = json!("after-rotation"));
-    assert!(matches!(v.verify(&trust, &old_token).await, Err(TokenError::UnknownKey { .. })));
+    assert!(matches!(
+        v.verify(&trust, &old_token).await,
+        Err(TokenError::UnknownKey { .. })
+    ));
 }
 
 #[tokio::test]
@@ -776,12 +976,18 @@ async fn fetch_failure_is_a_key_set_error() {
     trust.jwks_uri = Some("https://x/jwks".into());
     let token = rsa_key("new").sign(&token_facts().claims());
     let err = v.verify(&trust, &token).await.unwrap_err();
-    assert!(matches!(&err, TokenError::KeySet(m) if m.contains("connection refused")), "{err}");
+    assert!(
+        matches!(&err, TokenError::KeySet(m) if m.contains("connection refused")),
+        "{err}"
+    );
     assert_eq!(v.stats().jwks_refresh_failures, 1);
     // A useless document is a failure too.
     clock.advance(61);
     *fetcher.doc.lock().unwrap() = Some(json!({"keys": []}));
-    assert!(matches!(v.verify(&trust, &token).await, Err(TokenError::KeySet(_))));
+    assert!(matches!(
+        v.verify(&trust, &token).await,
+        Err(TokenError::KeySet(_))
+    ));
     assert_eq!(v.stats().jwks_refresh_failures, 2);
     // The stored keys still work.
     assert!(v.verify(&trust, &token_facts().sign(&key)).await.is_ok());
@@ -802,7 +1008,10 @@ async fn cluster_with_only_a_jwks_uri_fetches_on_first_use() {
     // Without a jwks_uri an unusable stored set is an error, no fetch.
     let mut inline = trust_for(Value::Null);
     inline.name = "inline".into();
-    assert!(matches!(v.verify(&inline, &token).await, Err(TokenError::KeySet(_))));
+    assert!(matches!(
+        v.verify(&inline, &token).await,
+        Err(TokenError::KeySet(_))
+    ));
     assert_eq!(fetcher.calls(), 1);
 }
 
@@ -811,7 +1020,9 @@ async fn verifier_is_shared_across_tasks() {
     let key = rsa_key("k");
     let (v, _clock) = verifier(Arc::new(FakeFetcher::default()), 1000);
     let trust = trust_for(key.jwks());
-    let tokens: Vec<String> = (0..8).map(|i| signed_with(&key, |c| c["jti"] = json!(format!("jti-{i}")))).collect();
+    let tokens: Vec<String> = (0..8)
+        .map(|i| signed_with(&key, |c| c["jti"] = json!(format!("jti-{i}"))))
+        .collect();
     let mut handles = Vec::new();
     for round in 0..4 {
         for t in &tokens {
@@ -858,7 +1069,8 @@ fn random_inputs_never_panic() {
     let keys = KeySet::from_jwks(&jwks).unwrap();
     let trust = trust_for(jwks);
     let valid = [token_facts().sign(&key), token_facts().sign(&ec)];
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}\":,[]\n\0";
+    let alphabet =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ {}\":,[]\n\0";
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
     // Random byte strings, and random strings over the JWT alphabet.
@@ -867,7 +1079,9 @@ fn random_inputs_never_panic() {
         let bytes: Vec<u8> = if i % 2 == 0 {
             (0..len).map(|_| rng.next() as u8).collect()
         } else {
-            (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect()
+            (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect()
         };
         let s = String::from_utf8_lossy(&bytes);
         assert!(verify_token(&s, &trust, &keys, NOW).is_err());
@@ -877,7 +1091,9 @@ fn random_inputs_never_panic() {
     for _ in 0..500 {
         let seg = |rng: &mut Rng| {
             let len = rng.below(80);
-            let raw: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+            let raw: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
             URL_SAFE_NO_PAD.encode(raw)
         };
         let t = format!("{}.{}.{}", seg(&mut rng), seg(&mut rng), seg(&mut rng));
@@ -913,7 +1129,10 @@ fn random_inputs_never_panic() {
         if let Ok(id) = verify_token(&s, &trust, &keys, NOW) {
             // Only a no-op mutation (or a splice that rebuilt the other
             // valid token, or added surrounding whitespace) passes.
-            assert!(valid.iter().any(|v| v == s.trim()), "mutated token verified");
+            assert!(
+                valid.iter().any(|v| v == s.trim()),
+                "mutated token verified"
+            );
             assert_eq!(id.namespace, "default");
         }
     }

@@ -100,14 +100,18 @@ fn bench_mutate(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("webhook_mutate");
     group.throughput(criterion::Throughput::Elements(1));
-    group.bench_function("realistic_pod", |b| b.iter(|| mutate(black_box(&pod), true, seed, &settings)));
+    group.bench_function("realistic_pod", |b| {
+        b.iter(|| mutate(black_box(&pod), true, seed, &settings))
+    });
     group.bench_function("realistic_pod_with_patch_json", |b| {
         b.iter(|| {
             let mutation = mutate(black_box(&pod), true, seed, &settings);
             serde_json::to_vec(&mutation.patch).expect("JSON")
         })
     });
-    group.bench_function("no_association", |b| b.iter(|| mutate(black_box(&pod), false, seed, &settings)));
+    group.bench_function("no_association", |b| {
+        b.iter(|| mutate(black_box(&pod), false, seed, &settings))
+    });
     group.bench_function("pod_clone", |b| b.iter(|| black_box(&pod).clone()));
     group.finish();
 }

@@ -27,7 +27,11 @@ pub trait AssociationLookup: Send + Sync {
     /// `Ok(true)` when (cluster, `namespace`, `service_account`) has an
     /// association; `Err(WebhookError::Unreachable)` when the server cannot
     /// be reached, `Err(WebhookError::Server)` when it answers with an error.
-    async fn has_association(&self, namespace: &str, service_account: &str) -> Result<bool, WebhookError>;
+    async fn has_association(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<bool, WebhookError>;
 
     /// Where the answers come from, for messages.
     fn describe(&self) -> String;
@@ -69,23 +73,48 @@ impl HttpLookup {
             .timeout(timeout)
             .build()
             .map_err(|e| WebhookError::Config(e.to_string()))?;
-        Ok(HttpLookup { client, cluster: cluster.to_owned() })
+        Ok(HttpLookup {
+            client,
+            cluster: cluster.to_owned(),
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl AssociationLookup for HttpLookup {
-    async fn has_association(&self, namespace: &str, service_account: &str) -> Result<bool, WebhookError> {
-        let path = format!("/clusters/{}/pod-identity-associations", segment(&self.cluster));
+    async fn has_association(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<bool, WebhookError> {
+        let path = format!(
+            "/clusters/{}/pod-identity-associations",
+            segment(&self.cluster)
+        );
         let query = [
             ("namespace", namespace.to_owned()),
             ("serviceAccount", service_account.to_owned()),
             ("maxResults", "1".to_owned()),
         ];
-        match self.client.call::<ListResponse>(reqwest::Method::GET, &path, &query, None).await {
+        match self
+            .client
+            .call::<ListResponse>(reqwest::Method::GET, &path, &query, None)
+            .await
+        {
             Ok(list) => Ok(!list.associations.is_empty()),
-            Err(ClientError::Api { status, code, message, .. }) => Err(WebhookError::Server { status, code, message }),
-            Err(ClientError::Transport { endpoint, reason }) => Err(WebhookError::Unreachable { endpoint, reason }),
+            Err(ClientError::Api {
+                status,
+                code,
+                message,
+                ..
+            }) => Err(WebhookError::Server {
+                status,
+                code,
+                message,
+            }),
+            Err(ClientError::Transport { endpoint, reason }) => {
+                Err(WebhookError::Unreachable { endpoint, reason })
+            }
             Err(ClientError::Decode(e)) => Err(WebhookError::Server {
                 status: 200,
                 code: "UnexpectedAnswer".into(),
@@ -113,7 +142,11 @@ impl AssociationCache {
     /// A cache keeping positives for `ttl` (zero disables it), at most
     /// `capacity` service accounts.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        AssociationCache { ttl, capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+        AssociationCache {
+            ttl,
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether a positive answer for (`namespace`, `service_account`) is still fresh at `now`.
@@ -192,10 +225,28 @@ mod tests {
 
     #[test]
     fn endpoints_are_checked() {
-        assert!(HttpLookup::new("not a url", "c", "us-east-1", None, Duration::from_secs(1)).is_err());
-        assert!(HttpLookup::new("ftp://x", "c", "us-east-1", None, Duration::from_secs(1)).is_err());
-        assert!(HttpLookup::new("http://127.0.0.1:1", "", "us-east-1", None, Duration::from_secs(1)).is_err());
-        assert!(HttpLookup::new("http://127.0.0.1:1", "c", "us-east-1", None, Duration::from_secs(1)).is_ok());
+        assert!(
+            HttpLookup::new("not a url", "c", "us-east-1", None, Duration::from_secs(1)).is_err()
+        );
+        assert!(
+            HttpLookup::new("ftp://x", "c", "us-east-1", None, Duration::from_secs(1)).is_err()
+        );
+        assert!(HttpLookup::new(
+            "http://127.0.0.1:1",
+            "",
+            "us-east-1",
+            None,
+            Duration::from_secs(1)
+        )
+        .is_err());
+        assert!(HttpLookup::new(
+            "http://127.0.0.1:1",
+            "c",
+            "us-east-1",
+            None,
+            Duration::from_secs(1)
+        )
+        .is_ok());
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
     }
 }

@@ -101,13 +101,21 @@ impl Metrics {
             certificate_reloads: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("admissions", "Admission reviews answered, by result", m.admissions.clone());
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by result",
+            m.admissions.clone(),
+        );
         registry.register(
             "admission_duration_seconds",
             "Time to answer one admission review",
             m.admission_latency.clone(),
         );
-        registry.register("association_lookups", "Association lookups, by result", m.lookups.clone());
+        registry.register(
+            "association_lookups",
+            "Association lookups, by result",
+            m.lookups.clone(),
+        );
         registry.register(
             "association_lookup_duration_seconds",
             "Time of one association lookup at podid's server",
@@ -128,13 +136,21 @@ impl Metrics {
 
     /// Counts one admission.
     pub fn admission(&self, result: AdmissionResult, seconds: f64) {
-        self.admissions.get_or_create(&ResultLabels { result: result.as_str().to_owned() }).inc();
+        self.admissions
+            .get_or_create(&ResultLabels {
+                result: result.as_str().to_owned(),
+            })
+            .inc();
         self.admission_latency.observe(seconds);
     }
 
     /// Counts one lookup.
     pub fn lookup(&self, result: LookupResult) {
-        self.lookups.get_or_create(&ResultLabels { result: result.as_str().to_owned() }).inc();
+        self.lookups
+            .get_or_create(&ResultLabels {
+                result: result.as_str().to_owned(),
+            })
+            .inc();
         if result == LookupResult::Unreachable {
             self.server_unreachable.inc();
         }
@@ -143,7 +159,11 @@ impl Metrics {
     /// Counts one certificate load.
     pub fn certificate_reload(&self, ok: bool) {
         let result = if ok { "loaded" } else { "failed" };
-        self.certificate_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+        self.certificate_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

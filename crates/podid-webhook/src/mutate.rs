@@ -40,7 +40,8 @@ use std::ops::RangeInclusive;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -60,9 +61,11 @@ pub const TOKEN_PATH: &str = "eks-pod-identity-token";
 /// Where the volume is mounted (on Windows too, see the module docs).
 pub const MOUNT_PATH: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
 /// The token file on Linux.
-pub const TOKEN_FILE: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+pub const TOKEN_FILE: &str =
+    "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
 /// The token file on Windows.
-pub const WINDOWS_TOKEN_FILE: &str = r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
+pub const WINDOWS_TOKEN_FILE: &str =
+    r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
 /// The label marking a mutated pod.
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 /// The label's value.
@@ -89,7 +92,9 @@ pub struct MutationSettings {
 
 impl Default for MutationSettings {
     fn default() -> Self {
-        MutationSettings { credentials_uri: DEFAULT_CREDENTIALS_URI.to_owned() }
+        MutationSettings {
+            credentials_uri: DEFAULT_CREDENTIALS_URI.to_owned(),
+        }
     }
 }
 
@@ -121,7 +126,10 @@ pub fn service_account(pod: &Pod) -> String {
     let spec = pod.spec.as_ref();
     spec.and_then(|s| s.service_account_name.as_deref())
         .filter(|s| !s.is_empty())
-        .or_else(|| spec.and_then(|s| s.service_account.as_deref()).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            spec.and_then(|s| s.service_account.as_deref())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("default")
         .to_owned()
 }
@@ -129,11 +137,17 @@ pub fn service_account(pod: &Pod) -> String {
 /// Whether the pod runs on Windows: node selector `kubernetes.io/os` or
 /// `beta.kubernetes.io/os` is `windows` (EKS's check), or `spec.os.name` is.
 pub fn is_windows(pod: &Pod) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return false };
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
     let selector = spec.node_selector.as_ref();
     let selected = ["kubernetes.io/os", "beta.kubernetes.io/os"]
         .iter()
-        .any(|key| selector.and_then(|s| s.get(*key)).is_some_and(|v| v == "windows"));
+        .any(|key| {
+            selector
+                .and_then(|s| s.get(*key))
+                .is_some_and(|v| v == "windows")
+        });
     selected || spec.os.as_ref().is_some_and(|os| os.name == "windows")
 }
 
@@ -141,7 +155,13 @@ pub fn is_windows(pod: &Pod) -> bool {
 /// surrounding blanks trimmed, empty items ignored).
 pub fn skipped_containers(pod: &Pod) -> BTreeSet<String> {
     annotation(pod, SKIP_CONTAINERS_ANNOTATION)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -167,7 +187,9 @@ pub fn token_expiration(pod: &Pod, seed: &str) -> (i64, Option<String>) {
         let span = (DEFAULT_TOKEN_EXPIRATION.end() - DEFAULT_TOKEN_EXPIRATION.start() + 1) as u64;
         DEFAULT_TOKEN_EXPIRATION.start() + (u64::from_be_bytes(first) % span) as i64
     };
-    let Some(raw) = annotation(pod, TOKEN_EXPIRATION_ANNOTATION) else { return (jitter(), None) };
+    let Some(raw) = annotation(pod, TOKEN_EXPIRATION_ANNOTATION) else {
+        return (jitter(), None);
+    };
     match raw.trim().parse::<i64>() {
         Ok(v) if v < MIN_TOKEN_EXPIRATION => (
             MIN_TOKEN_EXPIRATION,
@@ -196,17 +218,33 @@ pub fn token_expiration(pod: &Pod, seed: &str) -> (i64, Option<String>) {
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 /// Computes the patch for `pod`. `has_association` says whether its service
 /// account has an association in the cluster: without one the patch is
 /// empty. `seed` feeds the default token lifetime (see [`token_expiration`]).
-pub fn mutate(pod: &Pod, has_association: bool, seed: &str, settings: &MutationSettings) -> Mutation {
+pub fn mutate(
+    pod: &Pod,
+    has_association: bool,
+    seed: &str,
+    settings: &MutationSettings,
+) -> Mutation {
     let windows = is_windows(pod);
     let (token_expiration, expiration_warning) = token_expiration(pod, seed);
-    let mut mutation = Mutation { patch: Patch(Vec::new()), token_expiration, windows, warnings: Vec::new() };
-    let Some(spec) = pod.spec.as_ref() else { return mutation };
+    let mut mutation = Mutation {
+        patch: Patch(Vec::new()),
+        token_expiration,
+        windows,
+        warnings: Vec::new(),
+    };
+    let Some(spec) = pod.spec.as_ref() else {
+        return mutation;
+    };
     if !has_association {
         return mutation;
     }
@@ -219,10 +257,14 @@ pub fn mutate(pod: &Pod, has_association: bool, seed: &str, settings: &MutationS
             ptr(["metadata", "labels"]),
             serde_json::json!({ POD_IDENTITY_LABEL: POD_IDENTITY_LABEL_VALUE }),
         )),
-        Some(l) if l.get(POD_IDENTITY_LABEL).map(String::as_str) != Some(POD_IDENTITY_LABEL_VALUE) => ops.push(add(
-            ptr(["metadata", "labels", POD_IDENTITY_LABEL]),
-            Value::String(POD_IDENTITY_LABEL_VALUE.to_owned()),
-        )),
+        Some(l)
+            if l.get(POD_IDENTITY_LABEL).map(String::as_str) != Some(POD_IDENTITY_LABEL_VALUE) =>
+        {
+            ops.push(add(
+                ptr(["metadata", "labels", POD_IDENTITY_LABEL]),
+                Value::String(POD_IDENTITY_LABEL_VALUE.to_owned()),
+            ))
+        }
         Some(_) => {}
     }
 
@@ -237,18 +279,31 @@ pub fn mutate(pod: &Pod, has_association: bool, seed: &str, settings: &MutationS
     }
 
     // Env and mount, per container.
-    let token_file = if windows { WINDOWS_TOKEN_FILE } else { TOKEN_FILE };
+    let token_file = if windows {
+        WINDOWS_TOKEN_FILE
+    } else {
+        TOKEN_FILE
+    };
     let env = [
         EnvVar {
             name: CREDENTIALS_FULL_URI_ENV.to_owned(),
             value: Some(settings.credentials_uri.clone()),
             ..Default::default()
         },
-        EnvVar { name: TOKEN_FILE_ENV.to_owned(), value: Some(token_file.to_owned()), ..Default::default() },
+        EnvVar {
+            name: TOKEN_FILE_ENV.to_owned(),
+            value: Some(token_file.to_owned()),
+            ..Default::default()
+        },
     ];
     let skipped = skipped_containers(pod);
-    let groups: [(&str, &[Container]); 2] =
-        [("initContainers", spec.init_containers.as_deref().unwrap_or_default()), ("containers", &spec.containers)];
+    let groups: [(&str, &[Container]); 2] = [
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or_default(),
+        ),
+        ("containers", &spec.containers),
+    ];
     for (field, containers) in groups {
         for (index, container) in containers.iter().enumerate() {
             if skipped.contains(&container.name) {
@@ -264,23 +319,36 @@ pub fn mutate(pod: &Pod, has_association: bool, seed: &str, settings: &MutationS
     mutation
 }
 
-fn container_ops(ops: &mut Vec<PatchOperation>, field: &str, index: usize, container: &Container, env: &[EnvVar; 2]) {
+fn container_ops(
+    ops: &mut Vec<PatchOperation>,
+    field: &str,
+    index: usize,
+    container: &Container,
+    env: &[EnvVar; 2],
+) {
     let index = index.to_string();
     let base = ["spec", field, index.as_str()];
     let own_env = container.env.as_deref().unwrap_or_default();
-    let sets_either = own_env.iter().any(|e| e.name == CREDENTIALS_FULL_URI_ENV || e.name == TOKEN_FILE_ENV);
+    let sets_either = own_env
+        .iter()
+        .any(|e| e.name == CREDENTIALS_FULL_URI_ENV || e.name == TOKEN_FILE_ENV);
     if !sets_either {
         match container.env.as_ref() {
             None => ops.push(add(ptr(base.into_iter().chain(["env"])), to_value(env))),
             Some(_) => {
                 for var in env {
-                    ops.push(add(ptr(base.into_iter().chain(["env", "-"])), to_value(var)));
+                    ops.push(add(
+                        ptr(base.into_iter().chain(["env", "-"])),
+                        to_value(var),
+                    ));
                 }
             }
         }
     }
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
-    let mounted = mounts.iter().any(|m| m.name == VOLUME_NAME || same_path(&m.mount_path, MOUNT_PATH));
+    let mounted = mounts
+        .iter()
+        .any(|m| m.name == VOLUME_NAME || same_path(&m.mount_path, MOUNT_PATH));
     if !mounted {
         let mount = VolumeMount {
             name: VOLUME_NAME.to_owned(),
@@ -289,8 +357,14 @@ fn container_ops(ops: &mut Vec<PatchOperation>, field: &str, index: usize, conta
             ..Default::default()
         };
         match container.volume_mounts.as_ref() {
-            None => ops.push(add(ptr(base.into_iter().chain(["volumeMounts"])), to_value(&[mount]))),
-            Some(_) => ops.push(add(ptr(base.into_iter().chain(["volumeMounts", "-"])), to_value(&mount))),
+            None => ops.push(add(
+                ptr(base.into_iter().chain(["volumeMounts"])),
+                to_value(&[mount]),
+            )),
+            Some(_) => ops.push(add(
+                ptr(base.into_iter().chain(["volumeMounts", "-"])),
+                to_value(&mount),
+            )),
         }
     }
 }
@@ -344,10 +418,15 @@ mod tests {
 
     #[test]
     fn label_paths_escape_the_slash() {
-        let p = pod(serde_json::json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "a"}]}}));
+        let p = pod(
+            serde_json::json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "a"}]}}),
+        );
         let m = mutate(&p, true, "seed", &MutationSettings::default());
         let text = serde_json::to_string(&m.patch).unwrap();
-        assert!(text.contains(r#""path":"/metadata/labels/eks.amazonaws.com~1pod-identity""#), "{text}");
+        assert!(
+            text.contains(r#""path":"/metadata/labels/eks.amazonaws.com~1pod-identity""#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -368,7 +447,11 @@ mod tests {
             assert!(DEFAULT_TOKEN_EXPIRATION.contains(&a), "{a}");
             seen.insert(a);
         }
-        assert!(seen.len() > 400, "jitter spreads: {} distinct values", seen.len());
+        assert!(
+            seen.len() > 400,
+            "jitter spreads: {} distinct values",
+            seen.len()
+        );
     }
 
     #[test]
@@ -385,7 +468,10 @@ mod tests {
         assert_eq!(v, 600);
         assert!(w.unwrap().contains("below the minimum"));
         assert_eq!(token_expiration(&with("-5"), "s").0, 600);
-        assert_eq!(token_expiration(&with("99999999999"), "s").0, MAX_TOKEN_EXPIRATION);
+        assert_eq!(
+            token_expiration(&with("99999999999"), "s").0,
+            MAX_TOKEN_EXPIRATION
+        );
         let (v, w) = token_expiration(&with("1h"), "s");
         assert!(DEFAULT_TOKEN_EXPIRATION.contains(&v));
         assert!(w.unwrap().contains("not a number"));
@@ -393,11 +479,17 @@ mod tests {
 
     #[test]
     fn service_account_fallbacks() {
-        let sa = |spec: Value| service_account(&pod(serde_json::json!({"metadata": {}, "spec": spec})));
+        let sa =
+            |spec: Value| service_account(&pod(serde_json::json!({"metadata": {}, "spec": spec})));
         assert_eq!(sa(serde_json::json!({"containers": []})), "default");
-        assert_eq!(sa(serde_json::json!({"containers": [], "serviceAccount": "old"})), "old");
         assert_eq!(
-            sa(serde_json::json!({"containers": [], "serviceAccount": "old", "serviceAccountName": "new"})),
+            sa(serde_json::json!({"containers": [], "serviceAccount": "old"})),
+            "old"
+        );
+        assert_eq!(
+            sa(
+                serde_json::json!({"containers": [], "serviceAccount": "old", "serviceAccountName": "new"})
+            ),
             "new"
         );
     }
@@ -408,6 +500,9 @@ mod tests {
             "metadata": {"annotations": {SKIP_CONTAINERS_ANNOTATION: " a, b ,,c"}},
             "spec": {"containers": []}
         }));
-        assert_eq!(skipped_containers(&p).into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            skipped_containers(&p).into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
     }
 }

@@ -29,9 +29,12 @@ pub struct Review {
 /// Parses an AdmissionReview v1 body. Bad JSON, a missing `request` or `uid`,
 /// and any other apiVersion or kind are errors (the server answers 400).
 pub fn parse_review(body: &[u8]) -> Result<Review, WebhookError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| WebhookError::InvalidReview(format!("body is not JSON: {e}")))?;
-    let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| WebhookError::InvalidReview(format!("body is not JSON: {e}")))?;
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     if api_version != API_VERSION || kind != KIND {
         return Err(WebhookError::InvalidReview(format!(
@@ -42,10 +45,11 @@ pub fn parse_review(body: &[u8]) -> Result<Review, WebhookError> {
     if value.get("request").is_none_or(|r| r.is_null()) {
         return Err(WebhookError::InvalidReview("no request".into()));
     }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(value).map_err(|e| WebhookError::InvalidReview(format!("malformed request: {e}")))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| WebhookError::InvalidReview("no request".into()))?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| WebhookError::InvalidReview(format!("malformed request: {e}")))?;
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| WebhookError::InvalidReview("no request".into()))?;
     if request.uid.is_empty() {
         return Err(WebhookError::InvalidReview("request.uid is empty".into()));
     }
@@ -116,7 +120,9 @@ impl Review {
         if r.dry_run {
             return Admission::Ignore("dry run");
         }
-        let Some(object) = r.object.as_ref() else { return Admission::Undecodable("the request has no object".into()) };
+        let Some(object) = r.object.as_ref() else {
+            return Admission::Undecodable("the request has no object".into());
+        };
         let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
             Ok(p) => p,
             Err(e) => return Admission::Undecodable(format!("the object is not a Pod: {e}")),
@@ -128,9 +134,19 @@ impl Review {
             .or_else(|| pod.metadata.namespace.clone().filter(|n| !n.is_empty()))
             .unwrap_or_else(|| "default".to_owned());
         let service_account = mutate::service_account(&pod);
-        let name = pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()).unwrap_or("");
+        let name = pod
+            .metadata
+            .name
+            .as_deref()
+            .or(pod.metadata.generate_name.as_deref())
+            .unwrap_or("");
         let seed = format!("{}/{namespace}/{name}", r.uid);
-        Admission::Pod(Box::new(PodAdmission { pod, namespace, service_account, seed }))
+        Admission::Pod(Box::new(PodAdmission {
+            pod,
+            namespace,
+            service_account,
+            seed,
+        }))
     }
 }
 
@@ -188,7 +204,9 @@ impl AdmissionReviewResponse {
 
     /// The decoded patch (empty when there is none).
     pub fn patch(&self) -> Result<json_patch::Patch, WebhookError> {
-        let Some(encoded) = self.response.patch.as_deref() else { return Ok(json_patch::Patch(Vec::new())) };
+        let Some(encoded) = self.response.patch.as_deref() else {
+            return Ok(json_patch::Patch(Vec::new()));
+        };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| WebhookError::InvalidReview(format!("patch is not base64: {e}")))?;
@@ -211,8 +229,13 @@ mod tests {
     fn parses_a_pod_create() {
         let review = parse_review(POD_CREATE.as_bytes()).unwrap();
         assert_eq!(review.uid(), "u-1");
-        let Admission::Pod(p) = review.admission() else { panic!("not a pod") };
-        assert_eq!((p.namespace.as_str(), p.service_account.as_str()), ("ns", "default"));
+        let Admission::Pod(p) = review.admission() else {
+            panic!("not a pod")
+        };
+        assert_eq!(
+            (p.namespace.as_str(), p.service_account.as_str()),
+            ("ns", "default")
+        );
         assert_eq!(p.display_name(), "ns/p");
     }
 
@@ -220,9 +243,18 @@ mod tests {
     fn rejects_malformed_reviews() {
         for (body, needle) in [
             ("{", "not JSON"),
-            (r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#, "v1beta1"),
-            (r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request"),
-            (r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#, "no request"),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#,
+                "v1beta1",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "no request",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#,
+                "no request",
+            ),
             (&POD_CREATE.replace(r#""uid":"u-1","#, ""), "uid"),
             (&POD_CREATE.replace(r#""uid":"u-1""#, r#""uid":"""#), "uid"),
             (&POD_CREATE.replace("CREATE", "PATCH"), "malformed"),
@@ -239,8 +271,16 @@ mod tests {
             ("CREATE", "DELETE", "not a CREATE"),
             ("CREATE", "CONNECT", "not a CREATE"),
             (r#""dryRun":false"#, r#""dryRun":true"#, "dry run"),
-            (r#""kind":"Pod"},"resource""#, r#""kind":"ConfigMap"},"resource""#, "not a Pod"),
-            (r#""namespace":"ns""#, r#""subResource":"ephemeralcontainers","namespace":"ns""#, "a subresource"),
+            (
+                r#""kind":"Pod"},"resource""#,
+                r#""kind":"ConfigMap"},"resource""#,
+                "not a Pod",
+            ),
+            (
+                r#""namespace":"ns""#,
+                r#""subResource":"ephemeralcontainers","namespace":"ns""#,
+                "a subresource",
+            ),
         ] {
             let review = parse_review(POD_CREATE.replace(from, to).as_bytes()).unwrap();
             match review.admission() {
@@ -253,16 +293,20 @@ mod tests {
     #[test]
     fn responses_carry_base64_patches() {
         let patch: json_patch::Patch =
-            serde_json::from_str(r#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#).unwrap();
+            serde_json::from_str(r#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#)
+                .unwrap();
         let r = AdmissionReviewResponse::allow("u", Some(&patch), vec![]);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["response"]["patchType"], "JSONPatch");
         assert!(json["response"]["patch"].is_string());
         assert!(json["response"].get("warnings").is_none());
         assert_eq!(r.patch().unwrap(), patch);
-        let empty = AdmissionReviewResponse::allow("u", Some(&json_patch::Patch(vec![])), vec!["w".into()]);
+        let empty =
+            AdmissionReviewResponse::allow("u", Some(&json_patch::Patch(vec![])), vec!["w".into()]);
         let json = serde_json::to_value(&empty).unwrap();
-        assert!(json["response"].get("patch").is_none() && json["response"].get("patchType").is_none());
+        assert!(
+            json["response"].get("patch").is_none() && json["response"].get("patchType").is_none()
+        );
         assert_eq!(json["response"]["warnings"][0], "w");
         assert_eq!(json["apiVersion"], API_VERSION);
     }

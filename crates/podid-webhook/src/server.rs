@@ -96,7 +96,13 @@ impl Webhook {
         metrics: Arc<Metrics>,
     ) -> Self {
         let cache = AssociationCache::new(settings.positive_ttl, settings.cache_capacity);
-        Webhook { lookup, cache, settings, metrics, certs }
+        Webhook {
+            lookup,
+            cache,
+            settings,
+            metrics,
+            certs,
+        }
     }
 
     /// The metrics.
@@ -123,12 +129,18 @@ impl Webhook {
                 match review.admission() {
                     Admission::Ignore(why) => {
                         tracing::debug!(%uid, why, "allowed unchanged");
-                        (Ok(AdmissionReviewResponse::allow(&uid, None, Vec::new())), AdmissionResult::Skipped)
+                        (
+                            Ok(AdmissionReviewResponse::allow(&uid, None, Vec::new())),
+                            AdmissionResult::Skipped,
+                        )
                     }
                     Admission::Undecodable(reason) => {
                         tracing::warn!(%uid, %reason, "pod not readable; allowed unchanged");
                         let warning = not_injected(&reason);
-                        (Ok(AdmissionReviewResponse::allow(&uid, None, vec![warning])), AdmissionResult::Error)
+                        (
+                            Ok(AdmissionReviewResponse::allow(&uid, None, vec![warning])),
+                            AdmissionResult::Error,
+                        )
                     }
                     Admission::Pod(pod) => {
                         let (response, result) = self.admit_pod(&uid, &pod).await;
@@ -137,15 +149,27 @@ impl Webhook {
                 }
             }
         };
-        self.metrics.admission(result, started.elapsed().as_secs_f64());
+        self.metrics
+            .admission(result, started.elapsed().as_secs_f64());
         answer
     }
 
-    async fn admit_pod(&self, uid: &str, pod: &PodAdmission) -> (AdmissionReviewResponse, AdmissionResult) {
-        match self.has_association(&pod.namespace, &pod.service_account).await {
+    async fn admit_pod(
+        &self,
+        uid: &str,
+        pod: &PodAdmission,
+    ) -> (AdmissionReviewResponse, AdmissionResult) {
+        match self
+            .has_association(&pod.namespace, &pod.service_account)
+            .await
+        {
             Ok(found) => {
                 let mutation = pod.mutation(found, &self.settings.mutation);
-                let result = if mutation.is_empty() { AdmissionResult::Skipped } else { AdmissionResult::Mutated };
+                let result = if mutation.is_empty() {
+                    AdmissionResult::Skipped
+                } else {
+                    AdmissionResult::Mutated
+                };
                 if result == AdmissionResult::Mutated {
                     tracing::info!(
                         %uid,
@@ -158,7 +182,10 @@ impl Webhook {
                 } else {
                     tracing::debug!(%uid, pod = %pod.display_name(), association = found, "pod unchanged");
                 }
-                (AdmissionReviewResponse::allow(uid, Some(&mutation.patch), mutation.warnings), result)
+                (
+                    AdmissionReviewResponse::allow(uid, Some(&mutation.patch), mutation.warnings),
+                    result,
+                )
             }
             Err(e) => {
                 tracing::warn!(
@@ -169,35 +196,53 @@ impl Webhook {
                     "association lookup failed; pod admitted without pod identity"
                 );
                 let reason = match &e {
-                    WebhookError::Unreachable { reason, .. } => format!("podid server unreachable ({reason})"),
+                    WebhookError::Unreachable { reason, .. } => {
+                        format!("podid server unreachable ({reason})")
+                    }
                     other => other.to_string(),
                 };
-                (AdmissionReviewResponse::allow(uid, None, vec![not_injected(&reason)]), AdmissionResult::Error)
+                (
+                    AdmissionReviewResponse::allow(uid, None, vec![not_injected(&reason)]),
+                    AdmissionResult::Error,
+                )
             }
         }
     }
 
     /// Whether (namespace, service account) has an association: a fresh
     /// cached positive, else the server, bounded by the lookup timeout.
-    async fn has_association(&self, namespace: &str, service_account: &str) -> Result<bool, WebhookError> {
-        if self.cache.is_fresh(namespace, service_account, Instant::now()) {
+    async fn has_association(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<bool, WebhookError> {
+        if self
+            .cache
+            .is_fresh(namespace, service_account, Instant::now())
+        {
             self.metrics.lookup(LookupResult::Cached);
             return Ok(true);
         }
         let started = Instant::now();
         let timeout = self.settings.lookup_timeout;
-        let answer = tokio::time::timeout(timeout, self.lookup.has_association(namespace, service_account))
-            .await
-            .unwrap_or_else(|_| {
-                Err(WebhookError::Unreachable {
-                    endpoint: self.lookup.describe(),
-                    reason: format!("no answer within {} ms", timeout.as_millis()),
-                })
-            });
-        self.metrics.lookup_latency.observe(started.elapsed().as_secs_f64());
+        let answer = tokio::time::timeout(
+            timeout,
+            self.lookup.has_association(namespace, service_account),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(WebhookError::Unreachable {
+                endpoint: self.lookup.describe(),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            })
+        });
+        self.metrics
+            .lookup_latency
+            .observe(started.elapsed().as_secs_f64());
         let result = match &answer {
             Ok(true) => {
-                self.cache.remember(namespace, service_account, Instant::now());
+                self.cache
+                    .remember(namespace, service_account, Instant::now());
                 LookupResult::Found
             }
             Ok(false) => LookupResult::NotFound,
@@ -232,20 +277,32 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|request: Request| async move {
-            error(StatusCode::NOT_FOUND, "NotFound", &format!("no route for {}", request.uri().path()))
+            error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("no route for {}", request.uri().path()),
+            )
         })
         .method_not_allowed_fallback(|request: Request| async move {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
-                &format!("{} is not allowed on {}", request.method(), request.uri().path()),
+                &format!(
+                    "{} is not allowed on {}",
+                    request.method(),
+                    request.uri().path()
+                ),
             )
         })
         .with_state(webhook)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "code": code, "message": message })),
+    )
+        .into_response()
 }
 
 async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Response {
@@ -255,19 +312,29 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Respon
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             webhook.metrics.admission(AdmissionResult::Error, 0.0);
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "RequestTooLarge",
                     &format!("the AdmissionReview is larger than {limit} bytes"),
                 );
             }
-            return error(StatusCode::BAD_REQUEST, "InvalidAdmissionReview", &format!("cannot read the body: {e}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidAdmissionReview",
+                &format!("cannot read the body: {e}"),
+            );
         }
     };
     match webhook.admit(&bytes).await {
         Ok(answer) => Json(answer).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, "InvalidAdmissionReview", &e.to_string()),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidAdmissionReview",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -280,7 +347,13 @@ async fn readyz(State(webhook): State<Arc<Webhook>>) -> Response {
 }
 
 async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], webhook.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        webhook.metrics.encode(),
+    )
         .into_response()
 }
 
@@ -299,11 +372,19 @@ pub async fn serve(
     let certs = webhook.certs.clone();
     certs.initial_load(&webhook.metrics);
     let tls = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
-    let watcher = tokio::spawn(certs.clone().watch(webhook.settings.reload_interval, webhook.metrics.clone()));
+    let watcher = tokio::spawn(
+        certs
+            .clone()
+            .watch(webhook.settings.reload_interval, webhook.metrics.clone()),
+    );
     let _stop_watching = AbortOnDrop(watcher);
 
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| WebhookError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| WebhookError::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebhookError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| WebhookError::Bind { addr, source })?;
     on_bound(bound);
 
     let app = router(webhook);
@@ -346,8 +427,14 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("some connections were still open after {} s", DRAIN_TIMEOUT.as_secs());
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some connections were still open after {} s",
+            DRAIN_TIMEOUT.as_secs()
+        );
     }
     Ok(())
 }

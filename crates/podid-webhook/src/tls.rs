@@ -77,12 +77,19 @@ impl CertStore {
 
     /// Whether a pair is in service.
     pub fn is_loaded(&self) -> bool {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// The leaf certificate in service (DER).
     pub fn current_certificate(&self) -> Option<CertificateDer<'static>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|k| k.cert.first().cloned())
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|k| k.cert.first().cloned())
     }
 
     /// Reads the files; loads them when their contents changed since the
@@ -138,12 +145,18 @@ impl CertStore {
         if chain.is_empty() {
             return Err(fail("certificate file holds no CERTIFICATE".into()));
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| fail(format!("key file: {e}")))?;
-        let signing_key =
-            self.provider.key_provider.load_private_key(key).map_err(|e| fail(format!("unusable key: {e}")))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| fail(format!("key file: {e}")))?;
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| fail(format!("unusable key: {e}")))?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
-            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(certified)
+            }
             Err(e) => Err(fail(format!("the key does not match the certificate: {e}"))),
         }
     }
@@ -209,6 +222,9 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -46,8 +46,13 @@ fn spawn(args: &[&str], key: (&str, &str)) -> Process {
         .spawn()
         .expect("start podid");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    Process { child, line: line.trim().to_owned() }
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Process {
+        child,
+        line: line.trim().to_owned(),
+    }
 }
 
 /// Runs a `podid` CLI verb signed with the admin key.
@@ -61,7 +66,11 @@ fn cli(endpoint: &str, args: &[&str]) {
         .env_remove("AWS_PROFILE")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn write_keys(dir: &Path) -> String {
@@ -79,7 +88,10 @@ fn write_keys(dir: &Path) -> String {
 }
 
 fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (Process, String) {
-    let (cert, key_file) = (files.cert.display().to_string(), files.key.display().to_string());
+    let (cert, key_file) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
     let p = spawn(
         &[
             "webhook",
@@ -103,7 +115,10 @@ fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (Process, St
         .strip_prefix("podid webhook listening on ")
         .unwrap_or_else(|| panic!("webhook did not start: {:?}", p.line))
         .to_owned();
-    assert!(url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"), "{url}");
+    assert!(
+        url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
+        "{url}"
+    );
     (p, url)
 }
 
@@ -126,7 +141,11 @@ async fn podid_webhook_subcommand() {
         ],
         ADMIN,
     );
-    let endpoint = server.line.strip_prefix("podid server listening on ").expect("server line").to_owned();
+    let endpoint = server
+        .line
+        .strip_prefix("podid server listening on ")
+        .expect("server line")
+        .to_owned();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, JWKS).unwrap();
     cli(
@@ -167,22 +186,38 @@ async fn podid_webhook_subcommand() {
     let (mut good, url) = webhook(&files, &endpoint, READER);
     let review = pod_review("uid-bin", "default", sa);
     let (answer, _) = post_review(&https, &url, &review).await;
-    assert!(answer.response.warnings.is_empty(), "{:?}", answer.response.warnings);
+    assert!(
+        answer.response.warnings.is_empty(),
+        "{:?}",
+        answer.response.warnings
+    );
     assert!(injected(&patched(&review, &answer)));
-    let (answer, _) = post_review(&https, &url, &pod_review("uid-other", "default", "other-sa")).await;
+    let (answer, _) = post_review(
+        &https,
+        &url,
+        &pod_review("uid-other", "default", "other-sa"),
+    )
+    .await;
     assert!(answer.response.patch.is_none());
     let ready = https.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
     // SIGTERM: a clean exit.
     let pid = good.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = good.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the webhook did not exit on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the webhook did not exit on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -191,6 +226,10 @@ async fn podid_webhook_subcommand() {
     let (_bad, url) = webhook(&files, &endpoint, (READER.0, "not-the-secret"));
     let (answer, _) = post_review(&https, &url, &review).await;
     assert!(answer.response.patch.is_none());
-    assert!(answer.response.warnings[0].contains("InvalidSignatureException"), "{:?}", answer.response.warnings);
+    assert!(
+        answer.response.warnings[0].contains("InvalidSignatureException"),
+        "{:?}",
+        answer.response.warnings
+    );
     drop(server);
 }

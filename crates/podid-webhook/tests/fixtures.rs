@@ -11,18 +11,23 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podid_webhook::mutate::{
-    self, AUDIENCE, CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI, DEFAULT_TOKEN_EXPIRATION, MOUNT_PATH,
-    POD_IDENTITY_LABEL, TOKEN_FILE, TOKEN_FILE_ENV, TOKEN_PATH, VOLUME_NAME, WINDOWS_TOKEN_FILE,
+    self, AUDIENCE, CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI, DEFAULT_TOKEN_EXPIRATION,
+    MOUNT_PATH, POD_IDENTITY_LABEL, TOKEN_FILE, TOKEN_FILE_ENV, TOKEN_PATH, VOLUME_NAME,
+    WINDOWS_TOKEN_FILE,
 };
 use podid_webhook::review::{parse_review, Admission, AdmissionReviewResponse};
-use podid_webhook::{AssociationLookup, CertStore, Metrics, MutationSettings, Webhook, WebhookError, WebhookSettings};
+use podid_webhook::{
+    AssociationLookup, CertStore, Metrics, MutationSettings, Webhook, WebhookError, WebhookSettings,
+};
 use serde_json::Value;
 
 /// The one service account without an association.
 const UNASSOCIATED: &str = "unassociated";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -39,7 +44,8 @@ impl Outcome {
     fn containers(&self) -> Vec<(&Container, &Container)> {
         let b = self.before.spec.as_ref().unwrap();
         let a = self.after.spec.as_ref().unwrap();
-        let mut pairs: Vec<(&Container, &Container)> = b.containers.iter().zip(a.containers.iter()).collect();
+        let mut pairs: Vec<(&Container, &Container)> =
+            b.containers.iter().zip(a.containers.iter()).collect();
         if let (Some(bi), Some(ai)) = (b.init_containers.as_ref(), a.init_containers.as_ref()) {
             pairs.extend(bi.iter().zip(ai.iter()));
         }
@@ -59,7 +65,13 @@ impl Outcome {
         let vols = self.after.spec.as_ref().unwrap().volumes.as_ref().unwrap();
         let ours: Vec<_> = vols.iter().filter(|v| v.name == VOLUME_NAME).collect();
         assert_eq!(ours.len(), 1, "exactly one {VOLUME_NAME} volume");
-        let sources = ours[0].projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let sources = ours[0]
+            .projected
+            .as_ref()
+            .unwrap()
+            .sources
+            .as_ref()
+            .unwrap();
         assert_eq!(sources.len(), 1);
         let token = sources[0].service_account_token.as_ref().unwrap();
         assert_eq!(token.audience.as_deref(), Some(AUDIENCE));
@@ -68,7 +80,12 @@ impl Outcome {
     }
 
     fn label(&self) -> Option<&str> {
-        self.after.metadata.labels.as_ref().and_then(|l| l.get(POD_IDENTITY_LABEL)).map(String::as_str)
+        self.after
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(POD_IDENTITY_LABEL))
+            .map(String::as_str)
     }
 }
 
@@ -96,27 +113,46 @@ fn admit(name: &str) -> Outcome {
     assert_eq!(has_patch, wire["response"].get("patchType").is_some());
     if has_patch {
         assert_eq!(wire["response"]["patchType"], "JSONPatch");
-        assert!(wire["response"]["patch"].is_string(), "patch is base64 text");
+        assert!(
+            wire["response"]["patch"].is_string(),
+            "patch is base64 text"
+        );
     }
     let response: AdmissionReviewResponse = serde_json::from_value(wire.clone()).unwrap();
     let patch = response.patch().unwrap();
     let mut doc = raw["request"]["object"].clone();
-    json_patch::patch(&mut doc, &patch).unwrap_or_else(|e| panic!("{name}: patch does not apply: {e}"));
+    json_patch::patch(&mut doc, &patch)
+        .unwrap_or_else(|e| panic!("{name}: patch does not apply: {e}"));
     // Other kinds (a Deployment) are compared as JSON only.
     let is_pod = raw["request"]["object"]["kind"] == "Pod";
     if !is_pod {
         assert_eq!(doc, raw["request"]["object"]);
     }
-    let as_pod = |v: Value| if is_pod { serde_json::from_value::<Pod>(v).unwrap() } else { Pod::default() };
+    let as_pod = |v: Value| {
+        if is_pod {
+            serde_json::from_value::<Pod>(v).unwrap()
+        } else {
+            Pod::default()
+        }
+    };
     let before = as_pod(raw["request"]["object"].clone());
     let after = as_pod(doc);
-    Outcome { response, wire, before, after, patch_ops: patch.0.len() }
+    Outcome {
+        response,
+        wire,
+        before,
+        after,
+        patch_ops: patch.0.len(),
+    }
 }
 
 /// `c` has exactly one of each env var (with our values) and one read-only mount.
 fn assert_injected(c: &Container, token_file: &str) {
     let env = c.env.as_deref().unwrap_or_default();
-    for (name, value) in [(CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI), (TOKEN_FILE_ENV, token_file)] {
+    for (name, value) in [
+        (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
+        (TOKEN_FILE_ENV, token_file),
+    ] {
         let found: Vec<_> = env.iter().filter(|e| e.name == name).collect();
         assert_eq!(found.len(), 1, "{}: one {name}", c.name);
         assert_eq!(found[0].value.as_deref(), Some(value), "{}: {name}", c.name);
@@ -125,15 +161,31 @@ fn assert_injected(c: &Container, token_file: &str) {
 }
 
 fn assert_mounted(c: &Container) {
-    let mounts: Vec<_> = c.volume_mounts.iter().flatten().filter(|m| m.name == VOLUME_NAME).collect();
+    let mounts: Vec<_> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.name == VOLUME_NAME)
+        .collect();
     assert_eq!(mounts.len(), 1, "{}: one mount", c.name);
     assert_eq!(mounts[0].mount_path, MOUNT_PATH);
     assert_eq!(mounts[0].read_only, Some(true));
 }
 
 fn assert_not_injected(c: &Container) {
-    assert!(!c.env.iter().flatten().any(|e| e.name == TOKEN_FILE_ENV), "{}: no token env", c.name);
-    assert!(!c.volume_mounts.iter().flatten().any(|m| m.name == VOLUME_NAME), "{}: no mount", c.name);
+    assert!(
+        !c.env.iter().flatten().any(|e| e.name == TOKEN_FILE_ENV),
+        "{}: no token env",
+        c.name
+    );
+    assert!(
+        !c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == VOLUME_NAME),
+        "{}: no mount",
+        c.name
+    );
 }
 
 /// The pod with what the webhook adds taken out again; empty lists and maps
@@ -151,7 +203,11 @@ fn strip(pod: &Pod, injected_env: &[(&str, &str)]) -> Pod {
     spec.volumes = spec.volumes.take().filter(|v| !v.is_empty());
     let clean = |c: &mut Container| {
         if let Some(env) = c.env.as_mut() {
-            env.retain(|e| !injected_env.iter().any(|(n, v)| e.name == *n && e.value.as_deref() == Some(*v)));
+            env.retain(|e| {
+                !injected_env
+                    .iter()
+                    .any(|(n, v)| e.name == *n && e.value.as_deref() == Some(*v))
+            });
         }
         c.env = c.env.take().filter(|e| !e.is_empty());
         if let Some(m) = c.volume_mounts.as_mut() {
@@ -165,7 +221,10 @@ fn strip(pod: &Pod, injected_env: &[(&str, &str)]) -> Pod {
 }
 
 fn linux_env() -> [(&'static str, &'static str); 2] {
-    [(CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI), (TOKEN_FILE_ENV, TOKEN_FILE)]
+    [
+        (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
+        (TOKEN_FILE_ENV, TOKEN_FILE),
+    ]
 }
 
 /// Common checks for a mutated pod: only additions, and a second pass finds nothing to do.
@@ -178,13 +237,18 @@ fn assert_only_additions_and_idempotent(o: &Outcome, env: &[(&str, &str)]) {
 #[test]
 fn plain_pod_gets_whole_arrays() {
     let o = admit("plain-pod.json");
-    assert!(o.before.metadata.labels.is_none() && o.before.spec.as_ref().unwrap().volumes.is_none());
+    assert!(
+        o.before.metadata.labels.is_none() && o.before.spec.as_ref().unwrap().volumes.is_none()
+    );
     assert_eq!(o.label(), Some("enabled"));
     assert!(DEFAULT_TOKEN_EXPIRATION.contains(&o.volume_expiration()));
     assert_injected(o.container("app"), TOKEN_FILE);
     // Env order: the URI first, then the token file.
     let env = o.container("app").env.as_ref().unwrap();
-    assert_eq!(env.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), [CREDENTIALS_FULL_URI_ENV, TOKEN_FILE_ENV]);
+    assert_eq!(
+        env.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        [CREDENTIALS_FULL_URI_ENV, TOKEN_FILE_ENV]
+    );
     assert!(o.response.response.warnings.is_empty());
     // label, volume, env, mount: four whole-value adds.
     assert_eq!(o.patch_ops, 4);
@@ -196,8 +260,16 @@ fn plain_pod_gets_whole_arrays() {
         .unwrap(),
     )
     .unwrap();
-    for path in ["/metadata/labels", "/spec/volumes", "/spec/containers/0/env", "/spec/containers/0/volumeMounts"] {
-        assert!(text.contains(&format!("\"path\":\"{path}\"")), "{path} in {text}");
+    for path in [
+        "/metadata/labels",
+        "/spec/volumes",
+        "/spec/containers/0/env",
+        "/spec/containers/0/volumeMounts",
+    ] {
+        assert!(
+            text.contains(&format!("\"path\":\"{path}\"")),
+            "{path} in {text}"
+        );
     }
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
@@ -226,7 +298,16 @@ fn own_env_volumes_and_mounts_are_kept() {
     assert_eq!(vols.len(), 3);
     assert_eq!(vols[0].name, "config");
     assert!(vols[1].name.starts_with("kube-api-access-"));
-    assert_eq!(o.after.metadata.labels.as_ref().unwrap().get("tier").map(String::as_str), Some("backend"));
+    assert_eq!(
+        o.after
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("tier")
+            .map(String::as_str),
+        Some("backend")
+    );
     assert_eq!(o.label(), Some("enabled"));
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
@@ -282,7 +363,8 @@ fn token_expiration_below_minimum_is_raised() {
     let warnings = &o.response.response.warnings;
     assert_eq!(warnings.len(), 1);
     assert!(
-        warnings[0].contains("eks.amazonaws.com/token-expiration=300") && warnings[0].contains("600"),
+        warnings[0].contains("eks.amazonaws.com/token-expiration=300")
+            && warnings[0].contains("600"),
         "{warnings:?}"
     );
     assert!(o.patch_ops > 0);
@@ -301,15 +383,26 @@ fn host_network_pod_is_injected() {
 fn deployment_pod_without_a_name_is_injected() {
     let body = fixture("deployment-pod.json");
     let review = parse_review(&body).unwrap();
-    let Admission::Pod(pod) = review.admission() else { panic!("not a pod") };
+    let Admission::Pod(pod) = review.admission() else {
+        panic!("not a pod")
+    };
     assert!(pod.pod.metadata.name.is_none());
-    assert_eq!((pod.namespace.as_str(), pod.service_account.as_str()), ("shop", "s3-reader"));
+    assert_eq!(
+        (pod.namespace.as_str(), pod.service_account.as_str()),
+        ("shop", "s3-reader")
+    );
     assert_eq!(pod.display_name(), "shop/web-7d9f8b6c5d-*");
     let o = admit("deployment-pod.json");
     assert_injected(o.container("web"), TOKEN_FILE);
-    assert_eq!(o.after.metadata.generate_name.as_deref(), Some("web-7d9f8b6c5d-"));
+    assert_eq!(
+        o.after.metadata.generate_name.as_deref(),
+        Some("web-7d9f8b6c5d-")
+    );
     let labels = o.after.metadata.labels.as_ref().unwrap();
-    assert_eq!(labels.get("pod-template-hash").map(String::as_str), Some("7d9f8b6c5d"));
+    assert_eq!(
+        labels.get("pod-template-hash").map(String::as_str),
+        Some("7d9f8b6c5d")
+    );
     assert_eq!(o.label(), Some("enabled"));
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
@@ -328,7 +421,10 @@ fn windows_pod_gets_the_windows_token_path() {
         );
         assert_only_additions_and_idempotent(
             &o,
-            &[(CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI), (TOKEN_FILE_ENV, WINDOWS_TOKEN_FILE)],
+            &[
+                (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
+                (TOKEN_FILE_ENV, WINDOWS_TOKEN_FILE),
+            ],
         );
     }
 }
@@ -366,7 +462,11 @@ fn container_with_its_own_credentials_uri_keeps_it() {
 
 #[test]
 fn other_operations_kinds_and_dry_runs_pass_unchanged() {
-    for name in ["update-operation.json", "dry-run.json", "other-kind-deployment.json"] {
+    for name in [
+        "update-operation.json",
+        "dry-run.json",
+        "other-kind-deployment.json",
+    ] {
         let body = fixture(name);
         let review = parse_review(&body).unwrap();
         assert!(matches!(review.admission(), Admission::Ignore(_)), "{name}");
@@ -394,7 +494,10 @@ async fn the_webhook_answers_like_the_pure_path() {
     let metrics = Arc::new(Metrics::new());
     let webhook = Webhook::new(
         Arc::new(AllButOne),
-        Arc::new(CertStore::new("/nonexistent/cert.pem", "/nonexistent/key.pem")),
+        Arc::new(CertStore::new(
+            "/nonexistent/cert.pem",
+            "/nonexistent/key.pem",
+        )),
         WebhookSettings::default(),
         metrics.clone(),
     );
@@ -411,10 +514,25 @@ async fn the_webhook_answers_like_the_pure_path() {
         let answer = webhook.admit(&fixture(name)).await.unwrap();
         let pure = admit(name).response;
         assert_eq!(answer, pure, "{name}");
-        *results.entry(if answer.response.patch.is_some() { "mutated" } else { "skipped" }).or_default() += 1;
+        *results
+            .entry(if answer.response.patch.is_some() {
+                "mutated"
+            } else {
+                "skipped"
+            })
+            .or_default() += 1;
     }
     let text = metrics.encode();
-    assert!(text.contains(&format!(r#"podid_webhook_admissions_total{{result="mutated"}} {}"#, results["mutated"])));
-    assert!(text.contains(&format!(r#"podid_webhook_admissions_total{{result="skipped"}} {}"#, results["skipped"])));
-    assert!(text.contains(r#"podid_webhook_association_lookups_total{result="cached"}"#), "{text}");
+    assert!(text.contains(&format!(
+        r#"podid_webhook_admissions_total{{result="mutated"}} {}"#,
+        results["mutated"]
+    )));
+    assert!(text.contains(&format!(
+        r#"podid_webhook_admissions_total{{result="skipped"}} {}"#,
+        results["skipped"]
+    )));
+    assert!(
+        text.contains(r#"podid_webhook_association_lookups_total{result="cached"}"#),
+        "{text}"
+    );
 }

@@ -18,7 +18,14 @@ use serde_json::json;
 async fn an_association_is_seen_by_the_next_admission() {
     let podid = PodidServer::start();
     podid.register_cluster("race").await;
-    let lookup = HttpLookup::new(&podid.endpoint, "race", "us-east-1", None, Duration::from_millis(1500)).unwrap();
+    let lookup = HttpLookup::new(
+        &podid.endpoint,
+        "race",
+        "us-east-1",
+        None,
+        Duration::from_millis(1500),
+    )
+    .unwrap();
     let ca = TestCa::new("podid test CA");
     let files = CertFiles::new(&ca.leaf(1, "race"));
     let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
@@ -30,10 +37,17 @@ async fn an_association_is_seen_by_the_next_admission() {
         let review = pod_review(&format!("uid-{i}-before"), "default", &sa);
         let (answer, _) = post_review(&https, &webhook.url, &review).await;
         assert!(answer.response.patch.is_none(), "{sa}: no association yet");
-        assert!(answer.response.warnings.is_empty(), "{sa}: {:?}", answer.response.warnings);
+        assert!(
+            answer.response.warnings.is_empty(),
+            "{sa}: {:?}",
+            answer.response.warnings
+        );
 
         let created = api
-            .post(format!("{}/clusters/race/pod-identity-associations", podid.endpoint))
+            .post(format!(
+                "{}/clusters/race/pod-identity-associations",
+                podid.endpoint
+            ))
             .json(&json!({
                 "namespace": "default",
                 "serviceAccount": sa,
@@ -46,41 +60,102 @@ async fn an_association_is_seen_by_the_next_admission() {
 
         let review = pod_review(&format!("uid-{i}-after"), "default", &sa);
         let (answer, _) = post_review(&https, &webhook.url, &review).await;
-        assert!(answer.response.patch.is_some(), "{sa}: the association created just before is seen");
+        assert!(
+            answer.response.patch.is_some(),
+            "{sa}: the association created just before is seen"
+        );
         assert!(injected(&patched(&review, &answer)));
     }
 
     let text = webhook.metrics.encode();
-    assert_eq!(metric(&text, r#"podid_webhook_association_lookups_total{result="not_found"}"#), 50.0, "{text}");
-    assert_eq!(metric(&text, r#"podid_webhook_association_lookups_total{result="found"}"#), 50.0, "{text}");
-    assert_eq!(metric(&text, r#"podid_webhook_admissions_total{result="mutated"}"#), 50.0, "{text}");
-    assert_eq!(metric(&text, r#"podid_webhook_admissions_total{result="skipped"}"#), 50.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_association_lookups_total{result="not_found"}"#
+        ),
+        50.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_association_lookups_total{result="found"}"#
+        ),
+        50.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"podid_webhook_admissions_total{result="mutated"}"#),
+        50.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"podid_webhook_admissions_total{result="skipped"}"#),
+        50.0,
+        "{text}"
+    );
 
     // A positive answer is reused (cached) for the next pod of that account.
     let review = pod_review("uid-cached", "default", "race-sa-0");
     let (answer, _) = post_review(&https, &webhook.url, &review).await;
     assert!(answer.response.patch.is_some());
     let text = webhook.metrics.encode();
-    assert_eq!(metric(&text, r#"podid_webhook_association_lookups_total{result="cached"}"#), 1.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_association_lookups_total{result="cached"}"#
+        ),
+        1.0,
+        "{text}"
+    );
     webhook.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_admits_the_pod_with_a_warning() {
     let podid = PodidServer::start();
-    let lookup =
-        HttpLookup::new(&podid.endpoint, "unregistered", "us-east-1", None, Duration::from_millis(1500)).unwrap();
+    let lookup = HttpLookup::new(
+        &podid.endpoint,
+        "unregistered",
+        "us-east-1",
+        None,
+        Duration::from_millis(1500),
+    )
+    .unwrap();
     let ca = TestCa::new("podid test CA");
     let files = CertFiles::new(&ca.leaf(1, "errors"));
     let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
     let https = client(&ca.pem, false);
-    let (answer, _) = post_review(&https, &webhook.url, &pod_review("uid-err", "default", "sa")).await;
+    let (answer, _) = post_review(
+        &https,
+        &webhook.url,
+        &pod_review("uid-err", "default", "sa"),
+    )
+    .await;
     assert!(answer.response.allowed && answer.response.patch.is_none());
     let warning = answer.response.warnings.first().expect("a warning");
-    assert!(warning.contains("not injected") && warning.contains("ResourceNotFoundException"), "{warning}");
+    assert!(
+        warning.contains("not injected") && warning.contains("ResourceNotFoundException"),
+        "{warning}"
+    );
     let text = webhook.metrics.encode();
-    assert_eq!(metric(&text, r#"podid_webhook_association_lookups_total{result="error"}"#), 1.0, "{text}");
-    assert_eq!(metric(&text, r#"podid_webhook_admissions_total{result="error"}"#), 1.0, "{text}");
-    assert_eq!(metric(&text, "podid_webhook_server_unreachable_total"), 0.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_association_lookups_total{result="error"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"podid_webhook_admissions_total{result="error"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "podid_webhook_server_unreachable_total"),
+        0.0,
+        "{text}"
+    );
     webhook.stop().await;
 }

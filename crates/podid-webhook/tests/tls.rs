@@ -30,7 +30,10 @@ impl AssociationLookup for Everyone {
 }
 
 fn fast_reload() -> WebhookSettings {
-    WebhookSettings { reload_interval: Duration::from_millis(100), ..Default::default() }
+    WebhookSettings {
+        reload_interval: Duration::from_millis(100),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +52,11 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
 
     // A client trusting another CA refuses the server.
     let stranger = client(&TestCa::new("another CA").pem, true);
-    assert!(stranger.get(format!("{}/healthz", server.url)).send().await.is_err());
+    assert!(stranger
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .is_err());
 
     // Keep a pooled connection and a stream of requests going during the rotation.
     let pooled = client(&ca.pem, false);
@@ -58,7 +65,12 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let background = {
-        let (stop, answered, url, pooled) = (stop.clone(), answered.clone(), server.url.clone(), pooled.clone());
+        let (stop, answered, url, pooled) = (
+            stop.clone(),
+            answered.clone(),
+            server.url.clone(),
+            pooled.clone(),
+        );
         tokio::spawn(async move {
             let mut i = 0;
             // Bounded: at most 2000 requests, and it stops when told.
@@ -74,27 +86,52 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
 
     // 1. A broken pair (the key does not match the certificate) is not loaded.
     let second = ca.leaf(2002, "podid-webhook-2");
-    let broken = Leaf { cert_pem: second.cert_pem.clone(), key_pem: first.key_pem.clone(), der: Vec::new() };
+    let broken = Leaf {
+        cert_pem: second.cert_pem.clone(),
+        key_pem: first.key_pem.clone(),
+        der: Vec::new(),
+    };
     files.write(&broken);
     let metrics = server.metrics.clone();
-    eventually(Duration::from_secs(10), "the broken pair to be tried", || {
-        let m = metrics.clone();
-        async move { metric(&m.encode(), r#"podid_webhook_certificate_reloads_total{result="failed"}"#) >= 1.0 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the broken pair to be tried",
+        || {
+            let m = metrics.clone();
+            async move {
+                metric(
+                    &m.encode(),
+                    r#"podid_webhook_certificate_reloads_total{result="failed"}"#,
+                ) >= 1.0
+            }
+        },
+    )
     .await;
-    let r = fresh.get(format!("{}/readyz", server.url)).send().await.unwrap();
+    let r = fresh
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "still ready on the previous certificate");
-    assert_eq!(peer_certificate(&r), first.der, "the previous certificate stays in service");
+    assert_eq!(
+        peer_certificate(&r),
+        first.der,
+        "the previous certificate stays in service"
+    );
 
     // 2. The good new pair is picked up by fresh connections, without a restart.
     files.write(&second);
-    eventually(Duration::from_secs(10), "a fresh connection to present the new certificate", || {
-        let (fresh, url, want) = (fresh.clone(), server.url.clone(), second.der.clone());
-        async move {
-            let r = fresh.get(format!("{url}/healthz")).send().await.unwrap();
-            peer_certificate(&r) == want
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a fresh connection to present the new certificate",
+        || {
+            let (fresh, url, want) = (fresh.clone(), server.url.clone(), second.der.clone());
+            async move {
+                let r = fresh.get(format!("{url}/healthz")).send().await.unwrap();
+                peer_certificate(&r) == want
+            }
+        },
+    )
     .await;
     let review = pod_review("uid-second", "default", "s3-reader");
     let (answer, peer) = post_review(&fresh, &server.url, &review).await;
@@ -113,7 +150,14 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     background.await.unwrap();
     assert!(answered.load(Ordering::Relaxed) > 0);
     let text = server.metrics.encode();
-    assert_eq!(metric(&text, r#"podid_webhook_certificate_reloads_total{result="loaded"}"#), 2.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_certificate_reloads_total{result="loaded"}"#
+        ),
+        2.0,
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -126,11 +170,24 @@ async fn not_ready_without_a_certificate_until_one_appears() {
     let server = start(Arc::new(Everyone), &files, fast_reload()).await;
     assert!(!server.webhook.certs().is_loaded());
     let fresh = client(&ca.pem, true);
-    assert!(fresh.get(format!("{}/healthz", server.url)).send().await.is_err(), "no certificate, no handshake");
+    assert!(
+        fresh
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .is_err(),
+        "no certificate, no handshake"
+    );
     files.write(&leaf);
     eventually(Duration::from_secs(10), "the certificate to load", || {
         let (fresh, url) = (fresh.clone(), server.url.clone());
-        async move { fresh.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }
+        async move {
+            fresh
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
     })
     .await;
     server.stop().await;
@@ -140,18 +197,29 @@ async fn not_ready_without_a_certificate_until_one_appears() {
 async fn http_surface() {
     let ca = TestCa::new("podid test CA");
     let files = CertFiles::new(&ca.leaf(1, "surface"));
-    let settings = WebhookSettings { max_body_bytes: 64 * 1024, ..fast_reload() };
+    let settings = WebhookSettings {
+        max_body_bytes: 64 * 1024,
+        ..fast_reload()
+    };
     let server = start(Arc::new(Everyone), &files, settings).await;
     let http = client(&ca.pem, false);
     let url = &server.url;
 
-    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200), ("/nope", 404)] {
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/metrics", 200),
+        ("/nope", 404),
+    ] {
         let r = http.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), status, "{path}");
     }
     let r = http.get(format!("{url}/mutate")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "MethodNotAllowed");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "MethodNotAllowed"
+    );
 
     // Malformed reviews: 400 with a JSON message.
     let mut bodies = vec![
@@ -177,13 +245,21 @@ async fn http_surface() {
         assert_eq!(r.status(), 400, "{body}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["code"], "InvalidAdmissionReview");
-        assert!(v["message"].as_str().unwrap().contains(needle), "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
     }
 
     // Too large: 413.
     let mut big = pod_review("big", "default", "sa");
     big["request"]["object"]["metadata"]["annotations"] = json!({"filler": "x".repeat(100 * 1024)});
-    let r = http.post(format!("{url}/mutate")).json(&big).send().await.unwrap();
+    let r = http
+        .post(format!("{url}/mutate"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     // The server still answers, over HTTP/1.1 and HTTP/2 alike.
@@ -195,14 +271,33 @@ async fn http_surface() {
         .build()
         .unwrap();
     let review = pod_review("uid-h2", "default", "s3-reader");
-    let r = h2.post(format!("{url}/mutate")).json(&review).send().await.unwrap();
+    let r = h2
+        .post(format!("{url}/mutate"))
+        .json(&review)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     let (answer, _) = post_review(&http, url, &review).await;
     assert!(injected(&patched(&review, &answer)));
 
-    let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&text, r#"podid_webhook_admissions_total{result="error"}"#), 6.0, "{text}");
-    assert!(metric(&text, r#"podid_webhook_admissions_total{result="mutated"}"#) >= 1.0, "{text}");
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&text, r#"podid_webhook_admissions_total{result="error"}"#),
+        6.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, r#"podid_webhook_admissions_total{result="mutated"}"#) >= 1.0,
+        "{text}"
+    );
     server.stop().await;
 }

@@ -16,20 +16,40 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 /// Scheduling and the TLS round trip of the admission itself.
 const MARGIN: Duration = Duration::from_millis(1000);
 
-async fn admit_against(endpoint: &str) -> (podid_webhook::review::AdmissionReviewResponse, Duration, String) {
+async fn admit_against(
+    endpoint: &str,
+) -> (
+    podid_webhook::review::AdmissionReviewResponse,
+    Duration,
+    String,
+) {
     let lookup = HttpLookup::new(endpoint, "c1", "us-east-1", None, TIMEOUT).unwrap();
     let ca = TestCa::new("podid test CA");
     let files = CertFiles::new(&ca.leaf(1, "unreachable"));
-    let settings = WebhookSettings { lookup_timeout: TIMEOUT, ..Default::default() };
+    let settings = WebhookSettings {
+        lookup_timeout: TIMEOUT,
+        ..Default::default()
+    };
     let webhook = start(Arc::new(lookup), &files, settings).await;
     let https = client(&ca.pem, false);
     // Warm the TLS connection so the measurement is the admission alone.
-    https.get(format!("{}/healthz", webhook.url)).send().await.unwrap();
+    https
+        .get(format!("{}/healthz", webhook.url))
+        .send()
+        .await
+        .unwrap();
     let review = pod_review("uid-unreachable", "default", "s3-reader");
     let started = Instant::now();
     let (answer, _) = post_review(&https, &webhook.url, &review).await;
     let elapsed = started.elapsed();
-    let text = https.get(format!("{}/metrics", webhook.url)).send().await.unwrap().text().await.unwrap();
+    let text = https
+        .get(format!("{}/metrics", webhook.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     webhook.stop().await;
     (answer, elapsed, text)
 }
@@ -43,14 +63,35 @@ fn assert_admitted_unchanged_with_warning(
     assert!(elapsed < TIMEOUT + MARGIN, "answered in {elapsed:?}");
     assert!(answer.response.allowed);
     assert!(answer.response.patch.is_none() && answer.response.patch_type.is_none());
-    assert_eq!(answer.response.warnings.len(), 1, "{:?}", answer.response.warnings);
+    assert_eq!(
+        answer.response.warnings.len(),
+        1,
+        "{:?}",
+        answer.response.warnings
+    );
     let warning = &answer.response.warnings[0];
-    assert!(warning.starts_with("podid: AWS pod identity was not injected: podid server unreachable"), "{warning}");
+    assert!(
+        warning.starts_with("podid: AWS pod identity was not injected: podid server unreachable"),
+        "{warning}"
+    );
     assert!(warning.contains(cause), "{warning}");
     assert!(warning.len() <= 256, "{warning}");
-    assert_eq!(metric(metrics, "podid_webhook_server_unreachable_total"), 1.0, "{metrics}");
-    assert_eq!(metric(metrics, r#"podid_webhook_association_lookups_total{result="unreachable"}"#), 1.0);
-    assert_eq!(metric(metrics, r#"podid_webhook_admissions_total{result="error"}"#), 1.0);
+    assert_eq!(
+        metric(metrics, "podid_webhook_server_unreachable_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            metrics,
+            r#"podid_webhook_association_lookups_total{result="unreachable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(metrics, r#"podid_webhook_admissions_total{result="error"}"#),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +102,10 @@ async fn closed_port() {
     };
     let (answer, elapsed, metrics) = admit_against(&format!("http://127.0.0.1:{port}")).await;
     assert_admitted_unchanged_with_warning(&answer, elapsed, &metrics, "cannot connect");
-    assert!(elapsed < Duration::from_millis(500), "refused connections fail fast: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "refused connections fail fast: {elapsed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +121,9 @@ async fn server_that_never_answers() {
     });
     let (answer, elapsed, metrics) = admit_against(&format!("http://127.0.0.1:{port}")).await;
     assert_admitted_unchanged_with_warning(&answer, elapsed, &metrics, "1500 ms");
-    assert!(elapsed >= TIMEOUT - Duration::from_millis(100), "it waited for the timeout: {elapsed:?}");
+    assert!(
+        elapsed >= TIMEOUT - Duration::from_millis(100),
+        "it waited for the timeout: {elapsed:?}"
+    );
     hold.abort();
 }

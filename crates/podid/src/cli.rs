@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use podid_api::association::{
-    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse, PodIdentityAssociation,
-    UpdateAssociationRequest,
+    AssociationResponse, CreateAssociationRequest, ListAssociationsResponse,
+    PodIdentityAssociation, UpdateAssociationRequest,
 };
 use podid_api::cluster::{
     Cluster, ClusterResponse, ListClustersResponse, RegisterClusterRequest, UpdateClusterRequest,
@@ -43,8 +43,10 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) async fn client(&self) -> anyhow::Result<ApiClient> {
-        let endpoint =
-            self.endpoint.as_deref().context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
         Ok(ApiClient::from_environment(endpoint, &self.region).await?)
     }
 }
@@ -225,8 +227,10 @@ impl ClusterSettings {
         let Some(path) = &self.jwks_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let doc = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let doc = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
         Ok(Some(doc))
     }
 }
@@ -240,14 +244,18 @@ pub struct TrustPolicyArgs {
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 fn read_policy(value: Option<String>) -> anyhow::Result<Option<String>> {
     match value {
         Some(v) if v.starts_with('@') => {
             let path = &v[1..];
-            Ok(Some(std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {path}"))?))
+            Ok(Some(std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read policy file {path}")
+            })?))
         }
         other => Ok(other),
     }
@@ -267,7 +275,11 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -278,9 +290,16 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&AssociationResponse { association: a.clone() }),
+        Output::Json => print_json(&AssociationResponse {
+            association: a.clone(),
+        }),
         Output::Table => {
-            let tags = a.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let tags = a
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
             let rows = [
                 ("ASSOCIATION ID", a.association_id.clone()),
                 ("ASSOCIATION ARN", a.association_arn.clone()),
@@ -288,9 +307,23 @@ fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Resu
                 ("NAMESPACE", a.namespace.clone()),
                 ("SERVICE ACCOUNT", a.service_account.clone()),
                 ("ROLE ARN", a.role_arn.clone()),
-                ("TARGET ROLE ARN", a.target_role_arn.clone().unwrap_or_else(|| "-".into())),
-                ("EXTERNAL ID", a.external_id.clone().unwrap_or_else(|| "-".into())),
-                ("SESSION TAGS", if a.disable_session_tags { "disabled" } else { "enabled" }.into()),
+                (
+                    "TARGET ROLE ARN",
+                    a.target_role_arn.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "EXTERNAL ID",
+                    a.external_id.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "SESSION TAGS",
+                    if a.disable_session_tags {
+                        "disabled"
+                    } else {
+                        "enabled"
+                    }
+                    .into(),
+                ),
                 ("POLICY", a.policy.clone().unwrap_or_else(|| "-".into())),
                 ("TAGS", if tags.is_empty() { "-".into() } else { tags }),
                 ("CREATED", format_time(a.created_at.seconds())),
@@ -307,13 +340,20 @@ fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Resu
 fn format_time(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| seconds.to_string())
 }
 
 fn association_path(cluster: &str, id: Option<&str>) -> String {
     match id {
-        Some(id) => format!("/clusters/{}/pod-identity-associations/{}", segment(cluster), segment(id)),
+        Some(id) => format!(
+            "/clusters/{}/pod-identity-associations/{}",
+            segment(cluster),
+            segment(id)
+        ),
         None => format!("/clusters/{}/pod-identity-associations", segment(cluster)),
     }
 }
@@ -345,17 +385,38 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
             };
             let client = conn.client().await?;
             let body = serde_json::to_value(&request)?;
-            let out: AssociationResponse =
-                client.call(Method::POST, &association_path(&cluster_name, None), &[], Some(&body)).await?;
+            let out: AssociationResponse = client
+                .call(
+                    Method::POST,
+                    &association_path(&cluster_name, None),
+                    &[],
+                    Some(&body),
+                )
+                .await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::Describe { conn, cluster_name, association_id } => {
+        AssociationCommand::Describe {
+            conn,
+            cluster_name,
+            association_id,
+        } => {
             let client = conn.client().await?;
-            let out: AssociationResponse =
-                client.call(Method::GET, &association_path(&cluster_name, Some(&association_id)), &[], None).await?;
+            let out: AssociationResponse = client
+                .call(
+                    Method::GET,
+                    &association_path(&cluster_name, Some(&association_id)),
+                    &[],
+                    None,
+                )
+                .await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::List { conn, cluster_name, namespace, service_account } => {
+        AssociationCommand::List {
+            conn,
+            cluster_name,
+            namespace,
+            service_account,
+        } => {
             let client = conn.client().await?;
             let mut all = Vec::new();
             let mut next: Option<String> = None;
@@ -370,8 +431,14 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                 if let Some(token) = &next {
                     query.push(("nextToken", token.clone()));
                 }
-                let page: ListAssociationsResponse =
-                    client.call(Method::GET, &association_path(&cluster_name, None), &query, None).await?;
+                let page: ListAssociationsResponse = client
+                    .call(
+                        Method::GET,
+                        &association_path(&cluster_name, None),
+                        &query,
+                        None,
+                    )
+                    .await?;
                 all.extend(page.associations);
                 match page.next_token {
                     Some(token) => next = Some(token),
@@ -379,7 +446,10 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                 }
             }
             match conn.output {
-                Output::Json => print_json(&ListAssociationsResponse { associations: all, next_token: None }),
+                Output::Json => print_json(&ListAssociationsResponse {
+                    associations: all,
+                    next_token: None,
+                }),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = all
                         .iter()
@@ -392,7 +462,10 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print_table(&["ASSOCIATION ID", "CLUSTER", "NAMESPACE", "SERVICE ACCOUNT"], &rows);
+                    print_table(
+                        &["ASSOCIATION ID", "CLUSTER", "NAMESPACE", "SERVICE ACCOUNT"],
+                        &rows,
+                    );
                     Ok(())
                 }
             }
@@ -417,20 +490,37 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
             let client = conn.client().await?;
             let body = serde_json::to_value(&request)?;
             let out: AssociationResponse = client
-                .call(Method::POST, &association_path(&cluster_name, Some(&association_id)), &[], Some(&body))
+                .call(
+                    Method::POST,
+                    &association_path(&cluster_name, Some(&association_id)),
+                    &[],
+                    Some(&body),
+                )
                 .await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::Delete { conn, cluster_name, association_id } => {
+        AssociationCommand::Delete {
+            conn,
+            cluster_name,
+            association_id,
+        } => {
             let client = conn.client().await?;
-            let out: AssociationResponse =
-                client.call(Method::DELETE, &association_path(&cluster_name, Some(&association_id)), &[], None).await?;
+            let out: AssociationResponse = client
+                .call(
+                    Method::DELETE,
+                    &association_path(&cluster_name, Some(&association_id)),
+                    &[],
+                    None,
+                )
+                .await?;
             match conn.output {
                 Output::Json => print_json(&out),
                 Output::Table => {
                     println!(
                         "deleted {} ({}/{})",
-                        out.association.association_id, out.association.namespace, out.association.service_account
+                        out.association.association_id,
+                        out.association.namespace,
+                        out.association.service_account
                     );
                     Ok(())
                 }
@@ -441,12 +531,18 @@ pub async fn association(cmd: AssociationCommand) -> anyhow::Result<()> {
 
 fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&ListClustersResponse { clusters: clusters.to_vec() }),
+        Output::Json => print_json(&ListClustersResponse {
+            clusters: clusters.to_vec(),
+        }),
         Output::Table => {
             let rows: Vec<Vec<String>> = clusters
                 .iter()
                 .map(|c| {
-                    let keys = c.jwks.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
+                    let keys = c
+                        .jwks
+                        .get("keys")
+                        .and_then(|k| k.as_array())
+                        .map_or(0, Vec::len);
                     vec![
                         c.name.clone(),
                         c.issuer.clone(),
@@ -456,7 +552,10 @@ fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER ARN"], &rows);
+            print_table(
+                &["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER ARN"],
+                &rows,
+            );
             Ok(())
         }
     }
@@ -472,7 +571,11 @@ fn print_cluster(output: Output, cluster: Cluster) -> anyhow::Result<()> {
 /// Runs `podid cluster …`.
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Register { conn, name, settings } => {
+        ClusterCommand::Register {
+            conn,
+            name,
+            settings,
+        } => {
             if settings.jwks_file.is_none() && settings.jwks_uri.is_none() && !settings.discovery {
                 bail!("give the cluster's keys: --jwks-file, --jwks-uri or --discovery");
             }
@@ -486,22 +589,40 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
                 discovery: settings.discovery.then_some(true),
             };
             let client = conn.client().await?;
-            let out: ClusterResponse =
-                client.call(Method::POST, "/podid/v1/clusters", &[], Some(&serde_json::to_value(&request)?)).await?;
+            let out: ClusterResponse = client
+                .call(
+                    Method::POST,
+                    "/podid/v1/clusters",
+                    &[],
+                    Some(&serde_json::to_value(&request)?),
+                )
+                .await?;
             print_cluster(conn.output, out.cluster)
         }
         ClusterCommand::List { conn } => {
             let client = conn.client().await?;
-            let out: ListClustersResponse = client.call(Method::GET, "/podid/v1/clusters", &[], None).await?;
+            let out: ListClustersResponse = client
+                .call(Method::GET, "/podid/v1/clusters", &[], None)
+                .await?;
             print_clusters(conn.output, &out.clusters)
         }
         ClusterCommand::Describe { conn, name } => {
             let client = conn.client().await?;
-            let out: ClusterResponse =
-                client.call(Method::GET, &format!("/podid/v1/clusters/{}", segment(&name)), &[], None).await?;
+            let out: ClusterResponse = client
+                .call(
+                    Method::GET,
+                    &format!("/podid/v1/clusters/{}", segment(&name)),
+                    &[],
+                    None,
+                )
+                .await?;
             print_cluster(conn.output, out.cluster)
         }
-        ClusterCommand::Update { conn, name, settings } => {
+        ClusterCommand::Update {
+            conn,
+            name,
+            settings,
+        } => {
             let request = UpdateClusterRequest {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
@@ -523,9 +644,19 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Deregister { conn, name, force } => {
             let client = conn.client().await?;
-            let query = if force { vec![("force", "true".to_owned())] } else { vec![] };
-            let out: ClusterResponse =
-                client.call(Method::DELETE, &format!("/podid/v1/clusters/{}", segment(&name)), &query, None).await?;
+            let query = if force {
+                vec![("force", "true".to_owned())]
+            } else {
+                vec![]
+            };
+            let out: ClusterResponse = client
+                .call(
+                    Method::DELETE,
+                    &format!("/podid/v1/clusters/{}", segment(&name)),
+                    &query,
+                    None,
+                )
+                .await?;
             match conn.output {
                 Output::Json => print_json(&out),
                 Output::Table => {
@@ -554,7 +685,9 @@ pub fn trust_policy_document(broker_principal: &str) -> serde_json::Value {
 /// Runs `podid trust-policy`.
 pub fn trust_policy(args: &TrustPolicyArgs) -> anyhow::Result<()> {
     let p = &args.broker_principal;
-    let ok = p.starts_with("arn:") && (p.contains(":iam::") || p.contains(":sts::")) && p.split(':').count() == 6;
+    let ok = p.starts_with("arn:")
+        && (p.contains(":iam::") || p.contains(":sts::"))
+        && p.split(':').count() == 6;
     if !ok {
         bail!("--broker-principal must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/podid-broker");
     }
@@ -568,13 +701,22 @@ mod tests {
     #[test]
     fn trust_policy_names_the_broker_and_both_actions() {
         let doc = trust_policy_document("arn:aws:iam::123456789012:role/podid-broker");
-        assert_eq!(doc["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::123456789012:role/podid-broker");
-        assert_eq!(doc["Statement"][0]["Action"], serde_json::json!(["sts:AssumeRole", "sts:TagSession"]));
+        assert_eq!(
+            doc["Statement"][0]["Principal"]["AWS"],
+            "arn:aws:iam::123456789012:role/podid-broker"
+        );
+        assert_eq!(
+            doc["Statement"][0]["Action"],
+            serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
+        );
     }
 
     #[test]
     fn tags_parse() {
-        assert_eq!(parse_tag("team=ml=x").unwrap(), ("team".into(), "ml=x".into()));
+        assert_eq!(
+            parse_tag("team=ml=x").unwrap(),
+            ("team".into(), "ml=x".into())
+        );
         assert!(parse_tag("nope").is_err());
     }
 }
@@ -626,13 +768,25 @@ pub fn parse_since(value: &str, now: i64) -> anyhow::Result<i64> {
         }
     }
     let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| anyhow::anyhow!("--since '{value}' is not a duration (15m), an RFC 3339 time or epoch seconds"))?;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--since '{value}' is not a duration (15m), an RFC 3339 time or epoch seconds"
+            )
+        })?;
     Ok(t.unix_timestamp())
 }
 
 /// Runs `podid audit …`.
 pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::List { conn, cluster_name, namespace, service_account, outcome, since, limit } = cmd;
+    let AuditCommand::List {
+        conn,
+        cluster_name,
+        namespace,
+        service_account,
+        outcome,
+        since,
+        limit,
+    } = cmd;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut query: Vec<(&str, String)> = Vec::new();
     if let Some(v) = cluster_name {
@@ -659,7 +813,9 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
         if let Some(t) = &next {
             q.push(("nextToken", t.clone()));
         }
-        let page: podid_api::audit::ListAuditResponse = client.call(Method::GET, "/podid/v1/audit", &q, None).await?;
+        let page: podid_api::audit::ListAuditResponse = client
+            .call(Method::GET, "/podid/v1/audit", &q, None)
+            .await?;
         events.extend(page.events);
         match page.next_token {
             Some(t) => next = Some(t),
@@ -667,7 +823,10 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
         }
     }
     match conn.output {
-        Output::Json => print_json(&podid_api::audit::ListAuditResponse { events, next_token: None }),
+        Output::Json => print_json(&podid_api::audit::ListAuditResponse {
+            events,
+            next_token: None,
+        }),
         Output::Table => {
             let rows: Vec<Vec<String>> = events
                 .iter()
@@ -686,7 +845,16 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             print_table(
-                &["TIME", "OUTCOME", "CLUSTER", "SERVICE ACCOUNT", "POD", "ASSOCIATION", "ERROR", "CALLER"],
+                &[
+                    "TIME",
+                    "OUTCOME",
+                    "CLUSTER",
+                    "SERVICE ACCOUNT",
+                    "POD",
+                    "ASSOCIATION",
+                    "ERROR",
+                    "CALLER",
+                ],
                 &rows,
             );
             Ok(())
@@ -703,7 +871,10 @@ mod since_tests {
         assert_eq!(parse_since("1700000000", 0).unwrap(), 1_700_000_000);
         assert_eq!(parse_since("15m", 10_000).unwrap(), 10_000 - 900);
         assert_eq!(parse_since("2d", 200_000).unwrap(), 200_000 - 172_800);
-        assert_eq!(parse_since("2026-11-29T00:00:00Z", 0).unwrap(), 1_795_910_400);
+        assert_eq!(
+            parse_since("2026-11-29T00:00:00Z", 0).unwrap(),
+            1_795_910_400
+        );
         assert!(parse_since("5y", 0).is_err());
         assert!(parse_since("yesterday", 0).is_err());
     }

@@ -95,48 +95,78 @@ pub struct DevCluster {
 
 fn read_cluster(dir: &Path) -> anyhow::Result<(DevCluster, SigningKey)> {
     let meta: DevCluster = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("cluster.json"))
-            .with_context(|| format!("{} is not a test cluster directory (no cluster.json)", dir.display()))?,
+        &std::fs::read_to_string(dir.join("cluster.json")).with_context(|| {
+            format!(
+                "{} is not a test cluster directory (no cluster.json)",
+                dir.display()
+            )
+        })?,
     )
     .context("cluster.json is not valid")?;
     let alg = DevAlgorithm::parse(&meta.alg).context("cluster.json names an unknown algorithm")?;
-    let pem = std::fs::read_to_string(dir.join("signing-key.pem")).context("cannot read signing-key.pem")?;
-    let key = SigningKey::from_pkcs8_pem(&pem, alg, &meta.kid).context("signing-key.pem is not a usable key")?;
+    let pem = std::fs::read_to_string(dir.join("signing-key.pem"))
+        .context("cannot read signing-key.pem")?;
+    let key = SigningKey::from_pkcs8_pem(&pem, alg, &meta.kid)
+        .context("signing-key.pem is not a usable key")?;
     Ok((meta, key))
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Runs `podid dev …`.
 pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     match cmd {
         DevCommand::Cluster(DevClusterCommand::Create(args)) => {
-            podid_api::validate::cluster_name(&args.name).map_err(|e| anyhow::anyhow!(e.message))?;
-            std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+            podid_api::validate::cluster_name(&args.name)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("cannot create {}", args.dir.display()))?;
             let (meta, key) = if args.dir.join("cluster.json").exists() {
                 let (meta, key) = read_cluster(&args.dir)?;
                 if meta.name != args.name {
-                    bail!("{} already holds test cluster '{}'", args.dir.display(), meta.name);
+                    bail!(
+                        "{} already holds test cluster '{}'",
+                        args.dir.display(),
+                        meta.name
+                    );
                 }
                 (meta, key)
             } else {
-                let alg = DevAlgorithm::parse(&args.alg).context("--alg must be RS256, ES256 or ES384")?;
+                let alg = DevAlgorithm::parse(&args.alg)
+                    .context("--alg must be RS256, ES256 or ES384")?;
                 let kid = format!("{}-{}", args.name, &uuid_like()[..8]);
-                let key = SigningKey::generate(alg, &kid).context("cannot generate a signing key")?;
+                let key =
+                    SigningKey::generate(alg, &kid).context("cannot generate a signing key")?;
                 let meta = DevCluster {
                     name: args.name.clone(),
-                    issuer: args.issuer.clone().unwrap_or_else(|| format!("https://oidc.podid.test/{}", args.name)),
+                    issuer: args
+                        .issuer
+                        .clone()
+                        .unwrap_or_else(|| format!("https://oidc.podid.test/{}", args.name)),
                     alg: alg.as_str().to_owned(),
                     kid,
                 };
                 write_private(&args.dir.join("signing-key.pem"), &key.to_pkcs8_pem()?)?;
-                std::fs::write(args.dir.join("jwks.json"), serde_json::to_string_pretty(&key.jwks())?)?;
-                std::fs::write(args.dir.join("cluster.json"), serde_json::to_string_pretty(&meta)?)?;
+                std::fs::write(
+                    args.dir.join("jwks.json"),
+                    serde_json::to_string_pretty(&key.jwks())?,
+                )?;
+                std::fs::write(
+                    args.dir.join("cluster.json"),
+                    serde_json::to_string_pretty(&meta)?,
+                )?;
                 (meta, key)
             };
-            eprintln!("test cluster '{}' (DEVELOPMENT ONLY) in {}", meta.name, args.dir.display());
+            eprintln!(
+                "test cluster '{}' (DEVELOPMENT ONLY) in {}",
+                meta.name,
+                args.dir.display()
+            );
             eprintln!("  issuer: {}", meta.issuer);
             eprintln!("  key:    {} ({})", meta.kid, meta.alg);
             if args.register {
@@ -148,7 +178,12 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let out: ClusterResponse = client
-                    .call(reqwest::Method::POST, "/podid/v1/clusters", &[], Some(&serde_json::to_value(&request)?))
+                    .call(
+                        reqwest::Method::POST,
+                        "/podid/v1/clusters",
+                        &[],
+                        Some(&serde_json::to_value(&request)?),
+                    )
                     .await?;
                 eprintln!("  registered as {}", out.cluster.cluster_arn);
             }
@@ -195,7 +230,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

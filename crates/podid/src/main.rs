@@ -21,7 +21,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "podid", version, about, propagate_version = true)]
 struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "PODID_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PODID_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     /// Log filter (tracing-subscriber syntax, e.g. `info,podid_server=debug`);
     /// default `info` for servers, `warn` for the CLI verbs.

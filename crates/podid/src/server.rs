@@ -30,7 +30,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "sqlite://podid.db", env = "PODID_DATABASE_URL")]
     database_url: String,
     /// TOML file of API keys: `[[key]] access_key_id, secret_access_key, role`.
-    #[arg(long, env = "PODID_KEYS_FILE", required_unless_present = "insecure_no_auth")]
+    #[arg(
+        long,
+        env = "PODID_KEYS_FILE",
+        required_unless_present = "insecure_no_auth"
+    )]
     keys_file: Option<PathBuf>,
     /// Accept unsigned requests and treat every caller as admin. Local trials only.
     #[arg(long, conflicts_with = "keys_file")]
@@ -76,7 +80,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|c| c.is_ascii_digit()) {
         bail!("--account-id must be 12 digits, got '{}'", args.account_id);
     }
-    let lower = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    let lower = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    };
     if !lower(&args.region) || !lower(&args.partition) {
         bail!("--region and --partition take lowercase letters, digits and '-'");
     }
@@ -94,7 +102,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let store = podid_store::open(&args.database_url)
         .await
-        .with_context(|| format!("cannot open the store at {}", redact_url(&args.database_url)))?;
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                redact_url(&args.database_url)
+            )
+        })?;
     tracing::info!(database = %redact_url(&args.database_url), "store open");
     let fetcher: Arc<dyn podid_server::jwks::DocumentFetcher> =
         Arc::new(HttpFetcher::new().context("cannot build the HTTP client")?);
@@ -106,10 +119,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .region(aws_config::Region::new(args.region.clone()))
         .load()
         .await;
-    let sts = AwsStsIssuer::new(&sdk, args.sts_endpoint.as_deref(), Duration::from_millis(args.sts_timeout_ms));
-    let issuer = RateLimitedIssuer::new(sts, args.sts_max_rps, Duration::from_millis(args.sts_max_wait_ms))
-        .with_observer(metrics.broker.limiter_observer());
-    let (audit, audit_writer) = AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
+    let sts = AwsStsIssuer::new(
+        &sdk,
+        args.sts_endpoint.as_deref(),
+        Duration::from_millis(args.sts_timeout_ms),
+    );
+    let issuer = RateLimitedIssuer::new(
+        sts,
+        args.sts_max_rps,
+        Duration::from_millis(args.sts_max_wait_ms),
+    )
+    .with_observer(metrics.broker.limiter_observer());
+    let (audit, audit_writer) =
+        AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
     let broker = Broker {
         verifier: Arc::new(TokenVerifier::new(
             Arc::new(VerifierFetcher(fetcher.clone())),
@@ -123,7 +145,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         )),
         lookups: Default::default(),
         audit,
-        settings: BrokerSettings { session_duration: Duration::from_secs(args.session_duration) },
+        settings: BrokerSettings {
+            session_duration: Duration::from_secs(args.session_duration),
+        },
     };
     tracing::info!(
         sts_endpoint = args.sts_endpoint.as_deref().unwrap_or("AWS"),
@@ -134,7 +158,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let state = AppState {
         store,
         auth,
-        scope: ArnScope { partition: args.partition, region: args.region, account_id: args.account_id },
+        scope: ArnScope {
+            partition: args.partition,
+            region: args.region,
+            account_id: args.account_id,
+        },
         clock: Arc::new(SystemClock),
         fetcher,
         metrics,
@@ -153,7 +181,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await?;
     // The router and its state are gone: the audit writer drains what is queued.
-    if tokio::time::timeout(Duration::from_secs(10), audit_writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), audit_writer)
+        .await
+        .is_err()
+    {
         tracing::error!("audit events still queued at shutdown were not all written");
     }
     Ok(())
@@ -176,7 +207,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://podid:hunter2@db:5432/podid"), "postgres://podid:****@db:5432/podid");
+        assert_eq!(
+            redact_url("postgres://podid:hunter2@db:5432/podid"),
+            "postgres://podid:****@db:5432/podid"
+        );
         assert_eq!(redact_url("sqlite://podid.db"), "sqlite://podid.db");
     }
 }

@@ -65,16 +65,29 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         tracing::warn!("no AWS credentials found: calls to podid are unsigned (only a server run with --insecure-no-auth accepts them)");
     }
     let timeout = Duration::from_millis(args.lookup_timeout_ms);
-    let lookup = HttpLookup::new(&args.endpoint, &args.cluster_name, &args.region, credentials, timeout)?;
+    let lookup = HttpLookup::new(
+        &args.endpoint,
+        &args.cluster_name,
+        &args.region,
+        credentials,
+        timeout,
+    )?;
     let settings = WebhookSettings {
-        mutation: MutationSettings { credentials_uri: args.credentials_uri.clone() },
+        mutation: MutationSettings {
+            credentials_uri: args.credentials_uri.clone(),
+        },
         lookup_timeout: timeout,
         positive_ttl: Duration::from_secs(args.cache_seconds),
         reload_interval: Duration::from_secs(args.tls_reload_seconds),
         ..WebhookSettings::default()
     };
     let certs = Arc::new(CertStore::new(&args.tls_cert, &args.tls_key));
-    let webhook = Arc::new(Webhook::new(Arc::new(lookup), certs, settings, Arc::new(Metrics::new())));
+    let webhook = Arc::new(Webhook::new(
+        Arc::new(lookup),
+        certs,
+        settings,
+        Arc::new(Metrics::new()),
+    ));
     tracing::info!(
         cluster = %args.cluster_name,
         endpoint = %args.endpoint,

@@ -30,7 +30,11 @@ fn database(dir: &std::path::Path, postgres: bool) -> Option<String> {
     let schema = format!(
         "durability_{}_{}",
         std::process::id(),
-        dir.file_name().unwrap().to_string_lossy().replace(['.', '-'], "_").to_lowercase()
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(['.', '-'], "_")
+            .to_lowercase()
     );
     let status = std::process::Command::new("psql")
         .args([base.as_str(), "-qtAc", &format!("CREATE SCHEMA {schema}")])
@@ -56,7 +60,10 @@ async fn list_all(http: &reqwest::Client, endpoint: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
-        let mut url = reqwest::Url::parse(&format!("{endpoint}/clusters/blue/pod-identity-associations")).unwrap();
+        let mut url = reqwest::Url::parse(&format!(
+            "{endpoint}/clusters/blue/pod-identity-associations"
+        ))
+        .unwrap();
         url.query_pairs_mut().append_pair("maxResults", "100");
         if let Some(t) = &next {
             url.query_pairs_mut().append_pair("nextToken", t);
@@ -71,7 +78,13 @@ async fn list_all(http: &reqwest::Client, endpoint: &str) -> Vec<Value> {
 }
 
 async fn describe(http: &reqwest::Client, endpoint: &str, id: &str) -> Value {
-    let r = http.get(format!("{endpoint}/clusters/blue/pod-identity-associations/{id}")).send().await.unwrap();
+    let r = http
+        .get(format!(
+            "{endpoint}/clusters/blue/pod-identity-associations/{id}"
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     r.json::<Value>().await.unwrap()["association"].clone()
 }
@@ -89,7 +102,10 @@ async fn restart_keeps_data(postgres: bool) {
         let body = json!({"namespace": "default", "serviceAccount": format!("sa-{i}"),
                           "roleArn": format!("arn:aws:iam::111122223333:role/r{i}"), "tags": {"n": i.to_string()}});
         let r: Value = http
-            .post(format!("{}/clusters/blue/pod-identity-associations", server.endpoint))
+            .post(format!(
+                "{}/clusters/blue/pod-identity-associations",
+                server.endpoint
+            ))
             .json(&body)
             .send()
             .await
@@ -97,9 +113,18 @@ async fn restart_keeps_data(postgres: bool) {
             .json()
             .await
             .unwrap();
-        created.insert(r["association"]["associationId"].as_str().unwrap().to_owned(), r["association"].clone());
+        created.insert(
+            r["association"]["associationId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            r["association"].clone(),
+        );
     }
-    assert!(server.terminate().success(), "server did not exit cleanly on SIGTERM");
+    assert!(
+        server.terminate().success(),
+        "server did not exit cleanly on SIGTERM"
+    );
 
     let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
     for (id, before) in &created {
@@ -123,7 +148,10 @@ async fn kill9_during_burst(postgres: bool) {
     let Some(db) = database(dir.path(), postgres) else {
         return;
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
     let endpoint = server.endpoint.clone();
     register(&http, &endpoint).await;
@@ -137,8 +165,13 @@ async fn kill9_during_burst(postgres: bool) {
     let threshold = Arc::new(tokio::sync::Notify::new());
     let mut workers = Vec::new();
     for w in 0..8 {
-        let (http, endpoint, acked, count, threshold) =
-            (http.clone(), endpoint.clone(), acked.clone(), count.clone(), threshold.clone());
+        let (http, endpoint, acked, count, threshold) = (
+            http.clone(),
+            endpoint.clone(),
+            acked.clone(),
+            count.clone(),
+            threshold.clone(),
+        );
         workers.push(tokio::spawn(async move {
             for n in 0.. {
                 let sa = format!("sa-{w}-{n}");
@@ -174,19 +207,35 @@ async fn kill9_during_burst(postgres: bool) {
         let id = summary["associationId"].as_str().unwrap();
         let full = describe(&http, &server.endpoint, id).await;
         let sa = full["serviceAccount"].as_str().unwrap();
-        assert!(seen_sa.insert(sa.to_owned()), "service account {sa} stored twice");
+        assert!(
+            seen_sa.insert(sa.to_owned()),
+            "service account {sa} stored twice"
+        );
         // Whole or absent: every stored association carries everything its request asked for.
-        assert_eq!(full["roleArn"], format!("arn:aws:iam::111122223333:role/{sa}"));
+        assert_eq!(
+            full["roleArn"],
+            format!("arn:aws:iam::111122223333:role/{sa}")
+        );
         assert_eq!(full["tags"]["sa"], sa);
         assert_eq!(full["namespace"], "default");
     }
-    let stored_ids: std::collections::HashSet<_> =
-        stored.iter().map(|s| s["associationId"].as_str().unwrap().to_owned()).collect();
+    let stored_ids: std::collections::HashSet<_> = stored
+        .iter()
+        .map(|s| s["associationId"].as_str().unwrap().to_owned())
+        .collect();
     for (id, (sa, _)) in &acked {
-        assert!(stored_ids.contains(id), "acknowledged association {id} ({sa}) was lost");
+        assert!(
+            stored_ids.contains(id),
+            "acknowledged association {id} ({sa}) was lost"
+        );
     }
     // Requests cut by the kill may or may not have committed, but nothing else appears.
-    assert!(stored.len() <= acked.len() + 8, "{} stored, {} acknowledged", stored.len(), acked.len());
+    assert!(
+        stored.len() <= acked.len() + 8,
+        "{} stored, {} acknowledged",
+        stored.len(),
+        acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

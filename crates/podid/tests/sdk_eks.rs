@@ -22,7 +22,16 @@ async fn register_cluster(endpoint: &str, name: &str) {
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, JWKS).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_podid"))
-        .args(["cluster", "register", "--endpoint", endpoint, "--name", name, "--issuer", "https://issuer.test/blue"])
+        .args([
+            "cluster",
+            "register",
+            "--endpoint",
+            endpoint,
+            "--name",
+            name,
+            "--issuer",
+            "https://issuer.test/blue",
+        ])
         .arg("--jwks-file")
         .arg(&jwks)
         .env("AWS_ACCESS_KEY_ID", ADMIN_KEY)
@@ -32,14 +41,23 @@ async fn register_cluster(endpoint: &str, name: &str) {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "register failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = write_keys(dir.path());
-    let server = Server::start(&["--database-url", &sqlite_url(dir.path()), "--keys-file", keys.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--database-url",
+        &sqlite_url(dir.path()),
+        "--keys-file",
+        keys.to_str().unwrap(),
+    ]);
     register_cluster(&server.endpoint, "blue").await;
     let eks = eks_client(&server.endpoint, ADMIN_KEY, ADMIN_SECRET);
 
@@ -61,13 +79,31 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
         created.association_arn().unwrap(),
         format!("arn:aws:eks:us-east-1:111122223333:podidentityassociation/blue/{id}")
     );
-    assert_eq!(created.tags().unwrap().get("team").map(String::as_str), Some("ml"));
+    assert_eq!(
+        created.tags().unwrap().get("team").map(String::as_str),
+        Some("ml")
+    );
     let created_at = created.created_at().unwrap().secs();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((now - created_at).abs() < 60, "createdAt {created_at} vs now {now}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now - created_at).abs() < 60,
+        "createdAt {created_at} vs now {now}"
+    );
 
-    let listed = eks.list_pod_identity_associations().cluster_name("blue").send().await.unwrap();
-    let ids: Vec<_> = listed.associations().iter().map(|s| s.association_id().unwrap()).collect();
+    let listed = eks
+        .list_pod_identity_associations()
+        .cluster_name("blue")
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<_> = listed
+        .associations()
+        .iter()
+        .map(|s| s.association_id().unwrap())
+        .collect();
     assert_eq!(ids, vec![id.as_str()]);
 
     let described = eks
@@ -80,7 +116,10 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
         .association
         .unwrap();
     assert_eq!(described.service_account(), Some("boto3"));
-    assert_eq!(described.role_arn(), Some("arn:aws:iam::111122223333:role/simple-pod-identity-role"));
+    assert_eq!(
+        described.role_arn(),
+        Some("arn:aws:iam::111122223333:role/simple-pod-identity-role")
+    );
 
     let deleted = eks
         .delete_pod_identity_association()
@@ -92,7 +131,12 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
         .association
         .unwrap();
     assert_eq!(deleted.association_id(), Some(id.as_str()));
-    let gone = eks.describe_pod_identity_association().cluster_name("blue").association_id(&id).send().await;
+    let gone = eks
+        .describe_pod_identity_association()
+        .cluster_name("blue")
+        .association_id(&id)
+        .send()
+        .await;
     let err = gone.unwrap_err().into_service_error();
     assert!(err.is_resource_not_found_exception(), "{err:?}");
 }
@@ -101,7 +145,12 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
 async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let keys = write_keys(dir.path());
-    let server = Server::start(&["--database-url", &sqlite_url(dir.path()), "--keys-file", keys.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--database-url",
+        &sqlite_url(dir.path()),
+        "--keys-file",
+        keys.to_str().unwrap(),
+    ]);
     register_cluster(&server.endpoint, "blue").await;
     let admin = eks_client(&server.endpoint, ADMIN_KEY, ADMIN_SECRET);
     let create = |c: &aws_sdk_eks::Client| {
@@ -112,7 +161,11 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
             .role_arn("arn:aws:iam::111122223333:role/app")
     };
     create(&admin).send().await.unwrap();
-    let dup = create(&admin).send().await.unwrap_err().into_service_error();
+    let dup = create(&admin)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert!(dup.is_resource_in_use_exception(), "{dup:?}");
 
     let bad = admin
@@ -129,15 +182,40 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
 
     let reader = eks_client(&server.endpoint, READER_KEY, READER_SECRET);
     assert_eq!(
-        reader.list_pod_identity_associations().cluster_name("blue").send().await.unwrap().associations().len(),
+        reader
+            .list_pod_identity_associations()
+            .cluster_name("blue")
+            .send()
+            .await
+            .unwrap()
+            .associations()
+            .len(),
         1
     );
-    let denied = create(&reader).service_account("other").send().await.unwrap_err();
+    let denied = create(&reader)
+        .service_account("other")
+        .send()
+        .await
+        .unwrap_err();
     let raw = denied.raw_response().unwrap();
     assert_eq!(raw.status().as_u16(), 403);
-    assert_eq!(raw.headers().get("x-amzn-errortype"), Some("AccessDeniedException"));
+    assert_eq!(
+        raw.headers().get("x-amzn-errortype"),
+        Some("AccessDeniedException")
+    );
 
     let wrong = eks_client(&server.endpoint, ADMIN_KEY, "not-the-right-secret-at-all");
-    let err = wrong.list_pod_identity_associations().cluster_name("blue").send().await.unwrap_err();
-    assert_eq!(err.raw_response().unwrap().headers().get("x-amzn-errortype"), Some("InvalidSignatureException"));
+    let err = wrong
+        .list_pod_identity_associations()
+        .cluster_name("blue")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.raw_response()
+            .unwrap()
+            .headers()
+            .get("x-amzn-errortype"),
+        Some("InvalidSignatureException")
+    );
 }

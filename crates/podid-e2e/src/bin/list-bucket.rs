@@ -15,7 +15,11 @@ async fn main() -> ExitCode {
     };
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     // moto serves buckets by path; the endpoint comes from AWS_ENDPOINT_URL_S3.
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
     match s3.list_objects_v2().bucket(&bucket).send().await {
         Ok(out) => {
             let keys: Vec<&str> = out.contents().iter().filter_map(|o| o.key()).collect();

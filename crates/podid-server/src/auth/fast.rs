@@ -57,16 +57,28 @@ impl Clone for SigningKeyCache {
 
 impl SigningKeyCache {
     /// The signing key of `key` for the scope `date/region/service`.
-    fn get(&self, key: &ApiKey, at: SystemTime, date: &str, region: &str, service: &str) -> [u8; 32] {
+    fn get(
+        &self,
+        key: &ApiKey,
+        at: SystemTime,
+        date: &str,
+        region: &str,
+        service: &str,
+    ) -> [u8; 32] {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let found = keys.iter().find(|d| {
-            d.date == date && d.region == region && d.service == service && d.access_key_id == key.access_key_id
+            d.date == date
+                && d.region == region
+                && d.service == service
+                && d.access_key_id == key.access_key_id
         });
         if let Some(d) = found {
             return d.key;
         }
         let mut derived = [0u8; 32];
-        derived.copy_from_slice(generate_signing_key(key.secret_access_key.expose(), at, region, service).as_ref());
+        derived.copy_from_slice(
+            generate_signing_key(key.secret_access_key.expose(), at, region, service).as_ref(),
+        );
         if keys.len() >= MAX_SIGNING_KEYS {
             keys.remove(0);
         }
@@ -84,14 +96,23 @@ impl SigningKeyCache {
 #[cfg(test)]
 impl SigningKeyCache {
     /// The signature of `data` with the kept signing key (for tests).
-    pub(super) fn derived_for_test(&self, key: &ApiKey, at: SystemTime, region: &str, service: &str) -> [u8; 32] {
+    pub(super) fn derived_for_test(
+        &self,
+        key: &ApiKey,
+        at: SystemTime,
+        region: &str,
+        service: &str,
+    ) -> [u8; 32] {
         let date = crate::auth::tests::date_of(at);
         self.get(key, at, &date, region, service)
     }
 
     /// How many keys are kept.
     pub(super) fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -123,7 +144,9 @@ fn is_basic_date_time(value: &str) -> bool {
 fn is_canonical_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains("//")
-        && path.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'/' || c == b'-' || c == b'_')
+        && path
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'/' || c == b'-' || c == b'_')
 }
 
 /// The signature (lowercase hex) of a request in canonical form, or `None`
@@ -150,12 +173,15 @@ pub(super) fn signature(
     // Signed headers: sorted, unique, lowercase — the SDK's own order — and
     // naming everything the SDK's signer adds by itself.
     let names = &auth.signed_headers;
-    let well_formed = names
-        .iter()
-        .all(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+    let well_formed = names.iter().all(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    });
     let sorted = names.windows(2).all(|w| w[0] < w[1]);
     let complete = names.contains(&"x-amz-date")
-        && (!headers.contains_key("x-amz-security-token") || names.contains(&"x-amz-security-token"));
+        && (!headers.contains_key("x-amz-security-token")
+            || names.contains(&"x-amz-security-token"));
     if !(well_formed && sorted && complete) {
         return None;
     }
@@ -196,7 +222,14 @@ pub(super) fn signature(
     sts.extend_from_slice(b"AWS4-HMAC-SHA256\n");
     sts.extend_from_slice(amz_date.as_bytes());
     sts.push(b'\n');
-    for part in [auth.date, "/", auth.region, "/", auth.service, "/aws4_request\n"] {
+    for part in [
+        auth.date,
+        "/",
+        auth.region,
+        "/",
+        auth.service,
+        "/aws4_request\n",
+    ] {
         sts.extend_from_slice(part.as_bytes());
     }
     sts.extend_from_slice(&hex32(&creq));

@@ -105,11 +105,19 @@ pub async fn list(
     use podid_api::{validate, ApiError};
 
     crate::http_api::answer(crate::keys::Operation::ListAuditEvents, &principal, async {
-        let mut query = podid_store::AuditQuery { limit: 100, ..Default::default() };
-        let bad = |what: &str, v: &str| {
-            ApiError::invalid_parameter(format!("{what} '{}' is invalid", podid_api::arn::printable(v)))
+        let mut query = podid_store::AuditQuery {
+            limit: 100,
+            ..Default::default()
         };
-        for (key, value) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned() {
+        let bad = |what: &str, v: &str| {
+            ApiError::invalid_parameter(format!(
+                "{what} '{}' is invalid",
+                podid_api::arn::printable(v)
+            ))
+        };
+        for (key, value) in
+            url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned()
+        {
             match key.as_str() {
                 "cluster" => {
                     validate::cluster_name(&value)?;
@@ -130,7 +138,9 @@ pub async fn list(
                     );
                 }
                 "since" => {
-                    let secs: f64 = value.parse().map_err(|_| bad("since (epoch seconds)", &value))?;
+                    let secs: f64 = value
+                        .parse()
+                        .map_err(|_| bad("since (epoch seconds)", &value))?;
                     if !secs.is_finite() {
                         return Err(bad("since (epoch seconds)", &value));
                     }
@@ -153,10 +163,16 @@ pub async fn list(
                 _ => {}
             }
         }
-        let page = state.store.list_audit(&query).await.map_err(crate::http_api::store_error)?;
+        let page = state
+            .store
+            .list_audit(&query)
+            .await
+            .map_err(crate::http_api::store_error)?;
         Ok(podid_api::audit::ListAuditResponse {
             events: page.events,
-            next_token: page.next.map(|n| URL_SAFE_NO_PAD.encode(format!("audit:{n}"))),
+            next_token: page
+                .next
+                .map(|n| URL_SAFE_NO_PAD.encode(format!("audit:{n}"))),
         })
     })
     .await

@@ -64,7 +64,10 @@ impl CredentialCache {
 
     /// Whether credentials are fresh enough to serve at `now`.
     pub fn fresh(&self, credentials: &IssuedCredentials, now: SystemTime) -> bool {
-        credentials.expiration.duration_since(now).is_ok_and(|left| left > self.min_remaining)
+        credentials
+            .expiration
+            .duration_since(now)
+            .is_ok_and(|left| left > self.min_remaining)
     }
 
     /// Entries held.
@@ -102,7 +105,12 @@ impl CredentialCache {
         }
         let (mut flight, outcome) = {
             let Ok(mut in_flight) = self.in_flight.lock() else {
-                return (Err(IssueError::Internal("credential cache lock poisoned".into())), CacheOutcome::Miss);
+                return (
+                    Err(IssueError::Internal(
+                        "credential cache lock poisoned".into(),
+                    )),
+                    CacheOutcome::Miss,
+                );
             };
             match in_flight.get(key) {
                 Some(f) => (f.clone(), CacheOutcome::Joined),
@@ -131,9 +139,11 @@ impl CredentialCache {
             }
         };
         let result = match flight.wait_for(Option::is_some).await {
-            Ok(done) => {
-                done.clone().unwrap_or_else(|| Err(IssueError::Internal("issuance ended without a result".into())))
-            }
+            Ok(done) => done.clone().unwrap_or_else(|| {
+                Err(IssueError::Internal(
+                    "issuance ended without a result".into(),
+                ))
+            }),
             // The task ended without answering (it panicked).
             Err(_) => Err(IssueError::Internal("issuing credentials failed".into())),
         };
@@ -146,12 +156,18 @@ impl CredentialCache {
     }
 
     fn insert(&self, key: CacheKey, credentials: Arc<IssuedCredentials>, now: SystemTime) {
-        let Ok(mut entries) = self.entries.lock() else { return };
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
         if entries.len() >= self.max_entries && !entries.contains_key(&key) {
             entries.retain(|_, c| self.fresh(c, now));
             if entries.len() >= self.max_entries {
                 // Still full: drop the entry that would go stale first.
-                if let Some(k) = entries.iter().min_by_key(|(_, c)| c.expiration).map(|(k, _)| k.clone()) {
+                if let Some(k) = entries
+                    .iter()
+                    .min_by_key(|(_, c)| c.expiration)
+                    .map(|(k, _)| k.clone())
+                {
                     entries.remove(&k);
                 }
             }
@@ -194,25 +210,46 @@ mod tests {
     }
 
     fn key(pod: &str) -> CacheKey {
-        CacheKey { association_id: "a-0123456789abcdefg".into(), association_version: 1, pod_uid: pod.into() }
+        CacheKey {
+            association_id: "a-0123456789abcdefg".into(),
+            association_version: 1,
+            pod_uid: pod.into(),
+        }
     }
 
     #[tokio::test]
     async fn serves_fresh_credentials_and_reissues_stale_ones() {
         let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
-        let (r, o) = cache.get_or_issue(&key("p"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        let (r, o) = cache
+            .get_or_issue(&key("p"), now, || async {
+                Ok(creds(Duration::from_secs(3600)))
+            })
+            .await;
         assert!(r.is_ok());
         assert_eq!(o, CacheOutcome::Miss);
-        let (_, o) = cache.get_or_issue(&key("p"), now, || async { panic!("must not issue") }).await;
+        let (_, o) = cache
+            .get_or_issue(&key("p"), now, || async { panic!("must not issue") })
+            .await;
         assert_eq!(o, CacheOutcome::Hit);
         // 46 minutes later less than 15 remain: issue again.
         let later = now + Duration::from_secs(46 * 60);
-        let (_, o) = cache.get_or_issue(&key("p"), later, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        let (_, o) = cache
+            .get_or_issue(&key("p"), later, || async {
+                Ok(creds(Duration::from_secs(3600)))
+            })
+            .await;
         assert_eq!(o, CacheOutcome::Miss);
         // Another version of the association is another key.
-        let other = CacheKey { association_version: 2, ..key("p") };
-        let (_, o) = cache.get_or_issue(&other, now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        let other = CacheKey {
+            association_version: 2,
+            ..key("p")
+        };
+        let (_, o) = cache
+            .get_or_issue(&other, now, || async {
+                Ok(creds(Duration::from_secs(3600)))
+            })
+            .await;
         assert_eq!(o, CacheOutcome::Miss);
     }
 
@@ -220,9 +257,17 @@ mod tests {
     async fn errors_are_not_cached() {
         let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
-        let (r, _) = cache.get_or_issue(&key("p"), now, || async { Err(IssueError::AccessDenied("no".into())) }).await;
+        let (r, _) = cache
+            .get_or_issue(&key("p"), now, || async {
+                Err(IssueError::AccessDenied("no".into()))
+            })
+            .await;
         assert!(r.is_err());
-        let (r, o) = cache.get_or_issue(&key("p"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        let (r, o) = cache
+            .get_or_issue(&key("p"), now, || async {
+                Ok(creds(Duration::from_secs(3600)))
+            })
+            .await;
         assert!(r.is_ok());
         assert_eq!(o, CacheOutcome::Miss);
     }
@@ -256,8 +301,20 @@ mod tests {
             outcomes.push(t.await.unwrap());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(outcomes.iter().filter(|o| **o == CacheOutcome::Miss).count(), 1);
-        assert_eq!(outcomes.iter().filter(|o| **o != CacheOutcome::Miss).count(), 199);
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == CacheOutcome::Miss)
+                .count(),
+            1
+        );
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o != CacheOutcome::Miss)
+                .count(),
+            199
+        );
     }
 
     #[tokio::test]
@@ -273,7 +330,9 @@ mod tests {
             Ok(creds(Duration::from_secs(3600)))
         });
         // The caller gives up while STS is still answering.
-        assert!(tokio::time::timeout(Duration::from_millis(20), first).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(20), first)
+            .await
+            .is_err());
         gate.notify_one();
         for _ in 0..100 {
             if !cache.is_empty() {
@@ -281,8 +340,11 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (r, o) =
-            cache.get_or_issue(&key("p"), SystemTime::now(), || async { panic!("must not issue again") }).await;
+        let (r, o) = cache
+            .get_or_issue(&key("p"), SystemTime::now(), || async {
+                panic!("must not issue again")
+            })
+            .await;
         assert!(r.is_ok());
         assert_eq!(o, CacheOutcome::Hit);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -294,13 +356,19 @@ mod tests {
         let now = SystemTime::now();
         for (i, mins) in [(0, 60), (1, 50), (2, 40), (3, 30)] {
             let (r, _) = cache
-                .get_or_issue(&key(&i.to_string()), now, || async move { Ok(creds(Duration::from_secs(mins * 60))) })
+                .get_or_issue(&key(&i.to_string()), now, || async move {
+                    Ok(creds(Duration::from_secs(mins * 60)))
+                })
                 .await;
             assert!(r.is_ok());
         }
         assert_eq!(cache.len(), 3);
         // Pod 2 expired soonest when pod 3 arrived and was evicted.
-        let (_, o) = cache.get_or_issue(&key("2"), now, || async { Ok(creds(Duration::from_secs(3600))) }).await;
+        let (_, o) = cache
+            .get_or_issue(&key("2"), now, || async {
+                Ok(creds(Duration::from_secs(3600)))
+            })
+            .await;
         assert_eq!(o, CacheOutcome::Miss);
         assert_eq!(cache.len(), 3);
     }

@@ -51,7 +51,9 @@ pub struct Lookups {
 
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lookups").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("Lookups")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,12 @@ impl Lookups {
         lock(&self.associations).clear();
     }
 
-    fn get<T>(&self, map: &Mutex<HashMap<String, Cached<T>>>, key: &str, now: Instant) -> Option<Option<Arc<T>>> {
+    fn get<T>(
+        &self,
+        map: &Mutex<HashMap<String, Cached<T>>>,
+        key: &str,
+        now: Instant,
+    ) -> Option<Option<Arc<T>>> {
         let map = lock(map);
         let entry = map.get(key)?;
         (now.duration_since(entry.at) < self.ttl).then(|| entry.value.clone())
@@ -134,10 +141,20 @@ impl Lookups {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let found =
-            store.get_cluster(name).await?.map(|cluster| Arc::new(ClusterEntry { trust: trust_of(&cluster), cluster }));
+        let found = store.get_cluster(name).await?.map(|cluster| {
+            Arc::new(ClusterEntry {
+                trust: trust_of(&cluster),
+                cluster,
+            })
+        });
         if !self.ttl.is_zero() {
-            self.put(&self.clusters, name.to_owned(), found.clone(), now, generation);
+            self.put(
+                &self.clusters,
+                name.to_owned(),
+                found.clone(),
+                now,
+                generation,
+            );
         }
         Ok(found)
     }
@@ -157,7 +174,10 @@ impl Lookups {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let found = store.find_association(cluster, namespace, service_account).await?.map(Arc::new);
+        let found = store
+            .find_association(cluster, namespace, service_account)
+            .await?
+            .map(Arc::new);
         if !self.ttl.is_zero() {
             self.put(&self.associations, key, found.clone(), now, generation);
         }
@@ -208,43 +228,106 @@ mod tests {
     async fn answers_are_kept_until_invalidated_or_expired() {
         let store = store().await;
         let lookups = Lookups::new(Duration::from_secs(3600));
-        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        assert!(lookups
+            .cluster(store.as_ref(), "blue")
+            .await
+            .unwrap()
+            .is_none());
         store.insert_cluster(&cluster("blue", 1)).await.unwrap();
         // "Not found" is cached too…
-        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        assert!(lookups
+            .cluster(store.as_ref(), "blue")
+            .await
+            .unwrap()
+            .is_none());
         // …until a write through this server says otherwise.
         lookups.invalidate();
-        let entry = lookups.cluster(store.as_ref(), "blue").await.unwrap().unwrap();
+        let entry = lookups
+            .cluster(store.as_ref(), "blue")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(entry.trust.version, 1);
         assert_eq!(entry.trust.issuer, "https://iss");
 
-        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
-        store.create_association(&association("a-0123456789abcdefg"), None).await.unwrap();
-        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        assert!(lookups
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_none());
+        store
+            .create_association(&association("a-0123456789abcdefg"), None)
+            .await
+            .unwrap();
+        assert!(lookups
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_none());
         lookups.invalidate();
-        let found = lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().unwrap();
+        let found = lookups
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(found.id, "a-0123456789abcdefg");
-        assert!(lookups.association(store.as_ref(), "blue", "ns", "other").await.unwrap().is_none());
+        assert!(lookups
+            .association(store.as_ref(), "blue", "ns", "other")
+            .await
+            .unwrap()
+            .is_none());
 
         // Without a TTL every call reads the store.
         let uncached = Lookups::new(Duration::ZERO);
-        assert!(uncached.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_some());
-        store.delete_association("blue", "a-0123456789abcdefg").await.unwrap();
-        assert!(uncached.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        assert!(uncached
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_some());
+        store
+            .delete_association("blue", "a-0123456789abcdefg")
+            .await
+            .unwrap();
+        assert!(uncached
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_none());
         // The long-lived cache still has it until told.
-        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_some());
+        assert!(lookups
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_some());
         lookups.invalidate();
-        assert!(lookups.association(store.as_ref(), "blue", "ns", "sa").await.unwrap().is_none());
+        assert!(lookups
+            .association(store.as_ref(), "blue", "ns", "sa")
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
     async fn short_ttls_expire() {
         let store = store().await;
         let lookups = Lookups::new(Duration::from_millis(20));
-        assert!(lookups.cluster(store.as_ref(), "blue").await.unwrap().is_none());
+        assert!(lookups
+            .cluster(store.as_ref(), "blue")
+            .await
+            .unwrap()
+            .is_none());
         store.insert_cluster(&cluster("blue", 5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(lookups.cluster(store.as_ref(), "blue").await.unwrap().unwrap().trust.version, 5);
+        assert_eq!(
+            lookups
+                .cluster(store.as_ref(), "blue")
+                .await
+                .unwrap()
+                .unwrap()
+                .trust
+                .version,
+            5
+        );
     }
 
     #[test]

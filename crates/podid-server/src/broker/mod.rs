@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use podid_api::audit::{AuditEvent, AuditOutcome};
 use podid_api::eks_auth::{
-    AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials, PodIdentityAssociationRef, Subject,
+    AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials, PodIdentityAssociationRef,
+    Subject,
 };
 use podid_api::{validate, ApiError, ErrorKind};
 use podid_sts::{issue_for_pod, IssueError, Issuer, PodCredentialRequest};
@@ -33,7 +34,9 @@ pub struct BrokerSettings {
 
 impl Default for BrokerSettings {
     fn default() -> Self {
-        BrokerSettings { session_duration: Duration::from_secs(3600) }
+        BrokerSettings {
+            session_duration: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -64,9 +67,18 @@ pub struct CallContext<'a> {
 
 fn token_error(cluster: &str, e: &TokenError) -> ApiError {
     if e.is_expired() {
-        ApiError::new(ErrorKind::ExpiredToken, "The service account token has expired.")
+        ApiError::new(
+            ErrorKind::ExpiredToken,
+            "The service account token has expired.",
+        )
     } else {
-        ApiError::new(ErrorKind::InvalidToken, format!("The token is not valid for cluster {cluster}: {}", e.reason()))
+        ApiError::new(
+            ErrorKind::InvalidToken,
+            format!(
+                "The token is not valid for cluster {cluster}: {}",
+                e.reason()
+            ),
+        )
     }
 }
 
@@ -128,7 +140,10 @@ pub async fn assume_role_for_pod_identity(
                 _ => AuditOutcome::Denied,
             };
             event.error_code = Some(e.kind.name().to_owned());
-            state.metrics.broker.issued(event.outcome.as_str(), e.kind.name());
+            state
+                .metrics
+                .broker
+                .issued(event.outcome.as_str(), e.kind.name());
             tracing::info!(
                 request_id = ctx.request_id,
                 cluster = %event.cluster,
@@ -159,10 +174,15 @@ async fn decide(
         .cluster(state.store.as_ref(), cluster_name)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found(format!("No cluster found for name: {cluster_name}.")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("No cluster found for name: {cluster_name}."))
+        })?;
     let cluster = &entry.cluster;
-    let pod: Arc<PodIdentity> =
-        broker.verifier.verify(&entry.trust, token).await.map_err(|e| token_error(cluster_name, &e))?;
+    let pod: Arc<PodIdentity> = broker
+        .verifier
+        .verify(&entry.trust, token)
+        .await
+        .map_err(|e| token_error(cluster_name, &e))?;
     event.namespace = Some(pod.namespace.clone());
     event.service_account = Some(pod.service_account.clone());
     event.pod_name = Some(pod.pod_name.clone());
@@ -170,7 +190,12 @@ async fn decide(
 
     let association = broker
         .lookups
-        .association(state.store.as_ref(), cluster_name, &pod.namespace, &pod.service_account)
+        .association(
+            state.store.as_ref(),
+            cluster_name,
+            &pod.namespace,
+            &pod.service_account,
+        )
         .await
         .map_err(store_error)?
         .ok_or_else(|| {
@@ -180,7 +205,12 @@ async fn decide(
             ))
         })?;
     event.association_id = Some(association.id.clone());
-    event.role_arn = Some(association.target_role_arn.clone().unwrap_or_else(|| association.role_arn.clone()));
+    event.role_arn = Some(
+        association
+            .target_role_arn
+            .clone()
+            .unwrap_or_else(|| association.role_arn.clone()),
+    );
 
     let key = CacheKey {
         association_id: association.id.clone(),
@@ -227,10 +257,15 @@ async fn decide(
         issue_error(&e)
     })?;
     Ok(AssumeRoleForPodIdentityResponse {
-        subject: Subject { namespace: pod.namespace.clone(), service_account: pod.service_account.clone() },
+        subject: Subject {
+            namespace: pod.namespace.clone(),
+            service_account: pod.service_account.clone(),
+        },
         audience: cluster.audience.clone(),
         pod_identity_association: PodIdentityAssociationRef {
-            association_arn: state.scope.association_arn(&association.cluster, &association.id),
+            association_arn: state
+                .scope
+                .association_arn(&association.cluster, &association.id),
             association_id: association.id.clone(),
         },
         assumed_role_user: AssumedRoleUser {
@@ -268,13 +303,21 @@ pub async fn handler(
 ) -> axum::response::Response {
     use crate::keys::Operation;
     crate::http_api::answer(Operation::AssumeRoleForPodIdentity, &principal, async {
-        let axum::extract::Path(cluster) =
-            cluster.map_err(|e| ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text())))?;
+        let axum::extract::Path(cluster) = cluster.map_err(|e| {
+            ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
+        })?;
         let Some(broker) = &state.broker else {
-            return Err(ApiError::new(ErrorKind::ServiceUnavailable, "this server does not issue credentials"));
+            return Err(ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                "this server does not issue credentials",
+            ));
         };
-        let req: podid_api::eks_auth::AssumeRoleForPodIdentityRequest = crate::http_api::parse_json(&headers, &body)?;
-        let ctx = CallContext { request_id: &request_id.0, caller: &principal.access_key_id };
+        let req: podid_api::eks_auth::AssumeRoleForPodIdentityRequest =
+            crate::http_api::parse_json(&headers, &body)?;
+        let ctx = CallContext {
+            request_id: &request_id.0,
+            caller: &principal.access_key_id,
+        };
         assume_role_for_pod_identity(&state, broker, ctx, &cluster, req.token.as_deref()).await
     })
     .await

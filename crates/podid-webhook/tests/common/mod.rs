@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use podid_webhook::review::AdmissionReviewResponse;
 use podid_webhook::{AssociationLookup, CertStore, Metrics, Webhook, WebhookSettings};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SerialNumber,
+};
 use serde_json::{json, Value};
 
 /// A CA made for one test.
@@ -36,17 +39,27 @@ impl TestCa {
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).unwrap();
-        TestCa { pem: cert.pem(), issuer: Issuer::new(params, key) }
+        TestCa {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// A serving certificate for `localhost` and 127.0.0.1 with this serial and CN.
     pub fn leaf(&self, serial: u64, common_name: &str) -> Leaf {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.serial_number = Some(SerialNumber::from(serial));
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
     }
 }
 
@@ -60,7 +73,11 @@ pub struct CertFiles {
 impl CertFiles {
     pub fn new(leaf: &Leaf) -> CertFiles {
         let dir = tempfile::tempdir().unwrap();
-        let files = CertFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), dir };
+        let files = CertFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            dir,
+        };
         files.write(leaf);
         files
     }
@@ -96,7 +113,10 @@ impl Running {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -110,7 +130,11 @@ impl Drop for Running {
 }
 
 /// Serves a webhook on 127.0.0.1:0 with `lookup`, the certificate `files` and `settings`.
-pub async fn start(lookup: Arc<dyn AssociationLookup>, files: &CertFiles, settings: WebhookSettings) -> Running {
+pub async fn start(
+    lookup: Arc<dyn AssociationLookup>,
+    files: &CertFiles,
+    settings: WebhookSettings,
+) -> Running {
     let metrics = Arc::new(Metrics::new());
     let certs = Arc::new(CertStore::new(&files.cert, &files.key));
     let webhook = Arc::new(Webhook::new(lookup, certs, settings, metrics.clone()));
@@ -131,7 +155,10 @@ pub async fn start(lookup: Arc<dyn AssociationLookup>, files: &CertFiles, settin
         .await
         .unwrap();
     });
-    let addr = tokio::time::timeout(Duration::from_secs(10), bound_rx).await.unwrap().unwrap();
+    let addr = tokio::time::timeout(Duration::from_secs(10), bound_rx)
+        .await
+        .unwrap()
+        .unwrap();
     Running {
         addr,
         url: format!("https://127.0.0.1:{}", addr.port()),
@@ -200,17 +227,32 @@ pub fn pod_review(uid: &str, namespace: &str, service_account: &str) -> Value {
 }
 
 /// Posts `review` to `/mutate`; returns the answer, the HTTP status and the peer certificate.
-pub async fn post_review(client: &reqwest::Client, url: &str, review: &Value) -> (AdmissionReviewResponse, Vec<u8>) {
-    let response = client.post(format!("{url}/mutate")).json(review).send().await.unwrap();
+pub async fn post_review(
+    client: &reqwest::Client,
+    url: &str,
+    review: &Value,
+) -> (AdmissionReviewResponse, Vec<u8>) {
+    let response = client
+        .post(format!("{url}/mutate"))
+        .json(review)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let peer = peer_certificate(&response);
     let answer: AdmissionReviewResponse = response.json().await.unwrap();
-    assert_eq!(answer.response.uid, review["request"]["uid"].as_str().unwrap());
+    assert_eq!(
+        answer.response.uid,
+        review["request"]["uid"].as_str().unwrap()
+    );
     (answer, peer)
 }
 
 /// Applies the answer's patch to the review's pod.
-pub fn patched(review: &Value, answer: &AdmissionReviewResponse) -> k8s_openapi::api::core::v1::Pod {
+pub fn patched(
+    review: &Value,
+    answer: &AdmissionReviewResponse,
+) -> k8s_openapi::api::core::v1::Pod {
     let mut doc = review["request"]["object"].clone();
     json_patch::patch(&mut doc, &answer.patch().unwrap()).unwrap();
     serde_json::from_value(doc).unwrap()
@@ -244,7 +286,10 @@ where
 /// The value of one sample line of a metrics exposition (0 when absent).
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
@@ -262,7 +307,11 @@ pub fn podid_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let bin = target.join("debug/podid");
-    assert!(bin.exists(), "{} not found: build it first (cargo build -p podid) or set PODID_BIN", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p podid) or set PODID_BIN",
+        bin.display()
+    );
     bin
 }
 
@@ -278,7 +327,14 @@ impl PodidServer {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("x.db").display());
         let mut child = Command::new(podid_bin())
-            .args(["server", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--account-id", "111122223333"])
+            .args([
+                "server",
+                "--insecure-no-auth",
+                "--listen",
+                "127.0.0.1:0",
+                "--account-id",
+                "111122223333",
+            ])
             .args(["--database-url", &db])
             .env("PODID_LOG", "warn")
             .stdout(Stdio::piped())
@@ -291,13 +347,19 @@ impl PodidServer {
             let _ = stderr.read_to_end(&mut sink);
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let endpoint = line
             .trim()
             .strip_prefix("podid server listening on ")
             .unwrap_or_else(|| panic!("podid server did not start: {line:?}"))
             .to_owned();
-        PodidServer { child, endpoint, _dir: dir }
+        PodidServer {
+            child,
+            endpoint,
+            _dir: dir,
+        }
     }
 
     /// Registers `cluster` with an inline JWKS.

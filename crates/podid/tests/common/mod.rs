@@ -23,7 +23,14 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_podid"))
             .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--region", "us-east-1", "--account-id", "111122223333"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--region",
+                "us-east-1",
+                "--account-id",
+                "111122223333",
+            ])
             .args(args)
             .env("PODID_LOG", "info")
             .stdout(Stdio::piped())
@@ -39,17 +46,30 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let endpoint = line
             .trim()
             .strip_prefix("podid server listening on ")
-            .unwrap_or_else(|| panic!("server did not start: stdout {line:?}, stderr {}", stderr.lock().unwrap()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start: stdout {line:?}, stderr {}",
+                    stderr.lock().unwrap()
+                )
+            })
             .to_owned();
-        Server { child, endpoint, stderr }
+        Server {
+            child,
+            endpoint,
+            stderr,
+        }
     }
 
     /// Sends SIGKILL and reaps the process.
