@@ -1,5 +1,5 @@
 //! `cargo bench -p podid-agent` (issue 7): the agent's cache lookup on a hit
-//! — [`CredentialCache::try_get`], the synchronous step the credential
+//! — [`PodCredentialCache::try_get`], the synchronous step the credential
 //! listener runs for every request (SHA-256 of the ~1.2 KiB token, a read
 //! lock, a map lookup, the expiry checks, a clone of the pre-serialised body)
 //! — with 1 and with 10,000 pods cached; and its parts: the token's digest
@@ -19,7 +19,7 @@ use podid_agent::cache::{Outcome, Step};
 use podid_agent::metrics::AgentMetrics;
 use podid_agent::upstream::Secret;
 use podid_agent::{
-    token, CachePolicy, CredentialCache, CredentialSource, FetchedCredentials, SystemClock,
+    token, CachePolicy, PodCredentialCache, CredentialSource, FetchedCredentials, SystemClock,
     UpstreamError,
 };
 
@@ -73,8 +73,8 @@ fn token(i: usize) -> String {
     )
 }
 
-fn filled(pods: usize, runtime: &tokio::runtime::Runtime) -> (Arc<CredentialCache>, Vec<String>) {
-    let cache = CredentialCache::new(
+fn filled(pods: usize, runtime: &tokio::runtime::Runtime) -> (Arc<PodCredentialCache>, Vec<String>) {
+    let cache = PodCredentialCache::new(
         CachePolicy::default(),
         Arc::new(Fixed),
         Arc::new(SystemClock),
@@ -90,7 +90,7 @@ fn filled(pods: usize, runtime: &tokio::runtime::Runtime) -> (Arc<CredentialCach
     (cache, tokens)
 }
 
-fn hit(cache: &Arc<CredentialCache>, token: &str) -> bytes::Bytes {
+fn hit(cache: &Arc<PodCredentialCache>, token: &str) -> bytes::Bytes {
     match cache.try_get(token) {
         Step::Done(Ok(served)) if served.outcome == Outcome::Hit => served.body,
         other => panic!("not a hit: {other:?}"),

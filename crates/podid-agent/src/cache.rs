@@ -43,7 +43,7 @@ use bytes::Bytes;
 use foldhash::fast::RandomState as FrontHashState;
 use tokio::sync::{watch, Semaphore};
 
-use crate::clock::Clock;
+use podid_api::clock::Clock;
 use crate::metrics::AgentMetrics;
 use crate::policy::{CachePolicy, Freshness};
 use crate::response::{credentials_body, StoredAnswer};
@@ -125,7 +125,7 @@ pub enum Refusal {
 pub enum Step {
     /// Answered from memory, or refused.
     Done(Result<Served, Refusal>),
-    /// The broker must be asked: pass this to [`CredentialCache::finish`].
+    /// The broker must be asked: pass this to [`PodCredentialCache::finish`].
     Fetch(Pending),
 }
 
@@ -269,7 +269,7 @@ fn epoch_ms(t: SystemTime) -> u64 {
 }
 
 /// The agent's credential cache. See the module docs for the policy.
-pub struct CredentialCache {
+pub struct PodCredentialCache {
     policy: CachePolicy,
     source: Arc<dyn CredentialSource>,
     clock: Arc<dyn Clock>,
@@ -283,16 +283,16 @@ pub struct CredentialCache {
     consecutive_outages: AtomicU32,
 }
 
-impl std::fmt::Debug for CredentialCache {
+impl std::fmt::Debug for PodCredentialCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialCache")
+        f.debug_struct("PodCredentialCache")
             .field("policy", &self.policy)
             .field("len", &self.len())
             .finish()
     }
 }
 
-impl CredentialCache {
+impl PodCredentialCache {
     /// A cache asking `source`, timed by `clock`, counting into `metrics`.
     pub fn new(
         policy: CachePolicy,
@@ -301,7 +301,7 @@ impl CredentialCache {
         metrics: Arc<AgentMetrics>,
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(policy.refresh_concurrency.max(1)));
-        Arc::new(CredentialCache {
+        Arc::new(PodCredentialCache {
             policy,
             source,
             clock,
@@ -364,9 +364,9 @@ impl CredentialCache {
         }
     }
 
-    /// The synchronous part of [`CredentialCache::get`]: answers from memory
+    /// The synchronous part of [`PodCredentialCache::get`]: answers from memory
     /// or refuses the token, or says the broker must be asked (then call
-    /// [`CredentialCache::finish`] with the same token).
+    /// [`PodCredentialCache::finish`] with the same token).
     pub fn try_get(self: &Arc<Self>, token: &str) -> Step {
         if token.is_empty() {
             return Step::Done(Err(Refusal::Token(TokenRejection::Missing)));
@@ -811,7 +811,7 @@ enum Lookup {
 }
 
 struct FlightGuard<'a> {
-    cache: &'a CredentialCache,
+    cache: &'a PodCredentialCache,
     digest: TokenDigest,
 }
 
@@ -918,7 +918,7 @@ mod tests {
     struct Fixture {
         clock: TokioClock,
         source: Arc<FakeSource>,
-        cache: Arc<CredentialCache>,
+        cache: Arc<PodCredentialCache>,
         metrics: Arc<AgentMetrics>,
     }
 
@@ -926,7 +926,7 @@ mod tests {
         let clock = TokioClock::new();
         let source = FakeSource::new(clock, gated);
         let metrics = Arc::new(AgentMetrics::new());
-        let cache = CredentialCache::new(policy, source.clone(), Arc::new(clock), metrics.clone());
+        let cache = PodCredentialCache::new(policy, source.clone(), Arc::new(clock), metrics.clone());
         Fixture {
             clock,
             source,
@@ -1055,7 +1055,7 @@ mod tests {
         assert_eq!(
             f.metrics
                 .refreshes
-                .get_or_create(&crate::metrics::ResultLabels { result: "ok" })
+                .get_or_create(&crate::metrics::FetchLabels { result: "ok" })
                 .get(),
             1
         );
@@ -1169,7 +1169,7 @@ mod tests {
             assert_eq!(
                 f.metrics
                     .evictions
-                    .get_or_create(&crate::metrics::ResultLabels { result: "dropped" })
+                    .get_or_create(&crate::metrics::FetchLabels { result: "dropped" })
                     .get(),
                 1
             );
@@ -1217,7 +1217,7 @@ mod tests {
         assert_eq!(
             f.metrics
                 .evictions
-                .get_or_create(&crate::metrics::ResultLabels { result: "lru" })
+                .get_or_create(&crate::metrics::FetchLabels { result: "lru" })
                 .get(),
             1
         );

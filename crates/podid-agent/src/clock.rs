@@ -1,24 +1,9 @@
-//! Wall-clock time behind a trait, so cache policy is tested without waiting.
+//! A wall clock that follows tokio's (paused) time, for tests of the cache policy.
 
 use std::fmt;
 use std::time::SystemTime;
 
-/// Tells the wall-clock time. Credential and token expirations are wall-clock
-/// instants, so the cache compares against this.
-pub trait Clock: Send + Sync + 'static {
-    /// Now.
-    fn now(&self) -> SystemTime;
-}
-
-/// The system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
+use podid_api::clock::Clock;
 
 /// Wall-clock time that advances with tokio's clock: the system time at
 /// creation plus the tokio time elapsed since. Under `tokio::time::pause()`

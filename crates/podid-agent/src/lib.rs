@@ -41,8 +41,9 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 
-pub use cache::CredentialCache;
-pub use clock::{Clock, SystemClock, TokioClock};
+pub use cache::PodCredentialCache;
+pub use clock::TokioClock;
+pub use podid_api::clock::{Clock, SystemClock};
 pub use policy::CachePolicy;
 pub use server::{Agent, AgentConfig, CREDENTIALS_PATH};
 pub use upstream::{

@@ -19,7 +19,7 @@ pub struct StatusLabels {
 
 /// Labels of a counter split by a fixed word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub struct FetchLabels {
     /// The word.
     pub result: &'static str,
 }
@@ -48,9 +48,9 @@ pub struct AgentMetrics {
     /// `…{result="joined"}`: waited for a call another request had started.
     pub cache_joined: Counter,
     /// `podid_agent_cache_refreshes_total{result}`: `ok`, `failed` (served on), `dropped`.
-    pub refreshes: Family<ResultLabels, Counter>,
+    pub refreshes: Family<FetchLabels, Counter>,
     /// `podid_agent_cache_evictions_total{result}`: `lru`, `expired`, `dropped`, `replaced`.
-    pub evictions: Family<ResultLabels, Counter>,
+    pub evictions: Family<FetchLabels, Counter>,
     /// `podid_agent_cached_entries`.
     pub cached_entries: Gauge,
     /// `podid_agent_upstream_duration_seconds`: one broker call, retries included.
@@ -87,20 +87,20 @@ impl AgentMetrics {
         );
         let fast_requests =
             FAST_STATUSES.map(|status| requests.get_or_create(&StatusLabels { status }).clone());
-        let lookups = Family::<ResultLabels, Counter>::default();
+        let lookups = Family::<FetchLabels, Counter>::default();
         registry.register(
             "cache_lookups",
             "Credential cache lookups by result",
             lookups.clone(),
         );
-        let lookup = |result| lookups.get_or_create(&ResultLabels { result }).clone();
-        let refreshes = Family::<ResultLabels, Counter>::default();
+        let lookup = |result| lookups.get_or_create(&FetchLabels { result }).clone();
+        let refreshes = Family::<FetchLabels, Counter>::default();
         registry.register(
             "cache_refreshes",
             "Background refreshes by result",
             refreshes.clone(),
         );
-        let evictions = Family::<ResultLabels, Counter>::default();
+        let evictions = Family::<FetchLabels, Counter>::default();
         registry.register(
             "cache_evictions",
             "Entries removed from the cache by reason",
@@ -174,14 +174,14 @@ impl AgentMetrics {
 
     /// Counts one refresh.
     pub fn refresh(&self, result: &'static str) {
-        self.refreshes.get_or_create(&ResultLabels { result }).inc();
+        self.refreshes.get_or_create(&FetchLabels { result }).inc();
     }
 
     /// Counts evicted entries.
     pub fn evicted(&self, result: &'static str, n: u64) {
         if n > 0 {
             self.evictions
-                .get_or_create(&ResultLabels { result })
+                .get_or_create(&FetchLabels { result })
                 .inc_by(n);
         }
     }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// Allows `rate` requests per second on average with bursts of up to `rate`.
 /// Uses tokio's clock, so `tokio::time::pause` drives it in tests.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct GcraLimiter {
     origin: Instant,
     /// Nanoseconds between two requests at the sustained rate.
     interval: u64,
@@ -18,14 +18,14 @@ pub struct RateLimiter {
     tat: AtomicU64,
 }
 
-impl RateLimiter {
+impl GcraLimiter {
     /// A limiter of `rate` requests per second; `None` when `rate` is 0 (off).
     pub fn per_second(rate: u32) -> Option<Self> {
         if rate == 0 {
             return None;
         }
         let interval = (1_000_000_000 / u64::from(rate)).max(1);
-        Some(RateLimiter {
+        Some(GcraLimiter {
             origin: Instant::now(),
             interval,
             tolerance: interval.saturating_mul(u64::from(rate)),
@@ -70,8 +70,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bursts_up_to_the_rate_then_refills() {
-        assert!(RateLimiter::per_second(0).is_none());
-        let limiter = RateLimiter::per_second(10).unwrap();
+        assert!(GcraLimiter::per_second(0).is_none());
+        let limiter = GcraLimiter::per_second(10).unwrap();
         for i in 0..10 {
             assert!(limiter.try_acquire(), "request {i} of the burst");
         }
@@ -89,7 +89,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sustained_rate_is_held() {
-        let limiter = RateLimiter::per_second(100).unwrap();
+        let limiter = GcraLimiter::per_second(100).unwrap();
         let mut allowed = 0;
         // 1,000 attempts per second for 3 seconds.
         for _ in 0..3_000 {

@@ -24,12 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::cache::{CredentialCache, Refusal, Served, Step};
-use crate::clock::Clock;
+use crate::cache::{PodCredentialCache, Refusal, Served, Step};
+use podid_api::clock::Clock;
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
 use crate::policy::CachePolicy;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::GcraLimiter;
 use crate::response::error_body;
 use crate::upstream::CredentialSource;
 use crate::AgentError;
@@ -96,7 +96,7 @@ pub struct Agent {
     probe_addr: SocketAddr,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
-    cache: Arc<CredentialCache>,
+    cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
 }
 
@@ -171,7 +171,7 @@ impl Agent {
         let (metrics_listener, metrics_addr) =
             bind_one(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
         let metrics = Arc::new(AgentMetrics::new());
-        let cache = CredentialCache::new(config.cache.clone(), source, clock, metrics.clone());
+        let cache = PodCredentialCache::new(config.cache.clone(), source, clock, metrics.clone());
         Ok(Agent {
             config,
             credential_listeners,
@@ -201,7 +201,7 @@ impl Agent {
     }
 
     /// The credential cache.
-    pub fn cache(&self) -> &Arc<CredentialCache> {
+    pub fn cache(&self) -> &Arc<PodCredentialCache> {
         &self.cache
     }
 
@@ -236,7 +236,7 @@ impl Agent {
         for listener in credential_listeners {
             let service = CredentialService {
                 shared: shared.clone(),
-                limiter: RateLimiter::per_second(config.rate_limit).map(Arc::new),
+                limiter: GcraLimiter::per_second(config.rate_limit).map(Arc::new),
             };
             tasks.spawn(serve_credentials(
                 listener,
@@ -301,7 +301,7 @@ async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
 }
 
 struct Shared {
-    cache: Arc<CredentialCache>,
+    cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
     guard: HostGuard,
 }
@@ -442,7 +442,7 @@ type Body = Full<Bytes>;
 #[derive(Clone)]
 struct CredentialService {
     shared: Arc<Shared>,
-    limiter: Option<Arc<RateLimiter>>,
+    limiter: Option<Arc<GcraLimiter>>,
 }
 
 enum Answer {

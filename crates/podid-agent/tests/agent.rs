@@ -163,7 +163,7 @@ struct Running {
     probes: SocketAddr,
     metrics_addr: SocketAddr,
     agent_metrics: Arc<podid_agent::metrics::AgentMetrics>,
-    cache: Arc<podid_agent::CredentialCache>,
+    cache: Arc<podid_agent::PodCredentialCache>,
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<Result<(), podid_agent::AgentError>>,
 }

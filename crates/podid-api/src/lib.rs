@@ -9,6 +9,7 @@
 pub mod arn;
 pub mod association;
 pub mod audit;
+pub mod clock;
 pub mod cluster;
 pub mod eks_auth;
 pub mod error;

@@ -17,7 +17,7 @@ use podid_store::AssociationStore;
 mod associations;
 pub mod auth;
 pub mod broker;
-pub mod clock;
+pub use podid_api::clock;
 mod clusters;
 mod http_api;
 pub mod jwks;
@@ -26,10 +26,10 @@ pub mod metrics;
 
 pub use http_api::router;
 
-use clock::Clock;
+use podid_api::clock::Clock;
 use jwks::DocumentFetcher;
 use keys::KeyRing;
-use metrics::Metrics;
+use metrics::ServerMetrics;
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +85,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Fetches JWKS and discovery documents.
     pub fetcher: Arc<dyn DocumentFetcher>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    /// ServerMetrics.
+    pub metrics: Arc<ServerMetrics>,
     /// The credential broker; `None` answers the credential call with 503.
     pub broker: Option<broker::Broker>,
 }

@@ -158,7 +158,7 @@ impl podid_sts::LimiterObserver for LimiterMetrics {
 }
 
 /// The server's metrics and their registry.
-pub struct Metrics {
+pub struct ServerMetrics {
     registry: Registry,
     /// `podid_http_requests_total{operation,status}`.
     pub requests: Family<RequestLabels, Counter>,
@@ -168,13 +168,13 @@ pub struct Metrics {
     pub broker: BrokerMetrics,
 }
 
-impl Default for Metrics {
+impl Default for ServerMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
+impl ServerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid");
@@ -192,7 +192,7 @@ impl Metrics {
             latency.clone(),
         );
         let broker = BrokerMetrics::register(&mut registry);
-        Metrics {
+        ServerMetrics {
             registry,
             requests,
             latency,

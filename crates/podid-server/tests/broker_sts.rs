@@ -18,11 +18,11 @@ use podid_api::arn::ArnScope;
 use podid_api::association::CreateAssociationRequest;
 use podid_api::cluster::{Cluster, KeySource};
 use podid_server::broker::audit::AuditSink;
-use podid_server::broker::cache::CredentialCache;
+use podid_server::broker::cache::IssuedCredentialCache;
 use podid_server::broker::{Broker, BrokerSettings};
-use podid_server::clock::{Clock, SystemClock};
+use podid_api::clock::{Clock, SystemClock};
 use podid_server::jwks::HttpFetcher;
-use podid_server::metrics::Metrics;
+use podid_server::metrics::ServerMetrics;
 use podid_server::{AppState, Authentication};
 use podid_store::AssociationStore;
 use podid_sts::{AwsStsIssuer, RecordingIssuer, SESSION_TAG_KEYS};
@@ -135,7 +135,7 @@ async fn world() -> Option<World> {
         Duration::from_secs(10),
     );
     let recorder = Arc::new(RecordingIssuer::new(sts));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(ServerMetrics::new());
     let (audit, _writer) = AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
     let broker = Broker {
         verifier: Arc::new(TokenVerifier::new(
@@ -144,7 +144,7 @@ async fn world() -> Option<World> {
             1000,
         )),
         issuer: recorder.clone(),
-        cache: Arc::new(CredentialCache::new(Duration::from_secs(900), 1000)),
+        cache: Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 1000)),
         lookups: Default::default(),
         audit,
         settings: BrokerSettings {

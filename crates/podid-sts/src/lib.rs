@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 
 pub use aws::AwsStsIssuer;
-pub use limiter::{LimiterObserver, RateLimitPermit, RateLimitedIssuer, RateLimiter};
+pub use limiter::{LimiterObserver, RateLimitPermit, RateLimitedIssuer, StsWindowLimiter};
 pub use pod::{issue_for_pod, session_name, session_tags, PodCredentialRequest, SESSION_TAG_KEYS};
 pub use podid_api::Secret;
 

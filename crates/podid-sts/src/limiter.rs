@@ -18,7 +18,7 @@ use crate::{AssumeRoleSpec, IssueError, IssuedCredentials, Issuer};
 /// requests leave the process (new connections, a busy machine). Callers wait
 /// in order for a permit until their deadline, then are refused.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct StsWindowLimiter {
     permits: Arc<Semaphore>,
     window: Duration,
 }
@@ -49,10 +49,10 @@ impl Drop for RateLimitPermit {
     }
 }
 
-impl RateLimiter {
+impl StsWindowLimiter {
     /// A limiter of `max_per_second` (at least 1).
     pub fn new(max_per_second: u32) -> Self {
-        RateLimiter {
+        StsWindowLimiter {
             permits: Arc::new(Semaphore::new(max_per_second.max(1) as usize)),
             window: Duration::from_secs(1),
         }
@@ -98,11 +98,11 @@ impl LimiterObserver for () {
     fn refused(&self) {}
 }
 
-/// An issuer whose calls pass through a [`RateLimiter`]; callers wait at most
+/// An issuer whose calls pass through a [`StsWindowLimiter`]; callers wait at most
 /// `max_wait`, then get [`IssueError::Throttled`].
 pub struct RateLimitedIssuer<I, O = ()> {
     inner: I,
-    limiter: RateLimiter,
+    limiter: StsWindowLimiter,
     max_wait: Duration,
     observer: O,
 }
@@ -112,7 +112,7 @@ impl<I: Issuer> RateLimitedIssuer<I> {
     pub fn new(inner: I, max_per_second: u32, max_wait: Duration) -> Self {
         RateLimitedIssuer {
             inner,
-            limiter: RateLimiter::new(max_per_second),
+            limiter: StsWindowLimiter::new(max_per_second),
             max_wait,
             observer: (),
         }
@@ -165,7 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_max_in_any_window_and_refuses_at_the_deadline() {
-        let limiter = std::sync::Arc::new(RateLimiter::new(5));
+        let limiter = std::sync::Arc::new(StsWindowLimiter::new(5));
         let start = Instant::now();
         let mut handles = Vec::new();
         for _ in 0..20 {
@@ -206,7 +206,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_free_limiter_does_not_wait() {
-        let limiter = RateLimiter::new(50);
+        let limiter = StsWindowLimiter::new(50);
         let mut held = Vec::new();
         for _ in 0..50 {
             let (permit, waited) = limiter.acquire(Instant::now()).await.unwrap();

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::TokenError;
 pub use jwks::{KeySet, MAX_JWKS_KEYS};
-pub use verifier::{system_clock, Clock, JwksFetcher, NoJwksFetcher, TokenVerifier, VerifierStats};
+pub use verifier::{system_clock, SecondsClock, JwksFetcher, NoJwksFetcher, TokenVerifier, VerifierStats};
 pub use verify::{verify_token, SUBJECT_PREFIX};
 
 /// The largest token accepted, in bytes (16 KiB); checked before decoding.

@@ -36,10 +36,10 @@ impl JwksFetcher for NoJwksFetcher {
 }
 
 /// The verifier's clock: the current time in seconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub type SecondsClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
-pub fn system_clock() -> Clock {
+pub fn system_clock() -> SecondsClock {
     Arc::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -90,7 +90,7 @@ struct Counters {
 
 struct Inner {
     fetcher: Arc<dyn JwksFetcher>,
-    clock: Clock,
+    clock: SecondsClock,
     tokens: Mutex<TokenCache>,
     clusters: Mutex<HashMap<String, ClusterKeys>>,
     counters: Counters,
@@ -131,7 +131,7 @@ impl TokenVerifier {
     /// A verifier fetching JWKS documents with `fetcher`, reading time from
     /// `clock`, caching at most `max_cached_tokens` verified tokens (0
     /// disables the token cache).
-    pub fn new(fetcher: Arc<dyn JwksFetcher>, clock: Clock, max_cached_tokens: usize) -> Self {
+    pub fn new(fetcher: Arc<dyn JwksFetcher>, clock: SecondsClock, max_cached_tokens: usize) -> Self {
         TokenVerifier {
             inner: Arc::new(Inner {
                 fetcher,
@@ -337,7 +337,7 @@ mod tests {
         }
     }
 
-    fn fixed_clock(t: i64) -> Clock {
+    fn fixed_clock(t: i64) -> SecondsClock {
         Arc::new(move || t)
     }
 

@@ -735,7 +735,7 @@ impl JwksFetcher for FakeFetcher {
 struct TestClock(Arc<AtomicI64>);
 
 impl TestClock {
-    fn new() -> (Self, podid_token::Clock) {
+    fn new() -> (Self, podid_token::SecondsClock) {
         let t = Arc::new(AtomicI64::new(NOW));
         let c = t.clone();
         (TestClock(t), Arc::new(move || c.load(Ordering::SeqCst)))

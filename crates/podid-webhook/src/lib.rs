@@ -29,7 +29,7 @@ pub mod server;
 pub mod tls;
 
 pub use lookup::{AssociationCache, AssociationLookup, HttpLookup};
-pub use metrics::Metrics;
+pub use metrics::WebhookMetrics;
 pub use mutate::{mutate, Mutation, MutationSettings};
 pub use review::{parse_review, Admission, AdmissionReviewResponse, PodAdmission};
 pub use server::{router, serve, Webhook, WebhookSettings};

@@ -8,7 +8,7 @@ use prometheus_client::registry::Registry;
 
 /// A `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub struct ReviewLabels {
     /// The result.
     pub result: String,
 }
@@ -66,33 +66,33 @@ impl LookupResult {
 
 /// The webhook's metrics and their registry.
 #[derive(Debug)]
-pub struct Metrics {
+pub struct WebhookMetrics {
     registry: Registry,
     /// `podid_webhook_admissions_total{result}`: mutated, skipped, error.
-    pub admissions: Family<ResultLabels, Counter>,
+    pub admissions: Family<ReviewLabels, Counter>,
     /// `podid_webhook_admission_duration_seconds`: time to answer one review.
     pub admission_latency: Histogram,
     /// `podid_webhook_association_lookups_total{result}`: found, cached, not_found, unreachable, error.
-    pub lookups: Family<ResultLabels, Counter>,
+    pub lookups: Family<ReviewLabels, Counter>,
     /// `podid_webhook_association_lookup_duration_seconds`: calls to the server.
     pub lookup_latency: Histogram,
     /// `podid_webhook_server_unreachable_total`: admissions that could not reach podid's server.
     pub server_unreachable: Counter,
     /// `podid_webhook_certificate_reloads_total{result}`: loaded, failed.
-    pub certificate_reloads: Family<ResultLabels, Counter>,
+    pub certificate_reloads: Family<ReviewLabels, Counter>,
 }
 
-impl Default for Metrics {
+impl Default for WebhookMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
+impl WebhookMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid_webhook");
-        let m = Metrics {
+        let m = WebhookMetrics {
             admissions: Family::default(),
             admission_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             lookups: Family::default(),
@@ -131,13 +131,13 @@ impl Metrics {
             "TLS certificate loads from disk, by result",
             m.certificate_reloads.clone(),
         );
-        Metrics { registry, ..m }
+        WebhookMetrics { registry, ..m }
     }
 
     /// Counts one admission.
     pub fn admission(&self, result: AdmissionResult, seconds: f64) {
         self.admissions
-            .get_or_create(&ResultLabels {
+            .get_or_create(&ReviewLabels {
                 result: result.as_str().to_owned(),
             })
             .inc();
@@ -147,7 +147,7 @@ impl Metrics {
     /// Counts one lookup.
     pub fn lookup(&self, result: LookupResult) {
         self.lookups
-            .get_or_create(&ResultLabels {
+            .get_or_create(&ReviewLabels {
                 result: result.as_str().to_owned(),
             })
             .inc();
@@ -160,7 +160,7 @@ impl Metrics {
     pub fn certificate_reload(&self, ok: bool) {
         let result = if ok { "loaded" } else { "failed" };
         self.certificate_reloads
-            .get_or_create(&ResultLabels {
+            .get_or_create(&ReviewLabels {
                 result: result.to_owned(),
             })
             .inc();
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn names_are_prefixed() {
-        let m = Metrics::new();
+        let m = WebhookMetrics::new();
         m.admission(AdmissionResult::Mutated, 0.01);
         m.lookup(LookupResult::Unreachable);
         m.certificate_reload(true);

@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
 use crate::lookup::{AssociationCache, AssociationLookup};
-use crate::metrics::{AdmissionResult, LookupResult, Metrics};
+use crate::metrics::{AdmissionResult, LookupResult, WebhookMetrics};
 use crate::mutate::MutationSettings;
 use crate::review::{parse_review, Admission, AdmissionReviewResponse, PodAdmission};
 use crate::tls::CertStore;
@@ -73,7 +73,7 @@ pub struct Webhook {
     lookup: Arc<dyn AssociationLookup>,
     cache: AssociationCache,
     settings: WebhookSettings,
-    metrics: Arc<Metrics>,
+    metrics: Arc<WebhookMetrics>,
     certs: Arc<CertStore>,
 }
 
@@ -93,7 +93,7 @@ impl Webhook {
         lookup: Arc<dyn AssociationLookup>,
         certs: Arc<CertStore>,
         settings: WebhookSettings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<WebhookMetrics>,
     ) -> Self {
         let cache = AssociationCache::new(settings.positive_ttl, settings.cache_capacity);
         Webhook {
@@ -106,7 +106,7 @@ impl Webhook {
     }
 
     /// The metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<WebhookMetrics> {
         &self.metrics
     }
 

@@ -19,7 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Metrics;
+use crate::metrics::WebhookMetrics;
 use crate::WebhookError;
 
 /// What one [`CertStore::reload`] did.
@@ -162,12 +162,12 @@ impl CertStore {
     }
 
     /// Loads once now (logging the outcome) and returns whether a pair is in service.
-    pub fn initial_load(&self, metrics: &Metrics) -> bool {
+    pub fn initial_load(&self, metrics: &WebhookMetrics) -> bool {
         self.report(self.reload(), metrics);
         self.is_loaded()
     }
 
-    fn report(&self, outcome: Reload, metrics: &Metrics) {
+    fn report(&self, outcome: Reload, metrics: &WebhookMetrics) {
         match outcome {
             Reload::Unchanged => {}
             Reload::Loaded => {
@@ -186,7 +186,7 @@ impl CertStore {
     }
 
     /// Polls the files every `interval` until the task is dropped.
-    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
+    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<WebhookMetrics>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;

@@ -17,7 +17,7 @@ use podid_webhook::mutate::{
 };
 use podid_webhook::review::{parse_review, Admission, AdmissionReviewResponse};
 use podid_webhook::{
-    AssociationLookup, CertStore, Metrics, MutationSettings, Webhook, WebhookError, WebhookSettings,
+    AssociationLookup, CertStore, WebhookMetrics, MutationSettings, Webhook, WebhookError, WebhookSettings,
 };
 use serde_json::Value;
 
@@ -491,7 +491,7 @@ async fn the_webhook_answers_like_the_pure_path() {
             "fixture".into()
         }
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(WebhookMetrics::new());
     let webhook = Webhook::new(
         Arc::new(AllButOne),
         Arc::new(CertStore::new(

@@ -9,13 +9,13 @@ use anyhow::{bail, Context};
 use clap::Args;
 use podid_api::arn::ArnScope;
 use podid_server::broker::audit::AuditSink;
-use podid_server::broker::cache::CredentialCache;
+use podid_server::broker::cache::IssuedCredentialCache;
 use podid_server::broker::{Broker, BrokerSettings};
-use podid_server::clock::SystemClock;
+use podid_api::clock::SystemClock;
 use podid_server::jwks::HttpFetcher;
 use podid_server::jwks::VerifierFetcher;
 use podid_server::keys::KeyRing;
-use podid_server::metrics::Metrics;
+use podid_server::metrics::ServerMetrics;
 use podid_server::{AppState, Authentication};
 use podid_sts::{AwsStsIssuer, RateLimitedIssuer};
 use podid_token::TokenVerifier;
@@ -111,7 +111,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(database = %redact_url(&args.database_url), "store open");
     let fetcher: Arc<dyn podid_server::jwks::DocumentFetcher> =
         Arc::new(HttpFetcher::new().context("cannot build the HTTP client")?);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(ServerMetrics::new());
 
     // The broker's own AWS credentials: the default chain (environment,
     // profile, web identity, container or instance metadata).
@@ -139,7 +139,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             podid_token::DEFAULT_MAX_CACHED_TOKENS,
         )),
         issuer: Arc::new(issuer),
-        cache: Arc::new(CredentialCache::new(
+        cache: Arc::new(IssuedCredentialCache::new(
             Duration::from_secs(args.credential_min_remaining),
             args.credential_cache_size,
         )),

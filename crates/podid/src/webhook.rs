@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use podid_webhook::mutate::DEFAULT_CREDENTIALS_URI;
-use podid_webhook::{CertStore, HttpLookup, Metrics, MutationSettings, Webhook, WebhookSettings};
+use podid_webhook::{CertStore, HttpLookup, WebhookMetrics, MutationSettings, Webhook, WebhookSettings};
 
 /// Flags of `podid webhook`; each has an environment variable too.
 #[derive(Debug, Args)]
@@ -86,7 +86,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         Arc::new(lookup),
         certs,
         settings,
-        Arc::new(Metrics::new()),
+        Arc::new(WebhookMetrics::new()),
     ));
     tracing::info!(
         cluster = %args.cluster_name,

@@ -43,18 +43,18 @@ type Flight = watch::Receiver<Option<FlightResult>>;
 /// whose attempt timed out while the call waited for an STS slot) does not
 /// cancel it, so the credentials STS issued are kept, and the caller's next
 /// attempt finds them instead of asking STS again.
-pub struct CredentialCache {
+pub struct IssuedCredentialCache {
     min_remaining: Duration,
     max_entries: usize,
     entries: Mutex<HashMap<CacheKey, Arc<IssuedCredentials>>>,
     in_flight: Mutex<HashMap<CacheKey, Flight>>,
 }
 
-impl CredentialCache {
+impl IssuedCredentialCache {
     /// A cache of at most `max_entries` pods, serving credentials while more
     /// than `min_remaining` remains.
     pub fn new(min_remaining: Duration, max_entries: usize) -> Self {
-        CredentialCache {
+        IssuedCredentialCache {
             min_remaining,
             max_entries: max_entries.max(1),
             entries: Mutex::new(HashMap::new()),
@@ -178,7 +178,7 @@ impl CredentialCache {
 
 /// Removes a flight from the table when dropped.
 struct LeaveFlight {
-    cache: Arc<CredentialCache>,
+    cache: Arc<IssuedCredentialCache>,
     key: CacheKey,
 }
 
@@ -219,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_fresh_credentials_and_reissues_stale_ones() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
         let (r, o) = cache
             .get_or_issue(&key("p"), now, || async {
@@ -255,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_cached() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
         let (r, _) = cache
             .get_or_issue(&key("p"), now, || async {
@@ -274,7 +274,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_misses_share_one_issuance() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 10));
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
@@ -319,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_hanging_up_does_not_cancel_the_issuance() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 10));
+        let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 10));
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let (c, g) = (calls.clone(), gate.clone());
@@ -352,7 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_evicting_stale_then_soonest_expiring() {
-        let cache = Arc::new(CredentialCache::new(Duration::from_secs(900), 3));
+        let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 3));
         let now = SystemTime::now();
         for (i, mins) in [(0, 60), (1, 50), (2, 40), (3, 30)] {
             let (r, _) = cache

@@ -20,9 +20,9 @@ use podid_sts::{issue_for_pod, IssueError, Issuer, PodCredentialRequest};
 use podid_token::{PodIdentity, TokenError, TokenVerifier};
 
 use self::audit::AuditSink;
-use self::cache::{CacheKey, CacheOutcome, CredentialCache};
+use self::cache::{CacheKey, CacheOutcome, IssuedCredentialCache};
 use crate::http_api::{error_chain, store_error};
-use crate::metrics::Metrics;
+use crate::metrics::ServerMetrics;
 use crate::AppState;
 
 /// Settings of the broker.
@@ -48,7 +48,7 @@ pub struct Broker {
     /// Issues credentials (rate-limited STS in production).
     pub issuer: Arc<dyn Issuer>,
     /// Per-pod credentials.
-    pub cache: Arc<CredentialCache>,
+    pub cache: Arc<IssuedCredentialCache>,
     /// The cluster and association reads, kept briefly ([`lookups::Lookups`]).
     pub lookups: Arc<lookups::Lookups>,
     /// Where decisions are recorded.
@@ -235,7 +235,7 @@ async fn decide(
                 policy: association.policy.clone(),
                 duration: broker.settings.session_duration,
             };
-            let metrics: Arc<Metrics> = state.metrics.clone();
+            let metrics: Arc<ServerMetrics> = state.metrics.clone();
             let issuer = broker.issuer.clone();
             async move {
                 let started = Instant::now();
@@ -248,7 +248,7 @@ async fn decide(
             }
         })
         .await;
-    let metrics: &Metrics = &state.metrics;
+    let metrics: &ServerMetrics = &state.metrics;
     metrics.broker.cache(outcome);
     let credentials = issued.map_err(|e| {
         if matches!(e, IssueError::Internal(_)) {

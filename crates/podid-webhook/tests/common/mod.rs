@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podid_webhook::review::AdmissionReviewResponse;
-use podid_webhook::{AssociationLookup, CertStore, Metrics, Webhook, WebhookSettings};
+use podid_webhook::{AssociationLookup, CertStore, WebhookMetrics, Webhook, WebhookSettings};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,
@@ -100,7 +100,7 @@ pub fn write_atomically(path: &Path, contents: &[u8]) {
 pub struct Running {
     pub addr: SocketAddr,
     pub url: String,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<WebhookMetrics>,
     pub webhook: Arc<Webhook>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -135,7 +135,7 @@ pub async fn start(
     files: &CertFiles,
     settings: WebhookSettings,
 ) -> Running {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(WebhookMetrics::new());
     let certs = Arc::new(CertStore::new(&files.cert, &files.key));
     let webhook = Arc::new(Webhook::new(lookup, certs, settings, metrics.clone()));
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();

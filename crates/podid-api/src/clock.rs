@@ -1,10 +1,10 @@
-//! Time behind a small seam, so tests can move it.
+//! The wall-clock time behind a trait, so tests can move it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use podid_api::EpochMillis;
+use crate::EpochMillis;
 
-/// A source of the current time.
+/// A source of the current wall-clock time.
 pub trait Clock: Send + Sync + 'static {
     /// Now.
     fn now(&self) -> SystemTime;
