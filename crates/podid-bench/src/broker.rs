@@ -26,8 +26,13 @@ use aws_lc_rs::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use crate::common::{self, median, verdict, Machine, Table};
-use crate::harness::{self, percentile, Pod, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::load_loop::{busy_poll_loop, closed_loop, LoadResult};
+use crate::machine::{self, Machine};
+use crate::priority::{raise_priority, Placement};
+use crate::processes::{podid_binary, BaselineServer};
+use crate::report::{median, percentile, verdict, Table};
+use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::signing::SignedCall;
 use crate::sts_responder::StsResponder;
 
 /// The target: broker rate ÷ signature-verification rate.
@@ -35,9 +40,9 @@ const TARGET_RATIO: f64 = 0.5;
 
 /// `podid-bench broker`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct BrokerArgs {
     #[command(flatten)]
-    run: harness::RunArgs,
+    run: RunArgs,
     /// Pods (distinct pod uids), each with cached credentials.
     #[arg(long, default_value_t = 1000)]
     pods: usize,
@@ -56,7 +61,7 @@ pub struct Args {
     /// The server and the baseline on the server's CPUs, the load generator
     /// (this process) on the load CPUs.
     #[command(flatten)]
-    place: harness::Placement,
+    place: Placement,
     /// The server's log filter (its default, `info`, writes one access-log line per request).
     #[arg(long, default_value = "info")]
     server_log: String,
@@ -80,15 +85,18 @@ pub enum Client {
 
 /// Pod `i` of `n`, on association `i % associations`.
 fn pods(n: usize, associations: usize) -> Vec<Pod> {
-    let mut rng = crate::tokens::Rng::new(0xB40CE7);
+    let mut rng = crate::tokens::seeded(0xB40CE7);
     (0..n)
         .map(|i| {
             let a = i % associations.max(1);
             Pod {
                 namespace: format!("ns-{}", a / 100),
                 service_account: format!("sa-{a}"),
-                name: format!("sa-{a}-7d9f8b6c5d-{}", rng.alphanumeric(5).to_lowercase()),
-                uid: rng.uuid(),
+                name: format!(
+                    "sa-{a}-7d9f8b6c5d-{}",
+                    crate::tokens::alphanumeric(&mut rng, 5).to_lowercase()
+                ),
+                uid: crate::tokens::uuid(&mut rng),
                 node: format!("node-{}", i % 10),
             }
         })
@@ -108,7 +116,7 @@ pub async fn create_associations(
                 let body = serde_json::json!({
                     "namespace": format!("ns-{}", i / 100),
                     "serviceAccount": format!("sa-{i}"),
-                    "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", harness::ACCOUNT),
+                    "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", server::ACCOUNT),
                 });
                 let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
                 let _: serde_json::Value = client
@@ -164,15 +172,15 @@ fn baseline_round(
     keys: &podid_token::KeySet,
     tokens: &[String],
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let (started, cpu) = (Instant::now(), harness::thread_cpu_seconds());
+    let (started, cpu) = (Instant::now(), machine::thread_cpu_seconds());
     for t in tokens {
         if !verifier.verify(t) {
             bail!("a minted token's signature does not verify");
         }
     }
     let sig_rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
-    let sig_cpu_rate = tokens.len() as f64 / (harness::thread_cpu_seconds() - cpu).max(1e-9);
-    let now = harness::epoch_secs();
+    let sig_cpu_rate = tokens.len() as f64 / (machine::thread_cpu_seconds() - cpu).max(1e-9);
+    let now = server::epoch_secs();
     let started = Instant::now();
     for t in tokens {
         podid_token::verify_token(t, trust, keys, now)
@@ -183,37 +191,31 @@ fn baseline_round(
 }
 
 /// SigV4 verifications per second on this thread: the server's own check
-/// (`podid_server::auth::verify_request`) of the round's requests.
+/// (`podid_server::auth::SigV4Verifier::verify`) of the round's requests.
 fn sigv4_round(
-    keys: &podid_server::keys::KeyRing,
+    verifier: &podid_server::auth::SigV4Verifier,
     requests: &[(http::HeaderMap, Vec<u8>)],
 ) -> anyhow::Result<f64> {
     let uri: http::Uri = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity").parse()?;
     let now = SystemTime::now();
     let started = Instant::now();
     for (headers, body) in requests {
-        podid_server::auth::verify_request(keys, now, "POST", &uri, headers, body)
+        verifier
+            .verify(now, "POST", &uri, headers, body)
             .map_err(|e| anyhow::anyhow!("verify_request refused a request: {}", e.message))?;
     }
     Ok(requests.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-/// One signed `AssumeRoleForPodIdentity` call per token, built by `build`
-/// from the path, the JSON body and the signing time.
-fn signed_calls<T>(
-    tokens: &[String],
-    build: impl Fn(&str, Vec<u8>, SystemTime) -> anyhow::Result<T>,
-) -> anyhow::Result<Vec<T>> {
+/// One `AssumeRoleForPodIdentity` call per token, signed now by the node key.
+fn signed_calls(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<SignedCall>> {
     let path = format!("/clusters/{CLUSTER}/assume-role-for-pod-identity");
     let now = SystemTime::now();
     tokens
         .iter()
         .map(|t| {
-            build(
-                &path,
-                serde_json::to_vec(&serde_json::json!({ "token": t }))?,
-                now,
-            )
+            let body = serde_json::to_vec(&serde_json::json!({ "token": t }))?;
+            SignedCall::new(addr, "POST", &path, body, now)
         })
         .collect()
 }
@@ -223,40 +225,27 @@ fn request_parts(
     addr: std::net::SocketAddr,
     tokens: &[String],
 ) -> anyhow::Result<Vec<(http::HeaderMap, Vec<u8>)>> {
-    signed_calls(tokens, |path, body, now| {
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in harness::signed_headers(addr, "POST", path, &body, now)? {
-            headers.append(
-                http::HeaderName::from_bytes(k.as_bytes())?,
-                http::HeaderValue::from_str(&v)?,
-            );
-        }
-        Ok((headers, body))
-    })
-}
-
-/// The round's requests as the bytes sent.
-fn request_bytes(addr: std::net::SocketAddr, tokens: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
-    signed_calls(tokens, |path, body, now| {
-        harness::signed_request(addr, "POST", path, &body, now)
-    })
+    signed_calls(addr, tokens)?
+        .into_iter()
+        .map(|c| Ok((c.header_map()?, c.body.to_vec())))
+        .collect()
 }
 
 struct ServerRound {
-    load: harness::LoadResult,
+    load: LoadResult,
     server_cpu_seconds: f64,
     server_core_busy: f64,
 }
 
 /// Runs `podid-bench broker`; `Ok(true)` when the target holds.
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+pub async fn run(args: BrokerArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.pods, args.associations, args.rounds, args.requests) = (100, 100, 1, 2000);
         args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.run.nice);
-    let podid = common::podid_binary(args.run.podid.as_deref())?;
+    let _priority = raise_priority(args.run.nice);
+    let podid = podid_binary(args.run.podid.as_deref())?;
     let machine = Machine::read();
     println!("# Broker throughput (target 3)");
     println!("{}", machine.describe());
@@ -288,7 +277,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         args.place.load().unwrap_or("any"),
         args.connections
     );
-    let admin = harness::admin_client(&server.endpoint)?;
+    let admin = server::admin_client(&server.endpoint)?;
     cluster
         .register(&admin)
         .await
@@ -308,7 +297,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     // One more token per pod for the warm-up, and one for a sample answer.
     let total = args.pods + 1 + args.rounds * args.requests;
     let key = &cluster.key;
-    let minted = tokio::task::block_in_place(|| harness::mint_tokens(key, &pods, 0, total));
+    let minted = tokio::task::block_in_place(|| server::mint_tokens(key, &pods, 0, total));
     println!(
         "setup: {total} RS256 tokens minted in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -318,9 +307,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let rounds: Vec<Vec<String>> = rest.chunks(args.requests).map(<[String]>::to_vec).collect();
 
     // Warm-up: one call per pod, each costing one AssumeRole.
-    let warm = harness::closed_loop(
+    let warm = closed_loop(
         server.addr,
-        Arc::new(request_bytes(server.addr, warmup)?),
+        Arc::new(signed_calls(server.addr, warmup)?),
         args.connections,
     )
     .await?;
@@ -345,28 +334,27 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
 
     // A broker answer, for the HTTP floor: a minimal hyper server answering
     // these bytes to every request (`podid-bench baseline`).
-    let mut conn = harness::RawConnection::open(server.addr).await?;
-    let status = conn.send(&request_bytes(server.addr, sample)?[0]).await?;
+    let mut conn = crate::http_client::HttpConnection::open(server.addr).await?;
+    let sample_call = signed_calls(server.addr, sample)?.remove(0);
+    let (status, _, answer) = conn.send(sample_call.to_request()?).await?;
     if status != 200 {
         bail!(
             "sample call answered {status}: {}",
-            String::from_utf8_lossy(conn.body())
+            String::from_utf8_lossy(&answer)
         );
     }
     let body_file = dir.path().join("answer.json");
-    std::fs::write(&body_file, conn.body())?;
+    std::fs::write(&body_file, &answer)?;
     drop(conn);
-    let body_arg = body_file.display().to_string();
-    let floor_server =
-        common::ChildServer::start(&["baseline", "--body-file", &body_arg], args.place.server())
-            .await
-            .context("starting the HTTP floor server")?;
+    let floor_server = BaselineServer::start(&body_file, args.place.server())
+        .await
+        .context("starting the HTTP floor server")?;
 
     let jwk = &cluster.key.jwk();
     let verifier = Verifier::new(jwk)?;
     let trust = podid_token::ClusterTrust {
         name: CLUSTER.into(),
-        issuer: harness::ISSUER.into(),
+        issuer: server::ISSUER.into(),
         audience: podid_api::cluster::DEFAULT_AUDIENCE.into(),
         jwks: cluster.key.jwks(),
         jwks_uri: None,
@@ -375,6 +363,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let keys = podid_token::KeySet::from_jwks(&trust.jwks)?;
     let ring = podid_server::keys::KeyRing::parse(&std::fs::read_to_string(&options.keys_file)?)
         .map_err(|e| anyhow::anyhow!("keys file: {e}"))?;
+    let sigv4 = podid_server::auth::SigV4Verifier::new(ring);
 
     let mut table = Table::new(&[
         "round",
@@ -403,11 +392,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         let parts = request_parts(server.addr, tokens)?;
         let (sig_rate, sig_cpu_rate, full_rate, sigv4_rate) = tokio::task::block_in_place(|| {
             let (sig, sig_cpu, full) = baseline_round(&verifier, &trust, &keys, tokens)?;
-            Ok::<_, anyhow::Error>((sig, sig_cpu, full, sigv4_round(&ring, &parts)?))
+            Ok::<_, anyhow::Error>((sig, sig_cpu, full, sigv4_round(&sigv4, &parts)?))
         })?;
         args.place.pin_self_to_load();
         // The server: the same tokens, each in a new request.
-        let requests = Arc::new(request_bytes(server.addr, tokens)?);
+        let requests = Arc::new(signed_calls(server.addr, tokens)?);
         // The HTTP floor: the same requests to a server that only answers.
         let floor = drive(floor_server.addr, &requests, args.connections, args.client).await?;
         let floor_rate = floor.rps();
@@ -535,35 +524,32 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
 /// Sends every request once with the chosen client.
 async fn drive(
     addr: std::net::SocketAddr,
-    requests: &Arc<Vec<Vec<u8>>>,
+    requests: &Arc<Vec<SignedCall>>,
     connections: usize,
     client: Client,
-) -> anyhow::Result<harness::LoadResult> {
+) -> anyhow::Result<LoadResult> {
     match client {
         Client::BusyPoll => {
-            let requests = requests.clone();
-            tokio::task::spawn_blocking(move || {
-                harness::busy_poll_loop(addr, &requests, connections)
-            })
-            .await?
+            let bytes: Vec<Vec<u8>> = requests.iter().map(SignedCall::to_bytes).collect();
+            tokio::task::spawn_blocking(move || busy_poll_loop(addr, &bytes, connections)).await?
         }
-        Client::Tokio => harness::closed_loop(addr, requests.clone(), connections).await,
+        Client::Tokio => closed_loop(addr, requests.clone(), connections).await,
     }
 }
 
 async fn server_round(
     server: &ServerProcess,
-    requests: Arc<Vec<Vec<u8>>>,
+    requests: Arc<Vec<SignedCall>>,
     connections: usize,
     server_cpus: &str,
     client: Client,
 ) -> anyhow::Result<ServerRound> {
-    let cpu_before = harness::process_cpu_seconds_precise(server.pid());
-    let jiffies_before = common::cpu_jiffies();
+    let cpu_before = machine::process_cpu_seconds_precise(server.pid());
+    let jiffies_before = machine::cpu_jiffies();
     let load = drive(server.addr, &requests, connections, client).await?;
-    let jiffies_after = common::cpu_jiffies();
-    let cpu_after = harness::process_cpu_seconds_precise(server.pid());
-    let busy = common::cpu_busy(&jiffies_before, &jiffies_after);
+    let jiffies_after = machine::cpu_jiffies();
+    let cpu_after = machine::process_cpu_seconds_precise(server.pid());
+    let busy = machine::cpu_busy(&jiffies_before, &jiffies_after);
     let server_core_busy = server_cpus
         .split(',')
         .filter_map(|c| c.trim().parse::<usize>().ok())

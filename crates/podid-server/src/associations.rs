@@ -17,9 +17,8 @@ use podid_store::{IdempotencyKey, ListQuery, StoredAssociation};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
-use crate::http_api::{answer, parse_json, store_error};
-use crate::keys::Operation;
+use crate::authz::{Operation, Principal};
+use crate::wire::{answer, parse_json, path_error, store_error, MAX_UPDATE_ATTEMPTS};
 use crate::{AppState, SharedState};
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -31,10 +30,6 @@ pub fn new_association_id() -> String {
         .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
         .collect();
     format!("a-{tail}")
-}
-
-fn path_error(e: PathRejection) -> ApiError {
-    ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
 }
 
 fn to_wire(state: &AppState, a: StoredAssociation) -> PodIdentityAssociation {
@@ -345,9 +340,6 @@ pub async fn update(
     })
     .await
 }
-
-/// How often an update is tried when concurrent writers keep changing the association.
-pub const MAX_UPDATE_ATTEMPTS: usize = 10;
 
 /// `current` with an update request applied, validated as a whole. The new
 /// `modifiedAt` is always later than the old one: it is the version that

@@ -12,15 +12,10 @@ use podid_api::cluster::{
 };
 use podid_api::{validate, ApiError};
 
-use crate::auth::Principal;
-use crate::http_api::{answer, parse_json, store_error};
+use crate::authz::{Operation, Principal};
 use crate::jwks::discover_jwks_uri;
-use crate::keys::Operation;
+use crate::wire::{answer, parse_json, path_error, store_error, MAX_UPDATE_ATTEMPTS};
 use crate::{AppState, SharedState};
-
-fn path_error(e: PathRejection) -> ApiError {
-    ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
-}
 
 fn cluster_arn(value: &str) -> Result<(), ApiError> {
     let ok = value.starts_with("arn:")
@@ -226,11 +221,7 @@ pub async fn update(
                 .await;
             state.forget_lookups();
             match result {
-                Err(podid_store::StoreError::Conflict)
-                    if attempt < crate::associations::MAX_UPDATE_ATTEMPTS =>
-                {
-                    continue
-                }
+                Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
                 result => {
                     result.map_err(store_error)?;
                     break cluster;

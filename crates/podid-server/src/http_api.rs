@@ -1,7 +1,6 @@
-//! The HTTP surface: routing, the per-request front (request id, body limit,
-//! authentication, metrics, access log) and the AWS error shape.
+//! The HTTP surface: routing, and the per-request front (request id, body
+//! limit, authentication, metrics, access log).
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -13,24 +12,17 @@ use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
 use podid_api::{ApiError, ErrorKind};
-use podid_store::StoreError;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::auth::{verify_request, Principal};
-use crate::keys::{Operation, Role};
-use crate::{associations, clusters, AppState, Authentication, SharedState};
+use crate::authz::Operation;
+use crate::wire::{error_chain, error_response, RequestId};
+use crate::{associations, broker, clusters, AppState, SharedState};
 
 /// The largest request body accepted. Association requests are a few KiB at
 /// most (a 2 KiB policy, 50 tags); JWKS documents a few KiB more.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// The id of one request, returned as `x-amzn-requestid` and logged.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Builds the server's router.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let state: SharedState = std::sync::Arc::new(state);
     let api = Router::new()
         .route(
@@ -45,7 +37,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/clusters/{cluster}/assume-role-for-pod-identity",
-            post(crate::broker::handler),
+            post(broker::handler),
         )
         .route(
             "/tags/{arn}",
@@ -57,7 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/podid/v1/clusters",
             post(clusters::register).get(clusters::list),
         )
-        .route("/podid/v1/audit", get(crate::broker::audit::list))
+        .route("/podid/v1/audit", get(broker::audit::list))
         .route(
             "/podid/v1/clusters/{name}",
             get(clusters::describe)
@@ -128,7 +120,7 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
     let mut caller = None;
     let mut response = match buffer_body(&parts.headers, body).await {
         Err(e) => error_response(&e),
-        Ok(bytes) => match authenticate(&state, &parts, &bytes) {
+        Ok(bytes) => match state.auth.authenticate(state.clock.now(), &parts, &bytes) {
             Err(e) => error_response(&e),
             Ok(principal) => {
                 caller = Some(principal.access_key_id.clone());
@@ -196,185 +188,4 @@ async fn buffer_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError>
             "the request body could not be read",
         )),
     }
-}
-
-fn authenticate(
-    state: &AppState,
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-) -> Result<Principal, ApiError> {
-    match &state.auth {
-        Authentication::Disabled => Ok(Principal {
-            access_key_id: "anonymous".to_owned(),
-            role: Role::Admin,
-        }),
-        Authentication::SigV4(keys) => verify_request(
-            keys,
-            state.clock.now(),
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            body,
-        ),
-    }
-}
-
-/// The AWS `rest-json` error answer: status, `x-amzn-errortype`, and
-/// `{"__type","message"}`.
-pub fn error_response(error: &ApiError) -> Response {
-    let status =
-        StatusCode::from_u16(error.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(&error.body()).unwrap_or_default();
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                header::HeaderName::from_static("x-amzn-errortype"),
-                HeaderValue::from_static(error.kind.name()),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-/// Runs one operation for `principal`: checks the role, runs `work`, and
-/// answers JSON or the AWS error shape, tagging the response with the
-/// operation for metrics.
-pub async fn answer<T: Serialize>(
-    operation: Operation,
-    principal: &Principal,
-    work: impl Future<Output = Result<T, ApiError>>,
-) -> Response {
-    let result = if principal.role.allows(operation) {
-        work.await
-    } else {
-        Err(ApiError::new(
-            ErrorKind::AccessDenied,
-            format!(
-                "key {} (role {}) is not allowed to call {}",
-                principal.access_key_id,
-                principal.role.as_str(),
-                operation.name()
-            ),
-        ))
-    };
-    let mut response = match result {
-        Ok(value) => match serde_json::to_vec(&value) {
-            Ok(body) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response(),
-            Err(_) => error_response(&ApiError::new(
-                ErrorKind::Server,
-                "the response could not be encoded",
-            )),
-        },
-        Err(e) => error_response(&e),
-    };
-    response.extensions_mut().insert(operation);
-    response
-}
-
-/// Parses a JSON request body. An empty body reads as `{}` so missing fields get
-/// their own precise errors; a non-JSON content type is refused.
-pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let json = ct == "application/json"
-            || ct.starts_with("application/x-amz-json")
-            || ct.ends_with("+json");
-        if !json && !body.is_empty() {
-            return Err(ApiError::new(
-                ErrorKind::UnsupportedMediaType,
-                format!(
-                    "content type '{}' is not supported: send application/json",
-                    podid_api::arn::printable(&ct)
-                ),
-            ));
-        }
-    }
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| {
-        // serde's message names the field and the position; the classification
-        // keeps syntax errors apart from wrong types.
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "malformed JSON"
-            }
-            _ => "invalid request",
-        };
-        ApiError::invalid_request(format!("{what}: {e}"))
-    })
-}
-
-/// Maps a store error to what the client sees; database failures are logged
-/// with their cause and answered without it.
-pub fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::ClusterNotFound(name) => {
-            ApiError::not_found(format!("No cluster found for name: {name}."))
-        }
-        StoreError::ClusterExists(name) => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("Cluster already registered: {name}."),
-        ),
-        e @ StoreError::ClusterInUse { .. } => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("{e}; delete them first or deregister with force"),
-        ),
-        StoreError::AssociationNotFound { cluster, id } => ApiError::not_found(format!(
-            "Pod identity association {id} not found in cluster {cluster}."
-        )),
-        StoreError::DuplicateAssociation { existing_id, .. } => ApiError::new(
-            ErrorKind::ResourceInUse,
-            format!("Association already exists: {existing_id}"),
-        ),
-        StoreError::IdempotencyMismatch => ApiError::invalid_request(
-            "clientRequestToken was already used with a different request; use a new token",
-        ),
-        e @ StoreError::TooManyTags(_) => ApiError::invalid_parameter(e.to_string()),
-        StoreError::Conflict => ApiError::new(
-            ErrorKind::ResourceInUse,
-            "the resource is being changed by other requests right now; try again",
-        ),
-        other => {
-            tracing::error!(error = %error_chain(&other), "store failure");
-            ApiError::new(
-                ErrorKind::Server,
-                "the server could not complete the request; try again",
-            )
-        }
-    }
-}
-
-/// `error: cause: cause` for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

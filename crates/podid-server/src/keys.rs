@@ -1,4 +1,4 @@
-//! API keys: who may call the server, and with which role.
+//! The keys file: loads the API keys the server accepts and their roles.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,110 +6,39 @@ use std::path::Path;
 use podid_api::Secret;
 use serde::Deserialize;
 
-use crate::ServerError;
+use crate::authz::Role;
 
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Describe, list and tag reads of associations; cluster reads.
-    Reader,
-    /// Only the credential call (`AssumeRoleForPodIdentity`), for node agents.
-    Node,
-}
-
-impl Role {
-    /// The role's name as the keys file spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Reader => "reader",
-            Role::Node => "node",
-        }
-    }
-
-    /// Whether the role may call `operation`.
-    pub fn allows(self, operation: Operation) -> bool {
-        match self {
-            Role::Admin => true,
-            Role::Reader => operation.is_read(),
-            Role::Node => operation == Operation::AssumeRoleForPodIdentity,
-        }
-    }
-}
-
-/// Every operation the server answers, as named in metrics, logs and errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a keys file was refused. No variant quotes a secret.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Operation {
-    /// `CreatePodIdentityAssociation`.
-    CreatePodIdentityAssociation,
-    /// `DescribePodIdentityAssociation`.
-    DescribePodIdentityAssociation,
-    /// `ListPodIdentityAssociations`.
-    ListPodIdentityAssociations,
-    /// `UpdatePodIdentityAssociation`.
-    UpdatePodIdentityAssociation,
-    /// `DeletePodIdentityAssociation`.
-    DeletePodIdentityAssociation,
-    /// `TagResource`.
-    TagResource,
-    /// `UntagResource`.
-    UntagResource,
-    /// `ListTagsForResource`.
-    ListTagsForResource,
-    /// Cluster registry: register.
-    RegisterCluster,
-    /// Cluster registry: describe.
-    DescribeCluster,
-    /// Cluster registry: list.
-    ListClusters,
-    /// Cluster registry: update.
-    UpdateCluster,
-    /// Cluster registry: deregister.
-    DeregisterCluster,
-    /// EKS Auth: issue credentials for a pod.
-    AssumeRoleForPodIdentity,
-    /// The broker's audit trail: list.
-    ListAuditEvents,
-}
-
-impl Operation {
-    /// The operation's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::CreatePodIdentityAssociation => "CreatePodIdentityAssociation",
-            Operation::DescribePodIdentityAssociation => "DescribePodIdentityAssociation",
-            Operation::ListPodIdentityAssociations => "ListPodIdentityAssociations",
-            Operation::UpdatePodIdentityAssociation => "UpdatePodIdentityAssociation",
-            Operation::DeletePodIdentityAssociation => "DeletePodIdentityAssociation",
-            Operation::TagResource => "TagResource",
-            Operation::UntagResource => "UntagResource",
-            Operation::ListTagsForResource => "ListTagsForResource",
-            Operation::RegisterCluster => "RegisterCluster",
-            Operation::DescribeCluster => "DescribeCluster",
-            Operation::ListClusters => "ListClusters",
-            Operation::UpdateCluster => "UpdateCluster",
-            Operation::DeregisterCluster => "DeregisterCluster",
-            Operation::AssumeRoleForPodIdentity => "AssumeRoleForPodIdentity",
-            Operation::ListAuditEvents => "ListAuditEvents",
-        }
-    }
-
-    /// Whether the operation only reads.
-    pub fn is_read(self) -> bool {
-        matches!(
-            self,
-            Operation::DescribePodIdentityAssociation
-                | Operation::ListPodIdentityAssociations
-                | Operation::ListTagsForResource
-                | Operation::DescribeCluster
-                | Operation::ListClusters
-                | Operation::ListAuditEvents
-        )
-    }
+pub enum KeysFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// The text is not TOML of the keys file's shape (only the position and
+    /// toml's message are kept: its full error may quote a secret).
+    #[error("not a valid keys file (TOML error at byte {at}): {message}")]
+    Syntax {
+        /// Byte offset of the error.
+        at: usize,
+        /// toml's message, without the offending line.
+        message: String,
+    },
+    /// The text is not a valid keys file, and toml gave no position.
+    #[error("not a valid keys file")]
+    Invalid,
+    /// An access key id is too short or not alphanumeric.
+    #[error("access_key_id '{0}' must be 3 or more letters and digits")]
+    AccessKeyId(String),
+    /// A secret is too short.
+    #[error("the secret of key '{0}' is shorter than 16 characters")]
+    ShortSecret(String),
+    /// An access key id appears twice.
+    #[error("access_key_id '{0}' appears twice")]
+    Duplicate(String),
+    /// No key at all.
+    #[error("the keys file defines no [[key]]")]
+    Empty,
 }
 
 /// One API key.
@@ -142,8 +71,6 @@ struct KeyEntry {
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     keys: HashMap<String, ApiKey>,
-    /// SigV4 signing keys derived from these keys ([`crate::auth`]).
-    pub(crate) signing_keys: crate::auth::SigningKeyCache,
 }
 
 impl KeyRing {
@@ -155,28 +82,20 @@ impl KeyRing {
     /// secret_access_key = "…"
     /// role = "admin"   # admin | reader | node
     /// ```
-    pub fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ServerError::KeysFile {
-            path: path.display().to_string(),
-            reason: source.to_string(),
-        })?;
-        Self::parse(&text).map_err(|reason| ServerError::KeysFile {
-            path: path.display().to_string(),
-            reason,
-        })
+    pub fn load(path: &Path) -> Result<Self, KeysFileError> {
+        Self::parse(&std::fs::read_to_string(path)?)
     }
 
     /// Parses the text of a keys file. The error never quotes a secret.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeysFileError> {
         // toml's error messages may quote the offending line, which can hold a
         // secret: report only the position.
         let file: KeysFile = toml::from_str(text).map_err(|e| match e.span() {
-            Some(span) => format!(
-                "not a valid keys file (TOML error at byte {}): {}",
-                span.start,
-                e.message()
-            ),
-            None => "not a valid keys file".to_owned(),
+            Some(span) => KeysFileError::Syntax {
+                at: span.start,
+                message: e.message().to_owned(),
+            },
+            None => KeysFileError::Invalid,
         })?;
         let mut keys = HashMap::new();
         for entry in file.key {
@@ -186,16 +105,10 @@ impl KeyRing {
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric())
             {
-                return Err(format!(
-                    "access_key_id '{}' must be 3 or more letters and digits",
-                    entry.access_key_id
-                ));
+                return Err(KeysFileError::AccessKeyId(entry.access_key_id));
             }
             if entry.secret_access_key.len() < 16 {
-                return Err(format!(
-                    "the secret of key '{}' is shorter than 16 characters",
-                    entry.access_key_id
-                ));
+                return Err(KeysFileError::ShortSecret(entry.access_key_id));
             }
             let key = ApiKey {
                 access_key_id: entry.access_key_id.clone(),
@@ -203,19 +116,13 @@ impl KeyRing {
                 role: entry.role,
             };
             if keys.insert(entry.access_key_id.clone(), key).is_some() {
-                return Err(format!(
-                    "access_key_id '{}' appears twice",
-                    entry.access_key_id
-                ));
+                return Err(KeysFileError::Duplicate(entry.access_key_id));
             }
         }
         if keys.is_empty() {
-            return Err("the keys file defines no [[key]]".to_owned());
+            return Err(KeysFileError::Empty);
         }
-        Ok(KeyRing {
-            keys,
-            signing_keys: Default::default(),
-        })
+        Ok(KeyRing { keys })
     }
 
     /// The key with this access key id.
@@ -269,7 +176,7 @@ mod tests {
             ),
         ] {
             let err = KeyRing::parse(&text).unwrap_err();
-            assert!(!err.contains(secret), "{err}");
+            assert!(!err.to_string().contains(secret), "{err}");
         }
         assert!(format!("{:?}", Secret::new(secret)).contains("redacted"));
     }
@@ -277,45 +184,17 @@ mod tests {
     #[test]
     fn rejects_duplicates_short_secrets_and_empty_files() {
         let dup = "[[key]]\naccess_key_id=\"AAA\"\nsecret_access_key=\"0123456789abcdef\"\nrole=\"admin\"\n".repeat(2);
-        assert!(KeyRing::parse(&dup).unwrap_err().contains("twice"));
+        assert!(KeyRing::parse(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         assert!(KeyRing::parse(
             "[[key]]\naccess_key_id=\"AAA\"\nsecret_access_key=\"short\"\nrole=\"admin\"\n"
         )
         .is_err());
-        assert!(KeyRing::parse("").unwrap_err().contains("no [[key]]"));
-    }
-
-    #[test]
-    fn roles_allow_what_they_should() {
-        use Operation::*;
-        assert!(
-            Role::Admin.allows(CreatePodIdentityAssociation)
-                && Role::Admin.allows(AssumeRoleForPodIdentity)
-        );
-        for op in [
-            DescribePodIdentityAssociation,
-            ListPodIdentityAssociations,
-            ListTagsForResource,
-            DescribeCluster,
-            ListClusters,
-        ] {
-            assert!(Role::Reader.allows(op), "{op:?}");
-            assert!(!Role::Node.allows(op), "{op:?}");
-        }
-        for op in [
-            CreatePodIdentityAssociation,
-            UpdatePodIdentityAssociation,
-            DeletePodIdentityAssociation,
-            TagResource,
-            UntagResource,
-            RegisterCluster,
-            UpdateCluster,
-            DeregisterCluster,
-            AssumeRoleForPodIdentity,
-        ] {
-            assert!(!Role::Reader.allows(op), "{op:?}");
-        }
-        assert!(Role::Node.allows(AssumeRoleForPodIdentity));
-        assert!(!Role::Node.allows(CreatePodIdentityAssociation));
+        assert!(KeyRing::parse("")
+            .unwrap_err()
+            .to_string()
+            .contains("no [[key]]"));
     }
 }

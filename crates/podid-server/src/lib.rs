@@ -1,10 +1,7 @@
 //! podid's central server: the EKS-compatible pod-identity-association API,
-//! podid's cluster registry, SigV4 authentication, health and metrics.
+//! podid's cluster registry, the credential broker, health and metrics.
 //!
-//! [`router`] builds the HTTP service from an [`AppState`]; [`serve`] binds it
-//! and runs until shutdown. Everything that touches the outside world — the
-//! store, the clock, document fetching — comes in through the state, so tests
-//! run the real router against their own pieces.
+//! [`Config::build`] assembles the server and [`App::run`] serves it.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -16,32 +13,36 @@ use podid_store::AssociationStore;
 
 mod associations;
 pub mod auth;
-pub mod broker;
+pub mod authz;
+mod broker;
 pub use podid_api::clock;
 mod clusters;
+mod config;
 mod http_api;
-pub mod jwks;
+mod jwks;
 pub mod keys;
-pub mod metrics;
+mod metrics;
+mod wire;
 
-pub use http_api::router;
+pub use config::{App, AuthConfig, Config, StsConfig};
 
-use podid_api::clock::Clock;
+use auth::Authentication;
 use jwks::DocumentFetcher;
-use keys::KeyRing;
 use metrics::ServerMetrics;
+use podid_api::clock::Clock;
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// The keys file could not be read or parsed.
-    #[error("keys file {path}: {reason}")]
+    #[error("keys file {path}")]
     KeysFile {
         /// The file.
         path: String,
         /// What is wrong, never quoting a secret.
-        reason: String,
+        #[source]
+        source: keys::KeysFileError,
     },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
@@ -56,44 +57,41 @@ pub enum ServerError {
     #[error("server failed")]
     Serve(#[source] std::io::Error),
     /// The store failed to open.
-    #[error("cannot open the store")]
-    Store(#[source] podid_store::StoreError),
+    #[error("cannot open the store at {url}")]
+    Store {
+        /// The database URL, its password replaced by `****`.
+        url: String,
+        /// The cause.
+        #[source]
+        source: podid_store::StoreError,
+    },
     /// The HTTP client for key documents could not be built.
     #[error("cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
 }
 
-/// How requests are authenticated.
-#[derive(Debug, Clone)]
-pub enum Authentication {
-    /// Every request must be SigV4-signed by one of these keys.
-    SigV4(Arc<KeyRing>),
-    /// Nothing is checked (`--insecure-no-auth`); every caller is an admin.
-    Disabled,
-}
-
 /// Everything a request handler needs.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// Durable state.
-    pub store: Arc<dyn AssociationStore>,
+    pub(crate) store: Arc<dyn AssociationStore>,
     /// Authentication.
-    pub auth: Authentication,
+    pub(crate) auth: Authentication,
     /// Partition, region and account of podid's ARNs.
-    pub scope: ArnScope,
+    pub(crate) scope: ArnScope,
     /// The clock.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Fetches JWKS and discovery documents.
-    pub fetcher: Arc<dyn DocumentFetcher>,
-    /// ServerMetrics.
-    pub metrics: Arc<ServerMetrics>,
+    pub(crate) fetcher: Arc<dyn DocumentFetcher>,
+    /// The server's metrics.
+    pub(crate) metrics: Arc<ServerMetrics>,
     /// The credential broker; `None` answers the credential call with 503.
-    pub broker: Option<broker::Broker>,
+    pub(crate) broker: Option<broker::Broker>,
 }
 
 /// The state as the router shares it: one [`AppState`] behind an `Arc`, so
 /// each request's extractors copy a pointer rather than the whole state.
-pub type SharedState = Arc<AppState>;
+pub(crate) type SharedState = Arc<AppState>;
 
 impl AppState {
     /// Drops the broker's cached cluster and association reads: called after
@@ -107,7 +105,7 @@ impl AppState {
 
 /// Binds `addr`, reports the bound address through `on_bound` (so `:0` works in
 /// tests) and serves until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
+async fn serve(
     state: AppState,
     addr: SocketAddr,
     on_bound: impl FnOnce(SocketAddr),
@@ -122,7 +120,7 @@ pub async fn serve(
     on_bound(bound);
     axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        http_api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

@@ -215,11 +215,6 @@ impl ServerMetrics {
             .observe(seconds);
     }
 
-    /// The registry, for components that add their own metrics.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

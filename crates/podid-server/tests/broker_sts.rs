@@ -16,18 +16,11 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use podid_api::arn::ArnScope;
 use podid_api::association::CreateAssociationRequest;
-use podid_api::cluster::{Cluster, KeySource};
-use podid_server::broker::audit::AuditSink;
-use podid_server::broker::cache::IssuedCredentialCache;
-use podid_server::broker::{Broker, BrokerSettings};
 use podid_api::clock::{Clock, SystemClock};
-use podid_server::jwks::HttpFetcher;
-use podid_server::metrics::ServerMetrics;
-use podid_server::{AppState, Authentication};
-use podid_store::AssociationStore;
+use podid_api::cluster::{Cluster, KeySource};
+use podid_server::{AuthConfig, Config, StsConfig};
 use podid_sts::{AwsStsIssuer, RecordingIssuer, SESSION_TAG_KEYS};
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
-use podid_token::{NoJwksFetcher, TokenVerifier};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -78,7 +71,7 @@ fn moto() -> Option<Moto> {
 }
 
 struct World {
-    state: AppState,
+    router: axum::Router,
     recorder: Arc<RecordingIssuer<AwsStsIssuer>>,
     key: SigningKey,
     _dir: tempfile::TempDir,
@@ -91,28 +84,9 @@ async fn world() -> Option<World> {
     let moto = moto()?;
     let w = &moto.world;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn AssociationStore> = podid_store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("podid.db").display()
-    ))
-    .await
-    .unwrap();
     let key = SigningKey::generate(DevAlgorithm::Rs256, "blue-1").unwrap();
     let now = SystemClock.now_millis();
-    store
-        .insert_cluster(&Cluster {
-            name: "blue".into(),
-            issuer: ISSUER.into(),
-            audience: "pods.eks.amazonaws.com".into(),
-            cluster_arn: "arn:aws:eks:us-east-1:123456789012:cluster/blue".into(),
-            key_source: KeySource::Inline,
-            jwks_uri: None,
-            jwks: key.jwks(),
-            created_at: now,
-            modified_at: now,
-        })
-        .await
-        .unwrap();
+
     let credentials = aws_credential_types::Credentials::new(
         w["broker_access_key_id"].as_str().unwrap(),
         w["broker_secret_access_key"].as_str().unwrap(),
@@ -135,37 +109,43 @@ async fn world() -> Option<World> {
         Duration::from_secs(10),
     );
     let recorder = Arc::new(RecordingIssuer::new(sts));
-    let metrics = Arc::new(ServerMetrics::new());
-    let (audit, _writer) = AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
-    let broker = Broker {
-        verifier: Arc::new(TokenVerifier::new(
-            Arc::new(NoJwksFetcher),
-            podid_token::system_clock(),
-            1000,
-        )),
-        issuer: recorder.clone(),
-        cache: Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 1000)),
-        lookups: Default::default(),
-        audit,
-        settings: BrokerSettings {
-            session_duration: Duration::from_secs(3600),
-        },
-    };
-    let state = AppState {
-        store,
-        auth: Authentication::Disabled,
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()),
+        auth: AuthConfig::Disabled,
         scope: ArnScope {
             partition: "aws".into(),
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
         },
-        clock: Arc::new(SystemClock),
-        fetcher: Arc::new(HttpFetcher::new().unwrap()),
-        metrics,
-        broker: Some(broker),
+        sts: StsConfig {
+            endpoint: None,
+            timeout: Duration::from_secs(10),
+            max_rps: 50,
+            max_wait: Duration::from_millis(600),
+        },
+        session_duration: Duration::from_secs(3600),
+        credential_min_remaining: Duration::from_secs(900),
+        credential_cache_size: 1000,
     };
+    let app = config.build_with_issuer(recorder.clone()).await.unwrap();
+    app.store()
+        .insert_cluster(&Cluster {
+            name: "blue".into(),
+            issuer: ISSUER.into(),
+            audience: "pods.eks.amazonaws.com".into(),
+            cluster_arn: "arn:aws:eks:us-east-1:123456789012:cluster/blue".into(),
+            key_source: KeySource::Inline,
+            jwks_uri: None,
+            jwks: key.jwks(),
+            created_at: now,
+            modified_at: now,
+        })
+        .await
+        .unwrap();
+    let router = app.router();
     Some(World {
-        state,
+        router,
         recorder,
         key,
         _dir: dir,
@@ -173,17 +153,14 @@ async fn world() -> Option<World> {
     })
 }
 
-async fn call(state: &AppState, method: &str, path: &str, body: Value) -> (u16, Value) {
+async fn call(router: &axum::Router, method: &str, path: &str, body: Value) -> (u16, Value) {
     let request = axum::http::Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let response = podid_server::router(state.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (
@@ -192,14 +169,14 @@ async fn call(state: &AppState, method: &str, path: &str, body: Value) -> (u16, 
     )
 }
 
-async fn associate(state: &AppState, sa: &str, body: CreateAssociationRequest) -> Value {
+async fn associate(router: &axum::Router, sa: &str, body: CreateAssociationRequest) -> Value {
     let req = CreateAssociationRequest {
         namespace: Some("default".into()),
         service_account: Some(sa.into()),
         ..body
     };
     let (status, v) = call(
-        state,
+        router,
         "POST",
         "/clusters/blue/pod-identity-associations",
         serde_json::to_value(req).unwrap(),
@@ -220,9 +197,9 @@ fn token(key: &SigningKey, sa: &str, pod: &str, uid: &str) -> String {
     t.sign(key)
 }
 
-async fn credentials(state: &AppState, token: &str) -> (u16, Value) {
+async fn credentials(router: &axum::Router, token: &str) -> (u16, Value) {
     call(
-        state,
+        router,
         "POST",
         "/clusters/blue/assume-role-for-pod-identity",
         json!({ "token": token }),
@@ -235,7 +212,7 @@ async fn assume_role_carries_eks_session_tags_name_and_duration() {
     let Some(w) = world().await else { return };
     let role = w.moto.world["role_arn"].as_str().unwrap();
     let a = associate(
-        &w.state,
+        &w.router,
         "boto3",
         CreateAssociationRequest {
             role_arn: Some(role.into()),
@@ -243,7 +220,7 @@ async fn assume_role_carries_eks_session_tags_name_and_duration() {
         },
     )
     .await;
-    let (status, body) = credentials(&w.state, &token(&w.key, "boto3", "boto3", "uid-1")).await;
+    let (status, body) = credentials(&w.router, &token(&w.key, "boto3", "boto3", "uid-1")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["podIdentityAssociation"]["associationId"],
@@ -311,7 +288,7 @@ async fn disabled_session_tags_send_none_and_the_policy_goes_along() {
     let role = w.moto.world["role_arn"].as_str().unwrap();
     let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*"}]}"#;
     associate(
-        &w.state,
+        &w.router,
         "quiet",
         CreateAssociationRequest {
             role_arn: Some(role.into()),
@@ -322,7 +299,7 @@ async fn disabled_session_tags_send_none_and_the_policy_goes_along() {
     )
     .await;
     let pod = "a-very-long-pod-name-from-a-deployment-7d9c8b7f6d-x2x4z-with-even-more-characters";
-    let (status, body) = credentials(&w.state, &token(&w.key, "quiet", pod, "uid-2")).await;
+    let (status, body) = credentials(&w.router, &token(&w.key, "quiet", pod, "uid-2")).await;
     assert_eq!(status, 200, "{body}");
     let calls = w.recorder.calls();
     let spec = &calls[0].spec;
@@ -339,7 +316,7 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
     // The target's trust policy is made once the association's external id is known.
     let target = "arn:aws:iam::123456789012:role/chained-target";
     let a = associate(
-        &w.state,
+        &w.router,
         "chain",
         CreateAssociationRequest {
             role_arn: Some(hop.into()),
@@ -369,7 +346,8 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
         String::from_utf8_lossy(&made.stderr)
     );
 
-    let (status, body) = credentials(&w.state, &token(&w.key, "chain", "chain-pod", "uid-3")).await;
+    let (status, body) =
+        credentials(&w.router, &token(&w.key, "chain", "chain-pod", "uid-3")).await;
     assert_eq!(status, 200, "{body}");
     let calls = w.recorder.calls();
     assert_eq!(calls.len(), 2);
@@ -396,7 +374,7 @@ async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     let Some(w) = world().await else { return };
     let role = w.moto.world["role_arn"].as_str().unwrap();
     associate(
-        &w.state,
+        &w.router,
         "boto3",
         CreateAssociationRequest {
             role_arn: Some(role.into()),
@@ -407,8 +385,8 @@ async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     let t = token(&w.key, "boto3", "boto3", "uid-4");
     let mut tasks = Vec::new();
     for _ in 0..200 {
-        let (state, t) = (w.state.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { credentials(&state, &t).await }));
+        let (router, t) = (w.router.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { credentials(&router, &t).await }));
     }
     let mut keys = std::collections::HashSet::new();
     for task in tasks {
@@ -426,7 +404,7 @@ async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     // A rotated token of the same pod is served from the cache too.
     let rotated = token(&w.key, "boto3", "boto3", "uid-4");
     assert_ne!(rotated, t);
-    let (status, body) = credentials(&w.state, &rotated).await;
+    let (status, body) = credentials(&w.router, &rotated).await;
     assert_eq!(status, 200);
     assert!(keys.contains(body["credentials"]["accessKeyId"].as_str().unwrap()));
     assert_eq!(w.recorder.calls().len(), 1);

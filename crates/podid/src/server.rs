@@ -1,24 +1,13 @@
-//! `podid server`.
+//! `podid server`: maps the flags to a [`podid_server::Config`] and runs it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use podid_api::arn::ArnScope;
-use podid_server::broker::audit::AuditSink;
-use podid_server::broker::cache::IssuedCredentialCache;
-use podid_server::broker::{Broker, BrokerSettings};
-use podid_api::clock::SystemClock;
-use podid_server::jwks::HttpFetcher;
-use podid_server::jwks::VerifierFetcher;
-use podid_server::keys::KeyRing;
-use podid_server::metrics::ServerMetrics;
-use podid_server::{AppState, Authentication};
-use podid_sts::{AwsStsIssuer, RateLimitedIssuer};
-use podid_token::TokenVerifier;
+use podid_server::{AuthConfig, Config, StsConfig};
 
 /// Flags of `podid server`; each has an environment variable too.
 #[derive(Debug, Args)]
@@ -49,7 +38,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "aws", env = "PODID_PARTITION")]
     partition: String,
     /// STS endpoint for issuing credentials (default: AWS's regional endpoint);
-    /// any STS-compatible service works (moto, MinIO, Ceph RGW).
+    /// another STS-compatible service may be named (tested with moto).
     #[arg(long, env = "PODID_STS_ENDPOINT")]
     sts_endpoint: Option<String>,
     /// Lifetime of the pods' sessions, in seconds (chained sessions: at most 3600).
@@ -88,89 +77,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !lower(&args.region) || !lower(&args.partition) {
         bail!("--region and --partition take lowercase letters, digits and '-'");
     }
-    let auth = match (&args.keys_file, args.insecure_no_auth) {
-        (_, true) => {
-            tracing::warn!("--insecure-no-auth: requests are NOT authenticated and every caller is an admin; use this for local trials only");
-            Authentication::Disabled
-        }
-        (Some(path), false) => {
-            let keys = KeyRing::load(path)?;
-            tracing::info!(keys = keys.len(), "loaded API keys");
-            Authentication::SigV4(Arc::new(keys))
-        }
+    let auth = match (args.keys_file, args.insecure_no_auth) {
+        (_, true) => AuthConfig::Disabled,
+        (Some(path), false) => AuthConfig::KeysFile(path),
         (None, false) => bail!("--keys-file is required (or --insecure-no-auth for local trials)"),
     };
-    let store = podid_store::open(&args.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the store at {}",
-                redact_url(&args.database_url)
-            )
-        })?;
-    tracing::info!(database = %redact_url(&args.database_url), "store open");
-    let fetcher: Arc<dyn podid_server::jwks::DocumentFetcher> =
-        Arc::new(HttpFetcher::new().context("cannot build the HTTP client")?);
-    let metrics = Arc::new(ServerMetrics::new());
-
-    // The broker's own AWS credentials: the default chain (environment,
-    // profile, web identity, container or instance metadata).
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(args.region.clone()))
-        .load()
-        .await;
-    let sts = AwsStsIssuer::new(
-        &sdk,
-        args.sts_endpoint.as_deref(),
-        Duration::from_millis(args.sts_timeout_ms),
-    );
-    let issuer = RateLimitedIssuer::new(
-        sts,
-        args.sts_max_rps,
-        Duration::from_millis(args.sts_max_wait_ms),
-    )
-    .with_observer(metrics.broker.limiter_observer());
-    let (audit, audit_writer) =
-        AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
-    let broker = Broker {
-        verifier: Arc::new(TokenVerifier::new(
-            Arc::new(VerifierFetcher(fetcher.clone())),
-            podid_token::system_clock(),
-            podid_token::DEFAULT_MAX_CACHED_TOKENS,
-        )),
-        issuer: Arc::new(issuer),
-        cache: Arc::new(IssuedCredentialCache::new(
-            Duration::from_secs(args.credential_min_remaining),
-            args.credential_cache_size,
-        )),
-        lookups: Default::default(),
-        audit,
-        settings: BrokerSettings {
-            session_duration: Duration::from_secs(args.session_duration),
-        },
-    };
-    tracing::info!(
-        sts_endpoint = args.sts_endpoint.as_deref().unwrap_or("AWS"),
-        sts_max_rps = args.sts_max_rps,
-        session_duration = args.session_duration,
-        "credential broker ready"
-    );
-    let state = AppState {
-        store,
+    let config = Config {
+        listen: args.listen,
+        database_url: args.database_url,
         auth,
         scope: ArnScope {
             partition: args.partition,
             region: args.region,
             account_id: args.account_id,
         },
-        clock: Arc::new(SystemClock),
-        fetcher,
-        metrics,
-        broker: Some(broker),
+        sts: StsConfig {
+            endpoint: args.sts_endpoint,
+            timeout: Duration::from_millis(args.sts_timeout_ms),
+            max_rps: args.sts_max_rps,
+            max_wait: Duration::from_millis(args.sts_max_wait_ms),
+        },
+        session_duration: Duration::from_secs(args.session_duration),
+        credential_min_remaining: Duration::from_secs(args.credential_min_remaining),
+        credential_cache_size: args.credential_cache_size,
     };
-    podid_server::serve(
-        state,
-        args.listen,
+    let app = config.build().await?;
+    app.run(
         |addr| {
             tracing::info!(%addr, "listening");
             // One machine-readable line on stdout, for scripts and tests that
@@ -180,37 +112,5 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         podid_runtime::shutdown_signal(),
     )
     .await?;
-    // The router and its state are gone: the audit writer drains what is queued.
-    if tokio::time::timeout(Duration::from_secs(10), audit_writer)
-        .await
-        .is_err()
-    {
-        tracing::error!("audit events still queued at shutdown were not all written");
-    }
     Ok(())
-}
-
-/// A database URL without its password, for logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("****"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://podid:hunter2@db:5432/podid"),
-            "postgres://podid:****@db:5432/podid"
-        );
-        assert_eq!(redact_url("sqlite://podid.db"), "sqlite://podid.db");
-    }
 }

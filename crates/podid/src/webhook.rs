@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use podid_webhook::mutate::DEFAULT_CREDENTIALS_URI;
-use podid_webhook::{CertStore, HttpLookup, WebhookMetrics, MutationSettings, Webhook, WebhookSettings};
+use podid_webhook::{
+    CertStore, HttpLookup, MutationSettings, Webhook, WebhookMetrics, WebhookSettings,
+};
 
 /// Flags of `podid webhook`; each has an environment variable too.
 #[derive(Debug, Args)]

@@ -1,25 +1,14 @@
-//! The fast path of the SigV4 check, for requests already in canonical form.
-//!
-//! A request whose path needs no normalisation or encoding, that has no
-//! query, whose signed headers the client listed sorted, lowercase and
-//! complete (`host`, `x-amz-date`, and `x-amz-security-token` when sent), each
-//! with one value that needs no trimming, has a canonical request that is
-//! the request itself. For such a request (every `AssumeRoleForPodIdentity`
-//! an SDK or agent sends) the signature is computed here by streaming the
-//! canonical request into SHA-256, with the signing key derived once per
-//! (key, date, region, service) and kept; the result is byte for byte what
-//! aws-sigv4's signer computes (`tests::agrees_with_the_sdk_signer`). Every
-//! other request goes through aws-sigv4 ([`super::sdk_signature`]), so both
-//! paths accept and refuse exactly the same requests.
+//! The SigV4 check's fast path: the signature of a request already in canonical
+//! form, streamed into SHA-256 with a kept signing key. Hand-written rather than
+//! aws-sigv4's signer because of `podid-bench broker` (docs/benchmarks.md).
 
 use std::sync::{Mutex, PoisonError};
-
 use std::time::SystemTime;
 
 use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use sha2::{Digest, Sha256};
 
-use super::AuthorizationHeader;
+use super::header::AuthorizationHeader;
 use crate::keys::ApiKey;
 
 /// How many derived signing keys are kept at most (one per key, day, region
@@ -45,13 +34,6 @@ pub(crate) struct SigningKeyCache {
 impl std::fmt::Debug for SigningKeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SigningKeyCache { .. }")
-    }
-}
-
-impl Clone for SigningKeyCache {
-    /// A clone starts empty (the keys are derived again when needed).
-    fn clone(&self) -> Self {
-        SigningKeyCache::default()
     }
 }
 
@@ -116,14 +98,11 @@ impl SigningKeyCache {
     }
 }
 
-/// Lowercase hexadecimal of a SHA-256 digest or HMAC tag.
-fn hex32(bytes: &[u8]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Lowercase hexadecimal of a SHA-256 digest, without allocating.
+fn hex32(digest: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (i, b) in bytes.iter().take(32).enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-    }
+    // 32 bytes fill 64 digits exactly: the length check cannot fail.
+    let _ = hex::encode_to_slice(digest, &mut out);
     out
 }
 
@@ -151,6 +130,15 @@ fn is_canonical_path(path: &str) -> bool {
 
 /// The signature (lowercase hex) of a request in canonical form, or `None`
 /// when the request is not in that form and aws-sigv4 must canonicalise it.
+///
+/// A request whose path needs no normalisation or encoding, that has no
+/// query, whose signed headers the client listed sorted, lowercase and
+/// complete (`host`, `x-amz-date`, and `x-amz-security-token` when sent), each
+/// with one value that needs no trimming, is its own canonical request (every
+/// `AssumeRoleForPodIdentity` an SDK or agent sends). The result is byte for
+/// byte what aws-sigv4's signer computes (`tests::agrees_with_the_sdk_signer`);
+/// every other request goes through aws-sigv4 ([`super::sdk_signature`]), so
+/// both paths accept and refuse exactly the same requests.
 ///
 /// The caller has already checked that `amz_date` (the `X-Amz-Date` header)
 /// parses, starts with `auth.date` and is within the allowed skew.
@@ -214,7 +202,7 @@ pub(super) fn signature(
         creq.update(name.as_bytes());
     }
     creq.update(b"\n");
-    creq.update(hex32(&Sha256::digest(body)));
+    creq.update(hex32(&Sha256::digest(body).into()));
     let creq = creq.finalize();
 
     let signing_key = cache.get(key, signed_at, auth.date, auth.region, auth.service);
@@ -232,6 +220,6 @@ pub(super) fn signature(
     ] {
         sts.extend_from_slice(part.as_bytes());
     }
-    sts.extend_from_slice(&hex32(&creq));
+    sts.extend_from_slice(&hex32(&creq.into()));
     Some(calculate_signature(signing_key, &sts))
 }

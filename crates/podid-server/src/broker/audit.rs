@@ -10,7 +10,8 @@ use podid_store::AssociationStore;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::http_api::error_chain;
+use crate::authz::{Operation, Principal};
+use crate::wire::{answer, error_chain, store_error};
 
 /// Events queued at most before callers wait.
 const QUEUE: usize = 10_000;
@@ -97,14 +98,14 @@ impl AuditSink {
 /// the audit trail, newest first. `since` is epoch seconds.
 pub async fn list(
     axum::extract::State(state): axum::extract::State<crate::SharedState>,
-    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
+    axum::Extension(principal): axum::Extension<Principal>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> axum::response::Response {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use podid_api::{validate, ApiError};
 
-    crate::http_api::answer(crate::keys::Operation::ListAuditEvents, &principal, async {
+    answer(Operation::ListAuditEvents, &principal, async {
         let mut query = podid_store::AuditQuery {
             limit: 100,
             ..Default::default()
@@ -163,11 +164,7 @@ pub async fn list(
                 _ => {}
             }
         }
-        let page = state
-            .store
-            .list_audit(&query)
-            .await
-            .map_err(crate::http_api::store_error)?;
+        let page = state.store.list_audit(&query).await.map_err(store_error)?;
         Ok(podid_api::audit::ListAuditResponse {
             events: page.events,
             next_token: page

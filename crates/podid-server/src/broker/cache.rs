@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use podid_singleflight::{Joined, SingleFlight};
 use podid_sts::{IssueError, IssuedCredentials};
-use tokio::sync::watch;
 
 /// Which pod session credentials belong to. The association's modification
 /// time is part of it, so changing an association (another role, say) makes
@@ -33,7 +33,6 @@ pub enum CacheOutcome {
 }
 
 type FlightResult = Result<Arc<IssuedCredentials>, IssueError>;
-type Flight = watch::Receiver<Option<FlightResult>>;
 
 /// Serves a pod's credentials again while more than `min_remaining` of their
 /// validity is left, so a pod whose token rotated costs no STS call; and makes
@@ -47,7 +46,7 @@ pub struct IssuedCredentialCache {
     min_remaining: Duration,
     max_entries: usize,
     entries: Mutex<HashMap<CacheKey, Arc<IssuedCredentials>>>,
-    in_flight: Mutex<HashMap<CacheKey, Flight>>,
+    flights: SingleFlight<CacheKey, FlightResult>,
 }
 
 impl IssuedCredentialCache {
@@ -58,7 +57,7 @@ impl IssuedCredentialCache {
             min_remaining,
             max_entries: max_entries.max(1),
             entries: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            flights: SingleFlight::new(),
         }
     }
 
@@ -70,23 +69,6 @@ impl IssuedCredentialCache {
             .is_ok_and(|left| left > self.min_remaining)
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forgets a pod's credentials.
-    pub fn remove(&self, key: &CacheKey) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
-    }
-
     /// The pod's cached credentials, or the result of `issue` — run, in a
     /// task of its own, for the first caller while concurrent callers for the
     /// same pod wait for it.
@@ -95,7 +77,7 @@ impl IssuedCredentialCache {
         key: &CacheKey,
         now: SystemTime,
         issue: F,
-    ) -> (Result<Arc<IssuedCredentials>, IssueError>, CacheOutcome)
+    ) -> (FlightResult, CacheOutcome)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<IssuedCredentials, IssueError>> + Send + 'static,
@@ -103,50 +85,31 @@ impl IssuedCredentialCache {
         if let Some(hit) = self.lookup(key, now) {
             return (Ok(hit), CacheOutcome::Hit);
         }
-        let (mut flight, outcome) = {
-            let Ok(mut in_flight) = self.in_flight.lock() else {
-                return (
-                    Err(IssueError::Internal(
-                        "credential cache lock poisoned".into(),
-                    )),
-                    CacheOutcome::Miss,
-                );
-            };
-            match in_flight.get(key) {
-                Some(f) => (f.clone(), CacheOutcome::Joined),
-                None => {
-                    // A flight that just finished stored its entry before
-                    // leaving the table: look again under the table's lock.
-                    if let Some(hit) = self.lookup(key, now) {
-                        return (Ok(hit), CacheOutcome::Hit);
-                    }
-                    let (tx, rx) = watch::channel(None);
-                    in_flight.insert(key.clone(), rx.clone());
-                    let (cache, key, work) = (self.clone(), key.clone(), issue());
-                    tokio::spawn(async move {
-                        // Leaves the flight table however this ends (a panic
-                        // included: the waiters then see the channel close).
-                        let leave = LeaveFlight { cache, key };
-                        let result = work.await.map(Arc::new);
-                        if let Ok(issued) = &result {
-                            leave.cache.insert(leave.key.clone(), issued.clone(), now);
-                        }
-                        drop(leave);
-                        tx.send_replace(Some(result));
-                    });
-                    (rx, CacheOutcome::Miss)
-                }
+        let joined = self.flights.join_or_start(key, || {
+            // A flight that just finished stored its entry before leaving the
+            // table: look again under the table's lock.
+            if let Some(hit) = self.lookup(key, now) {
+                return Err(hit);
             }
+            let (cache, key, work) = (self.clone(), key.clone(), issue());
+            Ok(async move {
+                let result = work.await.map(Arc::new);
+                if let Ok(issued) = &result {
+                    cache.insert(key, issued.clone(), now);
+                }
+                result
+            })
+        });
+        let (flight, outcome) = match joined {
+            Joined::Started(flight) => (flight, CacheOutcome::Miss),
+            Joined::Joined(flight) => (flight, CacheOutcome::Joined),
+            Joined::Declined(hit) => return (Ok(hit), CacheOutcome::Hit),
         };
-        let result = match flight.wait_for(Option::is_some).await {
-            Ok(done) => done.clone().unwrap_or_else(|| {
-                Err(IssueError::Internal(
-                    "issuance ended without a result".into(),
-                ))
-            }),
-            // The task ended without answering (it panicked).
-            Err(_) => Err(IssueError::Internal("issuing credentials failed".into())),
-        };
+        // `None`: the issuing task ended without answering (it panicked).
+        let result = flight
+            .wait()
+            .await
+            .unwrap_or_else(|| Err(IssueError::Internal("issuing credentials failed".into())));
         (result, outcome)
     }
 
@@ -176,17 +139,27 @@ impl IssuedCredentialCache {
     }
 }
 
-/// Removes a flight from the table when dropped.
-struct LeaveFlight {
-    cache: Arc<IssuedCredentialCache>,
-    key: CacheKey,
+impl CacheOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Joined => "joined",
+        }
+    }
 }
 
-impl Drop for LeaveFlight {
-    fn drop(&mut self) {
-        if let Ok(mut in_flight) = self.cache.in_flight.lock() {
-            in_flight.remove(&self.key);
-        }
+#[cfg(test)]
+impl IssuedCredentialCache {
+    /// Entries held.
+    fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -20,9 +20,10 @@ use podid_sts::{issue_for_pod, IssueError, Issuer, PodCredentialRequest};
 use podid_token::{PodIdentity, TokenError, TokenVerifier};
 
 use self::audit::AuditSink;
-use self::cache::{CacheKey, CacheOutcome, IssuedCredentialCache};
-use crate::http_api::{error_chain, store_error};
+use self::cache::{CacheKey, IssuedCredentialCache};
+use crate::authz::{Operation, Principal};
 use crate::metrics::ServerMetrics;
+use crate::wire::{answer, error_chain, parse_json, path_error, store_error, RequestId};
 use crate::AppState;
 
 /// Settings of the broker.
@@ -281,31 +282,17 @@ async fn decide(
     })
 }
 
-impl CacheOutcome {
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheOutcome::Hit => "hit",
-            CacheOutcome::Miss => "miss",
-            CacheOutcome::Joined => "joined",
-        }
-    }
-}
-
 /// `POST /clusters/{clusterName}/assume-role-for-pod-identity`.
 pub async fn handler(
     axum::extract::State(state): axum::extract::State<crate::SharedState>,
-    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
-    axum::Extension(request_id): axum::Extension<crate::http_api::RequestId>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
     cluster: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
-    use crate::keys::Operation;
-    crate::http_api::answer(Operation::AssumeRoleForPodIdentity, &principal, async {
-        let axum::extract::Path(cluster) = cluster.map_err(|e| {
-            ApiError::invalid_parameter(format!("invalid path parameter: {}", e.body_text()))
-        })?;
+    answer(Operation::AssumeRoleForPodIdentity, &principal, async {
+        let axum::extract::Path(cluster) = cluster.map_err(path_error)?;
         let Some(broker) = &state.broker else {
             return Err(ApiError::new(
                 ErrorKind::ServiceUnavailable,
@@ -313,7 +300,7 @@ pub async fn handler(
             ));
         };
         let req: podid_api::eks_auth::AssumeRoleForPodIdentityRequest =
-            crate::http_api::parse_json(&headers, &body)?;
+            parse_json(&headers, &body)?;
         let ctx = CallContext {
             request_id: &request_id.0,
             caller: &principal.access_key_id,

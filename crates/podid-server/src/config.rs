@@ -1,0 +1,243 @@
+//! Assembles the whole server from one [`Config`]: keys, store, metrics, the
+//! credential broker (token verifier, STS issuer, credential cache, audit) and
+//! the router, ready to [`App::run`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use podid_api::arn::ArnScope;
+use podid_api::clock::SystemClock;
+use podid_store::AssociationStore;
+use podid_sts::{AwsStsIssuer, Issuer, RateLimitedIssuer};
+use podid_token::TokenVerifier;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authentication, SigV4Verifier};
+use crate::broker::audit::AuditSink;
+use crate::broker::cache::IssuedCredentialCache;
+use crate::broker::{Broker, BrokerSettings};
+use crate::jwks::{DocumentFetcher, HttpFetcher, VerifierFetcher};
+use crate::keys::KeyRing;
+use crate::metrics::ServerMetrics;
+use crate::{AppState, ServerError};
+
+/// How long the audit writer may take to write what is queued at shutdown.
+const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// SigV4 with the keys of this keys file.
+    KeysFile(PathBuf),
+    /// No authentication: every caller is an admin (local trials only).
+    Disabled,
+}
+
+/// How the broker reaches STS.
+#[derive(Debug, Clone)]
+pub struct StsConfig {
+    /// STS endpoint; `None` is AWS's regional endpoint.
+    pub endpoint: Option<String>,
+    /// Timeout of one STS call.
+    pub timeout: Duration,
+    /// Most STS calls per second.
+    pub max_rps: u32,
+    /// How long a call waits for an STS slot before it is throttled.
+    pub max_wait: Duration,
+}
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Authentication of API calls.
+    pub auth: AuthConfig,
+    /// Partition, region and account of podid's ARNs; the region is STS's too.
+    pub scope: ArnScope,
+    /// STS.
+    pub sts: StsConfig,
+    /// Lifetime of the pods' sessions.
+    pub session_duration: Duration,
+    /// Cached credentials are served again while more than this remains.
+    pub credential_min_remaining: Duration,
+    /// Most pods whose credentials are cached.
+    pub credential_cache_size: usize,
+}
+
+/// Where the broker's issuer comes from.
+enum IssuerSource {
+    /// AWS STS with the default credential chain, behind the rate limiter.
+    Aws,
+    /// This one, as it is.
+    Given(Arc<dyn Issuer>),
+}
+
+impl Config {
+    /// Loads the keys, opens the store and assembles the server; the broker
+    /// calls STS with the default AWS credential chain (environment, profile,
+    /// web identity, container or instance metadata), rate-limited.
+    pub async fn build(self) -> Result<App, ServerError> {
+        self.assemble(IssuerSource::Aws).await
+    }
+
+    /// The same with `issuer` issuing credentials as it is (no rate limiter):
+    /// for tests that record or fake STS.
+    pub async fn build_with_issuer(self, issuer: Arc<dyn Issuer>) -> Result<App, ServerError> {
+        self.assemble(IssuerSource::Given(issuer)).await
+    }
+
+    async fn assemble(self, source: IssuerSource) -> Result<App, ServerError> {
+        let auth = match &self.auth {
+            AuthConfig::Disabled => {
+                tracing::warn!("--insecure-no-auth: requests are NOT authenticated and every caller is an admin; use this for local trials only");
+                Authentication::Disabled
+            }
+            AuthConfig::KeysFile(path) => {
+                let keys = KeyRing::load(path).map_err(|source| ServerError::KeysFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                tracing::info!(keys = keys.len(), "loaded API keys");
+                Authentication::SigV4(Arc::new(SigV4Verifier::new(keys)))
+            }
+        };
+        let database = redact_url(&self.database_url);
+        let store = podid_store::open(&self.database_url)
+            .await
+            .map_err(|source| ServerError::Store {
+                url: database.clone(),
+                source,
+            })?;
+        tracing::info!(%database, "store open");
+        let fetcher: Arc<dyn DocumentFetcher> =
+            Arc::new(HttpFetcher::new().map_err(ServerError::HttpClient)?);
+        let metrics = Arc::new(ServerMetrics::new());
+        let issuer = match source {
+            IssuerSource::Given(issuer) => issuer,
+            IssuerSource::Aws => {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(self.scope.region.clone()))
+                    .load()
+                    .await;
+                let sts = AwsStsIssuer::new(&sdk, self.sts.endpoint.as_deref(), self.sts.timeout);
+                Arc::new(
+                    RateLimitedIssuer::new(sts, self.sts.max_rps, self.sts.max_wait)
+                        .with_observer(metrics.broker.limiter_observer()),
+                )
+            }
+        };
+        let (audit, audit_writer) =
+            AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
+        let broker = Broker {
+            verifier: Arc::new(TokenVerifier::new(
+                Arc::new(VerifierFetcher(fetcher.clone())),
+                podid_token::system_clock(),
+                podid_token::DEFAULT_MAX_CACHED_TOKENS,
+            )),
+            issuer,
+            cache: Arc::new(IssuedCredentialCache::new(
+                self.credential_min_remaining,
+                self.credential_cache_size,
+            )),
+            lookups: Default::default(),
+            audit,
+            settings: BrokerSettings {
+                session_duration: self.session_duration,
+            },
+        };
+        tracing::info!(
+            sts_endpoint = self.sts.endpoint.as_deref().unwrap_or("AWS"),
+            sts_max_rps = self.sts.max_rps,
+            session_duration = self.session_duration.as_secs(),
+            "credential broker ready"
+        );
+        let state = AppState {
+            store,
+            auth,
+            scope: self.scope,
+            clock: Arc::new(SystemClock),
+            fetcher,
+            metrics,
+            broker: Some(broker),
+        };
+        Ok(App {
+            listen: self.listen,
+            state,
+            audit_writer,
+        })
+    }
+}
+
+/// The assembled server, not yet listening.
+pub struct App {
+    listen: SocketAddr,
+    state: AppState,
+    audit_writer: JoinHandle<()>,
+}
+
+impl App {
+    /// The server's HTTP service, for in-process tests.
+    pub fn router(&self) -> axum::Router {
+        crate::http_api::router(self.state.clone())
+    }
+
+    /// The server's store.
+    pub fn store(&self) -> &Arc<dyn AssociationStore> {
+        &self.state.store
+    }
+
+    /// Binds the configured address, reports the bound address through
+    /// `on_bound` (so port 0 works) and serves until `shutdown` resolves; then
+    /// drains in-flight requests and writes the audit events still queued.
+    pub async fn run(
+        self,
+        on_bound: impl FnOnce(SocketAddr),
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let App {
+            listen,
+            state,
+            audit_writer,
+        } = self;
+        crate::serve(state, listen, on_bound, shutdown).await?;
+        // The router and its state are gone: the audit writer drains what is queued.
+        if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit events still queued at shutdown were not all written");
+        }
+        Ok(())
+    }
+}
+
+/// A database URL without its password, for logs and errors.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://podid:hunter2@db:5432/podid"),
+            "postgres://podid:****@db:5432/podid"
+        );
+        assert_eq!(redact_url("sqlite://podid.db"), "sqlite://podid.db");
+    }
+}
