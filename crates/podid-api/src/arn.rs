@@ -2,6 +2,9 @@
 
 use crate::{validate, ApiError};
 
+/// Kept here too: callers name it `arn::printable`.
+pub use crate::text::printable;
+
 /// Where podid's own ARNs live: partition, region and account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArnScope {
@@ -75,23 +78,6 @@ impl ArnScope {
     }
 }
 
-/// Renders untrusted input for an error message: control characters escaped,
-/// cut to 200 characters so a huge value cannot bloat an answer or a log line.
-pub fn printable(s: &str) -> String {
-    // The common case, copied at once: short, and nothing `escape_debug` changes.
-    if s.len() <= 200
-        && s.bytes()
-            .all(|c| (b' '..=b'~').contains(&c) && !matches!(c, b'\\' | b'\'' | b'"'))
-    {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(200).flat_map(char::escape_debug).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,33 +88,6 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "111122223333".into(),
         }
-    }
-
-    #[test]
-    fn printable_copies_plain_text_and_escapes_the_rest() {
-        let slow = |s: &str| {
-            let mut out: String = s.chars().take(200).flat_map(char::escape_debug).collect();
-            if s.chars().count() > 200 {
-                out.push('…');
-            }
-            out
-        };
-        let long = "x".repeat(201);
-        for s in [
-            "",
-            "/clusters/blue/assume-role-for-pod-identity",
-            "a b~c",
-            "a\\b",
-            "it's",
-            "\"q\"",
-            "\n",
-            "\u{7f}",
-            "é",
-            &long,
-        ] {
-            assert_eq!(printable(s), slow(s), "{s:?}");
-        }
-        assert_eq!(printable(&"y".repeat(200)), "y".repeat(200));
     }
 
     #[test]
@@ -165,11 +124,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn printable_escapes_and_cuts() {
-        assert_eq!(printable("a\nb"), "a\\nb");
-        assert_eq!(printable(&"x".repeat(300)).chars().count(), 201);
     }
 }

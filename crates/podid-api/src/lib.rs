@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod eks_auth;
 pub mod error;
 mod secret;
+pub mod text;
 pub mod time;
 pub mod validate;
 

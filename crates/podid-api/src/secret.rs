@@ -1,23 +1,34 @@
-//! A string that must never be printed: secret keys, session tokens.
+//! A string that must never be printed (secret keys, session tokens), kept in a `secrecy` box.
 
 use std::fmt;
 
-/// A secret string. `Debug` prints `**redacted**`, and there is no `Display`,
-/// so it cannot reach a log line or an error message by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use secrecy::{ExposeSecret, SecretString};
+
+/// A secret string. `Debug` prints `**redacted**`, there is no `Display`, and the
+/// value is zeroed when dropped (`secrecy`), so it cannot reach a log line or an
+/// error message by accident.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
 
     /// The value, for the one place that must use it (a response body, a signer).
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -34,5 +45,7 @@ mod tests {
         let s = Secret::new("wJalrXUtnFEMI");
         assert_eq!(format!("{s:?}"), "**redacted**");
         assert_eq!(s.expose(), "wJalrXUtnFEMI");
+        assert_eq!(s.clone(), s);
+        assert_ne!(s, Secret::new("other"));
     }
 }

@@ -4,8 +4,8 @@
 //! nothing, so the server validates everything and answers
 //! `InvalidParameterException` with a message that names the field and the rule.
 
-use crate::arn::printable;
 use crate::association::Tags;
+use crate::text::printable;
 use crate::ApiError;
 
 /// Most tags a resource may carry.

@@ -121,7 +121,13 @@ pub struct VerifierFetcher(pub std::sync::Arc<dyn DocumentFetcher>);
 
 #[async_trait]
 impl podid_token::JwksFetcher for VerifierFetcher {
-    async fn fetch_jwks(&self, uri: &str) -> Result<serde_json::Value, String> {
-        self.0.fetch_json(uri).await.map_err(|e| e.to_string())
+    async fn fetch_jwks(
+        &self,
+        uri: &str,
+    ) -> Result<serde_json::Value, podid_token::JwksFetchError> {
+        self.0
+            .fetch_json(uri)
+            .await
+            .map_err(podid_token::JwksFetchError::failed)
     }
 }

@@ -1,13 +1,11 @@
-//! A bounded cache of verified tokens, keyed by digest.
-//!
-//! Entries live until the token's `exp`; when the cache is full, expired
-//! entries go first, then the least recently used. Every operation is
-//! `O(log n)`.
+//! A bounded cache of verified tokens, keyed by digest: entries live until the token's `exp`;
+//! when the cache is full, expired entries go first, then the least recently used (`lru`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{Context, SHA256};
+use lru::LruCache;
 
 use crate::{ClusterTrust, PodIdentity};
 
@@ -37,28 +35,25 @@ pub(crate) fn token_digest(trust: &ClusterTrust, token: &str) -> Digest {
 struct Entry {
     identity: Arc<PodIdentity>,
     expires_at: i64,
-    last_used: u64,
 }
 
 /// The cache itself; the verifier keeps it behind a mutex.
 pub(crate) struct TokenCache {
     capacity: usize,
-    entries: HashMap<Digest, Entry>,
-    /// last_used tick → digest (ticks are unique).
-    by_use: BTreeMap<u64, Digest>,
+    /// Digest → entry, in order of use (`lru`).
+    entries: LruCache<Digest, Entry>,
     /// (expires_at, digest), to find expired entries first.
     by_expiry: BTreeSet<(i64, Digest)>,
-    tick: u64,
 }
 
 impl TokenCache {
     pub(crate) fn new(capacity: usize) -> Self {
         TokenCache {
             capacity,
-            entries: HashMap::new(),
-            by_use: BTreeMap::new(),
+            // Bounded here rather than by `lru`, which would evict before the
+            // expired entries go and allocate the whole capacity up front.
+            entries: LruCache::unbounded(),
             by_expiry: BTreeSet::new(),
-            tick: 0,
         }
     }
 
@@ -66,33 +61,20 @@ impl TokenCache {
         self.entries.len()
     }
 
-    fn next_tick(&mut self) -> u64 {
-        self.tick = self.tick.wrapping_add(1);
-        self.tick
-    }
-
-    fn remove(&mut self, digest: &Digest) -> Option<Entry> {
-        let entry = self.entries.remove(digest)?;
-        self.by_use.remove(&entry.last_used);
-        self.by_expiry.remove(&(entry.expires_at, *digest));
-        Some(entry)
+    fn remove(&mut self, digest: &Digest) {
+        if let Some(entry) = self.entries.pop(digest) {
+            self.by_expiry.remove(&(entry.expires_at, *digest));
+        }
     }
 
     /// The identity cached for `digest`, if its token has not expired at
     /// `now` (`now <= exp`); an expired entry is dropped.
     pub(crate) fn get(&mut self, digest: &Digest, now: i64) -> Option<Arc<PodIdentity>> {
-        let expires_at = self.entries.get(digest)?.expires_at;
-        if now > expires_at {
+        if now > self.entries.peek(digest)?.expires_at {
             self.remove(digest);
             return None;
         }
-        let tick = self.next_tick();
-        let entry = self.entries.get_mut(digest)?;
-        let old = std::mem::replace(&mut entry.last_used, tick);
-        let identity = entry.identity.clone();
-        self.by_use.remove(&old);
-        self.by_use.insert(tick, *digest);
-        Some(identity)
+        self.entries.get(digest).map(|e| e.identity.clone())
     }
 
     /// Caches `identity` until its `expires_at`; does nothing for a token
@@ -103,25 +85,23 @@ impl TokenCache {
         }
         self.remove(&digest);
         while self.entries.len() >= self.capacity {
-            let victim = match self.by_expiry.first() {
-                Some((exp, d)) if *exp < now => *d,
-                _ => match self.by_use.first_key_value() {
-                    Some((_, d)) => *d,
+            match self.by_expiry.first() {
+                Some(&(exp, victim)) if exp < now => self.remove(&victim),
+                _ => match self.entries.pop_lru() {
+                    Some((victim, entry)) => {
+                        self.by_expiry.remove(&(entry.expires_at, victim));
+                    }
                     None => break,
                 },
-            };
-            self.remove(&victim);
+            }
         }
-        let tick = self.next_tick();
         let expires_at = identity.expires_at;
-        self.by_use.insert(tick, digest);
         self.by_expiry.insert((expires_at, digest));
-        self.entries.insert(
+        self.entries.put(
             digest,
             Entry {
                 identity,
                 expires_at,
-                last_used: tick,
             },
         );
     }
@@ -154,7 +134,6 @@ mod tests {
     }
 
     fn consistent(c: &TokenCache) {
-        assert_eq!(c.entries.len(), c.by_use.len());
         assert_eq!(c.entries.len(), c.by_expiry.len());
         assert!(c.entries.len() <= c.capacity);
     }

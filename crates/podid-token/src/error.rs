@@ -1,6 +1,8 @@
 //! The one error type of this crate.
 
-use crate::MAX_TOKEN_BYTES;
+use std::sync::Arc;
+
+use crate::{MAX_JWKS_KEYS, MAX_TOKEN_BYTES};
 
 /// Why a token (or a key set) was rejected.
 ///
@@ -74,12 +76,138 @@ pub enum TokenError {
     /// The cluster's key set cannot be used (no usable key, not a JWKS, or
     /// fetching it failed).
     #[error("the cluster's key set is unusable: {0}")]
-    KeySet(String),
+    KeySet(#[source] KeySetError),
     /// A development signing key could not be generated, read or used
     /// (only from [`crate::dev`]).
     #[error("signing key: {0}")]
     SigningKey(String),
 }
+
+/// Why a cluster's key set cannot be used: the cause of [`TokenError::KeySet`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySetError {
+    /// The document is not a JWKS.
+    #[error("not a JWKS document (no \"keys\" array)")]
+    NotJwks,
+    /// The document holds more than [`MAX_JWKS_KEYS`] keys.
+    #[error("{count} keys, more than {MAX_JWKS_KEYS}")]
+    TooManyKeys {
+        /// How many keys it holds.
+        count: usize,
+    },
+    /// The document holds no key at all.
+    #[error("no usable key (the key set is empty)")]
+    Empty,
+    /// Every key of the document was skipped; the first five reasons.
+    #[error("no usable key ({})", list_skipped(skipped))]
+    NoUsableKey {
+        /// (index in the document, why the key was skipped), at most five.
+        skipped: Vec<(usize, KeyRejection)>,
+    },
+    /// No key set has been loaded for the cluster yet (its first fetch failed).
+    #[error("not loaded")]
+    NotLoaded,
+    /// Fetching the cluster's JWKS failed.
+    #[error("fetching the JWKS failed: {}", shorten(&.0.to_string(), 200))]
+    Fetch(#[source] JwksFetchError),
+}
+
+fn list_skipped(skipped: &[(usize, KeyRejection)]) -> String {
+    let parts: Vec<String> = skipped
+        .iter()
+        .map(|(i, why)| format!("key {i}: {why}"))
+        .collect();
+    parts.join("; ")
+}
+
+/// Why one key of a JWKS document is skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRejection {
+    /// The entry is not a JSON object.
+    #[error("not a JSON object")]
+    NotObject,
+    /// A member is present but not a string.
+    #[error("\"{0}\" is not a string")]
+    NotString(&'static str),
+    /// A required member is absent.
+    #[error("no \"{0}\"")]
+    Missing(&'static str),
+    /// A member is not base64url.
+    #[error("\"{member}\" is not base64url")]
+    NotBase64 {
+        /// The member.
+        member: &'static str,
+        /// The decoder's complaint.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// `use` is not `sig` (shortened).
+    #[error("use {0:?} is not \"sig\"")]
+    Use(String),
+    /// `alg` is not one this crate verifies (shortened).
+    #[error("alg {0:?} is not accepted")]
+    Alg(String),
+    /// `kty` is not `RSA` or `EC` (shortened).
+    #[error("kty {0:?} is not accepted")]
+    Kty(String),
+    /// `crv` is not `P-256` or `P-384` (shortened).
+    #[error("curve {0:?} is not accepted")]
+    Curve(String),
+    /// The RSA modulus is outside 2048 to 8192 bits.
+    #[error("RSA modulus of {0} bits (2048 to 8192 accepted)")]
+    RsaModulusBits(usize),
+    /// The RSA exponent is empty or longer than 8 bytes.
+    #[error("RSA exponent out of range")]
+    RsaExponent,
+    /// The crypto library refused the RSA key.
+    #[error("RSA key rejected")]
+    RsaKey,
+    /// An EC coordinate has the wrong length for the curve.
+    #[error("EC coordinates must be {0} bytes")]
+    EcCoordinateLength(usize),
+    /// The EC point is not on the curve.
+    #[error("EC point is not on the curve")]
+    EcPoint,
+    /// The key's own `alg` does not fit its type.
+    #[error("alg {0} does not fit the key type")]
+    AlgDoesNotFit(&'static str),
+}
+
+/// Why a [`JwksFetcher`](crate::JwksFetcher) could not fetch a JWKS document.
+///
+/// The fetcher's own error is kept, shared, as the source; two values are
+/// equal when they are the same failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksFetchError {
+    /// The verifier has no fetcher ([`NoJwksFetcher`](crate::NoJwksFetcher)).
+    #[error("this verifier fetches no JWKS")]
+    NoFetcher,
+    /// The fetcher failed.
+    #[error(transparent)]
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl JwksFetchError {
+    /// Wraps a fetcher's error.
+    pub fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        JwksFetchError::Failed(Arc::new(error))
+    }
+}
+
+impl PartialEq for JwksFetchError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (JwksFetchError::NoFetcher, JwksFetchError::NoFetcher) => true,
+            (JwksFetchError::Failed(a), JwksFetchError::Failed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for JwksFetchError {}
 
 impl TokenError {
     /// True only for an expired token: EKS answers `ExpiredTokenException`
@@ -138,7 +266,7 @@ mod tests {
             TokenError::NotYetValid,
             TokenError::BadSignature,
             TokenError::MissingClaim("exp"),
-            TokenError::KeySet("x".into()),
+            TokenError::KeySet(KeySetError::NotJwks),
         ] {
             assert!(!e.is_expired(), "{e}");
         }
@@ -172,7 +300,7 @@ mod tests {
             TokenError::IssuedInFuture,
             TokenError::MissingClaim("x"),
             TokenError::InconsistentSubject,
-            TokenError::KeySet(String::new()),
+            TokenError::KeySet(KeySetError::Empty),
             TokenError::SigningKey(String::new()),
         ];
         let mut seen = std::collections::HashSet::new();

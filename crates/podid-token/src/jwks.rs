@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::error::shorten;
+use crate::error::{shorten, KeyRejection, KeySetError};
 use crate::TokenError;
 
 /// The most keys one key set may hold (Kubernetes serves one or two).
@@ -161,29 +161,27 @@ impl KeySet {
             .as_object()
             .and_then(|o| o.get("keys"))
             .and_then(Value::as_array)
-            .ok_or_else(|| TokenError::KeySet("not a JWKS document (no \"keys\" array)".into()))?;
+            .ok_or(TokenError::KeySet(KeySetError::NotJwks))?;
         if entries.len() > MAX_JWKS_KEYS {
-            return Err(TokenError::KeySet(format!(
-                "{} keys, more than {MAX_JWKS_KEYS}",
-                entries.len()
-            )));
+            return Err(TokenError::KeySet(KeySetError::TooManyKeys {
+                count: entries.len(),
+            }));
         }
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
             match parse_key(entry) {
                 Ok(key) => keys.push(key),
-                Err(why) => skipped.push(format!("key {i}: {why}")),
+                Err(why) => skipped.push((i, why)),
             }
         }
         if keys.is_empty() {
-            let detail = if skipped.is_empty() {
-                "the key set is empty".to_string()
+            return Err(TokenError::KeySet(if skipped.is_empty() {
+                KeySetError::Empty
             } else {
                 skipped.truncate(5);
-                skipped.join("; ")
-            };
-            return Err(TokenError::KeySet(format!("no usable key ({detail})")));
+                KeySetError::NoUsableKey { skipped }
+            }));
         }
         Ok(KeySet { keys })
     }
@@ -243,21 +241,27 @@ impl KeySet {
     }
 }
 
-fn optional_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
+fn optional_str<'a>(
+    obj: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, KeyRejection> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("\"{name}\" is not a string")),
+        Some(_) => Err(KeyRejection::NotString(name)),
     }
 }
 
-fn required_b64(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let s = optional_str(obj, name)?.ok_or_else(|| format!("no \"{name}\""))?;
+fn required_b64(obj: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, KeyRejection> {
+    let s = optional_str(obj, name)?.ok_or(KeyRejection::Missing(name))?;
     // Keys come from the cluster's operator, not from the token: tolerate
     // padding, which some JWKS writers add.
     URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
-        .map_err(|_| format!("\"{name}\" is not base64url"))
+        .map_err(|source| KeyRejection::NotBase64 {
+            member: name,
+            source,
+        })
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -266,22 +270,19 @@ fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-fn parse_key(entry: &Value) -> Result<Key, String> {
-    let obj = entry.as_object().ok_or("not a JSON object")?;
+fn parse_key(entry: &Value) -> Result<Key, KeyRejection> {
+    let obj = entry.as_object().ok_or(KeyRejection::NotObject)?;
     if let Some(usage) = optional_str(obj, "use")? {
         if usage != "sig" {
-            return Err(format!("use {:?} is not \"sig\"", shorten(usage, 16)));
+            return Err(KeyRejection::Use(shorten(usage, 16)));
         }
     }
     let kid = optional_str(obj, "kid")?.map(str::to_string);
     let alg = match optional_str(obj, "alg")? {
         None => None,
-        Some(name) => Some(
-            Alg::parse(name)
-                .ok_or_else(|| format!("alg {:?} is not accepted", shorten(name, 16)))?,
-        ),
+        Some(name) => Some(Alg::parse(name).ok_or_else(|| KeyRejection::Alg(shorten(name, 16)))?),
     };
-    let kty = optional_str(obj, "kty")?.ok_or("no \"kty\"")?;
+    let kty = optional_str(obj, "kty")?.ok_or(KeyRejection::Missing("kty"))?;
     let material = match kty {
         "RSA" => {
             let n = strip_leading_zeros(required_b64(obj, "n")?);
@@ -291,45 +292,42 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
                 None => 0,
             };
             if !(2048..=8192).contains(&bits) {
-                return Err(format!(
-                    "RSA modulus of {bits} bits (2048 to 8192 accepted)"
-                ));
+                return Err(KeyRejection::RsaModulusBits(bits));
             }
             if e.is_empty() || e.len() > 8 {
-                return Err("RSA exponent out of range".into());
+                return Err(KeyRejection::RsaExponent);
             }
             let rs256 = RsaPublicKeyComponents { n: &n, e: &e }
                 .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
-                .map_err(|_| "RSA key rejected".to_string())?;
+                .map_err(|_| KeyRejection::RsaKey)?;
             Material::Rsa { n, e, rs256 }
         }
         "EC" => {
-            let crv = optional_str(obj, "crv")?.ok_or("no \"crv\"")?;
+            let crv = optional_str(obj, "crv")?.ok_or(KeyRejection::Missing("crv"))?;
             let (curve, algorithm) = match crv {
                 "P-256" => (Curve::P256, &ECDSA_P256_SHA256_FIXED),
                 "P-384" => (Curve::P384, &ECDSA_P384_SHA384_FIXED),
-                other => return Err(format!("curve {:?} is not accepted", shorten(other, 16))),
+                other => return Err(KeyRejection::Curve(shorten(other, 16))),
             };
             let x = required_b64(obj, "x")?;
             let y = required_b64(obj, "y")?;
             let len = curve.coordinate_len();
             if x.len() != len || y.len() != len {
-                return Err(format!("EC coordinates must be {len} bytes"));
+                return Err(KeyRejection::EcCoordinateLength(len));
             }
             let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let key = ParsedPublicKey::new(algorithm, &point)
-                .map_err(|_| "EC point is not on the curve".to_string())?;
+            let key = ParsedPublicKey::new(algorithm, &point).map_err(|_| KeyRejection::EcPoint)?;
             Material::Ec { curve, key }
         }
-        other => return Err(format!("kty {:?} is not accepted", shorten(other, 16))),
+        other => return Err(KeyRejection::Kty(shorten(other, 16))),
     };
     let key = Key { kid, alg, material };
     if let Some(alg) = key.alg {
         if !key.fits(alg) {
-            return Err(format!("alg {} does not fit the key type", alg.name()));
+            return Err(KeyRejection::AlgDoesNotFit(alg.name()));
         }
     }
     Ok(key)
@@ -417,6 +415,27 @@ mod tests {
         with_good.push(good);
         let set = KeySet::from_jwks(&json!({ "keys": with_good })).unwrap();
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn rejections_name_the_key_and_the_rule() {
+        let doc = json!({"keys": [{"kty": "oct"}, {"kty": "RSA", "e": "AQAB"}, {"kty": "EC", "crv": "P-256", "x": "!", "y": "AA"}]});
+        let err = KeySet::from_jwks(&doc).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the cluster's key set is unusable: no usable key (key 0: kty \"oct\" is not accepted; \
+             key 1: no \"n\"; key 2: \"x\" is not base64url)"
+        );
+        let TokenError::KeySet(KeySetError::NoUsableKey { skipped }) = err else {
+            panic!("{err:?}");
+        };
+        assert!(std::error::Error::source(&skipped[2].1).is_some());
+        assert_eq!(
+            KeySet::from_jwks(&json!({"keys": []}))
+                .unwrap_err()
+                .to_string(),
+            "the cluster's key set is unusable: no usable key (the key set is empty)"
+        );
     }
 
     #[test]

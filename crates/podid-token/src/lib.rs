@@ -54,9 +54,11 @@ mod verify;
 
 use serde::{Deserialize, Serialize};
 
-pub use error::TokenError;
+pub use error::{JwksFetchError, KeyRejection, KeySetError, TokenError};
 pub use jwks::{KeySet, MAX_JWKS_KEYS};
-pub use verifier::{system_clock, SecondsClock, JwksFetcher, NoJwksFetcher, TokenVerifier, VerifierStats};
+pub use verifier::{
+    system_clock, JwksFetcher, NoJwksFetcher, SecondsClock, TokenVerifier, VerifierStats,
+};
 pub use verify::{verify_token, SUBJECT_PREFIX};
 
 /// The largest token accepted, in bytes (16 KiB); checked before decoding.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::cache::{token_digest, TokenCache};
-use crate::error::shorten;
+use crate::error::{JwksFetchError, KeySetError};
 use crate::jwks::KeySet;
 use crate::verify::{decode, verify_decoded};
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
 #[async_trait]
 pub trait JwksFetcher: Send + Sync {
     /// Returns the JWKS document served at `uri`, or why it could not be had.
-    async fn fetch_jwks(&self, uri: &str) -> Result<serde_json::Value, String>;
+    async fn fetch_jwks(&self, uri: &str) -> Result<serde_json::Value, JwksFetchError>;
 }
 
 /// A fetcher for verifiers whose clusters all have inline keys: every fetch
@@ -30,8 +30,8 @@ pub struct NoJwksFetcher;
 
 #[async_trait]
 impl JwksFetcher for NoJwksFetcher {
-    async fn fetch_jwks(&self, _uri: &str) -> Result<serde_json::Value, String> {
-        Err("this verifier fetches no JWKS".into())
+    async fn fetch_jwks(&self, _uri: &str) -> Result<serde_json::Value, JwksFetchError> {
+        Err(JwksFetchError::NoFetcher)
     }
 }
 
@@ -131,7 +131,11 @@ impl TokenVerifier {
     /// A verifier fetching JWKS documents with `fetcher`, reading time from
     /// `clock`, caching at most `max_cached_tokens` verified tokens (0
     /// disables the token cache).
-    pub fn new(fetcher: Arc<dyn JwksFetcher>, clock: SecondsClock, max_cached_tokens: usize) -> Self {
+    pub fn new(
+        fetcher: Arc<dyn JwksFetcher>,
+        clock: SecondsClock,
+        max_cached_tokens: usize,
+    ) -> Self {
         TokenVerifier {
             inner: Arc::new(Inner {
                 fetcher,
@@ -243,7 +247,7 @@ impl TokenVerifier {
                 .entry(trust.name.clone())
                 .or_insert_with(|| ClusterKeys {
                     version: trust.version,
-                    keys: Err(TokenError::KeySet("not loaded".into())),
+                    keys: Err(TokenError::KeySet(KeySetError::NotLoaded)),
                     last_fetch: None,
                 });
             let recent = entry
@@ -276,9 +280,7 @@ impl TokenVerifier {
             .fetcher
             .fetch_jwks(uri)
             .await
-            .map_err(|why| {
-                TokenError::KeySet(format!("fetching the JWKS failed: {}", shorten(&why, 200)))
-            })
+            .map_err(|why| TokenError::KeySet(KeySetError::Fetch(why)))
             .and_then(|doc| KeySet::from_jwks(&doc));
         let keys = match fetched {
             Ok(keys) => Arc::new(keys),

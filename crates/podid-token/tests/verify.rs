@@ -10,8 +10,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use podid_token::dev::{encode_segment, DevAlgorithm, ProjectedToken, SigningKey};
 use podid_token::{
-    verify_token, ClusterTrust, JwksFetcher, KeySet, PodIdentity, TokenError, TokenVerifier,
-    MAX_TOKEN_BYTES,
+    verify_token, ClusterTrust, JwksFetchError, JwksFetcher, KeySet, KeySetError, PodIdentity,
+    TokenError, TokenVerifier, MAX_TOKEN_BYTES,
 };
 use serde_json::{json, Value};
 
@@ -721,14 +721,15 @@ impl FakeFetcher {
 
 #[async_trait]
 impl JwksFetcher for FakeFetcher {
-    async fn fetch_jwks(&self, uri: &str) -> Result<Value, String> {
+    async fn fetch_jwks(&self, uri: &str) -> Result<Value, JwksFetchError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.uris.lock().unwrap().push(uri.to_string());
-        self.doc
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| "connection refused".to_string())
+        self.doc.lock().unwrap().clone().ok_or_else(|| {
+            JwksFetchError::failed(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))
+        })
     }
 }
 
@@ -977,7 +978,10 @@ async fn fetch_failure_is_a_key_set_error() {
     let token = rsa_key("new").sign(&token_facts().claims());
     let err = v.verify(&trust, &token).await.unwrap_err();
     assert!(
-        matches!(&err, TokenError::KeySet(m) if m.contains("connection refused")),
+        matches!(
+            &err,
+            TokenError::KeySet(KeySetError::Fetch(JwksFetchError::Failed(_)))
+        ) && err.to_string().contains("connection refused"),
         "{err}"
     );
     assert_eq!(v.stats().jwks_refresh_failures, 1);

@@ -1,21 +1,11 @@
 //! Does a service account have an association? Asked of podid's server
-//! (`ListPodIdentityAssociations` filtered by namespace and service account,
-//! `maxResults=1`), with a short cache of positive answers.
-//!
-//! No race with a just-created association: a negative answer is never
-//! cached, so the admission of a pod created right after a successful
-//! `CreatePodIdentityAssociation` reads through to the server and sees it.
-//! Positive answers are cached for a short time (30 s by default): the only
-//! effect of a stale positive is that a pod created within that window after
-//! its association was deleted is still injected, and its credential requests
-//! are then refused by the broker — the same outcome as a pod created just
-//! before the deletion.
+//! (`ListPodIdentityAssociations`, `maxResults=1`), with a short cache of positive answers.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
+use lru::LruCache;
 use podid_client::{segment, ApiClient, ClientError};
 use serde::Deserialize;
 
@@ -129,13 +119,28 @@ impl AssociationLookup for HttpLookup {
     }
 }
 
-/// Remembers positive answers for `ttl`; negative answers are never stored.
-/// Time is passed in, so the policy is tested without waiting.
-#[derive(Debug)]
+/// Remembers positive answers for `ttl`, at most `capacity` of them, dropping the least
+/// recently used first (`lru`). Time is passed in, so the policy is tested without waiting.
+///
+/// A negative answer is never cached, so the admission of a pod created right after a
+/// successful `CreatePodIdentityAssociation` reads through to the server and sees it. The
+/// only effect of a stale positive is that a pod created within `ttl` after its association
+/// was deleted is still injected, and the broker then refuses its credential requests: the
+/// same outcome as for a pod created just before the deletion.
 pub struct AssociationCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<(String, String), Instant>>,
+    entries: Mutex<LruCache<(String, String), Instant>>,
+}
+
+impl std::fmt::Debug for AssociationCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssociationCache")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl AssociationCache {
@@ -145,7 +150,7 @@ impl AssociationCache {
         AssociationCache {
             ttl,
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(LruCache::unbounded()),
         }
     }
 
@@ -159,7 +164,7 @@ impl AssociationCache {
         match entries.get(&key) {
             Some(stored) if now.saturating_duration_since(*stored) < self.ttl => true,
             Some(_) => {
-                entries.remove(&key);
+                entries.pop(&key);
                 false
             }
             None => false,
@@ -172,14 +177,13 @@ impl AssociationCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, stored| now.saturating_duration_since(*stored) < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
+        let key = (namespace.to_owned(), service_account.to_owned());
+        if entries.pop(&key).is_none() {
+            while entries.len() >= self.capacity {
+                entries.pop_lru();
             }
         }
-        entries.insert((namespace.to_owned(), service_account.to_owned()), now);
+        entries.put(key, now);
     }
 
     /// Number of stored answers.
@@ -221,6 +225,14 @@ mod tests {
             assert!(small.len() <= 3);
         }
         assert!(small.is_fresh("ns", "sa9", t0));
+        // sa7 is read: sa8 is now the least recently used, and goes.
+        assert!(small.is_fresh("ns", "sa7", t0));
+        small.remember("ns", "new", t0);
+        assert!(!small.is_fresh("ns", "sa8", t0));
+        assert!(small.is_fresh("ns", "sa7", t0) && small.is_fresh("ns", "new", t0));
+        // Remembering a stored answer again evicts nothing.
+        small.remember("ns", "new", t0);
+        assert_eq!(small.len(), 3);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use podid_webhook::mutate::{
 };
 use podid_webhook::review::{parse_review, Admission, AdmissionReviewResponse};
 use podid_webhook::{
-    AssociationLookup, CertStore, WebhookMetrics, MutationSettings, Webhook, WebhookError, WebhookSettings,
+    AssociationLookup, CertStore, MutationSettings, Webhook, WebhookError, WebhookMetrics,
+    WebhookSettings,
 };
 use serde_json::Value;
 

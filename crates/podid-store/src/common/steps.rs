@@ -1,0 +1,296 @@
+//! The row conversions and transaction steps of the stores, written once as a macro.
+
+/// Row conversions and the steps a write takes inside its transaction (idempotency
+/// tokens, duplicates, one attempt of a create or an update), for `$store` on `$db`.
+macro_rules! association_store_steps {
+    (
+        store: $store:ty,
+        db: $db:ty,
+        for_update: $for_update:literal,
+        for_key_share: $for_key_share:literal $(,)?
+    ) => {
+        type Row = <$db as sqlx::Database>::Row;
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        fn cluster_from_row(row: &Row) -> Result<podid_api::cluster::Cluster, $crate::StoreError> {
+            use sqlx::Row as _;
+            let name: String = row.try_get("name")?;
+            let key_source: String = row.try_get("key_source")?;
+            let jwks: String = row.try_get("jwks")?;
+            Ok(podid_api::cluster::Cluster {
+                issuer: row.try_get("issuer")?,
+                audience: row.try_get("audience")?,
+                cluster_arn: row.try_get("cluster_arn")?,
+                key_source: $crate::common::decode_key_source(&name, &key_source)?,
+                jwks_uri: row.try_get("jwks_uri")?,
+                jwks: $crate::common::decode_jwks(&name, &jwks)?,
+                created_at: podid_api::EpochMillis(row.try_get("created_at")?),
+                modified_at: podid_api::EpochMillis(row.try_get("modified_at")?),
+                name,
+            })
+        }
+
+        /// The association and its list position.
+        fn association_from_row(row: &Row) -> Result<(i64, $crate::StoredAssociation), $crate::StoreError> {
+            use sqlx::Row as _;
+            let seq: i64 = row.try_get("seq")?;
+            let id: String = row.try_get("id")?;
+            let tags: String = row.try_get("tags")?;
+            Ok((
+                seq,
+                $crate::StoredAssociation {
+                    tags: $crate::common::decode_tags(&id, &tags)?,
+                    id,
+                    cluster: row.try_get("cluster")?,
+                    namespace: row.try_get("namespace")?,
+                    service_account: row.try_get("service_account")?,
+                    role_arn: row.try_get("role_arn")?,
+                    target_role_arn: row.try_get("target_role_arn")?,
+                    external_id: row.try_get("external_id")?,
+                    disable_session_tags: row.try_get("disable_session_tags")?,
+                    policy: row.try_get("policy")?,
+                    created_at: podid_api::EpochMillis(row.try_get("created_at")?),
+                    modified_at: podid_api::EpochMillis(row.try_get("modified_at")?),
+                },
+            ))
+        }
+
+        /// The association `id` of `cluster`, read within `tx`.
+        async fn association_in_tx(
+            tx: &mut Tx,
+            cluster: &str,
+            id: &str,
+            lock: bool,
+        ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
+            const PLAIN: &str = concat!(
+                "SELECT ",
+                $crate::common::association_columns!(),
+                " FROM associations WHERE cluster = $1 AND id = $2"
+            );
+            const LOCKED: &str = concat!(
+                "SELECT ",
+                $crate::common::association_columns!(),
+                " FROM associations WHERE cluster = $1 AND id = $2",
+                $for_update
+            );
+            let row = sqlx::query(if lock { LOCKED } else { PLAIN })
+                .bind(cluster)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+        }
+
+        /// Looks up an idempotency token. `Ok(Some)` is a replay; `Ok(None)`
+        /// means the token is unused (a token whose association is gone is
+        /// deleted and counts as unused); a token used for another request is
+        /// [`StoreError::IdempotencyMismatch`]. With `expected_id`, the token
+        /// must also have been used on that association.
+        async fn check_token(
+            tx: &mut Tx,
+            cluster: &str,
+            key: &$crate::IdempotencyKey,
+            expected_id: Option<&str>,
+        ) -> Result<Option<$crate::Written>, $crate::StoreError> {
+            use sqlx::Row as _;
+            let row = sqlx::query(concat!(
+                "SELECT operation, request_digest, association_id FROM idempotency_tokens ",
+                "WHERE cluster = $1 AND token = $2",
+                $for_update
+            ))
+            .bind(cluster)
+            .bind(&key.token)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let operation: String = row.try_get("operation")?;
+            let digest: String = row.try_get("request_digest")?;
+            let association_id: String = row.try_get("association_id")?;
+            if operation != key.operation
+                || digest != key.request_digest
+                || expected_id.is_some_and(|id| id != association_id)
+            {
+                return Err($crate::StoreError::IdempotencyMismatch);
+            }
+            match association_in_tx(tx, cluster, &association_id, false).await? {
+                Some(association) => Ok(Some($crate::Written { association, replayed: true })),
+                None => {
+                    sqlx::query("DELETE FROM idempotency_tokens WHERE cluster = $1 AND token = $2")
+                        .bind(cluster)
+                        .bind(&key.token)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok(None)
+                }
+            }
+        }
+
+        async fn insert_token(
+            tx: &mut Tx,
+            cluster: &str,
+            key: &$crate::IdempotencyKey,
+            association_id: &str,
+        ) -> Result<(), $crate::StoreError> {
+            sqlx::query(
+                "INSERT INTO idempotency_tokens \
+                 (cluster, token, operation, request_digest, association_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(cluster)
+            .bind(&key.token)
+            .bind(&key.operation)
+            .bind(&key.request_digest)
+            .bind(association_id)
+            .bind($crate::common::now_millis())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        /// The id of the association holding (cluster, namespace, service account).
+        async fn existing_id<'e, E>(
+            executor: E,
+            cluster: &str,
+            namespace: &str,
+            service_account: &str,
+        ) -> Result<Option<String>, $crate::StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            use sqlx::Row as _;
+            let row = sqlx::query(
+                "SELECT id FROM associations WHERE cluster = $1 AND namespace = $2 AND service_account = $3",
+            )
+            .bind(cluster)
+            .bind(namespace)
+            .bind(service_account)
+            .fetch_optional(executor)
+            .await?;
+            Ok(row.map(|r| r.try_get::<String, _>("id")).transpose()?)
+        }
+
+        fn duplicate(a: &$crate::StoredAssociation, existing_id: String) -> $crate::StoreError {
+            $crate::StoreError::DuplicateAssociation {
+                cluster: a.cluster.clone(),
+                namespace: a.namespace.clone(),
+                service_account: a.service_account.clone(),
+                existing_id,
+            }
+        }
+
+        impl $store {
+            async fn create_once(
+                &self,
+                a: &$crate::StoredAssociation,
+                idempotency: Option<&$crate::IdempotencyKey>,
+            ) -> Result<$crate::Written, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                // The share lock makes a concurrent forced deregistration wait
+                // for this create (and this create see its outcome).
+                let cluster = sqlx::query(concat!("SELECT name FROM clusters WHERE name = $1", $for_key_share))
+                    .bind(&a.cluster)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if cluster.is_none() {
+                    return Err($crate::StoreError::ClusterNotFound(a.cluster.clone()));
+                }
+                if let Some(key) = idempotency {
+                    if let Some(replay) = check_token(&mut tx, &a.cluster, key, None).await? {
+                        tx.commit().await?;
+                        return Ok(replay);
+                    }
+                }
+                if let Some(existing) = existing_id(&mut *tx, &a.cluster, &a.namespace, &a.service_account).await? {
+                    // At READ COMMITTED (PostgreSQL) the holder may have been
+                    // committed, with this very token, after the token was
+                    // looked up: look again so a retry is answered as a replay.
+                    if let Some(key) = idempotency {
+                        if let Some(replay) = check_token(&mut tx, &a.cluster, key, None).await? {
+                            tx.commit().await?;
+                            return Ok(replay);
+                        }
+                    }
+                    return Err(duplicate(a, existing));
+                }
+                sqlx::query(
+                    "INSERT INTO associations (id, cluster, namespace, service_account, role_arn, \
+                     target_role_arn, external_id, disable_session_tags, policy, tags, created_at, modified_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&a.id)
+                .bind(&a.cluster)
+                .bind(&a.namespace)
+                .bind(&a.service_account)
+                .bind(&a.role_arn)
+                .bind(&a.target_role_arn)
+                .bind(&a.external_id)
+                .bind(a.disable_session_tags)
+                .bind(&a.policy)
+                .bind($crate::common::encode_tags(&a.tags)?)
+                .bind(a.created_at.0)
+                .bind(a.modified_at.0)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(key) = idempotency {
+                    insert_token(&mut tx, &a.cluster, key, &a.id).await?;
+                }
+                let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
+                    $crate::StoreError::Corrupt(format!("association '{}' vanished while created", a.id))
+                })?;
+                tx.commit().await?;
+                Ok($crate::Written { association: stored, replayed: false })
+            }
+
+            async fn update_once(
+                &self,
+                a: &$crate::StoredAssociation,
+                expected_modified_at: podid_api::EpochMillis,
+                idempotency: Option<&$crate::IdempotencyKey>,
+            ) -> Result<$crate::Written, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                if let Some(key) = idempotency {
+                    if let Some(replay) = check_token(&mut tx, &a.cluster, key, Some(&a.id)).await? {
+                        tx.commit().await?;
+                        return Ok(replay);
+                    }
+                }
+                match association_in_tx(&mut tx, &a.cluster, &a.id, true).await? {
+                    None => {
+                        return Err($crate::StoreError::AssociationNotFound {
+                            cluster: a.cluster.clone(),
+                            id: a.id.clone(),
+                        })
+                    }
+                    // Someone else changed it since the caller read it.
+                    Some(current) if current.modified_at != expected_modified_at => {
+                        return Err($crate::StoreError::Conflict)
+                    }
+                    Some(_) => {}
+                }
+                sqlx::query(
+                    "UPDATE associations SET role_arn = $3, target_role_arn = $4, \
+                     disable_session_tags = $5, policy = $6, modified_at = $7 \
+                     WHERE cluster = $1 AND id = $2",
+                )
+                .bind(&a.cluster)
+                .bind(&a.id)
+                .bind(&a.role_arn)
+                .bind(&a.target_role_arn)
+                .bind(a.disable_session_tags)
+                .bind(&a.policy)
+                .bind(a.modified_at.0)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(key) = idempotency {
+                    insert_token(&mut tx, &a.cluster, key, &a.id).await?;
+                }
+                let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
+                    $crate::StoreError::Corrupt(format!("association '{}' vanished while updated", a.id))
+                })?;
+                tx.commit().await?;
+                Ok($crate::Written { association: stored, replayed: false })
+            }
+        }
+    };
+}
+pub(crate) use association_store_steps;

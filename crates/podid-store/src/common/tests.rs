@@ -1,0 +1,48 @@
+//! Tests of the parent module.
+
+use super::*;
+
+fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn merge_removes_before_adding() {
+    let current = tags(&[("a", "1"), ("b", "2")]);
+    let merged = merge_tags(
+        &current,
+        &tags(&[("a", "9"), ("c", "3")]),
+        &["a".into(), "b".into()],
+    );
+    assert_eq!(merged.ok(), Some(tags(&[("a", "9"), ("c", "3")])));
+}
+
+#[test]
+fn merge_refuses_past_the_limit() {
+    let current: Tags = (0..50).map(|i| (format!("k{i}"), String::new())).collect();
+    assert!(matches!(
+        merge_tags(&current, &tags(&[("x", "")]), &[]),
+        Err(StoreError::TooManyTags(51))
+    ));
+    assert!(merge_tags(&current, &tags(&[("x", "")]), &["k0".into()]).is_ok());
+}
+
+#[test]
+fn corrupt_json_is_an_error() {
+    assert!(matches!(
+        decode_tags("a-1", "{not json"),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        decode_tags("a-1", "[1]"),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(decode_jwks("c", ""), Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        decode_key_source("c", "magic"),
+        Err(StoreError::Corrupt(_))
+    ));
+}

@@ -1,0 +1,401 @@
+//! The [`AssociationStore`](crate::AssociationStore) trait implementation, written once as a macro.
+
+/// `impl AssociationStore for $store`, over the steps [`association_store_steps`](super::steps::association_store_steps) defines.
+macro_rules! association_store_trait {
+    (
+        store: $store:ty,
+        db: $db:ty,
+        for_update: $for_update:literal,
+        for_key_share: $for_key_share:literal $(,)?
+    ) => {
+        #[async_trait::async_trait]
+        impl $crate::AssociationStore for $store {
+            async fn ping(&self) -> Result<(), $crate::StoreError> {
+                sqlx::query("SELECT 1").execute(self.read_pool()).await?;
+                Ok(())
+            }
+
+            async fn insert_cluster(&self, c: &podid_api::cluster::Cluster) -> Result<(), $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let result = sqlx::query(concat!(
+                    "INSERT INTO clusters (",
+                    $crate::common::cluster_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(&c.name)
+                .bind(&c.issuer)
+                .bind(&c.audience)
+                .bind(&c.cluster_arn)
+                .bind(c.key_source.as_str())
+                .bind(&c.jwks_uri)
+                .bind($crate::common::encode_jwks(&c.jwks)?)
+                .bind(c.created_at.0)
+                .bind(c.modified_at.0)
+                .execute(&mut *tx)
+                .await;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if $crate::common::is_unique_violation(&e) => {
+                        return Err($crate::StoreError::ClusterExists(c.name.clone()));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_cluster(&self, name: &str) -> Result<Option<podid_api::cluster::Cluster>, $crate::StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $crate::common::cluster_columns!(), " FROM clusters WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(self.read_pool())
+                    .await?;
+                row.map(|r| cluster_from_row(&r)).transpose()
+            }
+
+            async fn list_clusters(&self) -> Result<Vec<podid_api::cluster::Cluster>, $crate::StoreError> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::common::cluster_columns!(), " FROM clusters ORDER BY name"))
+                    .fetch_all(self.read_pool())
+                    .await?;
+                rows.iter().map(cluster_from_row).collect()
+            }
+
+            async fn update_cluster(
+                &self,
+                c: &podid_api::cluster::Cluster,
+                expected_modified_at: podid_api::EpochMillis,
+            ) -> Result<(), $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE clusters SET issuer = $2, audience = $3, cluster_arn = $4, key_source = $5, \
+                     jwks_uri = $6, jwks = $7, modified_at = $8 WHERE name = $1 AND modified_at = $9",
+                )
+                .bind(&c.name)
+                .bind(&c.issuer)
+                .bind(&c.audience)
+                .bind(&c.cluster_arn)
+                .bind(c.key_source.as_str())
+                .bind(&c.jwks_uri)
+                .bind($crate::common::encode_jwks(&c.jwks)?)
+                .bind(c.modified_at.0)
+                .bind(expected_modified_at.0)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    let exists = sqlx::query("SELECT 1 FROM clusters WHERE name = $1")
+                        .bind(&c.name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    return Err(if exists {
+                        $crate::StoreError::Conflict
+                    } else {
+                        $crate::StoreError::ClusterNotFound(c.name.clone())
+                    });
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_cluster(&self, name: &str, force: bool) -> Result<podid_api::cluster::Cluster, $crate::StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.begin_write().await?;
+                // The exclusive lock waits for creates in flight and keeps new
+                // ones out until this transaction ends.
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::common::cluster_columns!(),
+                    " FROM clusters WHERE name = $1",
+                    $for_update
+                ))
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Err($crate::StoreError::ClusterNotFound(name.to_owned()));
+                };
+                let cluster = cluster_from_row(&row)?;
+                let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM associations WHERE cluster = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                if count > 0 && !force {
+                    return Err($crate::StoreError::ClusterInUse {
+                        name: name.to_owned(),
+                        associations: u64::try_from(count).unwrap_or(0),
+                    });
+                }
+                for sql in [
+                    "DELETE FROM idempotency_tokens WHERE cluster = $1",
+                    "DELETE FROM associations WHERE cluster = $1",
+                    "DELETE FROM clusters WHERE name = $1",
+                ] {
+                    sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(cluster)
+            }
+
+            async fn create_association(
+                &self,
+                a: &$crate::StoredAssociation,
+                idempotency: Option<&$crate::IdempotencyKey>,
+            ) -> Result<$crate::Written, $crate::StoreError> {
+                let mut attempt = 1;
+                loop {
+                    match self.create_once(a, idempotency).await {
+                        // A concurrent create committed the same service account
+                        // (or token) after this one looked: look again, and the
+                        // checks above give the answer that transaction's
+                        // outcome calls for.
+                        Err($crate::StoreError::Database(e)) if $crate::common::is_unique_violation(&e) => {
+                            tracing::debug!(attempt, error = %e, "create raced another writer");
+                            if attempt >= $crate::common::MAX_ATTEMPTS {
+                                return match existing_id(self.read_pool(), &a.cluster, &a.namespace, &a.service_account).await? {
+                                    Some(existing) => Err(duplicate(a, existing)),
+                                    None => Err($crate::StoreError::Database(e)),
+                                };
+                            }
+                            attempt += 1;
+                        }
+                        result => return result,
+                    }
+                }
+            }
+
+            async fn get_association(
+                &self,
+                cluster: &str,
+                id: &str,
+            ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::common::association_columns!(),
+                    " FROM associations WHERE cluster = $1 AND id = $2"
+                ))
+                .bind(cluster)
+                .bind(id)
+                .fetch_optional(self.read_pool())
+                .await?;
+                row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+            }
+
+            async fn find_association(
+                &self,
+                cluster: &str,
+                namespace: &str,
+                service_account: &str,
+            ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::common::association_columns!(),
+                    " FROM associations WHERE cluster = $1 AND namespace = $2 AND service_account = $3"
+                ))
+                .bind(cluster)
+                .bind(namespace)
+                .bind(service_account)
+                .fetch_optional(self.read_pool())
+                .await?;
+                row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+            }
+
+            async fn list_associations(&self, q: &$crate::ListQuery) -> Result<$crate::Page, $crate::StoreError> {
+                let mut sql = String::from(concat!(
+                    "SELECT ",
+                    $crate::common::association_columns!(),
+                    " FROM associations WHERE cluster = $1"
+                ));
+                let mut n = 1;
+                if q.namespace.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND namespace = ${n}"));
+                }
+                if q.service_account.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND service_account = ${n}"));
+                }
+                if q.after.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND seq > ${n}"));
+                }
+                sql.push_str(&format!(" ORDER BY seq LIMIT ${}", n + 1));
+                let limit = q.limit.max(1);
+                let mut query = sqlx::query(&sql).bind(&q.cluster);
+                if let Some(namespace) = &q.namespace {
+                    query = query.bind(namespace);
+                }
+                if let Some(service_account) = &q.service_account {
+                    query = query.bind(service_account);
+                }
+                if let Some(after) = q.after {
+                    query = query.bind(after);
+                }
+                let rows = query.bind(i64::from(limit) + 1).fetch_all(self.read_pool()).await?;
+                let more = rows.len() > limit as usize;
+                let mut items = Vec::with_capacity(rows.len().min(limit as usize));
+                let mut last = None;
+                for row in rows.iter().take(limit as usize) {
+                    let (seq, association) = association_from_row(row)?;
+                    last = Some(seq);
+                    items.push(association);
+                }
+                Ok($crate::Page { items, next: if more { last } else { None } })
+            }
+
+            async fn update_association(
+                &self,
+                a: &$crate::StoredAssociation,
+                expected_modified_at: podid_api::EpochMillis,
+                idempotency: Option<&$crate::IdempotencyKey>,
+            ) -> Result<$crate::Written, $crate::StoreError> {
+                let mut attempt = 1;
+                loop {
+                    match self.update_once(a, expected_modified_at, idempotency).await {
+                        // Two updates with one new token raced to record it:
+                        // look again, now as a replay or a mismatch.
+                        Err($crate::StoreError::Database(e))
+                            if $crate::common::is_unique_violation(&e) && attempt < $crate::common::MAX_ATTEMPTS =>
+                        {
+                            tracing::debug!(attempt, error = %e, "update raced another writer");
+                            attempt += 1;
+                        }
+                        result => return result,
+                    }
+                }
+            }
+
+            async fn delete_association(&self, cluster: &str, id: &str) -> Result<$crate::StoredAssociation, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(concat!(
+                    "DELETE FROM associations WHERE cluster = $1 AND id = $2 RETURNING ",
+                    $crate::common::association_columns!()
+                ))
+                .bind(cluster)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Err($crate::StoreError::AssociationNotFound { cluster: cluster.to_owned(), id: id.to_owned() });
+                };
+                let (_, deleted) = association_from_row(&row)?;
+                sqlx::query("DELETE FROM idempotency_tokens WHERE cluster = $1 AND association_id = $2")
+                    .bind(cluster)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn update_tags(
+                &self,
+                cluster: &str,
+                id: &str,
+                add: &podid_api::association::Tags,
+                remove: &[String],
+            ) -> Result<$crate::StoredAssociation, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let Some(mut current) = association_in_tx(&mut tx, cluster, id, true).await? else {
+                    return Err($crate::StoreError::AssociationNotFound { cluster: cluster.to_owned(), id: id.to_owned() });
+                };
+                let merged = $crate::common::merge_tags(&current.tags, add, remove)?;
+                sqlx::query("UPDATE associations SET tags = $3 WHERE cluster = $1 AND id = $2")
+                    .bind(cluster)
+                    .bind(id)
+                    .bind($crate::common::encode_tags(&merged)?)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                current.tags = merged;
+                Ok(current)
+            }
+
+            async fn record_audit(&self, events: &[podid_api::audit::AuditEvent]) -> Result<(), $crate::StoreError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                // Many rows per statement: each statement is a round trip to
+                // the database (for SQLite, to its connection's thread).
+                for chunk in events.chunks($crate::common::AUDIT_ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_events (time, request_id, caller, cluster, namespace, service_account, \
+                         pod_name, pod_uid, association_id, role_arn, outcome, error_code) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.time.0)
+                            .push_bind(&e.request_id)
+                            .push_bind(&e.caller)
+                            .push_bind(&e.cluster)
+                            .push_bind(&e.namespace)
+                            .push_bind(&e.service_account)
+                            .push_bind(&e.pod_name)
+                            .push_bind(&e.pod_uid)
+                            .push_bind(&e.association_id)
+                            .push_bind(&e.role_arn)
+                            .push_bind(e.outcome.as_str())
+                            .push_bind(&e.error_code);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, q: &$crate::AuditQuery) -> Result<$crate::AuditPage, $crate::StoreError> {
+                use sqlx::Row as _;
+                let mut sql = String::from(
+                    "SELECT seq, time, request_id, caller, cluster, namespace, service_account, pod_name, pod_uid, \
+                     association_id, role_arn, outcome, error_code FROM audit_events WHERE 1 = 1",
+                );
+                let mut n = 0;
+                let mut next = |column: &str, op: &str, sql: &mut String| {
+                    n += 1;
+                    sql.push_str(&format!(" AND {column} {op} ${n}"));
+                };
+                if q.cluster.is_some() { next("cluster", "=", &mut sql); }
+                if q.namespace.is_some() { next("namespace", "=", &mut sql); }
+                if q.service_account.is_some() { next("service_account", "=", &mut sql); }
+                if q.outcome.is_some() { next("outcome", "=", &mut sql); }
+                if q.since.is_some() { next("time", ">=", &mut sql); }
+                if q.before.is_some() { next("seq", "<", &mut sql); }
+                n += 1;
+                sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+                let mut query = sqlx::query(&sql);
+                if let Some(v) = &q.cluster { query = query.bind(v); }
+                if let Some(v) = &q.namespace { query = query.bind(v); }
+                if let Some(v) = &q.service_account { query = query.bind(v); }
+                if let Some(v) = q.outcome { query = query.bind(v.as_str()); }
+                if let Some(v) = q.since { query = query.bind(v.0); }
+                if let Some(v) = q.before { query = query.bind(v); }
+                let limit = q.limit.max(1);
+                let rows = query.bind(i64::from(limit) + 1).fetch_all(self.read_pool()).await?;
+                let more = rows.len() > limit as usize;
+                let mut events = Vec::with_capacity(rows.len().min(limit as usize));
+                for row in rows.iter().take(limit as usize) {
+                    let outcome: String = row.try_get("outcome")?;
+                    let seq: i64 = row.try_get("seq")?;
+                    events.push(podid_api::audit::AuditEvent {
+                        seq,
+                        time: podid_api::EpochMillis(row.try_get("time")?),
+                        request_id: row.try_get("request_id")?,
+                        caller: row.try_get("caller")?,
+                        cluster: row.try_get("cluster")?,
+                        namespace: row.try_get("namespace")?,
+                        service_account: row.try_get("service_account")?,
+                        pod_name: row.try_get("pod_name")?,
+                        pod_uid: row.try_get("pod_uid")?,
+                        association_id: row.try_get("association_id")?,
+                        role_arn: row.try_get("role_arn")?,
+                        outcome: podid_api::audit::AuditOutcome::parse(&outcome)
+                            .ok_or_else(|| $crate::StoreError::Corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
+                        error_code: row.try_get("error_code")?,
+                    });
+                }
+                let next = if more { events.last().map(|e| e.seq) } else { None };
+                Ok($crate::AuditPage { events, next })
+            }
+        }
+    };
+}
+pub(crate) use association_store_trait;
