@@ -22,13 +22,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::common::{
-    agent_binary, children_cpu_seconds, cpu_busy, cpu_jiffies, get, have_program, median,
-    process_cpu_seconds, AgentProcess, AutogroupBoost, ChildServer, Machine, Table,
-};
-use crate::fake_eks_auth::{FakeEksAuth, DEFAULT_SESSION_TOKEN_BYTES};
+use crate::http_client::get;
 use crate::load::{Wrk, WrkResult};
+use crate::machine::{children_cpu_seconds, cpu_busy, cpu_jiffies, process_cpu_seconds, Machine};
+use crate::priority::AutogroupBoost;
+use crate::processes::{agent_binary, have_program, AgentProcess, BaselineServer};
+use crate::report::{median, verdict, Table};
 use crate::tokens::projected_token;
+use podid_test_support::fake_eks_auth::DEFAULT_SESSION_TOKEN_BYTES;
 
 /// Requests/s must be at least this share of the baseline's.
 pub const MIN_RPS_RATIO: f64 = 0.8;
@@ -37,7 +38,7 @@ pub const MAX_P99_RATIO: f64 = 1.25;
 
 /// `podid-bench agent-hot-path`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct AgentHotPathArgs {
     /// The agent executable (default: `podid-agent` next to this executable;
     /// `target/release/podid` runs `podid agent` instead).
     #[arg(long)]
@@ -166,7 +167,7 @@ impl Run {
 }
 
 /// Runs the benchmark; `Ok(true)` when every target holds (or in smoke mode).
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+pub async fn run(args: AgentHotPathArgs) -> anyhow::Result<bool> {
     let agent_bin = agent_binary(args.agent.as_deref())?;
     if !have_program(&args.wrk) {
         bail!(
@@ -184,13 +185,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let load_cpus = (!args.no_pin).then(|| args.load_cpus.clone());
     // A smoke run (e.g. under `cargo test`) leaves priorities alone.
     let nice = if args.smoke { 0 } else { args.nice };
-    crate::common::set_niceness(nice);
+    crate::priority::set_niceness(nice);
     let boost = (nice != 0).then(|| AutogroupBoost::set(nice)).flatten();
     let machine = Machine::read();
     println!("== agent hot path (issue 7, target 1) ==");
     println!("{}", machine.describe());
 
-    let upstream = FakeEksAuth::start("127.0.0.1:0".parse()?, DEFAULT_SESSION_TOKEN_BYTES).await?;
+    let upstream =
+        crate::fake_eks_auth::start("127.0.0.1:0".parse()?, DEFAULT_SESSION_TOKEN_BYTES)?;
     let agent = AgentProcess::start(&agent_bin, &upstream.url, server_cpus.as_deref(), &[]).await?;
     let token = projected_token(1);
     let auth = [("authorization", token.as_str())];
@@ -212,12 +214,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, &body)?;
-    let body_arg = body_file.to_string_lossy().into_owned();
-    let baseline = ChildServer::start(
-        &["baseline", "--body-file", &body_arg],
-        server_cpus.as_deref(),
-    )
-    .await?;
+    let baseline = BaselineServer::start(&body_file, server_cpus.as_deref()).await?;
     let (status, baseline_headers, baseline_body) =
         get(baseline.addr, "/v1/credentials", &auth).await?;
     if status != 200 || baseline_body != body {
@@ -277,7 +274,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 .context("warm-up")?;
         }
     }
-    let load_before = crate::common::load_average();
+    let load_before = crate::machine::load_average();
     let max_rounds = if args.smoke {
         1
     } else {
@@ -335,7 +332,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         // Reported, not judged: the issue's targets are set at saturation.
         measure(paced_wrk).await?.report(args.smoke, &[]);
     }
-    let load_after = crate::common::load_average();
+    let load_after = crate::machine::load_average();
     let hits = agent
         .metric("podid_agent_cache_lookups_total{result=\"hit\"}")
         .await
@@ -534,9 +531,9 @@ impl Phase {
                     let verdict = if smoke {
                         "smoke".to_owned()
                     } else if noisy {
-                        format!("{} (noisy)", crate::common::verdict(pass))
+                        format!("{} (noisy)", verdict(pass))
                     } else {
-                        crate::common::verdict(pass).to_owned()
+                        verdict(pass).to_owned()
                     };
                     (
                         format!("{} {:.2}", if t.at_least { "≥" } else { "≤" }, t.bound),

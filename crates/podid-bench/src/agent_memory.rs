@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::common::{
-    agent_binary, mib, resident_by_mapping, verdict, AgentProcess, ChildServer, Connection,
-    Machine, Memory, Table,
-};
-use crate::fake_eks_auth::FakeEksAuth;
+use crate::http_client::HttpConnection;
+use crate::machine::{mib, resident_by_mapping, Machine, Memory};
+use crate::processes::{agent_binary, AgentProcess, BaselineServer};
+use crate::report::{verdict, Table};
 use crate::tokens::projected_token;
 
 /// Idle RSS bound (KiB).
@@ -30,7 +29,7 @@ pub const MAX_FULL_KIB: u64 = 25 * 1024;
 
 /// `podid-bench agent-memory`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct AgentMemoryArgs {
     /// The agent executable (default: `podid-agent` next to this executable;
     /// `target/release/podid` runs `podid agent` instead).
     #[arg(long)]
@@ -42,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Length of the session tokens the fake EKS Auth answers.
-    #[arg(long, default_value_t = crate::fake_eks_auth::DEFAULT_SESSION_TOKEN_BYTES)]
+    #[arg(long, default_value_t = podid_test_support::fake_eks_auth::DEFAULT_SESSION_TOKEN_BYTES)]
     session_token_bytes: usize,
     /// Environment for the agent, KEY=VALUE (repeatable), e.g. MALLOC_ARENA_MAX=1.
     #[arg(long = "agent-env", value_parser = parse_env)]
@@ -82,7 +81,7 @@ async fn ask_all(
     for _ in 0..concurrency.max(1) {
         let (tokens, next) = (tokens.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(addr).await?;
+            let mut connection = HttpConnection::open(addr).await?;
             let mut largest = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -109,7 +108,7 @@ async fn ask_all(
 }
 
 /// Runs the benchmark; `Ok(true)` when every target holds (or in smoke mode).
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+pub async fn run(args: AgentMemoryArgs) -> anyhow::Result<bool> {
     let agent_bin = agent_binary(args.agent.as_deref())?;
     let pods = if args.smoke { 200 } else { args.pods.max(1) };
     println!("== agent memory (issue 7, target 2) ==");
@@ -130,7 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         args.cpus.as_deref().unwrap_or("all")
     );
 
-    let upstream = FakeEksAuth::start("127.0.0.1:0".parse()?, args.session_token_bytes).await?;
+    let upstream = crate::fake_eks_auth::start("127.0.0.1:0".parse()?, args.session_token_bytes)?;
     let wrapper: Vec<String> = args
         .agent_wrapper
         .as_deref()
@@ -153,12 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, b"{}")?;
-    let body_arg = body_file.to_string_lossy().into_owned();
-    let baseline = ChildServer::start(
-        &["baseline", "--body-file", &body_arg],
-        args.cpus.as_deref(),
-    )
-    .await?;
+    let baseline = BaselineServer::start(&body_file, args.cpus.as_deref()).await?;
 
     settle().await;
     let idle = Memory::of(pid)?;

@@ -17,16 +17,26 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use podid_store::{AssociationStore, ListQuery, StoredAssociation};
+use rand::rngs::StdRng;
+use rand::Rng as _;
 
-use crate::common::{self, median, verdict, Machine, Table};
-use crate::harness::{self, percentile, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+mod raw_store;
+
+use raw_store::RawStore;
+pub use raw_store::{raw_store, RawStoreArgs};
+
+use crate::machine::Machine;
+use crate::priority::{raise_priority, Placement};
+use crate::processes::podid_binary;
+use crate::report::{median, percentile, verdict, Table};
+use crate::server::{self, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
 use crate::sts_responder::StsResponder;
 
 /// `podid-bench association-api`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct AssociationApiArgs {
     #[command(flatten)]
-    run: harness::RunArgs,
+    run: RunArgs,
     /// Which stores: sqlite, postgres, or both.
     #[arg(long, value_enum, default_value = "both")]
     backend: Backend,
@@ -53,7 +63,7 @@ pub struct Args {
     /// The server and the raw store's calls on the server's CPUs, the API
     /// client (this process during the API rounds) on the load CPUs.
     #[command(flatten)]
-    place: harness::Placement,
+    place: Placement,
     /// The server's log filter.
     #[arg(long, default_value = "info")]
     server_log: String,
@@ -75,25 +85,25 @@ fn request(i: usize) -> serde_json::Value {
     serde_json::json!({
         "namespace": format!("ns-{}", i / 100),
         "serviceAccount": format!("sa-{i}"),
-        "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", harness::ACCOUNT),
+        "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", server::ACCOUNT),
     })
 }
 
 /// The same association as the server would store it.
-fn record(i: usize, rng: &mut crate::tokens::Rng) -> StoredAssociation {
+fn record(i: usize, rng: &mut StdRng) -> StoredAssociation {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let id: String = (0..17)
-        .map(|_| ALPHABET[(rng.next_u64() % 36) as usize] as char)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
-    let now = podid_api::EpochMillis(harness::epoch_millis());
+    let now = podid_api::EpochMillis(server::epoch_millis());
     StoredAssociation {
         id: format!("a-{id}"),
         cluster: CLUSTER.to_owned(),
         namespace: format!("ns-{}", i / 100),
         service_account: format!("sa-{i}"),
-        role_arn: format!("arn:aws:iam::{}:role/bench-{i}", harness::ACCOUNT),
+        role_arn: format!("arn:aws:iam::{}:role/bench-{i}", server::ACCOUNT),
         target_role_arn: None,
-        external_id: rng.uuid(),
+        external_id: crate::tokens::uuid(rng),
         disable_session_tags: false,
         policy: None,
         tags: Default::default(),
@@ -113,8 +123,7 @@ async fn raw_creates(
         .map(|i| {
             let store = store.clone();
             async move {
-                let mut rng =
-                    crate::tokens::Rng::new(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
+                let mut rng = crate::tokens::seeded(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
                 store.create_association(&record(i, &mut rng), None).await?;
                 Ok(())
             }
@@ -230,7 +239,7 @@ impl PgDatabases {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
             .context("connecting to PostgreSQL")?;
-        let tag = format!("{}_{}", std::process::id(), harness::epoch_millis());
+        let tag = format!("{}_{}", std::process::id(), server::epoch_millis());
         let names = vec![
             format!("podid_bench_raw_{tag}"),
             format!("podid_bench_api_{tag}"),
@@ -289,7 +298,7 @@ struct BackendResult {
 }
 
 async fn measure(
-    args: &Args,
+    args: &AssociationApiArgs,
     podid: &std::path::Path,
     name: &'static str,
     raw_url: &str,
@@ -312,7 +321,7 @@ async fn measure(
         ..ServerOptions::sqlite_in(podid, dir, sts.endpoint(), &args.server_log)?
     })
     .await?;
-    let client = harness::admin_client(&server.endpoint)?;
+    let client = server::admin_client(&server.endpoint)?;
     cluster.register(&client).await?;
 
     let per_round = args.associations.div_ceil(args.create_rounds.max(1));
@@ -366,119 +375,15 @@ fn complete(walk: &Walk, n: usize) -> bool {
     walk.ids.len() == n && walk.ids.iter().collect::<HashSet<_>>().len() == n
 }
 
-/// `podid-bench raw-store` (hidden): the raw-store side of the association
-/// benchmark in a process of its own, pinned like the server, so the
-/// baseline runs as the server does (its own process, one CPU, a runtime with
-/// one worker, one store kept open). Reads one command per line on stdin —
-/// `register FILE`, `create START END CONCURRENCY`, `walk PAGE_SIZE` — and
-/// answers each with one JSON line.
-#[derive(Debug, clap::Args)]
-pub struct RawArgs {
-    /// The store.
-    #[arg(long)]
-    database_url: String,
-}
-
-/// Runs `podid-bench raw-store`.
-pub async fn raw_store(args: RawArgs) -> anyhow::Result<()> {
-    let store = podid_store::open(&args.database_url)
-        .await
-        .context("opening the store")?;
-    loop {
-        let read = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).map(|n| (n, line))
-        });
-        let (n, line) = read.await??;
-        if n == 0 {
-            break;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let number = |i: usize| -> anyhow::Result<usize> {
-            words
-                .get(i)
-                .context("missing argument")?
-                .parse()
-                .context("not a number")
-        };
-        let out = match words.first().copied() {
-            Some("register") => {
-                let text = std::fs::read_to_string(words.get(1).context("register FILE")?)?;
-                let cluster: podid_api::cluster::Cluster = serde_json::from_str(&text)?;
-                store.insert_cluster(&cluster).await?;
-                serde_json::json!({})
-            }
-            Some("create") => {
-                serde_json::json!({ "rate": raw_creates(&store, number(1)?..number(2)?, number(3)?).await? })
-            }
-            Some("walk") => {
-                serde_json::to_value(raw_walk(&store, u32::try_from(number(1)?)?).await?)?
-            }
-            _ => bail!("unknown command {line:?}"),
-        };
-        println!("{out}");
-    }
-    Ok(())
-}
-
-/// A `podid-bench raw-store` child process.
-struct RawStore {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
-impl RawStore {
-    /// Starts one on `url`, pinned to `cpus`.
-    async fn start(cpus: Option<&str>, url: &str) -> anyhow::Result<RawStore> {
-        use tokio::io::AsyncBufReadExt;
-        let mut cmd = harness::command(cpus, &common::self_binary()?);
-        cmd.args(["raw-store", "--database-url", url])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("starting podid-bench raw-store")?;
-        let stdin = child.stdin.take().context("no stdin")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        Ok(RawStore {
-            child,
-            stdin,
-            lines: tokio::io::BufReader::new(stdout).lines(),
-        })
-    }
-
-    /// Sends one command and reads its answer.
-    async fn call(&mut self, command: &str) -> anyhow::Result<serde_json::Value> {
-        use tokio::io::AsyncWriteExt;
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let line = self
-            .lines
-            .next_line()
-            .await?
-            .with_context(|| format!("raw-store exited during {command:?}"))?;
-        serde_json::from_str(&line).with_context(|| format!("raw-store answered {line:?}"))
-    }
-
-    async fn stop(mut self) {
-        drop(self.stdin);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
-        let _ = self.child.kill().await;
-    }
-}
-
 /// Runs `podid-bench association-api`; `Ok(true)` when every check holds.
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.associations, args.create_rounds, args.list_rounds) = (500, 2, 1);
         args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.run.nice);
-    let podid = common::podid_binary(args.run.podid.as_deref())?;
+    let _priority = raise_priority(args.run.nice);
+    let podid = podid_binary(args.run.podid.as_deref())?;
     println!("# Association API (target 5)");
     println!("{}", Machine::read().describe());
     println!(

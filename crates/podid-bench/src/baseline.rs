@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 
 /// `podid-bench baseline`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct BaselineArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 /// Serves until killed, printing `baseline listening on ADDR` first.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: BaselineArgs) -> anyhow::Result<()> {
     let body = Bytes::from(
         std::fs::read(&args.body_file).with_context(|| args.body_file.display().to_string())?,
     );

@@ -115,7 +115,7 @@ impl Wrk {
         headers: &[(&str, &str)],
         duration: Duration,
     ) -> anyhow::Result<WrkResult> {
-        let mut words = crate::common::niceness_prefix();
+        let mut words = crate::priority::niceness_prefix();
         if let Some(cpus) = &self.cpus {
             words.extend(["taskset".to_owned(), "-c".to_owned(), cpus.clone()]);
         }

@@ -14,21 +14,27 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The benchmarks, one a module.
 mod agent_hot_path;
 mod agent_memory;
 mod association_api;
 mod baseline;
 mod broker;
-mod common;
 mod fake_eks_auth;
-mod harness;
-mod load;
 mod storm;
+
+// What they share.
+mod http_client;
+mod load;
+mod load_loop;
+mod machine;
+mod priority;
+mod processes;
+mod report;
+mod server;
+mod signing;
 mod sts_responder;
 mod tokens;
-// Issue 7, items 3–5, go in their own modules here (and a variant each in
-// `Command`): `broker.rs` (`podid-bench broker`), `storm.rs`
-// (`podid-bench storm`), `association_api.rs` (`podid-bench association-api`).
 
 /// podid's benchmark suite: figures are ratios to baselines measured in the same run.
 #[derive(Debug, Parser)]
@@ -41,22 +47,22 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Target 1: the agent's cached hot path vs a minimal hyper server (wrk, 64 connections, 10 s, 3 rounds).
-    AgentHotPath(agent_hot_path::Args),
+    AgentHotPath(agent_hot_path::AgentHotPathArgs),
     /// Target 2: the agent's RSS idle and with 10,000 cached pods.
-    AgentMemory(agent_memory::Args),
+    AgentMemory(agent_memory::AgentMemoryArgs),
     /// The hot path's baseline server: answers every request with a file's bytes (used by agent-hot-path).
-    Baseline(baseline::Args),
+    Baseline(baseline::BaselineArgs),
     /// A fake EKS Auth answering every AssumeRoleForPodIdentity (for trying an agent by hand).
-    FakeEksAuth(fake_eks_auth::Args),
+    FakeEksAuth(fake_eks_auth::FakeEksAuthArgs),
     /// Target 3: AssumeRoleForPodIdentity with a fresh token per call vs RS256 signature verification alone.
-    Broker(broker::Args),
+    Broker(broker::BrokerArgs),
     /// Target 4: 2,000 pods on 10 agents ask at once; a rate-enforcing STS responder counts the calls.
-    Storm(storm::Args),
+    Storm(storm::StormArgs),
     /// Target 5: association Create throughput and List over 10,000, SQLite and PostgreSQL, vs the raw store.
-    AssociationApi(association_api::Args),
+    AssociationApi(association_api::AssociationApiArgs),
     /// One raw-store step of association-api, in a process of its own (used by association-api).
     #[command(hide = true)]
-    RawStore(association_api::RawArgs),
+    RawStore(association_api::RawStoreArgs),
 }
 
 fn main() -> ExitCode {

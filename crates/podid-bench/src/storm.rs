@@ -18,15 +18,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::common::{self, verdict, AgentProcess, Machine, Table};
-use crate::harness::{self, percentile, Pod, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use rand::Rng as _;
+
+use crate::machine::Machine;
+use crate::priority::raise_priority;
+use crate::processes::{agent_binary, podid_binary, AgentProcess};
+use crate::report::{percentile, verdict, Table};
+use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
 use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
+use crate::tokens::{alphanumeric, seeded, uuid};
 
 /// `podid-bench storm`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct StormArgs {
     #[command(flatten)]
-    run: harness::RunArgs,
+    run: RunArgs,
     /// Agents (`podid-agent` processes).
     #[arg(long, default_value_t = 10)]
     agents: usize,
@@ -90,13 +96,13 @@ async fn pod(
     model: RetryModel,
     seed: u64,
 ) -> PodOutcome {
-    let mut rng = crate::tokens::Rng::new(seed);
+    let mut rng = seeded(seed);
     let mut out = PodOutcome::default();
     tokio::time::sleep_until(start).await;
     loop {
         out.attempts += 1;
         let headers = [("authorization", token.as_str())];
-        let call = common::get(agent, "/v1/credentials", &headers);
+        let call = crate::http_client::get(agent, "/v1/credentials", &headers);
         match tokio::time::timeout(model.attempt_timeout, call).await {
             Ok(Ok((200, _, body))) => {
                 out.got = Some(start.elapsed());
@@ -118,7 +124,7 @@ async fn pod(
         // Exponential backoff with full jitter.
         let shift = (out.attempts - 1).min(16);
         let ceiling = model.base.saturating_mul(1 << shift).min(model.cap);
-        let sleep = ceiling.mul_f64((rng.next_u64() % 10_000) as f64 / 10_000.0);
+        let sleep = ceiling.mul_f64(f64::from(rng.random_range(0..10_000u32)) / 10_000.0);
         if tokio::time::Instant::now() + sleep >= give_up {
             return out;
         }
@@ -127,15 +133,15 @@ async fn pod(
 }
 
 /// Runs `podid-bench storm`; `Ok(true)` when every check holds.
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.agents, args.pods_per_agent, args.rate) = (2, 50, 50);
         args.run.nice = 0;
     }
-    let _priority = harness::raise_priority(args.run.nice);
-    let podid = common::podid_binary(args.run.podid.as_deref())?;
-    let agent_bin = common::agent_binary(args.agent.as_deref())?;
+    let _priority = raise_priority(args.run.nice);
+    let podid = podid_binary(args.run.podid.as_deref())?;
+    let agent_bin = agent_binary(args.agent.as_deref())?;
     println!("# Cold-start storm (target 4)");
     println!("{}", Machine::read().describe());
     println!(
@@ -158,7 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         ..ServerOptions::sqlite_in(&podid, dir.path(), sts.endpoint(), &args.server_log)?
     };
     let server = ServerProcess::start(&options).await?;
-    let admin = harness::admin_client(&server.endpoint)?;
+    let admin = server::admin_client(&server.endpoint)?;
     cluster
         .register(&admin)
         .await
@@ -167,7 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         let body = serde_json::json!({
             "namespace": "storm",
             "serviceAccount": format!("app-{k}"),
-            "roleArn": format!("arn:aws:iam::{}:role/storm-app-{k}", harness::ACCOUNT),
+            "roleArn": format!("arn:aws:iam::{}:role/storm-app-{k}", server::ACCOUNT),
         });
         let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
         let _: serde_json::Value = admin
@@ -180,15 +186,18 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         let quiet = [("PODID_LOG".to_owned(), "error".to_owned())];
         agents.push(AgentProcess::start(&agent_bin, &server.endpoint, None, &quiet).await?);
     }
-    let mut rng = crate::tokens::Rng::new(0x5707);
+    let mut rng = seeded(0x5707);
     let pods: Vec<Pod> = (0..total)
         .map(|j| {
             let app = j % args.associations;
             Pod {
                 namespace: "storm".into(),
                 service_account: format!("app-{app}"),
-                name: format!("app-{app}-5c7d9f8b6-{}", rng.alphanumeric(5).to_lowercase()),
-                uid: rng.uuid(),
+                name: format!(
+                    "app-{app}-5c7d9f8b6-{}",
+                    alphanumeric(&mut rng, 5).to_lowercase()
+                ),
+                uid: uuid(&mut rng),
                 node: format!("node-{}", j / args.pods_per_agent),
             }
         })

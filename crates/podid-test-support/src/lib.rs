@@ -1,0 +1,18 @@
+//! What podid's test harnesses and benchmarks share: a keys file with the
+//! test keys, a `podid server` process with its bound address, a fake EKS
+//! Auth, and test JWKS and tokens. Not published; used by tests and by
+//! `podid-bench`.
+
+mod error;
+pub mod fake_eks_auth;
+pub mod keys;
+pub mod podid;
+pub mod process;
+pub mod tokens;
+
+pub use error::HarnessError;
+pub use fake_eks_auth::{FakeEksAuthServer, FakeEksAuthSettings, FakeReply, SessionTokens};
+pub use keys::{write_keys_file, TestKey, ACCOUNT_ID, ADMIN, NODE, READER};
+pub use podid::{podid_binary, PodidServerLaunch, PodidServerProcess, StderrTo};
+pub use process::ChildProcess;
+pub use tokens::{pod_token, unsigned_token, TEST_JWKS};
