@@ -1,162 +1,29 @@
 //! The agent's listeners in-process on 127.0.0.1:0, asking a fake EKS Auth
-//! (axum on 127.0.0.1:0, its own runtime so it can be killed outright) through
-//! the real aws-sdk-eksauth client.
+//! (`podid_test_support::FakeEksAuthServer`, on its own runtime so it can be
+//! killed outright) through the real aws-sdk-eksauth client.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use podid_agent::{
     Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
 };
-use tokio::sync::{oneshot, Semaphore};
+use podid_test_support::fake_eks_auth::{FIXED_SECRET_ACCESS_KEY, FIXED_SESSION_TOKEN};
+use podid_test_support::{FakeEksAuthServer, FakeEksAuthSettings, FakeReply};
+use tokio::sync::oneshot;
 
-#[derive(Clone, Debug)]
-enum Mode {
-    Ok { lifetime: Duration },
-    Error { status: u16, kind: &'static str },
-    Hang,
+/// A fake EKS Auth on its own runtime (so that it can be killed), recording its calls.
+fn fake_upstream(gated: bool) -> FakeEksAuthServer {
+    FakeEksAuthServer::start(FakeEksAuthSettings {
+        gated,
+        ..FakeEksAuthSettings::default()
+    })
+    .unwrap()
 }
-
-struct Upstream {
-    calls: AtomicUsize,
-    mode: Mutex<Mode>,
-    gate: Option<Semaphore>,
-    seen: Mutex<Vec<(String, String, String)>>,
-}
-
-/// A fake EKS Auth on its own runtime.
-struct FakeEksAuth {
-    state: Arc<Upstream>,
-    url: String,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl FakeEksAuth {
-    fn start(gated: bool) -> Self {
-        let state = Arc::new(Upstream {
-            calls: AtomicUsize::new(0),
-            mode: Mutex::new(Mode::Ok {
-                lifetime: Duration::from_secs(3600),
-            }),
-            gate: gated.then(|| Semaphore::new(0)),
-            seen: Mutex::new(Vec::new()),
-        });
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route(
-                "/clusters/{cluster}/assume-role-for-pod-identity",
-                post(assume),
-            )
-            .with_state(state.clone());
-        runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await
-        });
-        FakeEksAuth {
-            state,
-            url,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.state.calls.load(Ordering::SeqCst)
-    }
-
-    fn set(&self, mode: Mode) {
-        *self.state.mode.lock().unwrap() = mode;
-    }
-
-    fn release(&self) {
-        self.state.gate.as_ref().unwrap().add_permits(1_000_000);
-    }
-
-    /// Kills the server: its runtime, listener and connections go away.
-    fn kill(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Drop for FakeEksAuth {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn assume(
-    State(state): State<Arc<Upstream>>,
-    Path(cluster): Path<String>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    state.calls.fetch_add(1, Ordering::SeqCst);
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    state
-        .seen
-        .lock()
-        .unwrap()
-        .push((cluster, authorization, token));
-    if let Some(gate) = &state.gate {
-        gate.acquire().await.unwrap().forget();
-    }
-    let mode = state.mode.lock().unwrap().clone();
-    match mode {
-        Mode::Hang => std::future::pending().await,
-        Mode::Error { status, kind } => (
-            StatusCode::from_u16(status).unwrap(),
-            [
-                ("x-amzn-errortype", kind),
-                ("content-type", "application/json"),
-            ],
-            serde_json::json!({"message": format!("fake {kind}")}).to_string(),
-        )
-            .into_response(),
-        Mode::Ok { lifetime } => {
-            let n = state.calls.load(Ordering::SeqCst);
-            let expiration = (SystemTime::now() + lifetime)
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let body = serde_json::json!({
-                "subject": {"namespace": "ns", "serviceAccount": "sa"},
-                "audience": "pods.eks.amazonaws.com",
-                "podIdentityAssociation": {"associationArn": "arn:aws:eks:us-east-1:111122223333:podidentityassociation/c/a-0123456789abcdefg", "associationId": "a-0123456789abcdefg"},
-                "assumedRoleUser": {"arn": "arn:aws:sts::111122223333:assumed-role/role/eks-c-pod-x", "assumeRoleId": "AROAEXAMPLE:eks-c-pod-x"},
-                "credentials": {"sessionToken": SESSION_TOKEN, "secretAccessKey": "SECRET-KEY", "accessKeyId": format!("ASIA{n:016}"), "expiration": expiration},
-            });
-            ([("content-type", "application/json")], body.to_string()).into_response()
-        }
-    }
-}
-
-/// Shaped like STS's: base64 of binary, with padding.
-const SESSION_TOKEN: &str = "CzBVep/E6Q4zWH2ix+wRNluApcrvFDleg6jN8hc8YYar0PUaP2SJrtP4HUJnjLHW+yBFao+02f4jSG2St9wBJktwlbrfBClOc5i94gcsUXabwOUKL1R5nsPoDTJXfKHG6xA1Wn+kye4TOF2Cp8zxFjtgharP9Bk+Y4it0vccQWaLsNX6H0RpjrPY/SJHbJG22wAlSm+Uud4DKE1yl7zhBitQdZq/5AkuU3idwucMMVZ7oMXqDzRZfqPI7RI3XIGmy/AVOl+Eqc7zGD1ih6zR9htAZYqv1PkeQ2iNstf8IUZrkLXa/yRJbpO43QInTHGWu+AFKk90mb7jCC1Sd5zB5gswVXqfxOkOM1h9osfsETZbgKXK7xQ5XoOozfIXPGGGq9D1Gj9kia7T+B1CZw==";
 
 struct Running {
     addr: SocketAddr,
@@ -182,12 +49,15 @@ async fn sdk_config() -> aws_types::SdkConfig {
         .await
 }
 
-async fn start_agent(upstream: &FakeEksAuth, tweak: impl FnOnce(&mut AgentConfig)) -> Running {
+async fn start_agent(
+    upstream: &FakeEksAuthServer,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> Running {
     start_agent_with(upstream, UpstreamSettings::default(), tweak).await
 }
 
 async fn start_agent_with(
-    upstream: &FakeEksAuth,
+    upstream: &FakeEksAuthServer,
     settings: UpstreamSettings,
     tweak: impl FnOnce(&mut AgentConfig),
 ) -> Running {
@@ -234,19 +104,7 @@ fn client() -> reqwest::Client {
 }
 
 fn token(pod: &str, expires_in: i64) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + expires_in;
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"test"}"#);
-    let claims = serde_json::json!({
-        "iss": "https://issuer.example", "aud": ["pods.eks.amazonaws.com"], "sub": "system:serviceaccount:ns:sa",
-        "exp": exp, "iat": exp - 3600,
-        "kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "sa", "uid": "sa-uid"}, "pod": {"name": pod, "uid": format!("uid-{pod}")}},
-    });
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    format!("{header}.{payload}.c2lnbmF0dXJl")
+    podid_test_support::pod_token(pod, expires_in)
 }
 
 async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, serde_json::Value) {
@@ -272,7 +130,7 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_credentials_in_the_container_format() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let t = token("p1", 3600);
     let response = client()
@@ -302,8 +160,8 @@ async fn serves_credentials_in_the_container_format() {
         ]
     );
     assert_eq!(body["AccountId"], "111122223333");
-    assert_eq!(body["SecretAccessKey"], "SECRET-KEY");
-    assert_eq!(body["Token"], SESSION_TOKEN);
+    assert_eq!(body["SecretAccessKey"], FIXED_SECRET_ACCESS_KEY);
+    assert_eq!(body["Token"], FIXED_SESSION_TOKEN);
     let expiration = body["Expiration"].as_str().unwrap();
     assert_eq!(expiration.len(), 20, "{expiration}");
     assert!(
@@ -316,34 +174,36 @@ async fn serves_credentials_in_the_container_format() {
     )
     .is_ok());
     // The broker got the cluster, the pod's token, and a SigV4 signature for eks-auth by the node's key.
-    let seen = upstream.state.seen.lock().unwrap().clone();
+    let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].0, "c1");
+    assert_eq!(seen[0].cluster, "c1");
     assert!(
         seen[0]
-            .1
+            .authorization
             .starts_with("AWS4-HMAC-SHA256 Credential=AKIDNODE/"),
         "{}",
-        seen[0].1
+        seen[0].authorization
     );
     assert!(
-        seen[0].1.contains("/us-east-1/eks-auth/aws4_request"),
+        seen[0]
+            .authorization
+            .contains("/us-east-1/eks-auth/aws4_request"),
         "{}",
-        seen[0].1
+        seen[0].authorization
     );
-    assert_eq!(seen[0].2, t);
+    assert_eq!(seen[0].token, t);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_beyond_the_kept_tokens_get_the_same_answers_from_their_compact_entries() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |c| c.cache.max_refresh_ahead = 1).await;
     let client = client();
     let (kept, compact) = (token("p1", 3600), token("p2", 3600));
     let (_, kept_first) = get(&client, &agent.url(), &kept).await;
     let (status, compact_first) = get(&client, &agent.url(), &compact).await;
     assert_eq!(status, 200);
-    assert_eq!(compact_first["Token"], SESSION_TOKEN);
+    assert_eq!(compact_first["Token"], FIXED_SESSION_TOKEN);
     for _ in 0..3 {
         assert_eq!(
             get(&client, &agent.url(), &kept).await,
@@ -360,7 +220,7 @@ async fn pods_beyond_the_kept_tokens_get_the_same_answers_from_their_compact_ent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_of_a_pod_make_one_upstream_call() {
-    let upstream = FakeEksAuth::start(true);
+    let upstream = fake_upstream(true);
     // The broker is held until all 500 are in, which may take longer than the
     // production timeouts on a loaded machine: this test is about sharing.
     let patient = UpstreamSettings {
@@ -394,7 +254,7 @@ async fn concurrent_first_requests_of_a_pod_make_one_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_pod_costs_no_upstream_call() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let t = token("p1", 3600);
@@ -425,7 +285,7 @@ async fn a_cached_pod_costs_no_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_killed_cached_pods_are_served_and_new_pods_get_503_quickly() {
-    let mut upstream = FakeEksAuth::start(false);
+    let mut upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let cached = token("cached", 3600);
@@ -466,8 +326,8 @@ async fn with_the_broker_killed_cached_pods_are_served_and_new_pods_get_503_quic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_broker_gets_a_new_pod_503_before_sdks_give_up() {
-    let upstream = FakeEksAuth::start(false);
-    upstream.set(Mode::Hang);
+    let upstream = fake_upstream(false);
+    upstream.set_reply(FakeReply::Hang);
     let agent = start_agent(&upstream, |_| {}).await;
     let started = Instant::now();
     let (status, body) = get(&client(), &agent.url(), &token("p1", 3600)).await;
@@ -482,7 +342,7 @@ async fn a_hanging_broker_gets_a_new_pod_503_before_sdks_give_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_is_refused_with_403() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let t = token("p1", 3600);
@@ -519,7 +379,7 @@ async fn a_foreign_host_is_refused_with_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_400_without_an_upstream_call() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let response = client.get(agent.url()).send().await.unwrap();
@@ -557,7 +417,7 @@ async fn bad_tokens_are_400_without_an_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     // Refresh due right after each fetch, so the next request triggers one.
     let agent = start_agent(&upstream, |c| {
         c.cache = CachePolicy {
@@ -567,7 +427,7 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
     })
     .await;
     let client = client();
-    upstream.set(Mode::Error {
+    upstream.set_reply(FakeReply::Error {
         status: 404,
         kind: "ResourceNotFoundException",
     });
@@ -583,11 +443,11 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
         (400, "InvalidTokenException"),
         (429, "ThrottlingException"),
     ] {
-        upstream.set(Mode::Error { status, kind });
+        upstream.set_reply(FakeReply::Error { status, kind });
         let (got, body) = get(&client, &agent.url(), &token(kind, 3600)).await;
         assert_eq!((got, body["code"].as_str()), (status, Some(kind)), "{body}");
     }
-    upstream.set(Mode::Error {
+    upstream.set_reply(FakeReply::Error {
         status: 500,
         kind: "InternalServerException",
     });
@@ -600,13 +460,13 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
 
     // A cached pod whose association is deleted: served once more while the
     // refresh runs, then dropped; the next request gets the 404.
-    upstream.set(Mode::Ok {
+    upstream.set_reply(FakeReply::Ok {
         lifetime: Duration::from_secs(3600),
     });
     let t = token("mapped", 3600);
     assert_eq!(get(&client, &agent.url(), &t).await.0, 200);
     let before = upstream.calls();
-    upstream.set(Mode::Error {
+    upstream.set_reply(FakeReply::Error {
         status: 404,
         kind: "ResourceNotFoundException",
     });
@@ -623,7 +483,7 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_paths_and_methods_and_probes() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |_| {}).await;
     let client = client();
     let response = client
@@ -679,12 +539,12 @@ async fn other_paths_and_methods_and_probes() {
     ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }
-    assert!(!text.contains(SESSION_TOKEN) && !text.contains("SECRET-KEY"));
+    assert!(!text.contains(FIXED_SESSION_TOKEN) && !text.contains(FIXED_SECRET_ACCESS_KEY));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_answers_429() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |c| c.rate_limit = 5).await;
     let client = client();
     let t = token("p", 3600);
@@ -703,7 +563,7 @@ async fn the_rate_limit_answers_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests() {
-    let upstream = FakeEksAuth::start(true);
+    let upstream = fake_upstream(true);
     let mut agent = start_agent(&upstream, |_| {}).await;
     let request = {
         let (client, url) = (client(), agent.url());
@@ -734,7 +594,7 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbindable_hosts_are_skipped_but_one_must_bind() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let sdk = sdk_config().await;
     let source = || {
         Arc::new(EksAuthUpstream::new(
@@ -779,7 +639,7 @@ async fn ipv6_listeners_check_bracketed_hosts() {
         eprintln!("no IPv6 loopback here; skipped");
         return;
     }
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |c| c.bind_hosts = vec!["::1".parse().unwrap()]).await;
     assert!(agent.addr.is_ipv6());
     let client = client();
@@ -816,7 +676,7 @@ async fn ipv6_listeners_check_bracketed_hosts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let agent = start_agent(&upstream, |c| c.idle_timeout = Duration::from_millis(100)).await;
     // A connection that says nothing is closed after one to two periods.
     let mut silent = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
@@ -840,7 +700,7 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_bind_hosts_are_refused() {
-    let upstream = FakeEksAuth::start(false);
+    let upstream = fake_upstream(false);
     let source = EksAuthUpstream::new(
         &sdk_config().await,
         Some(&upstream.url),
@@ -855,5 +715,8 @@ async fn wildcard_bind_hosts_are_refused() {
     let err = Agent::bind(config, Arc::new(source), Arc::new(SystemClock))
         .await
         .unwrap_err();
-    assert!(matches!(err, podid_agent::AgentError::Config(_)), "{err}");
+    assert!(
+        matches!(err, podid_agent::AgentError::BindHostNotSingle { .. }),
+        "{err}"
+    );
 }
