@@ -7,8 +7,8 @@
 //! except under `CI`, where they fail.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,27 +20,27 @@ use podid_api::clock::{Clock, SystemClock};
 use podid_api::cluster::{Cluster, KeySource};
 use podid_server::{AuthConfig, Config, StsConfig};
 use podid_sts::{AwsStsIssuer, RecordingIssuer, SESSION_TAG_KEYS};
+use podid_test_support::ChildProcess;
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 struct Moto {
-    child: Child,
+    _process: ChildProcess,
     world: Value,
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Option<Moto> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+/// The repository's root and the Python that runs moto.
+fn python() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = std::env::var("PODID_PYTHON")
         .map(Into::into)
         .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    (root, python)
+}
+
+fn moto() -> Option<Moto> {
+    let (root, python) = python();
     if !python.exists() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -53,21 +53,22 @@ fn moto() -> Option<Moto> {
         );
         return None;
     }
-    let mut child = Command::new(python)
-        .arg(root.join("tests/python/moto_env.py"))
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("tests/python/moto_env.py"))
         .arg("serve")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .stderr(Stdio::null());
+    let mut process = ChildProcess::spawn("moto", cmd, false).unwrap();
+    // Its first line is the world it made, as JSON.
+    let line = process
+        .wait_for_line("", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("moto did not start: {e}"));
     let world: Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("moto did not start: {e}: {line:?}"));
-    Some(Moto { child, world })
+    Some(Moto {
+        _process: process,
+        world,
+    })
 }
 
 struct World {
@@ -326,10 +327,7 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
     )
     .await;
     let external_id = a["externalId"].as_str().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("PODID_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let (root, python) = python();
     let made = Command::new(python)
         .current_dir(root.join("tests/python"))
         .args([
