@@ -33,15 +33,33 @@ pub enum ClientError {
     Transport {
         /// The endpoint.
         endpoint: String,
-        /// What failed.
+        /// What failed, in short: a timeout, or the innermost cause.
         reason: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
     },
-    /// The request could not be signed or built.
+    /// The endpoint is not a URL.
+    #[error("cannot build the request: endpoint '{endpoint}' is not a URL: {source}")]
+    EndpointNotUrl {
+        /// The endpoint as given.
+        endpoint: String,
+        /// The parser's complaint.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The endpoint is a URL, but not an http(s) one with a host.
+    #[error("cannot build the request: endpoint '{0}' is not an http(s) URL")]
+    EndpointNotHttp(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the request: cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The request could not be signed.
     #[error("cannot build the request: {0}")]
-    Request(String),
+    Signing(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The answer is not what the API promises.
     #[error("unexpected answer from the server: {0}")]
-    Decode(String),
+    Decode(#[source] serde_json::Error),
 }
 
 /// Where and how to call podid.
@@ -101,13 +119,13 @@ impl ApiClientBuilder {
 
     /// The client; fails on an endpoint that is not an http(s) URL.
     pub fn build(self) -> Result<ApiClient, ClientError> {
-        let endpoint = url::Url::parse(&self.endpoint).map_err(|e| {
-            ClientError::Request(format!("endpoint '{}' is not a URL: {e}", self.endpoint))
-        })?;
+        let endpoint =
+            url::Url::parse(&self.endpoint).map_err(|source| ClientError::EndpointNotUrl {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(ClientError::Request(format!(
-                "endpoint '{endpoint}' is not an http(s) URL"
-            )));
+            return Err(ClientError::EndpointNotHttp(endpoint.to_string()));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout.min(self.timeout))
@@ -115,7 +133,7 @@ impl ApiClientBuilder {
             // The API never redirects; a redirect would carry a signature elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ClientError::Request(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(ClientError::HttpClient)?;
         Ok(ApiClient {
             endpoint,
             region: self.region,
@@ -167,6 +185,7 @@ impl ApiClient {
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
+        let e = e.without_url();
         let reason = if e.is_timeout() {
             format!("no answer within {} ms", self.timeout.as_millis())
         } else {
@@ -184,12 +203,13 @@ impl ApiClient {
             };
             match innermost {
                 Some(cause) => format!("{prefix}: {cause}"),
-                None => format!("{prefix}: {}", e.without_url()),
+                None => format!("{prefix}: {e}"),
             }
         };
         ClientError::Transport {
             endpoint: self.endpoint.to_string(),
             reason,
+            source: e,
         }
     }
 
@@ -234,7 +254,7 @@ impl ApiClient {
                 .time(SystemTime::now())
                 .settings(SigningSettings::default())
                 .build()
-                .map_err(|e| ClientError::Request(e.to_string()))?
+                .map_err(|e| ClientError::Signing(e.into()))?
                 .into();
             let signable = SignableRequest::new(
                 method.as_str(),
@@ -242,9 +262,9 @@ impl ApiClient {
                 headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 SignableBody::Bytes(&body_bytes),
             )
-            .map_err(|e| ClientError::Request(e.to_string()))?;
+            .map_err(|e| ClientError::Signing(e.into()))?;
             let (instructions, _signature) = sign(signable, &params)
-                .map_err(|e| ClientError::Request(e.to_string()))?
+                .map_err(|e| ClientError::Signing(e.into()))?
                 .into_parts();
             for (name, value) in instructions.headers() {
                 headers.push((name.to_owned(), value.to_owned()));
@@ -298,7 +318,7 @@ impl ApiClient {
                 request_id,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(ClientError::Decode)
     }
 }
 

@@ -54,7 +54,7 @@ impl HttpLookup {
         timeout: Duration,
     ) -> Result<Self, WebhookError> {
         if cluster.is_empty() {
-            return Err(WebhookError::Config("the cluster name is empty".into()));
+            return Err(WebhookError::EmptyCluster);
         }
         let client = ApiClient::builder(endpoint)
             .region(region)
@@ -62,7 +62,7 @@ impl HttpLookup {
             .connect_timeout(timeout)
             .timeout(timeout)
             .build()
-            .map_err(|e| WebhookError::Config(e.to_string()))?;
+            .map_err(|e| WebhookError::Client(Box::new(e)))?;
         Ok(HttpLookup {
             client,
             cluster: cluster.to_owned(),
@@ -102,15 +102,25 @@ impl AssociationLookup for HttpLookup {
                 code,
                 message,
             }),
-            Err(ClientError::Transport { endpoint, reason }) => {
-                Err(WebhookError::Unreachable { endpoint, reason })
-            }
+            Err(ClientError::Transport {
+                endpoint,
+                reason,
+                source,
+            }) => Err(WebhookError::Unreachable {
+                endpoint: endpoint.clone(),
+                reason: reason.clone(),
+                source: Some(Box::new(ClientError::Transport {
+                    endpoint,
+                    reason,
+                    source,
+                })),
+            }),
             Err(ClientError::Decode(e)) => Err(WebhookError::Server {
                 status: 200,
                 code: "UnexpectedAnswer".into(),
                 message: format!("not a ListPodIdentityAssociations answer: {e}"),
             }),
-            Err(e) => Err(WebhookError::Config(e.to_string())),
+            Err(e) => Err(WebhookError::Client(Box::new(e))),
         }
     }
 

@@ -29,29 +29,29 @@ pub struct Review {
 /// Parses an AdmissionReview v1 body. Bad JSON, a missing `request` or `uid`,
 /// and any other apiVersion or kind are errors (the server answers 400).
 pub fn parse_review(body: &[u8]) -> Result<Review, WebhookError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| WebhookError::InvalidReview(format!("body is not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(WebhookError::ReviewNotJson)?;
     let api_version = value
         .get("apiVersion")
         .and_then(|v| v.as_str())
         .unwrap_or("");
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     if api_version != API_VERSION || kind != KIND {
-        return Err(WebhookError::InvalidReview(format!(
-            "expected apiVersion {API_VERSION} kind {KIND}, got apiVersion {api_version:?} kind {kind:?} \
-             (set admissionReviewVersions: [\"v1\"])"
-        )));
+        return Err(WebhookError::ReviewVersion {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        });
     }
     if value.get("request").is_none_or(|r| r.is_null()) {
-        return Err(WebhookError::InvalidReview("no request".into()));
+        return Err(WebhookError::ReviewNoRequest);
     }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
-        .map_err(|e| WebhookError::InvalidReview(format!("malformed request: {e}")))?;
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_value(value).map_err(WebhookError::ReviewMalformed)?;
     let request: AdmissionRequest<DynamicObject> = review
         .try_into()
-        .map_err(|_| WebhookError::InvalidReview("no request".into()))?;
+        .map_err(|_| WebhookError::ReviewNoRequest)?;
     if request.uid.is_empty() {
-        return Err(WebhookError::InvalidReview("request.uid is empty".into()));
+        return Err(WebhookError::ReviewNoUid);
     }
     Ok(Review { request })
 }
@@ -209,9 +209,8 @@ impl AdmissionReviewResponse {
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| WebhookError::InvalidReview(format!("patch is not base64: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| WebhookError::InvalidReview(format!("patch is not a JSONPatch: {e}")))
+            .map_err(WebhookError::PatchNotBase64)?;
+        serde_json::from_slice(&bytes).map_err(WebhookError::PatchNotJsonPatch)
     }
 }
 
@@ -262,6 +261,15 @@ mod tests {
             let err = parse_review(body.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(needle), "{body}: {err}");
         }
+        let old = r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#;
+        assert_eq!(
+            parse_review(old.as_bytes()).unwrap_err().to_string(),
+            "invalid AdmissionReview: expected apiVersion admission.k8s.io/v1 kind AdmissionReview, \
+             got apiVersion \"admission.k8s.io/v1beta1\" kind \"AdmissionReview\" \
+             (set admissionReviewVersions: [\"v1\"])"
+        );
+        let err = parse_review(b"{").unwrap_err();
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
 
     #[test]

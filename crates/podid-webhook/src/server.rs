@@ -234,6 +234,7 @@ impl Webhook {
             Err(WebhookError::Unreachable {
                 endpoint: self.lookup.describe(),
                 reason: format!("no answer within {} ms", timeout.as_millis()),
+                source: None,
             })
         });
         self.metrics

@@ -134,30 +134,37 @@ impl CertStore {
     }
 
     fn parse(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, WebhookError> {
-        let fail = |reason: String| WebhookError::Certificate {
-            cert: self.cert_path.clone(),
-            key: self.key_path.clone(),
-            reason,
+        let fail = |what: &'static str,
+                    source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+            WebhookError::Certificate {
+                cert: self.cert_path.clone(),
+                key: self.key_path.clone(),
+                what,
+                source,
+            }
         };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| fail(format!("certificate file is not PEM: {e}")))?;
+            .map_err(|e| fail("certificate file is not PEM", Some(e.into())))?;
         if chain.is_empty() {
-            return Err(fail("certificate file holds no CERTIFICATE".into()));
+            return Err(fail("certificate file holds no CERTIFICATE", None));
         }
         let key =
-            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| fail(format!("key file: {e}")))?;
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| fail("key file", Some(e.into())))?;
         let signing_key = self
             .provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| fail(format!("unusable key: {e}")))?;
+            .map_err(|e| fail("unusable key", Some(e.into())))?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
                 Ok(certified)
             }
-            Err(e) => Err(fail(format!("the key does not match the certificate: {e}"))),
+            Err(e) => Err(fail(
+                "the key does not match the certificate",
+                Some(e.into()),
+            )),
         }
     }
 
@@ -206,7 +213,7 @@ impl CertStore {
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| WebhookError::Config(format!("TLS: {e}")))?
+            .map_err(WebhookError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -226,5 +233,31 @@ impl ResolvesServerCert for CertStore {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_fail_with_the_file_names_and_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, "no PEM here").unwrap();
+        std::fs::write(&key, "nor here").unwrap();
+        let store = CertStore::new(&cert, &key);
+        let Reload::Failed(reason) = store.reload() else {
+            panic!("garbage loaded");
+        };
+        assert_eq!(
+            reason,
+            format!(
+                "TLS certificate {} / key {}: certificate file holds no CERTIFICATE",
+                cert.display(),
+                key.display()
+            )
+        );
+        assert!(!store.is_loaded());
     }
 }
