@@ -19,7 +19,7 @@ use podid_agent::cache::{Outcome, Step};
 use podid_agent::metrics::AgentMetrics;
 use podid_agent::upstream::Secret;
 use podid_agent::{
-    token, CachePolicy, PodCredentialCache, CredentialSource, FetchedCredentials, SystemClock,
+    token, CachePolicy, CredentialSource, FetchedCredentials, PodCredentialCache, SystemClock,
     UpstreamError,
 };
 
@@ -73,7 +73,10 @@ fn token(i: usize) -> String {
     )
 }
 
-fn filled(pods: usize, runtime: &tokio::runtime::Runtime) -> (Arc<PodCredentialCache>, Vec<String>) {
+fn filled(
+    pods: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> (Arc<PodCredentialCache>, Vec<String>) {
     let cache = PodCredentialCache::new(
         CachePolicy::default(),
         Arc::new(Fixed),

@@ -69,7 +69,11 @@ pub enum AgentError {
         /// Each address tried and why it failed.
         tried: String,
     },
-    /// The configuration is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A bind host is a wildcard or multicast address: the `Host` check
+    /// compares requests against the bind hosts, so each must be one address.
+    #[error("invalid configuration: bind host {host} is not a single address (the Host check compares requests against the bind hosts)")]
+    BindHostNotSingle {
+        /// The address.
+        host: std::net::IpAddr,
+    },
 }

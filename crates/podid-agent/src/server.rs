@@ -25,7 +25,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::{PodCredentialCache, Refusal, Served, Step};
-use podid_api::clock::Clock;
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
 use crate::policy::CachePolicy;
@@ -33,6 +32,7 @@ use crate::ratelimit::GcraLimiter;
 use crate::response::error_body;
 use crate::upstream::CredentialSource;
 use crate::AgentError;
+use podid_api::clock::Clock;
 
 /// The path SDKs ask.
 pub const CREDENTIALS_PATH: &str = "/v1/credentials";
@@ -136,9 +136,7 @@ impl Agent {
             .iter()
             .find(|h| h.is_unspecified() || h.is_multicast())
         {
-            return Err(AgentError::Config(format!(
-                "bind host {host} is not a single address (the Host check compares requests against the bind hosts)"
-            )));
+            return Err(AgentError::BindHostNotSingle { host: *host });
         }
         let mut credential_listeners = Vec::new();
         let mut credential_addrs = Vec::new();

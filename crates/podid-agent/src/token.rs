@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -32,19 +33,20 @@ pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A pod's token, kept for refreshes. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretToken(Box<str>);
+/// A pod's token, kept for refreshes: a boxed `str` (as small as a
+/// `Box<str>`), zeroed when dropped, never printed.
+#[derive(Clone)]
+pub struct SecretToken(SecretString);
 
 impl SecretToken {
     /// Wraps a token.
     pub fn new(token: &str) -> Self {
-        SecretToken(token.into())
+        SecretToken(SecretString::from(token))
     }
 
     /// The token, to send upstream.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

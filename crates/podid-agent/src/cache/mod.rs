@@ -1,0 +1,551 @@
+//! Pods' credentials in memory: answers a pod's token from the index or the
+//! broker, refreshes in the background, and counts it all in the metrics.
+//!
+//! The pure index is [`index`], the refresh rules [`refresh`], the timing
+//! [`crate::policy`]; docs/agent.md ("Cache and refresh") gives the design.
+
+mod index;
+mod refresh;
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use podid_singleflight::{Flight, Joined, SingleFlight};
+use tokio::sync::Semaphore;
+
+use self::index::{
+    CachedEntry, CredentialIndex, EntryClaims, FrontHasher, KeptToken, Origin, Prehashed,
+};
+use self::refresh::{AfterFailure, HealthChange, UpstreamHealth};
+use crate::metrics::AgentMetrics;
+use crate::policy::{CachePolicy, Freshness};
+use crate::response::{credentials_body, StoredAnswer};
+use crate::token::{self, SecretToken, TokenDigest, TokenInfo, TokenRejection};
+use crate::upstream::{CredentialSource, FetchedCredentials, UpstreamError};
+use podid_api::clock::Clock;
+
+type FlightResult = Result<Bytes, UpstreamError>;
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// From memory, fresh.
+    Hit,
+    /// From memory, past its refresh time (a refresh is under way or failing).
+    Stale,
+    /// This request asked the broker.
+    Miss,
+    /// This request waited for a broker call another had started.
+    Joined,
+}
+
+/// Credentials to answer with. Its `Debug` leaves the body out (it holds
+/// the secret key and the session token).
+#[derive(Clone)]
+pub struct Served {
+    /// The pre-serialised container-credentials body.
+    pub body: Bytes,
+    /// How it was found.
+    pub outcome: Outcome,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+/// Why a request gets no credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token failed the sanity checks (400), no broker call made.
+    Token(TokenRejection),
+    /// The broker refused, or could not be reached.
+    Upstream(UpstreamError),
+}
+
+/// The first step of a lookup.
+#[derive(Debug)]
+pub enum Step {
+    /// Answered from memory, or refused.
+    Done(Result<Served, Refusal>),
+    /// The broker must be asked: pass this to [`PodCredentialCache::finish`].
+    Fetch(Pending),
+}
+
+/// A token that passed the sanity checks and is not in memory.
+#[derive(Debug)]
+pub struct Pending {
+    digest: TokenDigest,
+    tag: u64,
+    info: TokenInfo,
+    now: SystemTime,
+}
+
+enum Lookup {
+    Served(Served),
+    TokenExpired,
+    Miss,
+}
+
+/// The agent's credential cache: entries keyed by the SHA-256 of the token
+/// the broker accepted, so an entry is only ever served to that token.
+pub struct PodCredentialCache {
+    policy: CachePolicy,
+    source: Arc<dyn CredentialSource>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<AgentMetrics>,
+    index: RwLock<CredentialIndex>,
+    /// Broker calls under way, one per token digest.
+    flights: SingleFlight<TokenDigest, FlightResult, Prehashed>,
+    front_hash: FrontHasher,
+    refresh_permits: Arc<Semaphore>,
+    health: UpstreamHealth,
+}
+
+impl std::fmt::Debug for PodCredentialCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodCredentialCache")
+            .field("policy", &self.policy)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl PodCredentialCache {
+    /// A cache asking `source`, timed by `clock`, counting into `metrics`.
+    pub fn new(
+        policy: CachePolicy,
+        source: Arc<dyn CredentialSource>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Arc<Self> {
+        let permits = Arc::new(Semaphore::new(policy.refresh_concurrency.max(1)));
+        let health = UpstreamHealth::new(policy.unhealthy_after);
+        Arc::new(PodCredentialCache {
+            policy,
+            source,
+            clock,
+            metrics,
+            index: RwLock::new(CredentialIndex::default()),
+            flights: SingleFlight::new(),
+            front_hash: FrontHasher::default(),
+            refresh_permits: permits,
+            health,
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the broker answers: fewer than `unhealthy_after` consecutive
+    /// broker calls failed as outages (unreachable, timeout, 5xx).
+    pub fn upstream_healthy(&self) -> bool {
+        self.health.is_up()
+    }
+
+    /// Consecutive broker calls that failed as outages.
+    pub fn consecutive_upstream_failures(&self) -> u32 {
+        self.health.consecutive_outages()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, CredentialIndex> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, CredentialIndex> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Credentials for the pod presenting `token`: from memory when held,
+    /// else from the broker (sharing a call already under way for the same
+    /// token). The token's sanity is checked before any broker call; on a hit
+    /// only its expiry is (the digest proves it is the token the broker took).
+    pub async fn get(self: &Arc<Self>, token: &str) -> Result<Served, Refusal> {
+        match self.try_get(token) {
+            Step::Done(result) => result,
+            Step::Fetch(pending) => self.finish(token, pending).await,
+        }
+    }
+
+    /// The synchronous part of [`PodCredentialCache::get`]: answers from memory
+    /// or refuses the token, or says the broker must be asked (then call
+    /// [`PodCredentialCache::finish`] with the same token).
+    pub fn try_get(self: &Arc<Self>, token: &str) -> Step {
+        if token.is_empty() {
+            return Step::Done(Err(Refusal::Token(TokenRejection::Missing)));
+        }
+        if token.len() > token::MAX_TOKEN_LEN {
+            return Step::Done(Err(Refusal::Token(TokenRejection::TooLong)));
+        }
+        let now = self.clock.now();
+        let tag = self.front_hash.tag(token);
+        let kept = self.read().find_kept(tag, token);
+        let digest = kept.unwrap_or_else(|| token::digest(token));
+        match self.lookup(&digest, token, tag, now) {
+            Lookup::Served(served) => Step::Done(Ok(served)),
+            Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
+            Lookup::Miss => match token::inspect(token, now) {
+                Ok(info) => Step::Fetch(Pending {
+                    digest,
+                    tag,
+                    info,
+                    now,
+                }),
+                Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
+            },
+        }
+    }
+
+    /// Asks the broker for `token` (or joins the call under way).
+    pub async fn finish(
+        self: &Arc<Self>,
+        token: &str,
+        pending: Pending,
+    ) -> Result<Served, Refusal> {
+        let Pending {
+            digest,
+            tag,
+            info,
+            now,
+        } = pending;
+        self.fetch(digest, tag, token, info, now)
+            .await
+            .map_err(Refusal::Upstream)
+    }
+
+    /// The entry for `digest`, the key of `token` (whose fast-hash tag is `tag`).
+    fn lookup(
+        self: &Arc<Self>,
+        digest: &TokenDigest,
+        token: &str,
+        tag: u64,
+        now: SystemTime,
+    ) -> Lookup {
+        let stale = {
+            let index = self.read();
+            let Some(entry) = index.get(digest) else {
+                return Lookup::Miss;
+            };
+            if entry.token_expired(now) {
+                let entry = entry.clone();
+                drop(index);
+                self.drop_expired(digest, &entry);
+                return Lookup::TokenExpired;
+            }
+            let freshness = self
+                .policy
+                .freshness(now, entry.refresh_at(), entry.serve_until());
+            if freshness != Freshness::Unservable {
+                index.touch(entry);
+            }
+            match freshness {
+                Freshness::Fresh => {
+                    self.metrics.cache_hit.inc();
+                    return Lookup::Served(Served {
+                        body: entry.body(),
+                        outcome: Outcome::Hit,
+                    });
+                }
+                Freshness::Stale => entry.clone(),
+                Freshness::Unservable => {
+                    let entry = entry.clone();
+                    drop(index);
+                    self.drop_expired(digest, &entry);
+                    return Lookup::Miss;
+                }
+            }
+        };
+        self.metrics.cache_stale.inc();
+        tracing::debug!("serving credentials past their refresh time");
+        self.start_refresh(*digest, &stale, token, tag, now);
+        Lookup::Served(Served {
+            body: stale.body(),
+            outcome: Outcome::Stale,
+        })
+    }
+
+    /// Removes `entry` (under `digest`) if it is still there, as expired.
+    fn drop_expired(&self, digest: &TokenDigest, entry: &Arc<CachedEntry>) {
+        if self.write().remove(digest, Some(entry)) {
+            self.metrics.evicted("expired", 1);
+            self.update_gauge();
+        }
+    }
+
+    async fn fetch(
+        self: &Arc<Self>,
+        digest: TokenDigest,
+        tag: u64,
+        token: &str,
+        info: TokenInfo,
+        now: SystemTime,
+    ) -> Result<Served, UpstreamError> {
+        let joined = self.flights.join_or_start(&digest, || {
+            // A flight that just finished has stored its entry before
+            // leaving the table: look again under the table's lock.
+            if let Some(body) = self.peek(&digest, now) {
+                return Err(body);
+            }
+            let kept = KeptToken {
+                token: SecretToken::new(token),
+                tag,
+            };
+            let claims = EntryClaims::from(&info);
+            Ok(self.clone().run_flight(digest, kept, claims, Origin::Fetch))
+        });
+        let (flight, outcome) = match joined {
+            Joined::Declined(body) => {
+                self.metrics.cache_hit.inc();
+                return Ok(Served {
+                    body,
+                    outcome: Outcome::Hit,
+                });
+            }
+            Joined::Started(flight) => {
+                self.metrics.cache_miss.inc();
+                (flight, Outcome::Miss)
+            }
+            Joined::Joined(flight) => {
+                self.metrics.cache_joined.inc();
+                (flight, Outcome::Joined)
+            }
+        };
+        let body = wait(flight).await?;
+        Ok(Served { body, outcome })
+    }
+
+    /// A servable entry's body, without touching it (for the single-flight re-check).
+    fn peek(&self, digest: &TokenDigest, now: SystemTime) -> Option<Bytes> {
+        let index = self.read();
+        let entry = index.get(digest)?;
+        refresh::servable(&self.policy, entry, now).then(|| entry.body())
+    }
+
+    /// Starts a background refresh of `entry` (whose token is `token`, with
+    /// fast-hash tag `tag`) unless one is under way or its retry time has not
+    /// come.
+    fn start_refresh(
+        self: &Arc<Self>,
+        digest: TokenDigest,
+        entry: &CachedEntry,
+        token: &str,
+        tag: u64,
+        now: SystemTime,
+    ) -> Option<Flight<FlightResult>> {
+        if !entry.retry_due(now) {
+            return None;
+        }
+        self.flights.start_if_idle(&digest, || {
+            let kept = KeptToken {
+                token: SecretToken::new(token),
+                tag,
+            };
+            self.clone()
+                .run_flight(digest, kept, entry.claims(), Origin::Refresh)
+        })
+    }
+
+    /// One broker call for `kept`'s token, its answer stored under `digest`.
+    async fn run_flight(
+        self: Arc<Self>,
+        digest: TokenDigest,
+        kept: KeptToken,
+        claims: EntryClaims,
+        origin: Origin,
+    ) -> FlightResult {
+        let _permit = match origin {
+            Origin::Refresh => self.refresh_permits.clone().acquire_owned().await.ok(),
+            Origin::Fetch => None,
+        };
+        let started = tokio::time::Instant::now();
+        let result = self.source.fetch(kept.token.expose()).await;
+        self.metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        self.note_upstream(result.as_ref().err());
+        let now = self.clock.now();
+        match result {
+            Ok(credentials) => self.store(digest, kept, claims, &credentials, now, origin),
+            Err(e) => {
+                self.failed(&digest, &e, now, origin);
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the refresh policy to a failed call.
+    fn failed(&self, digest: &TokenDigest, e: &UpstreamError, now: SystemTime, origin: Origin) {
+        self.metrics.upstream_error(&e.code);
+        match refresh::after_failure(e) {
+            AfterFailure::Drop => {
+                if self.write().remove(digest, None) {
+                    self.metrics.evicted("dropped", 1);
+                    self.update_gauge();
+                }
+                if origin == Origin::Refresh {
+                    self.metrics.refresh("dropped");
+                    tracing::info!(code = %e.code, "refresh refused: cached credentials dropped");
+                }
+            }
+            AfterFailure::ServeOn if origin == Origin::Refresh => {
+                self.metrics.refresh("failed");
+                if let Some(entry) = self.read().get(digest) {
+                    refresh::back_off(&self.policy, entry, now);
+                }
+                tracing::warn!(
+                    code = %e.code,
+                    status = e.status,
+                    "refresh failed; serving cached credentials"
+                );
+            }
+            AfterFailure::ServeOn => {}
+        }
+    }
+
+    fn note_upstream(&self, error: Option<&UpstreamError>) {
+        match self.health.note(error) {
+            HealthChange::Down(failures) => tracing::warn!(
+                failures,
+                "the credential broker is unreachable; serving cached credentials"
+            ),
+            HealthChange::Up => tracing::info!("the credential broker answers again"),
+            HealthChange::Same => {}
+        }
+        self.metrics
+            .upstream_up
+            .set(i64::from(self.upstream_healthy()));
+    }
+
+    fn store(
+        &self,
+        digest: TokenDigest,
+        kept: KeptToken,
+        claims: EntryClaims,
+        credentials: &FetchedCredentials,
+        now: SystemTime,
+        origin: Origin,
+    ) -> FlightResult {
+        if credentials.expiration <= now {
+            return Err(UpstreamError::internal(
+                "the credential broker answered expired credentials",
+            ));
+        }
+        let body = credentials_body(credentials);
+        let serve_until = self.policy.serve_until(credentials.expiration);
+        if origin == Origin::Refresh {
+            self.metrics.refresh("ok");
+        }
+        if self.policy.max_entries == 0 || now >= serve_until {
+            return Ok(body);
+        }
+        let entry = CachedEntry::new(
+            kept,
+            claims,
+            StoredAnswer::Ready(body.clone()),
+            self.policy.refresh_at(now, credentials.expiration),
+            serve_until,
+            origin == Origin::Fetch,
+        );
+        let mut index = self.write();
+        let stored = index.store(digest, entry, origin, &self.policy, || {
+            StoredAnswer::compact(body.clone(), credentials.session_token.expose())
+        });
+        if stored.evicted_lru > 0 {
+            self.metrics.evicted("lru", stored.evicted_lru);
+        }
+        if stored.replaced {
+            self.metrics.evicted("replaced", 1);
+        }
+        if stored.stored {
+            self.metrics
+                .cached_entries
+                .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+        }
+        Ok(body)
+    }
+
+    fn update_gauge(&self) {
+        let len = self.len();
+        self.metrics
+            .cached_entries
+            .set(i64::try_from(len).unwrap_or(i64::MAX));
+    }
+
+    /// One maintenance pass, waiting for the refreshes it starts: drops
+    /// entries near expiry (or whose token has expired) and refreshes due
+    /// entries that were used since their last fetch, the most urgent first.
+    /// While the broker is down, at most `refresh_concurrency` refreshes are
+    /// started per pass (each failed one backs off on its own).
+    pub async fn maintain(self: &Arc<Self>) {
+        for flight in self.maintenance_pass() {
+            let _ = wait(flight).await;
+        }
+    }
+
+    fn maintenance_pass(self: &Arc<Self>) -> Vec<Flight<FlightResult>> {
+        let now = self.clock.now();
+        let plan =
+            refresh::plan_maintenance(&self.read(), &self.policy, now, self.upstream_healthy());
+        if !plan.expired.is_empty() {
+            let mut index = self.write();
+            let removed = plan
+                .expired
+                .iter()
+                .filter(|(d, e)| index.remove(d, Some(e)))
+                .count();
+            drop(index);
+            self.metrics.evicted("expired", removed as u64);
+            self.update_gauge();
+        }
+        plan.due
+            .iter()
+            .filter_map(|(d, e)| {
+                let kept = e.kept()?;
+                self.start_refresh(*d, e, kept.token.expose(), kept.tag, now)
+            })
+            .collect()
+    }
+
+    /// Runs a maintenance pass every maintenance interval, forever (spawn it;
+    /// abort the task to stop). Refreshes run on in the background, at most
+    /// `refresh_concurrency` at once.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.policy.maintenance_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            drop(self.maintenance_pass());
+        }
+    }
+}
+
+/// A flight's result; a flight whose task ended without one (it panicked)
+/// is an internal error.
+async fn wait(flight: Flight<FlightResult>) -> FlightResult {
+    flight.wait().await.unwrap_or_else(|| {
+        Err(UpstreamError::internal(
+            "the credential request was abandoned",
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;
