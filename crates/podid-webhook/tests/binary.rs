@@ -7,31 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
+use podid_test_support::{ChildProcess, TestKey, ADMIN, READER};
 
-const ADMIN: (&str, &str) = ("PODIDADMIN", "admin-secret-0123456789abcdef");
-const READER: (&str, &str) = ("PODIDREADER", "reader-secret-0123456789abcdef");
-
-struct Process {
-    child: Child,
-    line: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `podid ARGS` with an AWS key and waits for its first stdout line.
-fn spawn(args: &[&str], key: (&str, &str)) -> Process {
-    let mut child = Command::new(podid_bin())
+/// Runs `podid webhook ARGS` with `key` as its only AWS credentials and
+/// waits (bounded) for its "listening" line; returns it and its URL.
+fn spawn_webhook(args: &[&str], key: (&str, &str)) -> (ChildProcess, String) {
+    let mut cmd = Command::new(podid_bin());
+    cmd.arg("webhook")
         .args(args)
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
@@ -41,18 +27,12 @@ fn spawn(args: &[&str], key: (&str, &str)) -> Process {
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("PODID_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start podid");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    Process {
-        child,
-        line: line.trim().to_owned(),
-    }
+        .stderr(std::process::Stdio::null());
+    let mut process = ChildProcess::spawn("podid webhook", cmd, false).unwrap();
+    let url = process
+        .wait_for_line("podid webhook listening on ", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("webhook did not start: {e}"));
+    (process, url)
 }
 
 /// Runs a `podid` CLI verb signed with the admin key.
@@ -60,8 +40,8 @@ fn cli(endpoint: &str, args: &[&str]) {
     let out = Command::new(podid_bin())
         .args(args)
         .args(["--endpoint", endpoint])
-        .env("AWS_ACCESS_KEY_ID", ADMIN.0)
-        .env("AWS_SECRET_ACCESS_KEY", ADMIN.1)
+        .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .output()
@@ -73,28 +53,17 @@ fn cli(endpoint: &str, args: &[&str]) {
     );
 }
 
-fn write_keys(dir: &Path) -> String {
-    let path = dir.join("keys.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[key]]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nrole = \"admin\"\n\n\
-             [[key]]\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nrole = \"reader\"\n",
-            ADMIN.0, ADMIN.1, READER.0, READER.1
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+fn pair(key: &TestKey) -> (&'static str, &'static str) {
+    (key.access_key_id, key.secret_access_key)
 }
 
-fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (Process, String) {
+fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (ChildProcess, String) {
     let (cert, key_file) = (
         files.cert.display().to_string(),
         files.key.display().to_string(),
     );
-    let p = spawn(
+    let (p, url) = spawn_webhook(
         &[
-            "webhook",
             "--listen",
             "127.0.0.1:0",
             "--tls-cert",
@@ -110,11 +79,6 @@ fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (Process, St
         ],
         key,
     );
-    let url = p
-        .line
-        .strip_prefix("podid webhook listening on ")
-        .unwrap_or_else(|| panic!("webhook did not start: {:?}", p.line))
-        .to_owned();
     assert!(
         url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
         "{url}"
@@ -125,27 +89,17 @@ fn webhook(files: &CertFiles, endpoint: &str, key: (&str, &str)) -> (Process, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podid_webhook_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = write_keys(dir.path());
+    let keys = podid_test_support::write_keys_file(dir.path()).unwrap();
     let db = format!("sqlite://{}", dir.path().join("x.db").display());
-    let server = spawn(
-        &[
-            "server",
-            "--keys-file",
-            &keys,
-            "--listen",
-            "127.0.0.1:0",
-            "--account-id",
-            "111122223333",
-            "--database-url",
-            &db,
-        ],
-        ADMIN,
-    );
-    let endpoint = server
-        .line
-        .strip_prefix("podid server listening on ")
-        .expect("server line")
-        .to_owned();
+    let server = podid_test_support::PodidServerLaunch::new(podid_bin())
+        .args(["--keys-file", keys.to_str().unwrap()])
+        .args(["--database-url", &db])
+        .log("warn")
+        .aws_test_key(&ADMIN)
+        .stderr(podid_test_support::StderrTo::Null)
+        .start()
+        .unwrap_or_else(|e| panic!("podid server did not start: {e}"));
+    let endpoint = server.endpoint.clone();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, JWKS).unwrap();
     cli(
@@ -183,7 +137,7 @@ async fn podid_webhook_subcommand() {
     let https = client(&ca.pem, false);
 
     // The reader key signs the lookups: injected.
-    let (mut good, url) = webhook(&files, &endpoint, READER);
+    let (good, url) = webhook(&files, &endpoint, pair(&READER));
     let review = pod_review("uid-bin", "default", sa);
     let (answer, _) = post_review(&https, &url, &review).await;
     assert!(
@@ -203,27 +157,13 @@ async fn podid_webhook_subcommand() {
     assert_eq!(ready.status(), 200);
 
     // SIGTERM: a clean exit.
-    let pid = good.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = good.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the webhook did not exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = good
+        .terminate(Duration::from_secs(15))
+        .expect("the webhook did not exit on SIGTERM");
     assert!(status.success(), "{status:?}");
 
     // A wrong secret: the server refuses the lookup, the pod passes unchanged with a warning.
-    let (_bad, url) = webhook(&files, &endpoint, (READER.0, "not-the-secret"));
+    let (_bad, url) = webhook(&files, &endpoint, (READER.access_key_id, "not-the-secret"));
     let (answer, _) = post_review(&https, &url, &review).await;
     assert!(answer.response.patch.is_none());
     assert!(

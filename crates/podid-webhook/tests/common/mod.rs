@@ -3,15 +3,13 @@
 //! CA, AdmissionReview bodies, and a real `podid server` process.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podid_webhook::review::AdmissionReviewResponse;
-use podid_webhook::{AssociationLookup, CertStore, WebhookMetrics, Webhook, WebhookSettings};
+use podid_webhook::{AssociationLookup, CertStore, Webhook, WebhookMetrics, WebhookSettings};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,
@@ -294,19 +292,12 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A JWKS with one RSA key, for registering a cluster.
-pub const JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"test","alg":"RS256","use":"sig","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#;
+pub use podid_test_support::TEST_JWKS as JWKS;
 
-/// The `podid` binary: `$PODID_BIN`, else the workspace's `target/debug/podid`
-/// (built by `cargo build --workspace`, which test.sh runs first).
+/// The `podid` binary (see `podid_test_support::podid_binary`); it must be
+/// built (cargo build -p podid) or named by `PODID_BIN`.
 pub fn podid_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("PODID_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/podid");
+    let bin = podid_test_support::podid_binary();
     assert!(
         bin.exists(),
         "{} not found: build it first (cargo build -p podid) or set PODID_BIN",
@@ -317,7 +308,7 @@ pub fn podid_bin() -> PathBuf {
 
 /// A running `podid server --insecure-no-auth` on SQLite, killed on drop.
 pub struct PodidServer {
-    child: Child,
+    process: podid_test_support::PodidServerProcess,
     pub endpoint: String,
     _dir: tempfile::TempDir,
 }
@@ -326,38 +317,14 @@ impl PodidServer {
     pub fn start() -> PodidServer {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("x.db").display());
-        let mut child = Command::new(podid_bin())
-            .args([
-                "server",
-                "--insecure-no-auth",
-                "--listen",
-                "127.0.0.1:0",
-                "--account-id",
-                "111122223333",
-            ])
-            .args(["--database-url", &db])
-            .env("PODID_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start podid server");
-        let mut stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let endpoint = line
-            .trim()
-            .strip_prefix("podid server listening on ")
-            .unwrap_or_else(|| panic!("podid server did not start: {line:?}"))
-            .to_owned();
+        let process = podid_test_support::PodidServerLaunch::new(podid_bin())
+            .args(["--insecure-no-auth", "--database-url", &db])
+            .log("warn")
+            .start()
+            .unwrap_or_else(|e| panic!("podid server did not start: {e}"));
         PodidServer {
-            child,
-            endpoint,
+            endpoint: process.endpoint.clone(),
+            process,
             _dir: dir,
         }
     }
@@ -372,12 +339,5 @@ impl PodidServer {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    }
-}
-
-impl Drop for PodidServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
