@@ -1,6 +1,5 @@
-//! Assembles the whole server from one [`Config`]: keys, store, metrics, the
-//! credential broker (token verifier, STS issuer, credential cache, audit) and
-//! the router, ready to [`App::run`].
+//! Assembles the whole server from one [`Config`] (keys, store, metrics, the
+//! broker with its verifier, issuer, cache and audit) into an [`App`] to run.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,7 +1,5 @@
-//! podid's central server: the EKS-compatible pod-identity-association API,
-//! podid's cluster registry, the credential broker, health and metrics.
-//!
-//! [`Config::build`] assembles the server and [`App::run`] serves it.
+//! podid's central server: the EKS-compatible association API, the cluster
+//! registry, the credential broker, health and metrics ([`Config::build`] → [`App::run`]).
 #![forbid(unsafe_code)]
 
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! `podid`: the server and the command-line client in one binary.
+//! `podid`: the server, the node agent, the admission webhook and the
+//! command-line client in one binary; each verb lives in [`cmd`].
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -6,10 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use podid_runtime::LogFormat;
 
-mod cli;
-mod dev;
-mod server;
-mod webhook;
+mod cmd;
+
+use cmd::{association, audit, cluster, dev, server, trust_policy, webhook};
 
 /// The server allocates and frees several small strings per request; mimalloc
 /// does that with less work than glibc's allocator.
@@ -45,15 +45,15 @@ enum Command {
     Agent(podid_agent_cli::AgentCommand),
     /// Manage pod identity associations.
     #[command(subcommand)]
-    Association(cli::AssociationCommand),
+    Association(association::AssociationCommand),
     /// Manage registered clusters.
     #[command(subcommand)]
-    Cluster(cli::ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Print the trust policy a target role needs so podid's broker may assume it.
-    TrustPolicy(cli::TrustPolicyArgs),
+    TrustPolicy(trust_policy::TrustPolicyArgs),
     /// Read the broker's audit trail.
     #[command(subcommand)]
-    Audit(cli::AuditCommand),
+    Audit(audit::AuditCommand),
     /// DEVELOPMENT TOOLS: a stand-in cluster and tokens, for trying podid without Kubernetes.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -88,10 +88,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Agent(cmd) => podid_agent_cli::command(cmd).await,
-            Command::Association(cmd) => cli::association(cmd).await,
-            Command::Cluster(cmd) => cli::cluster(cmd).await,
-            Command::TrustPolicy(args) => cli::trust_policy(&args),
-            Command::Audit(cmd) => cli::audit(cmd).await,
+            Command::Association(cmd) => association::run(cmd).await,
+            Command::Cluster(cmd) => cluster::run(cmd).await,
+            Command::TrustPolicy(args) => trust_policy::run(&args),
+            Command::Audit(cmd) => audit::run(cmd).await,
             Command::Dev(cmd) => dev::run(cmd).await,
             Command::Webhook(args) => webhook::run(args).await,
         }

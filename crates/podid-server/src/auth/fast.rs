@@ -1,6 +1,5 @@
-//! The SigV4 check's fast path: the signature of a request already in canonical
-//! form, streamed into SHA-256 with a kept signing key. Hand-written rather than
-//! aws-sigv4's signer because of `podid-bench broker` (docs/benchmarks.md).
+//! The SigV4 check's fast path: signatures of requests already in canonical form.
+//! Hand-written (streamed SHA-256, kept signing keys) for `podid-bench broker`.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;

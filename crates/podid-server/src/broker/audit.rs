@@ -1,6 +1,5 @@
-//! The audit trail: events are queued on the request path and written in
-//! batches by one background task, so issuing credentials never waits for a
-//! disk flush per request.
+//! The audit trail: events queued on the request path, written in batches by
+//! one background task; and `GET /podid/v1/audit`.
 
 use std::sync::Arc;
 use std::time::Duration;

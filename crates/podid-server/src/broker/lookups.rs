@@ -1,15 +1,5 @@
-//! The broker's two store reads per call — the cluster, and the association
-//! of (cluster, namespace, service account) — kept in memory for a short
-//! time.
-//!
-//! Without this every `AssumeRoleForPodIdentity` costs two database queries;
-//! with SQLite each is a hand-off to the connection's own thread and back, and
-//! those hand-offs were most of the broker's CPU time (docs/benchmarks.md).
-//! Answers, including "not found", are kept for `ttl` (default
-//! [`DEFAULT_LOOKUP_TTL`]). Every write made through this server (association
-//! create, update, delete; cluster register, update, deregister) drops them at
-//! once, so a single server never serves a stale answer; with several replicas
-//! a change made through another replica is seen here within `ttl`.
+//! The broker's two store reads per call — the cluster, and the association of
+//! (cluster, namespace, service account) — kept in memory for a short time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +30,13 @@ struct Cached<T> {
     value: Option<Arc<T>>,
 }
 
-/// Short-lived caches of the broker's store reads. See the module docs.
+/// Short-lived caches of the broker's store reads.
+///
+/// Answers, including "not found", are kept for `ttl` (default
+/// [`DEFAULT_LOOKUP_TTL`]). Every write made through this server (association
+/// create, update, delete; cluster register, update, deregister) drops them at
+/// once, so a single server never serves a stale answer; with several replicas
+/// a change made through another replica is seen here within `ttl`.
 pub struct Lookups {
     ttl: Duration,
     /// Bumped by every invalidation: a read that started before one is not kept.

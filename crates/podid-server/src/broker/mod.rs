@@ -1,7 +1,5 @@
-//! The credential broker: EKS Auth `AssumeRoleForPodIdentity`.
-//!
-//! token → verified pod identity (cluster's keys) → association → credentials
-//! (cache, or STS through the rate limiter) → audit event → EKS Auth answer.
+//! The credential broker, EKS Auth `AssumeRoleForPodIdentity`: token → pod identity →
+//! association → credentials (cache, or STS through the limiter) → audit event → answer.
 
 pub mod audit;
 pub mod cache;

@@ -1,7 +1,5 @@
-//! `podid dev`: DEVELOPMENT TOOLS for trying podid without a Kubernetes cluster.
-//! They create a stand-in cluster (a signing key, its JWKS, an issuer) and mint
-//! tokens shaped like Kubernetes projected service-account tokens. Never use
-//! these keys for anything real.
+//! `podid dev`: DEVELOPMENT TOOLS — a stand-in cluster (signing key, JWKS, issuer)
+//! and tokens shaped like projected service-account tokens. Never use these keys for real.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +9,7 @@ use podid_api::cluster::{ClusterResponse, RegisterClusterRequest};
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Connection;
+use super::connection::Connection;
 
 /// `podid dev …`
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,93 @@
+//! What the client verbs share: where the server is, and printing results as
+//! tables or JSON.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use podid_client::ApiClient;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// Where the server is and how to print.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The podid server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "PODID_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// Region used in request signatures.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1", global = true)]
+    region: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    pub(crate) output: Output,
+}
+
+impl Connection {
+    pub(crate) async fn client(&self) -> anyhow::Result<ApiClient> {
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
+        Ok(ApiClient::from_environment(endpoint, &self.region).await?)
+    }
+
+    /// Makes one call to the server, with a JSON body or none.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let client = self.client().await?;
+        Ok(client.call(method, path, query, body.as_ref()).await?)
+    }
+}
+
+/// Prints `value` as indented JSON.
+pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns under a header.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// An RFC 3339 time, or the seconds as they are if out of range.
+pub(crate) fn format_time(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
+}
