@@ -50,30 +50,40 @@ pub(crate) fn now_millis() -> i64 {
 
 /// Tags as stored: a JSON object.
 pub(crate) fn encode_tags(tags: &Tags) -> Result<String, StoreError> {
-    serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(format!("cannot encode tags: {e}")))
+    serde_json::to_string(tags).map_err(|e| StoreError::Corrupt {
+        what: "cannot encode tags".into(),
+        source: Some(e),
+    })
 }
 
 /// Tags read back.
 pub(crate) fn decode_tags(id: &str, text: &str) -> Result<Tags, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("tags of association '{id}': {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: format!("tags of association '{id}'"),
+        source: Some(e),
+    })
 }
 
 /// A JWKS document as stored.
 pub(crate) fn encode_jwks(jwks: &serde_json::Value) -> Result<String, StoreError> {
-    serde_json::to_string(jwks).map_err(|e| StoreError::Corrupt(format!("cannot encode JWKS: {e}")))
+    serde_json::to_string(jwks).map_err(|e| StoreError::Corrupt {
+        what: "cannot encode JWKS".into(),
+        source: Some(e),
+    })
 }
 
 /// A JWKS document read back.
 pub(crate) fn decode_jwks(cluster: &str, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("JWKS of cluster '{cluster}': {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: format!("JWKS of cluster '{cluster}'"),
+        source: Some(e),
+    })
 }
 
 /// A key source read back.
 pub(crate) fn decode_key_source(cluster: &str, text: &str) -> Result<KeySource, StoreError> {
     KeySource::parse(text).ok_or_else(|| {
-        StoreError::Corrupt(format!(
+        StoreError::corrupt(format!(
             "key source of cluster '{cluster}': unknown '{text}'"
         ))
     })

@@ -177,14 +177,33 @@ pub enum StoreError {
     #[error("unsupported database URL '{0}': use sqlite:///path/to/podid.db or postgres://…")]
     InvalidUrl(String),
     /// A stored row could not be read back.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error(
+        "stored data is corrupt: {what}{}",
+        source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    Corrupt {
+        /// What is damaged.
+        what: String,
+        /// The JSON parser's complaint, if that is how it was found.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
     /// Migrations failed.
     #[error("database migration failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// [`StoreError::Corrupt`] without a parser error.
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: None,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

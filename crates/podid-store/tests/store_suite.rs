@@ -1539,19 +1539,19 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
     let s = f.store();
     assert!(matches!(
         s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         s.find_association("c1", "ns", "sa").await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         s.list_associations(&query("c1", 10)).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         s.update_tags("c1", &a.id, &Tags::new(), &[]).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     f.raw(&format!(
         "UPDATE associations SET tags = '[\"list\"]' WHERE id = '{}'",
@@ -1560,33 +1560,33 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
     .await;
     assert!(matches!(
         s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     // Deleting it is refused with the damage reported, and deletes nothing.
     assert!(matches!(
         s.delete_association("c1", &a.id).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
 
     f.raw("UPDATE clusters SET jwks = 'nope' WHERE name = 'c1'")
         .await;
     assert!(matches!(
         s.get_cluster("c1").await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         s.list_clusters().await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     f.raw("UPDATE clusters SET jwks = '{}', key_source = 'carrier-pigeon' WHERE name = 'c1'")
         .await;
     assert!(matches!(
         s.get_cluster("c1").await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
 }
 

@@ -235,7 +235,7 @@ macro_rules! association_store_steps {
                     insert_token(&mut tx, &a.cluster, key, &a.id).await?;
                 }
                 let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
-                    $crate::StoreError::Corrupt(format!("association '{}' vanished while created", a.id))
+                    $crate::StoreError::corrupt(format!("association '{}' vanished while created", a.id))
                 })?;
                 tx.commit().await?;
                 Ok($crate::Written { association: stored, replayed: false })
@@ -285,7 +285,7 @@ macro_rules! association_store_steps {
                     insert_token(&mut tx, &a.cluster, key, &a.id).await?;
                 }
                 let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
-                    $crate::StoreError::Corrupt(format!("association '{}' vanished while updated", a.id))
+                    $crate::StoreError::corrupt(format!("association '{}' vanished while updated", a.id))
                 })?;
                 tx.commit().await?;
                 Ok($crate::Written { association: stored, replayed: false })

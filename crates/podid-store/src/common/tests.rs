@@ -34,15 +34,35 @@ fn merge_refuses_past_the_limit() {
 fn corrupt_json_is_an_error() {
     assert!(matches!(
         decode_tags("a-1", "{not json"),
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     assert!(matches!(
         decode_tags("a-1", "[1]"),
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
-    assert!(matches!(decode_jwks("c", ""), Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        decode_jwks("c", ""),
+        Err(StoreError::Corrupt { .. })
+    ));
     assert!(matches!(
         decode_key_source("c", "magic"),
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
+}
+
+#[test]
+fn corrupt_json_keeps_the_parser_error() {
+    let err = decode_tags("a-1", "{not json").unwrap_err();
+    assert!(std::error::Error::source(&err).is_some());
+    assert!(
+        err.to_string()
+            .starts_with("stored data is corrupt: tags of association 'a-1': key must be a string"),
+        "{err}"
+    );
+    let err = decode_key_source("c", "magic").unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    assert_eq!(
+        err.to_string(),
+        "stored data is corrupt: key source of cluster 'c': unknown 'magic'"
+    );
 }

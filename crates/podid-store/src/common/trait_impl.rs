@@ -388,7 +388,7 @@ macro_rules! association_store_trait {
                         association_id: row.try_get("association_id")?,
                         role_arn: row.try_get("role_arn")?,
                         outcome: podid_api::audit::AuditOutcome::parse(&outcome)
-                            .ok_or_else(|| $crate::StoreError::Corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
+                            .ok_or_else(|| $crate::StoreError::corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
                         error_code: row.try_get("error_code")?,
                     });
                 }
