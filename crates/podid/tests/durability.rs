@@ -95,7 +95,7 @@ async fn restart_keeps_data(postgres: bool) {
         return;
     };
     let http = reqwest::Client::new();
-    let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
+    let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     register(&http, &server.endpoint).await;
     let mut created = BTreeMap::new();
     for i in 0..5 {
@@ -122,11 +122,13 @@ async fn restart_keeps_data(postgres: bool) {
         );
     }
     assert!(
-        server.terminate().success(),
+        server
+            .terminate(std::time::Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
         "server did not exit cleanly on SIGTERM"
     );
 
-    let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
+    let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     for (id, before) in &created {
         assert_eq!(&describe(&http, &server.endpoint, id).await, before);
     }
@@ -152,7 +154,7 @@ async fn kill9_during_burst(postgres: bool) {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
+    let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     let endpoint = server.endpoint.clone();
     register(&http, &endpoint).await;
 
@@ -193,14 +195,14 @@ async fn kill9_during_burst(postgres: bool) {
         }));
     }
     threshold.notified().await;
-    server.kill9();
+    server.kill();
     for w in workers {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= KILL_AFTER);
 
-    let server = Server::start(&["--insecure-no-auth", "--database-url", &db]);
+    let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     let stored = list_all(&http, &server.endpoint).await;
     let mut seen_sa = std::collections::HashSet::new();
     for summary in &stored {

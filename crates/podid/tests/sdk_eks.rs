@@ -5,6 +5,7 @@ mod common;
 
 use aws_sdk_eks::config::{BehaviorVersion, Credentials, Region};
 use common::*;
+use podid_test_support::{ADMIN, READER};
 
 fn eks_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_eks::Client {
     let config = aws_sdk_eks::Config::builder()
@@ -34,8 +35,8 @@ async fn register_cluster(endpoint: &str, name: &str) {
         ])
         .arg("--jwks-file")
         .arg(&jwks)
-        .env("AWS_ACCESS_KEY_ID", ADMIN_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", ADMIN_SECRET)
+        .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
         .env("AWS_CONFIG_FILE", dir.path().join("none"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
         .output()
@@ -52,14 +53,18 @@ async fn register_cluster(endpoint: &str, name: &str) {
 async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = write_keys(dir.path());
-    let server = Server::start(&[
+    let server = start_server(&[
         "--database-url",
         &sqlite_url(dir.path()),
         "--keys-file",
         keys.to_str().unwrap(),
     ]);
     register_cluster(&server.endpoint, "blue").await;
-    let eks = eks_client(&server.endpoint, ADMIN_KEY, ADMIN_SECRET);
+    let eks = eks_client(
+        &server.endpoint,
+        ADMIN.access_key_id,
+        ADMIN.secret_access_key,
+    );
 
     let created = eks
         .create_pod_identity_association()
@@ -145,14 +150,18 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
 async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let keys = write_keys(dir.path());
-    let server = Server::start(&[
+    let server = start_server(&[
         "--database-url",
         &sqlite_url(dir.path()),
         "--keys-file",
         keys.to_str().unwrap(),
     ]);
     register_cluster(&server.endpoint, "blue").await;
-    let admin = eks_client(&server.endpoint, ADMIN_KEY, ADMIN_SECRET);
+    let admin = eks_client(
+        &server.endpoint,
+        ADMIN.access_key_id,
+        ADMIN.secret_access_key,
+    );
     let create = |c: &aws_sdk_eks::Client| {
         c.create_pod_identity_association()
             .cluster_name("blue")
@@ -180,7 +189,11 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
         .into_service_error();
     assert!(bad.is_invalid_parameter_exception(), "{bad:?}");
 
-    let reader = eks_client(&server.endpoint, READER_KEY, READER_SECRET);
+    let reader = eks_client(
+        &server.endpoint,
+        READER.access_key_id,
+        READER.secret_access_key,
+    );
     assert_eq!(
         reader
             .list_pod_identity_associations()
@@ -204,7 +217,11 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
         Some("AccessDeniedException")
     );
 
-    let wrong = eks_client(&server.endpoint, ADMIN_KEY, "not-the-right-secret-at-all");
+    let wrong = eks_client(
+        &server.endpoint,
+        ADMIN.access_key_id,
+        "not-the-right-secret-at-all",
+    );
     let err = wrong
         .list_pod_identity_associations()
         .cluster_name("blue")
