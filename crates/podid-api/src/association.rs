@@ -1,7 +1,5 @@
-//! The EKS pod-identity-association API (`rest-json`, signing name `eks`).
-//!
-//! Field names and shapes follow the EKS service model so that the aws CLI,
-//! boto3, Terraform and the AWS SDKs talk to podid unchanged.
+//! The EKS pod-identity-association API (`rest-json`, signing name `eks`), with the field names
+//! and shapes of the EKS service model, so the AWS CLI and SDKs talk to podid unchanged.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,5 @@
-//! podid's cluster registry, under `/podid/v1/clusters`.
-//!
-//! A cluster is registered once with the issuer of its service-account tokens
-//! and the keys that sign them; associations can only name registered clusters.
+//! podid's cluster registry, under `/podid/v1/clusters`: a cluster is registered once with its
+//! token issuer and signing keys; associations name only registered clusters.
 
 use serde::{Deserialize, Serialize};
 

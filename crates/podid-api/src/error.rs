@@ -1,8 +1,5 @@
-//! The AWS error shape shared by every podid API.
-//!
-//! AWS `rest-json` services name an error in the `x-amzn-errortype` header and in
-//! the body's `__type`; botocore and the SDKs turn that name into their modelled
-//! exception classes, so the names here must match the service models exactly.
+//! The AWS error shape shared by every podid API: the `__type` / `x-amzn-errortype` names the
+//! SDKs map to their modelled exceptions, so they match the service models exactly.
 
 use serde::Serialize;
 

@@ -1,9 +1,5 @@
-//! Wire types, errors and validation rules of podid's APIs.
-//!
-//! This crate does no IO: it describes what travels on the wire (the EKS
-//! pod-identity-association subset, podid's cluster registry) and the rules a
-//! request must satisfy, so the same definitions serve the server, the CLI and
-//! the tests.
+//! Wire types, errors and validation rules of podid's APIs (no IO), shared by the server, the
+//! CLI and the tests.
 #![forbid(unsafe_code)]
 
 pub mod arn;

@@ -1,8 +1,5 @@
-//! Server-side validation of every request field.
-//!
-//! botocore checks lengths client-side but not patterns, and other clients check
-//! nothing, so the server validates everything and answers
-//! `InvalidParameterException` with a message that names the field and the rule.
+//! Server-side validation of every request field: a broken rule is an
+//! `InvalidParameterException` that names the field and the rule.
 
 use crate::association::Tags;
 use crate::text::printable;

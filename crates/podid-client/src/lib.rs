@@ -1,6 +1,5 @@
-//! A small SigV4-signing client for podid's APIs, used by the CLI and the
-//! admission webhook. Requests are signed with the `eks` signing name, as the
-//! aws CLI signs the association API; the server accepts any scope.
+//! A small SigV4-signing client for podid's APIs (the CLI and the admission webhook), signing
+//! with the `eks` name as the AWS CLI signs the association API.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, SystemTime};

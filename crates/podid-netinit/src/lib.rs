@@ -1,11 +1,5 @@
-//! `podid agent init`: puts the agent's addresses on the node, as the stock
-//! eks-pod-identity-agent's init container does — a dummy link
-//! `pod-id-link0` holding `169.254.170.23/32` and `fd00:ec2::23/128`.
-//!
-//! Idempotent: what is already there is left alone, so a second run changes
-//! nothing. Where the kernel has no dummy driver the addresses go on `lo`
-//! instead. IPv6 failures are reported but not fatal (nodes without IPv6).
-//! Without CAP_NET_ADMIN it fails with [`InitError::PermissionDenied`].
+//! `podid agent init`: puts the agent's link-local addresses on the node (a dummy link
+//! `pod-id-link0` with `169.254.170.23/32` and `fd00:ec2::23/128`), as the stock agent's init does.
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
@@ -139,6 +133,11 @@ async fn addresses_on(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, InitEr
 
 /// Puts [`IPV4`] and [`IPV6`] on `pod-id-link0` (created as a dummy link if
 /// needed, or `lo` without a dummy driver) and brings the link up.
+///
+/// Idempotent: what is already there is left alone, so a second run changes
+/// nothing. Where the kernel has no dummy driver the addresses go on `lo`
+/// instead. IPv6 failures are reported but not fatal (nodes without IPv6).
+/// Without CAP_NET_ADMIN it fails with [`InitError::PermissionDenied`].
 pub async fn ensure_agent_addresses() -> Result<InitReport, InitError> {
     ensure_addresses(LINK_NAME, &[IPV4, IPV6]).await
 }

@@ -1,12 +1,4 @@
-//! Log lines gathered in memory and written to stderr in blocks.
-//!
-//! A server that logs every request would otherwise make one `write(2)` per
-//! line. Here a line is appended to a shared buffer; the buffer goes to
-//! stderr when it holds [`FLUSH_AT`] bytes, at once for a `WARN` or `ERROR`
-//! line, every [`FLUSH_EVERY`] from a background thread, before a panic's
-//! message, and when the [`LogGuard`] is dropped (the end of `main`): nothing
-//! is lost on a normal exit, and no line waits more than [`FLUSH_EVERY`].
-//! Lines are written whole and in order.
+//! Log lines gathered in memory and written to stderr in blocks, not one `write(2)` per line.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
@@ -45,7 +37,14 @@ impl Shared {
     }
 }
 
-/// The tracing writer (see the module's documentation).
+/// The tracing writer: log lines gathered in memory and written to stderr in blocks.
+///
+/// A line is appended to a shared buffer; the buffer goes to
+/// stderr when it holds [`FLUSH_AT`] bytes, at once for a `WARN` or `ERROR`
+/// line, every [`FLUSH_EVERY`] from a background thread, before a panic's
+/// message, and when the [`LogGuard`] is dropped (the end of `main`): nothing
+/// is lost on a normal exit, and no line waits more than [`FLUSH_EVERY`].
+/// Lines are written whole and in order.
 #[derive(Clone)]
 pub struct BufferedStderr {
     shared: Arc<Shared>,

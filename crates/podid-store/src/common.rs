@@ -1,6 +1,5 @@
-//! What the SQLite and PostgreSQL stores share: value conversions, and the
-//! [`AssociationStore`](crate::AssociationStore) implementation written once as a macro over
-//! the sqlx database (the SQL is the same; only the row-lock clauses differ).
+//! What the SQLite and PostgreSQL stores share: value conversions, and the `AssociationStore`
+//! implementation written once as a macro (same SQL; only the row-lock clauses differ).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,5 @@
-//! podid's durable state: registered clusters, pod identity associations and
-//! idempotency tokens, behind one [`AssociationStore`] trait with two real
-//! implementations — embedded SQLite (the default, WAL mode) and PostgreSQL (for
-//! several server replicas). Both run migrations at open.
+//! podid's durable state (clusters, pod identity associations, idempotency tokens, audit
+//! events) behind one [`AssociationStore`] trait: embedded SQLite (default) or PostgreSQL.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;

@@ -1,11 +1,4 @@
 //! The shared store: PostgreSQL, for several server replicas.
-//!
-//! Transactions run at READ COMMITTED. Rows read before a write in the same
-//! transaction are locked (`FOR UPDATE`, or `FOR KEY SHARE` on the cluster a
-//! create names, so that creates run side by side but a forced deregistration
-//! waits for them). When two creates race on the same service account or
-//! token, the unique constraint stops the later one, which then runs again
-//! and answers from what the earlier one committed.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,6 +14,13 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The association store in a PostgreSQL database.
+///
+/// Transactions run at READ COMMITTED. Rows read before a write in the same
+/// transaction are locked (`FOR UPDATE`, or `FOR KEY SHARE` on the cluster a
+/// create names, so that creates run side by side but a forced deregistration
+/// waits for them). When two creates race on the same service account or
+/// token, the unique constraint stops the later one, which then runs again
+/// and answers from what the earlier one committed.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,

@@ -1,21 +1,4 @@
-//! The embedded store: one SQLite file in WAL mode.
-//!
-//! Write concurrency: SQLite allows one writer at a time. Left to itself, a
-//! burst of concurrent write transactions on several connections surfaces as
-//! `SQLITE_BUSY` — immediately when a deferred transaction tries to upgrade a
-//! read snapshot that has gone stale (the busy timeout does not help there),
-//! or after the busy timeout when the busy handler's polling starves a
-//! waiter. So every write goes through a pool of exactly ONE connection and
-//! starts with `BEGIN IMMEDIATE`: writers queue, fairly and without polling,
-//! on that pool's acquire (a generous timeout), and since no other connection
-//! of this process ever writes, the write lock is always free when a
-//! transaction begins. `BEGIN IMMEDIATE` (with the 5 s busy timeout) still
-//! makes a write wait properly should another process hold the file. Plain
-//! reads use a separate pool of several connections, which WAL lets run
-//! beside the writer, each seeing the last committed state.
-//!
-//! `:memory:` is one database per connection, so there the store uses a
-//! single connection, never closed, for reads and writes alike.
+//! The embedded store: one SQLite file in WAL mode, writes through one connection.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +18,23 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_READ_CONNECTIONS: u32 = 4;
 
 /// The association store in a SQLite database file (or in memory).
+///
+/// Write concurrency: SQLite allows one writer at a time. Left to itself, a
+/// burst of concurrent write transactions on several connections surfaces as
+/// `SQLITE_BUSY` — immediately when a deferred transaction tries to upgrade a
+/// read snapshot that has gone stale (the busy timeout does not help there),
+/// or after the busy timeout when the busy handler's polling starves a
+/// waiter. So every write goes through a pool of exactly ONE connection and
+/// starts with `BEGIN IMMEDIATE`: writers queue, fairly and without polling,
+/// on that pool's acquire (a generous timeout), and since no other connection
+/// of this process ever writes, the write lock is always free when a
+/// transaction begins. `BEGIN IMMEDIATE` (with the 5 s busy timeout) still
+/// makes a write wait properly should another process hold the file. Plain
+/// reads use a separate pool of several connections, which WAL lets run
+/// beside the writer, each seeing the last committed state.
+///
+/// `:memory:` is one database per connection, so there the store uses a
+/// single connection, never closed, for reads and writes alike.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The one connection that writes.

@@ -1,11 +1,5 @@
-//! Issuing credentials for pods.
-//!
-//! [`Issuer`] is the seam: one `AssumeRole` call. [`AwsStsIssuer`] makes it with
-//! aws-sdk-sts against AWS or any STS-compatible endpoint; [`RateLimitedIssuer`]
-//! bounds the calls per second so a cold-start storm cannot exhaust the STS
-//! quota; [`RecordingIssuer`] keeps what was asked, for tests. [`issue_for_pod`]
-//! turns a pod's association into one or two `AssumeRole` calls with the EKS
-//! session tags, session name and role chaining.
+//! Issuing credentials for pods: one `AssumeRole` seam ([`Issuer`]), its AWS STS and
+//! rate-limited implementations, and [`issue_for_pod`] (session tags, role chaining).
 #![forbid(unsafe_code)]
 
 mod aws;

@@ -1,8 +1,5 @@
-//! Development helpers: signing keys and tokens shaped like the projected
-//! service-account tokens of a Kubernetes API server.
-//!
-//! Used by `podid dev` tooling and by tests; nothing here is needed to verify
-//! tokens.
+//! Development helpers: signing keys and tokens shaped like a Kubernetes API server's projected
+//! service-account tokens, for `podid dev` and tests.
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;

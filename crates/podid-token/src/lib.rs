@@ -1,48 +1,5 @@
-//! Verification of Kubernetes projected service-account tokens for the podid
-//! broker.
-//!
-//! A pod presents its projected token (a JWT signed by its cluster's API
-//! server); the broker checks it against the registered cluster
-//! ([`ClusterTrust`]) and learns who the pod is ([`PodIdentity`]):
-//!
-//! - [`verify_token`] is the pure check of one token against one parsed
-//!   [`KeySet`] at a given time: size and shape, the header's `alg` (RS256,
-//!   RS384, RS512, ES256, ES384; anything else, `none` and HMAC included, is
-//!   refused) and `crit`, the key chosen by `kid`, the signature, then the
-//!   claims (`iss`, `aud`, `exp`/`nbf`/`iat` with [`CLOCK_SKEW_SECS`] of
-//!   leeway, `sub` and the `kubernetes.io` claims).
-//! - [`TokenVerifier`] adds the caches the server needs: parsed key sets per
-//!   cluster, refreshed through a caller-supplied [`JwksFetcher`] when a
-//!   token names an unknown key, and verified tokens until they expire.
-//! - [`dev`] makes signing keys and tokens shaped like Kubernetes', for tests
-//!   and `podid dev`.
-//!
-//! The crate has no HTTP server and does no network IO.
-//!
-//! ```
-//! use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
-//! use podid_token::{verify_token, ClusterTrust, KeySet};
-//!
-//! let key = SigningKey::generate(DevAlgorithm::Es256, "key-1")?;
-//! let trust = ClusterTrust {
-//!     name: "dev".into(),
-//!     issuer: "https://kubernetes.default.svc".into(),
-//!     audience: "pods.eks.amazonaws.com".into(),
-//!     jwks: key.jwks(),
-//!     jwks_uri: None,
-//!     version: 1,
-//! };
-//! let now = 1_700_000_000;
-//! let token = ProjectedToken::new(&*trust.issuer, "default", "boto3", now).sign(&key);
-//! let keys = KeySet::from_jwks(&trust.jwks)?;
-//! let pod = verify_token(&token, &trust, &keys, now)?;
-//! assert_eq!((pod.namespace.as_str(), pod.service_account.as_str()), ("default", "boto3"));
-//! # Ok::<(), podid_token::TokenError>(())
-//! ```
-//!
-//! Performance is not measured here (no benchmarks): a cache miss costs one
-//! signature verification plus JSON parsing of a token of at most 16 KiB; a
-//! cache hit costs one SHA-256 of the token and a map lookup.
+//! Verification of Kubernetes projected service-account tokens for the podid broker: the pure
+//! check ([`verify_token`]), the caching [`TokenVerifier`], and [`dev`] keys and tokens for tests.
 #![forbid(unsafe_code)]
 
 mod cache;

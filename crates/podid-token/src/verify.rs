@@ -403,8 +403,32 @@ fn check_claims(
     })
 }
 
-/// Verifies one token against one key set at `now_epoch_secs`: shape,
-/// algorithm, signature, then claims. No caching and no IO.
+/// Verifies one token against one key set at `now_epoch_secs`: size and shape, the header's
+/// `alg` (RS256, RS384, RS512, ES256, ES384; anything else, `none` and HMAC included, is
+/// refused) and `crit`, the key chosen by `kid`, the signature, then the claims (`iss`, `aud`,
+/// `exp`/`nbf`/`iat` with [`CLOCK_SKEW_SECS`](crate::CLOCK_SKEW_SECS) of leeway, `sub` and the
+/// `kubernetes.io` claims). No caching and no IO.
+///
+/// ```
+/// use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
+/// use podid_token::{verify_token, ClusterTrust, KeySet};
+///
+/// let key = SigningKey::generate(DevAlgorithm::Es256, "key-1")?;
+/// let trust = ClusterTrust {
+///     name: "dev".into(),
+///     issuer: "https://kubernetes.default.svc".into(),
+///     audience: "pods.eks.amazonaws.com".into(),
+///     jwks: key.jwks(),
+///     jwks_uri: None,
+///     version: 1,
+/// };
+/// let now = 1_700_000_000;
+/// let token = ProjectedToken::new(&*trust.issuer, "default", "boto3", now).sign(&key);
+/// let keys = KeySet::from_jwks(&trust.jwks)?;
+/// let pod = verify_token(&token, &trust, &keys, now)?;
+/// assert_eq!((pod.namespace.as_str(), pod.service_account.as_str()), ("default", "boto3"));
+/// # Ok::<(), podid_token::TokenError>(())
+/// ```
 ///
 /// # Errors
 /// The first rule the token breaks, as a [`TokenError`].

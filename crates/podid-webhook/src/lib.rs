@@ -1,21 +1,5 @@
-//! podid's admission webhook.
-//!
-//! On pod CREATE, when the pod's service account has a pod identity
-//! association in the cluster, the webhook answers with a JSONPatch that
-//! injects what EKS Pod Identity's webhook injects: the two container
-//! credential env vars, the projected service-account token volume, its
-//! read-only mount in every container and init container, and the
-//! `eks.amazonaws.com/pod-identity: enabled` label.
-//!
-//! The crate is split so that the decision is testable without sockets:
-//! - [`mutate`]: the mutation itself, a pure function of a Pod, whether its
-//!   service account has an association, and [`MutationSettings`].
-//! - [`review`]: AdmissionReview v1 parsing and the response shape (pure).
-//! - [`lookup`]: asking podid's association API ([`HttpLookup`]) and the short
-//!   positive-answer cache ([`AssociationCache`]).
-//! - [`tls`]: the certificate store, reloaded from disk without a restart.
-//! - [`server`]: the HTTPS server (`/mutate`, `/healthz`, `/readyz`, `/metrics`).
-//! - [`metrics`]: Prometheus metrics.
+//! podid's admission webhook: on pod CREATE, when the service account has an association,
+//! a JSONPatch injecting what EKS Pod Identity's webhook injects.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;

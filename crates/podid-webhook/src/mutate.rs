@@ -1,38 +1,5 @@
 //! The mutation: a pure function from a Pod (and whether its service account
 //! has an association) to the JSONPatch that gives it EKS Pod Identity.
-//!
-//! What is injected matches EKS's pod identity webhook
-//! (`aws/amazon-eks-pod-identity-webhook`, container-credentials mode):
-//!
-//! - env `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
-//!   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` in every container and init
-//!   container, except containers named in `eks.amazonaws.com/skip-containers`
-//!   and containers that already set either variable (they keep their own
-//!   values and get neither; like EKS they still get the token mount, so a
-//!   container that points one variable elsewhere can still read the token);
-//! - the projected volume `eks-pod-identity-token` (service-account token,
-//!   audience `pods.eks.amazonaws.com`, path `eks-pod-identity-token`), added
-//!   once, never when a volume of that name exists;
-//! - its read-only mount at `/var/run/secrets/pods.eks.amazonaws.com/serviceaccount`,
-//!   not added to a container that already mounts a volume of that name or
-//!   mounts anything at that path (a second mount at one path makes the pod
-//!   invalid);
-//! - the label `eks.amazonaws.com/pod-identity: enabled`.
-//!
-//! Nothing else is touched: patches add to arrays (`…/-`) or create absent
-//! arrays whole, so every other field — a native sidecar's
-//! `restartPolicy: Always` included — stays as it was, and a pod that already
-//! has everything gets an empty patch.
-//!
-//! **Windows pods** (node selector `kubernetes.io/os` or
-//! `beta.kubernetes.io/os` = `windows`, as EKS checks, or `spec.os.name` =
-//! `windows`, which EKS does not check): as in EKS, only the token-file env
-//! var changes, to `C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token`;
-//! the mount path stays `/var/run/secrets/pods.eks.amazonaws.com/serviceaccount`,
-//! which the Windows kubelet mounts at `C:\var\run\…` on the container's
-//! system drive.
-//!
-//! **Token lifetime** (`expirationSeconds`): see [`token_expiration`].
 
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
@@ -228,6 +195,39 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 /// Computes the patch for `pod`. `has_association` says whether its service
 /// account has an association in the cluster: without one the patch is
 /// empty. `seed` feeds the default token lifetime (see [`token_expiration`]).
+///
+/// What is injected matches EKS's pod identity webhook
+/// (`aws/amazon-eks-pod-identity-webhook`, container-credentials mode):
+///
+/// - env `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+///   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` in every container and init
+///   container, except containers named in `eks.amazonaws.com/skip-containers`
+///   and containers that already set either variable (they keep their own
+///   values and get neither; like EKS they still get the token mount, so a
+///   container that points one variable elsewhere can still read the token);
+/// - the projected volume `eks-pod-identity-token` (service-account token,
+///   audience `pods.eks.amazonaws.com`, path `eks-pod-identity-token`), added
+///   once, never when a volume of that name exists;
+/// - its read-only mount at `/var/run/secrets/pods.eks.amazonaws.com/serviceaccount`,
+///   not added to a container that already mounts a volume of that name or
+///   mounts anything at that path (a second mount at one path makes the pod
+///   invalid);
+/// - the label `eks.amazonaws.com/pod-identity: enabled`.
+///
+/// Nothing else is touched: patches add to arrays (`…/-`) or create absent
+/// arrays whole, so every other field — a native sidecar's
+/// `restartPolicy: Always` included — stays as it was, and a pod that already
+/// has everything gets an empty patch.
+///
+/// **Windows pods** (node selector `kubernetes.io/os` or
+/// `beta.kubernetes.io/os` = `windows`, as EKS checks, or `spec.os.name` =
+/// `windows`, which EKS does not check): as in EKS, only the token-file env
+/// var changes, to `C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token`;
+/// the mount path stays `/var/run/secrets/pods.eks.amazonaws.com/serviceaccount`,
+/// which the Windows kubelet mounts at `C:\var\run\…` on the container's
+/// system drive.
+///
+/// **Token lifetime** (`expirationSeconds`): see [`token_expiration`].
 pub fn mutate(
     pod: &Pod,
     has_association: bool,

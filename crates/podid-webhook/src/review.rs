@@ -1,10 +1,4 @@
-//! AdmissionReview v1 (`admission.k8s.io/v1`): parsing the request and
-//! shaping the response. Pure: no IO.
-//!
-//! Requests are read with `kube-core`'s types. Responses use this module's
-//! [`AdmissionReviewResponse`], which writes `patch` as base64 text — the
-//! encoding Kubernetes' Go types give `[]byte` — rather than the array of
-//! numbers `kube-core`'s `Vec<u8>` serializes to.
+//! AdmissionReview v1 (`admission.k8s.io/v1`): parsing the request and shaping the response (no IO).
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
@@ -151,6 +145,11 @@ impl Review {
 }
 
 /// The AdmissionReview sent back.
+///
+/// Requests are read with `kube-core`'s types. Responses use this module's
+/// [`AdmissionReviewResponse`], which writes `patch` as base64 text — the
+/// encoding Kubernetes' Go types give `[]byte` — rather than the array of
+/// numbers `kube-core`'s `Vec<u8>` serializes to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionReviewResponse {

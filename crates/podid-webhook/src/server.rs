@@ -1,11 +1,5 @@
 //! The HTTPS server: `POST /mutate` (AdmissionReview v1), `GET /healthz`,
 //! `GET /readyz` (200 once a certificate is loaded), `GET /metrics`.
-//!
-//! The webhook never refuses a pod: when podid's server cannot be reached or
-//! answers with an error, the pod is admitted unchanged within the lookup
-//! timeout, with a `warnings` entry saying pod identity was not injected and
-//! why. Only a request that is not an AdmissionReview v1 gets an HTTP error
-//! (400, 413), with a JSON body `{"code","message"}`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,6 +63,12 @@ impl Default for WebhookSettings {
 }
 
 /// The webhook: lookup, cache, settings, metrics and certificates.
+///
+/// The webhook never refuses a pod: when podid's server cannot be reached or
+/// answers with an error, the pod is admitted unchanged within the lookup
+/// timeout, with a `warnings` entry saying pod identity was not injected and
+/// why. Only a request that is not an AdmissionReview v1 gets an HTTP error
+/// (400, 413), with a JSON body `{"code","message"}`.
 pub struct Webhook {
     lookup: Arc<dyn AssociationLookup>,
     cache: AssociationCache,

@@ -1,12 +1,4 @@
 //! The serving certificate, reloaded from disk without a restart.
-//!
-//! [`CertStore`] is the rustls certificate resolver: every new handshake gets
-//! the pair loaded last. [`CertStore::watch`] polls the two files (their
-//! contents' SHA-256, so rewrites within one mtime tick and Kubernetes'
-//! symlink swaps of Secret volumes are both seen) and loads a changed pair.
-//! A pair that does not load — unreadable, not PEM, key not matching the
-//! certificate, half-written — is logged and counted, and the previous pair
-//! stays in service; the next change is tried again.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +27,14 @@ pub enum Reload {
 }
 
 /// The certificate and key files, and the pair loaded from them.
+///
+/// [`CertStore`] is the rustls certificate resolver: every new handshake gets
+/// the pair loaded last. [`CertStore::watch`] polls the two files (their
+/// contents' SHA-256, so rewrites within one mtime tick and Kubernetes'
+/// symlink swaps of Secret volumes are both seen) and loads a changed pair.
+/// A pair that does not load — unreadable, not PEM, key not matching the
+/// certificate, half-written — is logged and counted, and the previous pair
+/// stays in service; the next change is tried again.
 pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
