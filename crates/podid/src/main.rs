@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Pod identity for any Kubernetes cluster, wire-compatible with EKS Pod Identity.
 #[derive(Debug, Parser)]
 #[command(name = "podid", version, about, propagate_version = true)]
-struct Cli {
+struct PodidCli {
     /// Log format on stderr.
     #[arg(
         long,
@@ -34,11 +34,11 @@ struct Cli {
     #[arg(long, global = true, env = "PODID_LOG")]
     log: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Verb,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Verb {
     /// Run the central server: association API, cluster registry, metrics.
     Server(server::ServerArgs),
     /// Run the node agent: serves pods' credentials on the link-local address.
@@ -62,16 +62,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = PodidCli::parse();
     let default_filter = match cli.command {
-        Command::Server(_) | Command::Agent(_) | Command::Webhook(_) => "info",
+        Verb::Server(_) | Verb::Agent(_) | Verb::Webhook(_) => "info",
         _ => "warn",
     };
     let filter = cli.log.as_deref().unwrap_or(default_filter);
     // The server logs every request: its lines are written in blocks, and
     // whatever is pending when `main` ends is written then.
     let log_guard = match cli.command {
-        Command::Server(_) => Some(podid_runtime::init_logging_buffered(cli.log_format, filter)),
+        Verb::Server(_) => Some(podid_runtime::init_logging_buffered(cli.log_format, filter)),
         _ => {
             podid_runtime::init_logging(cli.log_format, filter);
             None
@@ -86,14 +86,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
-            Command::Agent(cmd) => podid_agent_cli::command(cmd).await,
-            Command::Association(cmd) => association::run(cmd).await,
-            Command::Cluster(cmd) => cluster::run(cmd).await,
-            Command::TrustPolicy(args) => trust_policy::run(&args),
-            Command::Audit(cmd) => audit::run(cmd).await,
-            Command::Dev(cmd) => dev::run(cmd).await,
-            Command::Webhook(args) => webhook::run(args).await,
+            Verb::Server(args) => server::run(args).await,
+            Verb::Agent(cmd) => podid_agent_cli::command(cmd).await,
+            Verb::Association(cmd) => association::run(cmd).await,
+            Verb::Cluster(cmd) => cluster::run(cmd).await,
+            Verb::TrustPolicy(args) => trust_policy::run(&args),
+            Verb::Audit(cmd) => audit::run(cmd).await,
+            Verb::Dev(cmd) => dev::run(cmd).await,
+            Verb::Webhook(args) => webhook::run(args).await,
         }
     });
     drop(runtime);

@@ -12,7 +12,7 @@ use podid_api::association::{
 use podid_client::segment;
 use reqwest::Method;
 
-use super::connection::{format_time, print_json, print_table, Connection, Output};
+use super::connection::{format_time, print_json, print_table, Connection, OutputFormat};
 
 /// `podid association …`
 #[derive(Debug, Subcommand)]
@@ -113,10 +113,11 @@ pub enum AssociationCommand {
     },
 }
 
-fn parse_tag(s: &str) -> Result<(String, String), String> {
+/// `--tag KEY=VALUE` (the value may contain `=`).
+fn parse_tag(s: &str) -> anyhow::Result<(String, String)> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+        .ok_or_else(|| anyhow::anyhow!("'{s}' is not KEY=VALUE"))
 }
 
 fn read_policy(value: Option<String>) -> anyhow::Result<Option<String>> {
@@ -131,12 +132,12 @@ fn read_policy(value: Option<String>) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn print_association(output: Output, a: &PodIdentityAssociation) -> anyhow::Result<()> {
+fn print_association(output: OutputFormat, a: &PodIdentityAssociation) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&AssociationResponse {
+        OutputFormat::Json => print_json(&AssociationResponse {
             association: a.clone(),
         }),
-        Output::Table => {
+        OutputFormat::Table => {
             let tags = a
                 .tags
                 .iter()
@@ -265,11 +266,11 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
                 }
             }
             match conn.output {
-                Output::Json => print_json(&ListAssociationsResponse {
+                OutputFormat::Json => print_json(&ListAssociationsResponse {
                     associations: all,
                     next_token: None,
                 }),
-                Output::Table => {
+                OutputFormat::Table => {
                     let rows: Vec<Vec<String>> = all
                         .iter()
                         .map(|s| {
@@ -319,8 +320,8 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
             let path = association_path(&cluster_name, Some(&association_id));
             let out: AssociationResponse = conn.call(Method::DELETE, &path, &[], None).await?;
             match conn.output {
-                Output::Json => print_json(&out),
-                Output::Table => {
+                OutputFormat::Json => print_json(&out),
+                OutputFormat::Table => {
                     println!(
                         "deleted {} ({}/{})",
                         out.association.association_id,

@@ -4,7 +4,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use reqwest::Method;
 
-use super::connection::{format_time, print_json, print_table, Connection, Output};
+use super::connection::{format_time, print_json, print_table, Connection, OutputFormat};
 
 /// `podid audit …`
 #[derive(Debug, Subcommand)]
@@ -108,11 +108,11 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         }
     }
     match conn.output {
-        Output::Json => print_json(&podid_api::audit::ListAuditResponse {
+        OutputFormat::Json => print_json(&podid_api::audit::ListAuditResponse {
             events,
             next_token: None,
         }),
-        Output::Table => {
+        OutputFormat::Table => {
             let rows: Vec<Vec<String>> = events
                 .iter()
                 .map(|e| {

@@ -11,7 +11,7 @@ use podid_api::cluster::{
 use podid_client::segment;
 use reqwest::Method;
 
-use super::connection::{print_json, print_table, Connection, Output};
+use super::connection::{print_json, print_table, Connection, OutputFormat};
 
 /// `podid cluster …`
 #[derive(Debug, Subcommand)]
@@ -98,12 +98,12 @@ impl ClusterSettings {
     }
 }
 
-fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
+fn print_clusters(output: OutputFormat, clusters: &[Cluster]) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&ListClustersResponse {
+        OutputFormat::Json => print_json(&ListClustersResponse {
             clusters: clusters.to_vec(),
         }),
-        Output::Table => {
+        OutputFormat::Table => {
             let rows: Vec<Vec<String>> = clusters
                 .iter()
                 .map(|c| {
@@ -130,10 +130,10 @@ fn print_clusters(output: Output, clusters: &[Cluster]) -> anyhow::Result<()> {
     }
 }
 
-fn print_cluster(output: Output, cluster: Cluster) -> anyhow::Result<()> {
+fn print_cluster(output: OutputFormat, cluster: Cluster) -> anyhow::Result<()> {
     match output {
-        Output::Json => print_json(&ClusterResponse { cluster }),
-        Output::Table => print_clusters(output, &[cluster]),
+        OutputFormat::Json => print_json(&ClusterResponse { cluster }),
+        OutputFormat::Table => print_clusters(output, &[cluster]),
     }
 }
 
@@ -204,8 +204,8 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             let path = cluster_path(&name);
             let out: ClusterResponse = conn.call(Method::DELETE, &path, &query, None).await?;
             match conn.output {
-                Output::Json => print_json(&out),
-                Output::Table => {
+                OutputFormat::Json => print_json(&out),
+                OutputFormat::Table => {
                     println!("deregistered {}", out.cluster.name);
                     Ok(())
                 }

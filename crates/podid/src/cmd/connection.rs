@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Output {
+pub enum OutputFormat {
     /// Aligned columns for people.
     Table,
     /// The API's JSON, for scripts.
@@ -28,7 +28,7 @@ pub struct Connection {
     region: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
-    pub(crate) output: Output,
+    pub(crate) output: OutputFormat,
 }
 
 impl Connection {
