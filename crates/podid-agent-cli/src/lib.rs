@@ -134,15 +134,25 @@ pub struct AgentArgs {
     region: Option<String>,
 }
 
-fn parse_bind_host(s: &str) -> Result<IpAddr, String> {
+/// A `--bind-hosts` item that is not an IP address.
+#[derive(Debug, thiserror::Error)]
+#[error("'{text}' is not an IP address")]
+pub struct BindHostError {
+    text: String,
+    #[source]
+    source: std::net::AddrParseError,
+}
+
+fn parse_bind_host(s: &str) -> Result<IpAddr, BindHostError> {
     let s = s.trim();
     let inner = s
         .strip_prefix('[')
         .and_then(|r| r.strip_suffix(']'))
         .unwrap_or(s);
-    inner
-        .parse()
-        .map_err(|_| format!("'{s}' is not an IP address"))
+    inner.parse().map_err(|source| BindHostError {
+        text: s.to_owned(),
+        source,
+    })
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
@@ -244,6 +254,8 @@ mod tests {
             parse_bind_host("fd00:ec2::23").unwrap().to_string(),
             "fd00:ec2::23"
         );
-        assert!(parse_bind_host("localhost").is_err());
+        let err = parse_bind_host(" localhost ").unwrap_err();
+        assert_eq!(err.to_string(), "'localhost' is not an IP address");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

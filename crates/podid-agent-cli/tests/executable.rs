@@ -3,9 +3,13 @@
 //! in the container-credentials error shape).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use podid_test_support::agent::{loopback_agent_args, AGENT_LISTENING, AGENT_PROBES};
+use podid_test_support::ChildProcess;
 
 /// `podid-agent`, and `podid agent` (the same command line in the multi-call
 /// binary) when the workspace's `podid` is built next to it.
@@ -110,56 +114,22 @@ fn it_serves_probes_and_refuses_a_request_without_a_token() {
 }
 
 fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
-    let mut child = agent
-        .args([
-            "--cluster-name",
-            "c",
-            "--endpoint",
-            "http://127.0.0.1:9",
-            "--region",
-            "us-east-1",
-        ])
-        .args([
-            "--bind-hosts",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--probe-port",
-            "0",
-        ])
-        .args([
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            "0",
-            "--max-refresh-ahead",
-            "16",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut listening, mut probes) = (None, None);
-    while listening.is_none() || probes.is_none() {
-        let line = lines
-            .next()
-            .expect("the agent printed its addresses")
-            .unwrap();
-        if let Some(a) = line.strip_prefix("podid agent listening on ") {
-            listening = Some(a.to_owned());
-        } else if let Some(a) = line.strip_prefix("podid agent probes on ") {
-            probes = Some(a.to_owned());
-        }
-    }
-    let health = http_get(probes.as_deref().unwrap(), "/healthz", "");
+    agent
+        .args(loopback_agent_args("c", "http://127.0.0.1:9"))
+        .args(["--max-refresh-ahead", "16"])
+        .stderr(Stdio::null());
+    let mut process = ChildProcess::spawn("podid-agent", agent, false).unwrap();
+    let addresses = process
+        .wait_for_lines(&[AGENT_LISTENING, AGENT_PROBES], Duration::from_secs(60))
+        .expect("the agent printed its addresses");
+    let (listening, probes) = (&addresses[0], &addresses[1]);
+    let health = http_get(probes, "/healthz", "");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let refused = http_get(listening.as_deref().unwrap(), "/v1/credentials", "");
+    let refused = http_get(listening, "/v1/credentials", "");
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
     assert!(
         refused.contains("\"code\""),
         "the container-credentials error shape: {refused}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    process.kill();
 }

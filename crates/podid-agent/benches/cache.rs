@@ -4,7 +4,7 @@
 //! lock, a map lookup, the expiry checks, a clone of the pre-serialised body)
 //! — with 1 and with 10,000 pods cached; and its parts: the token's digest
 //! alone, and `token::inspect` (the sanity check a miss runs before asking
-//! the broker).
+//! the broker); and the listener's rate limiter taking a token.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -17,6 +17,7 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use podid_agent::cache::{Outcome, Step};
 use podid_agent::metrics::AgentMetrics;
+use podid_agent::ratelimit::GcraLimiter;
 use podid_agent::upstream::Secret;
 use podid_agent::{
     token, CachePolicy, CredentialSource, FetchedCredentials, PodCredentialCache, SystemClock,
@@ -130,6 +131,10 @@ fn bench_cache(c: &mut Criterion) {
         b.iter(|| {
             token::inspect(black_box(&probe), SystemTime::now()).expect("a well-formed token")
         })
+    });
+    let limiter = GcraLimiter::per_second(u32::MAX).unwrap();
+    group.bench_function("rate_limit_acquire", |b| {
+        b.iter(|| black_box(&limiter).try_acquire())
     });
     group.finish();
 }

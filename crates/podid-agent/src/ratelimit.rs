@@ -1,4 +1,5 @@
 //! A lock-free token bucket (GCRA) for the per-listener request limit.
+//! Hand-written, one compare-exchange per request: criterion `cache`, `rate_limit_acquire`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -19,11 +19,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod tracked;
+
+use self::tracked::Tracked;
 use crate::cache::{PodCredentialCache, Refusal, Served, Step};
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
@@ -248,28 +250,16 @@ impl Agent {
             .route("/readyz", get(readyz))
             .fallback(not_found)
             .with_state(shared.clone());
-        let stop = wait_for_stop(stop_rx.clone());
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(probe_listener, probes)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "probe server failed");
-            }
-        });
         let metrics_router = axum::Router::new()
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
             .with_state(shared.clone());
-        let stop = wait_for_stop(stop_rx.clone());
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(metrics_listener, metrics_router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "metrics server failed");
-            }
-        });
+        for (listener, router, what) in [
+            (probe_listener, probes, "probe"),
+            (metrics_listener, metrics_router, "metrics"),
+        ] {
+            tasks.spawn(serve_router(listener, router, stop_rx.clone(), what));
+        }
         let maintenance = tokio::spawn(cache.clone().run_maintenance());
 
         shutdown.await;
@@ -296,6 +286,22 @@ impl Agent {
 
 async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves `router` on `listener` until `stop`; `what` names it in the log.
+async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let stop = wait_for_stop(stop);
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "{what} server failed");
+    }
 }
 
 struct Shared {
@@ -326,7 +332,7 @@ async fn serve_credentials(
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     let activity = Arc::new(AtomicBool::new(false));
-                    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
                     let connection = graceful.watch(http.serve_connection(io, service.clone()));
                     tokio::spawn(async move {
                         tokio::pin!(connection);
@@ -361,76 +367,6 @@ async fn serve_credentials(
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// A socket that notes whether it moved any bytes.
-struct Tracked {
-    inner: TcpStream,
-    activity: Arc<AtomicBool>,
-}
-
-impl Tracked {
-    fn active(&self) {
-        if !self.activity.load(Ordering::Relaxed) {
-            self.activity.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.active();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 type Body = Full<Bytes>;
