@@ -1,4 +1,5 @@
 //! Log lines gathered in memory and written to stderr in blocks, not one `write(2)` per line.
+//! Hand-written; the broker benchmark justifies it (docs/benchmarks.md, "Broker throughput").
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
@@ -14,11 +15,11 @@ pub const FLUSH_AT: usize = 32 * 1024;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
-struct Shared {
+struct PendingLog {
     pending: Mutex<Vec<u8>>,
 }
 
-impl Shared {
+impl PendingLog {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -47,13 +48,13 @@ impl Shared {
 /// Lines are written whole and in order.
 #[derive(Clone)]
 pub struct BufferedStderr {
-    shared: Arc<Shared>,
+    shared: Arc<PendingLog>,
 }
 
 /// Writes what is pending when dropped; keep it until the end of `main`.
 #[must_use = "dropping the guard at once loses nothing but flushes only then"]
 pub struct LogGuard {
-    shared: Arc<Shared>,
+    shared: Arc<PendingLog>,
 }
 
 impl LogGuard {
@@ -73,8 +74,8 @@ impl BufferedStderr {
     /// A writer, its guard, the background flusher thread, and a panic hook
     /// that writes pending lines before the panic's message.
     pub fn start() -> (BufferedStderr, LogGuard) {
-        let shared = Arc::new(Shared::default());
-        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        let shared = Arc::new(PendingLog::default());
+        let weak: Weak<PendingLog> = Arc::downgrade(&shared);
         let flusher = weak.clone();
         // Without the thread lines would still be written, only later: a
         // failure to start it is not fatal.
@@ -92,8 +93,8 @@ impl BufferedStderr {
             // try_lock: a panic while the buffer is held must not deadlock.
             if let Some(shared) = weak.upgrade() {
                 match shared.pending.try_lock() {
-                    Ok(mut pending) => Shared::write_out(&mut pending),
-                    Err(TryLockError::Poisoned(p)) => Shared::write_out(&mut p.into_inner()),
+                    Ok(mut pending) => PendingLog::write_out(&mut pending),
+                    Err(TryLockError::Poisoned(p)) => PendingLog::write_out(&mut p.into_inner()),
                     Err(TryLockError::WouldBlock) => {}
                 }
             }
@@ -110,7 +111,7 @@ impl BufferedStderr {
 
 /// One event's writer.
 pub struct Line<'a> {
-    shared: &'a Shared,
+    shared: &'a PendingLog,
     urgent: bool,
 }
 
@@ -119,7 +120,7 @@ impl Write for Line<'_> {
         let mut pending = self.shared.lock();
         pending.extend_from_slice(data);
         if self.urgent || pending.len() >= FLUSH_AT {
-            Shared::write_out(&mut pending);
+            PendingLog::write_out(&mut pending);
         }
         Ok(data.len())
     }
@@ -153,7 +154,7 @@ mod tests {
 
     #[test]
     fn lines_wait_until_the_buffer_fills_or_a_warning_comes() {
-        let shared = Shared::default();
+        let shared = PendingLog::default();
         let mut info = Line {
             shared: &shared,
             urgent: false,

@@ -88,7 +88,7 @@ struct Counters {
     rate_limited: AtomicU64,
 }
 
-struct Inner {
+struct VerifierState {
     fetcher: Arc<dyn JwksFetcher>,
     clock: SecondsClock,
     tokens: Mutex<TokenCache>,
@@ -110,7 +110,7 @@ struct Inner {
 /// Cloning is cheap and clones share the caches.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    inner: Arc<Inner>,
+    inner: Arc<VerifierState>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -137,7 +137,7 @@ impl TokenVerifier {
         max_cached_tokens: usize,
     ) -> Self {
         TokenVerifier {
-            inner: Arc::new(Inner {
+            inner: Arc::new(VerifierState {
                 fetcher,
                 clock,
                 tokens: Mutex::new(TokenCache::new(max_cached_tokens)),
