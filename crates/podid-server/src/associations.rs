@@ -124,13 +124,24 @@ pub async fn create(
             created_at: now,
             modified_at: now,
         };
-        let written = state.store.create_association(&record, idempotency.as_ref()).await;
+        let written = state
+            .store
+            .create_association(&record, idempotency.as_ref())
+            .await;
         state.forget_lookups();
         let written = written.map_err(store_error)?;
         if !written.replayed {
-            tracing::info!(cluster = %cluster, association_id = %written.association.id, namespace, service_account, "association created");
+            tracing::info!(
+                cluster = %cluster,
+                association_id = %written.association.id,
+                namespace,
+                service_account,
+                "association created"
+            );
         }
-        Ok(AssociationResponse { association: to_wire(&state, written.association) })
+        Ok(AssociationResponse {
+            association: to_wire(&state, written.association),
+        })
     })
     .await
 }
@@ -299,9 +310,13 @@ pub async fn update(
         validate::cluster_name(&cluster)?;
         validate::association_id(&id)?;
         let req: UpdateAssociationRequest = parse_json(&headers, &body)?;
-        if req.role_arn.is_none() && req.target_role_arn.is_none() && req.disable_session_tags.is_none() {
+        if req.role_arn.is_none()
+            && req.target_role_arn.is_none()
+            && req.disable_session_tags.is_none()
+        {
             return Err(ApiError::invalid_parameter(
-                "an update must change at least one of roleArn, targetRoleArn and disableSessionTags",
+                "an update must change at least one of roleArn, targetRoleArn \
+                 and disableSessionTags",
             ));
         }
         if let Some(role) = &req.role_arn {
@@ -329,14 +344,19 @@ pub async fn update(
             attempt += 1;
             let current = load(&state, &cluster, &id).await?;
             let updated = apply_update(&req, current.clone(), state.clock.now_millis())?;
-            let result = state.store.update_association(&updated, current.modified_at, idempotency.as_ref()).await;
+            let result = state
+                .store
+                .update_association(&updated, current.modified_at, idempotency.as_ref())
+                .await;
             state.forget_lookups();
             match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
                 result => break result.map_err(store_error)?,
             }
         };
-        Ok(AssociationResponse { association: to_wire(&state, written.association) })
+        Ok(AssociationResponse {
+            association: to_wire(&state, written.association),
+        })
     })
     .await
 }

@@ -82,21 +82,40 @@ pub async fn register(
 ) -> Response {
     answer(Operation::RegisterCluster, &principal, async {
         let req: RegisterClusterRequest = parse_json(&headers, &body)?;
-        let name = req.name.ok_or_else(|| ApiError::invalid_parameter("name is required"))?;
+        let name = req
+            .name
+            .ok_or_else(|| ApiError::invalid_parameter("name is required"))?;
         validate::cluster_name(&name)?;
-        let issuer = req.issuer.ok_or_else(|| ApiError::invalid_parameter("issuer is required"))?;
+        let issuer = req
+            .issuer
+            .ok_or_else(|| ApiError::invalid_parameter("issuer is required"))?;
         validate::url("issuer", &issuer)?;
         let audience = req.audience.unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
         validate::audience(&audience)?;
-        let arn = req.cluster_arn.unwrap_or_else(|| state.scope.cluster_arn(&name));
+        let arn = req
+            .cluster_arn
+            .unwrap_or_else(|| state.scope.cluster_arn(&name));
         cluster_arn(&arn)?;
-        if state.store.get_cluster(&name).await.map_err(store_error)?.is_some() {
+        if state
+            .store
+            .get_cluster(&name)
+            .await
+            .map_err(store_error)?
+            .is_some()
+        {
             return Err(store_error(podid_store::StoreError::ClusterExists(name)));
         }
-        let (key_source, jwks_uri, jwks) =
-            resolve_keys(&state, &issuer, req.jwks, req.jwks_uri, req.discovery.unwrap_or(false))
-                .await?
-                .ok_or_else(|| ApiError::invalid_parameter("a key source is required: jwks, jwksUri or discovery"))?;
+        let (key_source, jwks_uri, jwks) = resolve_keys(
+            &state,
+            &issuer,
+            req.jwks,
+            req.jwks_uri,
+            req.discovery.unwrap_or(false),
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_parameter("a key source is required: jwks, jwksUri or discovery")
+        })?;
         let now = state.clock.now_millis();
         let cluster = Cluster {
             name,
@@ -112,7 +131,12 @@ pub async fn register(
         let inserted = state.store.insert_cluster(&cluster).await;
         state.forget_lookups();
         inserted.map_err(store_error)?;
-        tracing::info!(cluster = %cluster.name, issuer = %cluster.issuer, key_source = cluster.key_source.as_str(), "cluster registered");
+        tracing::info!(
+            cluster = %cluster.name,
+            issuer = %cluster.issuer,
+            key_source = cluster.key_source.as_str(),
+            "cluster registered"
+        );
         Ok(ClusterResponse { cluster })
     })
     .await

@@ -94,7 +94,10 @@ impl Config {
     async fn assemble(self, source: IssuerSource) -> Result<App, ServerError> {
         let auth = match &self.auth {
             AuthConfig::Disabled => {
-                tracing::warn!("--insecure-no-auth: requests are NOT authenticated and every caller is an admin; use this for local trials only");
+                tracing::warn!(
+                    "--insecure-no-auth: requests are NOT authenticated and every caller \
+                     is an admin; use this for local trials only"
+                );
                 Authentication::Disabled
             }
             AuthConfig::KeysFile(path) => {

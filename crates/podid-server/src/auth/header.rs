@@ -45,14 +45,10 @@ pub(super) fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>
     let signed = signed.ok_or_else(|| incomplete("no SignedHeaders"))?;
     let signature = signature.ok_or_else(|| incomplete("no Signature"))?;
     let mut scope = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-    ) else {
+    let parts: [Option<&str>; 6] = std::array::from_fn(|_| scope.next());
+    let [Some(access_key_id), Some(date), Some(region), Some(service), Some("aws4_request"), None] =
+        parts
+    else {
         return Err(incomplete(
             "Credential must be KEY/DATE/REGION/SERVICE/aws4_request",
         ));

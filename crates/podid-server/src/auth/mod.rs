@@ -137,7 +137,8 @@ impl SigV4Verifier {
             return Err(ApiError::new(
                 ErrorKind::InvalidSignature,
                 format!(
-                    "Signature expired: {amz_date} is more than 5 minutes away from the server's time"
+                    "Signature expired: {amz_date} is more than 5 minutes away \
+                     from the server's time"
                 ),
             ));
         }

@@ -68,11 +68,19 @@ impl AuditSink {
                         Ok(()) => break,
                         Err(e) if attempt < 3 => {
                             attempt += 1;
-                            tracing::warn!(error = %error_chain(&e), attempt, "audit write failed; retrying");
+                            tracing::warn!(
+                                error = %error_chain(&e),
+                                attempt,
+                                "audit write failed; retrying"
+                            );
                             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                         }
                         Err(e) => {
-                            tracing::error!(error = %error_chain(&e), events = batch.len(), "audit events lost");
+                            tracing::error!(
+                                error = %error_chain(&e),
+                                events = batch.len(),
+                                "audit events lost"
+                            );
                             break;
                         }
                     }
@@ -88,7 +96,11 @@ impl AuditSink {
         if let Err(e) = self.tx.send_timeout(event, ENQUEUE_TIMEOUT).await {
             self.dropped.inc();
             let event = e.into_inner();
-            tracing::error!(request_id = %event.request_id, cluster = %event.cluster, "audit queue full: event dropped");
+            tracing::error!(
+                request_id = %event.request_id,
+                cluster = %event.cluster,
+                "audit queue full: event dropped"
+            );
         }
     }
 }

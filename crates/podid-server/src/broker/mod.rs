@@ -85,12 +85,18 @@ fn issue_error(e: &IssueError) -> ApiError {
     match e {
         IssueError::AccessDenied(m) => ApiError::new(
             ErrorKind::CredentialsDenied,
-            format!("STS refused to assume the role (check that its trust policy allows podid's broker): {m}"),
+            format!(
+                "STS refused to assume the role \
+                 (check that its trust policy allows podid's broker): {m}"
+            ),
         ),
-        IssueError::Throttled(m) => ApiError::new(ErrorKind::Throttling, format!("Rate exceeded: {m}")),
-        IssueError::Unavailable(m) => {
-            ApiError::new(ErrorKind::ServiceUnavailable, format!("Credentials could not be issued now: {m}"))
+        IssueError::Throttled(m) => {
+            ApiError::new(ErrorKind::Throttling, format!("Rate exceeded: {m}"))
         }
+        IssueError::Unavailable(m) => ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            format!("Credentials could not be issued now: {m}"),
+        ),
         IssueError::InvalidRequest(m) => {
             ApiError::invalid_request(format!("STS rejected the association's settings: {m}"))
         }
@@ -239,9 +245,17 @@ async fn decide(
             async move {
                 let started = Instant::now();
                 let result = issue_for_pod(issuer.as_ref(), &request).await;
-                metrics.broker.sts_latency.observe(started.elapsed().as_secs_f64());
+                metrics
+                    .broker
+                    .sts_latency
+                    .observe(started.elapsed().as_secs_f64());
                 if let Err(e) = &result {
-                    tracing::warn!(error = %e, role = %request.role_arn, target_role = ?request.target_role_arn, "STS call failed");
+                    tracing::warn!(
+                        error = %e,
+                        role = %request.role_arn,
+                        target_role = ?request.target_role_arn,
+                        "STS call failed"
+                    );
                 }
                 result
             }

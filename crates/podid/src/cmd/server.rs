@@ -42,7 +42,12 @@ pub struct ServerArgs {
     #[arg(long, env = "PODID_STS_ENDPOINT")]
     sts_endpoint: Option<String>,
     /// Lifetime of the pods' sessions, in seconds (chained sessions: at most 3600).
-    #[arg(long, default_value_t = 3600, env = "PODID_SESSION_DURATION", value_parser = clap::value_parser!(u64).range(900..=43200))]
+    #[arg(
+        long,
+        default_value_t = 3600,
+        env = "PODID_SESSION_DURATION",
+        value_parser = clap::value_parser!(u64).range(900..=43200)
+    )]
     session_duration: u64,
     /// Cached credentials are served again while more than this many seconds remain.
     #[arg(long, default_value_t = 900, env = "PODID_CREDENTIAL_MIN_REMAINING")]
@@ -51,7 +56,12 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 100_000, env = "PODID_CREDENTIAL_CACHE_SIZE")]
     credential_cache_size: usize,
     /// Most STS calls per second; further calls wait for a slot.
-    #[arg(long, default_value_t = 50, env = "PODID_STS_MAX_RPS", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        default_value_t = 50,
+        env = "PODID_STS_MAX_RPS",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     sts_max_rps: u32,
     /// How long a call waits for an STS slot before ThrottlingException, in
     /// milliseconds. The default keeps the wait plus an STS call inside the

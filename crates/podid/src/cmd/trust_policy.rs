@@ -35,7 +35,10 @@ pub fn run(args: &TrustPolicyArgs) -> anyhow::Result<()> {
         && (p.contains(":iam::") || p.contains(":sts::"))
         && p.split(':').count() == 6;
     if !ok {
-        bail!("--broker-principal must be an IAM role or user ARN, e.g. arn:aws:iam::123456789012:role/podid-broker");
+        bail!(
+            "--broker-principal must be an IAM role or user ARN, \
+             e.g. arn:aws:iam::123456789012:role/podid-broker"
+        );
     }
     print_json(&trust_policy_document(p))
 }

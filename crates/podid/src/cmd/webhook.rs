@@ -64,7 +64,10 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     }
     let credentials = podid_client::credentials_from_environment().await;
     if credentials.is_none() {
-        tracing::warn!("no AWS credentials found: calls to podid are unsigned (only a server run with --insecure-no-auth accepts them)");
+        tracing::warn!(
+            "no AWS credentials found: calls to podid are unsigned \
+             (only a server run with --insecure-no-auth accepts them)"
+        );
     }
     let timeout = Duration::from_millis(args.lookup_timeout_ms);
     let lookup = HttpLookup::new(
