@@ -48,8 +48,9 @@ pub struct StsConfig {
     pub max_wait: Duration,
 }
 
-/// Everything the server is configured with.
-#[derive(Debug, Clone)]
+/// Everything the server is configured with. Its `Debug` hides the database
+/// password.
+#[derive(Clone)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
@@ -67,6 +68,21 @@ pub struct Config {
     pub credential_min_remaining: Duration,
     /// Most pods whose credentials are cached.
     pub credential_cache_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("auth", &self.auth)
+            .field("scope", &self.scope)
+            .field("sts", &self.sts)
+            .field("session_duration", &self.session_duration)
+            .field("credential_min_remaining", &self.credential_min_remaining)
+            .field("credential_cache_size", &self.credential_cache_size)
+            .finish()
+    }
 }
 
 /// Where the broker's issuer comes from.
@@ -241,5 +257,31 @@ mod tests {
             "postgres://podid:****@db:5432/podid"
         );
         assert_eq!(redact_url("sqlite://podid.db"), "sqlite://podid.db");
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: "postgres://podid:hunter2@db/podid".into(),
+            auth: AuthConfig::Disabled,
+            scope: ArnScope {
+                partition: "aws".into(),
+                region: "us-east-1".into(),
+                account_id: "123456789012".into(),
+            },
+            sts: StsConfig {
+                endpoint: None,
+                timeout: Duration::from_secs(3),
+                max_rps: 50,
+                max_wait: Duration::from_millis(600),
+            },
+            session_duration: Duration::from_secs(3600),
+            credential_min_remaining: Duration::from_secs(900),
+            credential_cache_size: 10,
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://podid:****@db/podid"), "{shown}");
     }
 }
