@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use futures_util::StreamExt;
 use podid_store::{AssociationStore, ListQuery, StoredAssociation};
 use rand::rngs::StdRng;
 use rand::Rng as _;
@@ -25,11 +24,11 @@ mod raw_store;
 use raw_store::RawStore;
 pub use raw_store::{raw_store, RawStoreArgs};
 
-use crate::machine::Machine;
-use crate::priority::{raise_priority, Placement};
-use crate::processes::podid_binary;
+use crate::priority::Placement;
 use crate::report::{median, percentile, verdict, Table};
-use crate::server::{self, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::server::{
+    self, bench_association, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER,
+};
 use crate::sts_responder::StsResponder;
 
 /// `podid-bench association-api`.
@@ -80,15 +79,6 @@ pub enum Backend {
     Both,
 }
 
-/// The association `i` of the run, as the API is asked to create it.
-fn request(i: usize) -> serde_json::Value {
-    serde_json::json!({
-        "namespace": format!("ns-{}", i / 100),
-        "serviceAccount": format!("sa-{i}"),
-        "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", server::ACCOUNT),
-    })
-}
-
 /// The same association as the server would store it.
 fn record(i: usize, rng: &mut StdRng) -> StoredAssociation {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -117,47 +107,15 @@ async fn raw_creates(
     range: std::ops::Range<usize>,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let n = range.len();
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(range)
-        .map(|i| {
-            let store = store.clone();
-            async move {
-                let mut rng = crate::tokens::seeded(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
-                store.create_association(&record(i, &mut rng), None).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    results.into_iter().collect::<anyhow::Result<()>>()?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
-}
-
-async fn api_creates(
-    client: &podid_client::ApiClient,
-    range: std::ops::Range<usize>,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
-    let n = range.len();
-    let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(range)
-        .map(|i| {
-            let (client, path) = (client.clone(), path.clone());
-            async move {
-                let _: serde_json::Value = client
-                    .call(reqwest::Method::POST, &path, &[], Some(&request(i)))
-                    .await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    results.into_iter().collect::<anyhow::Result<()>>()?;
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    server::rate_of(range, concurrency, |i| {
+        let store = store.clone();
+        async move {
+            let mut rng = crate::tokens::seeded(0xA550C ^ (i as u64).wrapping_mul(0x9E37_79B9));
+            store.create_association(&record(i, &mut rng), None).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// One walk: seconds in all, each page's latency (ms), the ids seen.
@@ -343,7 +301,8 @@ async fn measure(
             .await?["rate"]
             .as_f64()
             .context("no rate")?;
-        let api = api_creates(&client, range.clone(), args.concurrency).await?;
+        let bodies = range.clone().map(bench_association);
+        let api = server::create_associations(&client, bodies, args.concurrency).await?;
         println!(
             "{name}: creates {}..{}: raw store {raw_rate:.0}/s, API {api:.0}/s",
             range.start, range.end
@@ -382,14 +341,7 @@ pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
         (args.associations, args.create_rounds, args.list_rounds) = (500, 2, 1);
         args.run.nice = 0;
     }
-    let _priority = raise_priority(args.run.nice);
-    let podid = podid_binary(args.run.podid.as_deref())?;
-    println!("# Association API (target 5)");
-    println!("{}", Machine::read().describe());
-    println!(
-        "priority: niceness {} for this benchmark's processes and session",
-        args.run.nice
-    );
+    let (_priority, podid) = args.run.begin("# Association API (target 5)")?;
     if args.associations == 0 || args.concurrency == 0 || !(1..=100).contains(&args.page_size) {
         bail!("--associations and --concurrency must be positive, --page-size 1 to 100");
     }

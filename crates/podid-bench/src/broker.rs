@@ -27,11 +27,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use crate::load_loop::{busy_poll_loop, closed_loop, LoadResult};
-use crate::machine::{self, Machine};
-use crate::priority::{raise_priority, Placement};
-use crate::processes::{podid_binary, BaselineServer};
+use crate::machine;
+use crate::priority::Placement;
+use crate::processes::BaselineServer;
 use crate::report::{median, percentile, verdict, Table};
-use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::server::{
+    self, bench_association, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER,
+};
 use crate::signing::SignedCall;
 use crate::sts_responder::StsResponder;
 
@@ -101,34 +103,6 @@ fn pods(n: usize, associations: usize) -> Vec<Pod> {
             }
         })
         .collect()
-}
-
-/// Creates `count` associations `ns-{i/100}/sa-{i}` with 16 calls in flight.
-pub async fn create_associations(
-    client: &podid_client::ApiClient,
-    count: usize,
-) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..count)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let body = serde_json::json!({
-                    "namespace": format!("ns-{}", i / 100),
-                    "serviceAccount": format!("sa-{i}"),
-                    "roleArn": format!("arn:aws:iam::{}:role/bench-{i}", server::ACCOUNT),
-                });
-                let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
-                let _: serde_json::Value = client
-                    .call(reqwest::Method::POST, &path, &[], Some(&body))
-                    .await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    results.into_iter().collect()
 }
 
 /// The public key, parsed once, as the fastest in-process verifier holds it.
@@ -244,15 +218,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<bool> {
         (args.pods, args.associations, args.rounds, args.requests) = (100, 100, 1, 2000);
         args.run.nice = 0;
     }
-    let _priority = raise_priority(args.run.nice);
-    let podid = podid_binary(args.run.podid.as_deref())?;
-    let machine = Machine::read();
-    println!("# Broker throughput (target 3)");
-    println!("{}", machine.describe());
-    println!(
-        "priority: niceness {} for this benchmark's processes and session",
-        args.run.nice
-    );
+    let (_priority, podid) = args.run.begin("# Broker throughput (target 3)")?;
     if args.pods == 0 || args.associations == 0 || args.rounds == 0 || args.requests == 0 {
         bail!("--pods, --associations, --rounds and --requests must be positive");
     }
@@ -283,7 +249,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<bool> {
         .await
         .context("registering the test cluster")?;
     let t = Instant::now();
-    create_associations(&admin, args.associations)
+    server::create_associations(&admin, (0..args.associations).map(bench_association), 16)
         .await
         .context("creating the associations")?;
     println!(

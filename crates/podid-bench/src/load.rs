@@ -63,11 +63,7 @@ pub struct WrkResult {
 impl WrkResult {
     /// Requests per second.
     pub fn rps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.requests as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::report::per_second(self.requests as usize, self.seconds)
     }
 }
 

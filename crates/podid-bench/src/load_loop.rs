@@ -1,6 +1,8 @@
 //! The broker benchmark's load generators: closed loops of prepared signed
 //! calls over keep-alive connections, either a tokio task per connection
-//! (hyper's client) or one thread busy-polling non-blocking sockets.
+//! (hyper's client) or one thread busy-polling non-blocking sockets. The
+//! hand-written busy-polling one is kept because the broker benchmark
+//! measures the server, not its wake-ups (docs/benchmarks.md, Broker throughput).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,11 +32,7 @@ pub struct LoadResult {
 impl LoadResult {
     /// Requests per second.
     pub fn rps(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.requests as f64 / self.seconds
-        } else {
-            0.0
-        }
+        crate::report::per_second(self.requests, self.seconds)
     }
 }
 

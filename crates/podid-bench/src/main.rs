@@ -28,6 +28,7 @@ mod http_client;
 mod load;
 mod load_loop;
 mod machine;
+mod names;
 mod priority;
 mod processes;
 mod report;

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use podid_test_support::agent::{loopback_agent_args, AGENT_LISTENING, AGENT_METRICS};
 use podid_test_support::{ChildProcess, NODE};
 
 use crate::http_client;
@@ -107,23 +108,7 @@ impl AgentProcess {
     ) -> anyhow::Result<AgentProcess> {
         let mut cmd = wrapped(cpus, wrapper, agent);
         cmd.args(agent_subcommand(agent))
-            .args([
-                "--cluster-name",
-                crate::server::CLUSTER,
-                "--endpoint",
-                endpoint,
-                "--region",
-                "us-east-1",
-            ])
-            .args([
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-            ])
-            .args(["--metrics-address", "127.0.0.1", "--metrics-port", "0"])
+            .args(loopback_agent_args(crate::names::CLUSTER, endpoint))
             .env("AWS_ACCESS_KEY_ID", NODE.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", NODE.secret_access_key)
             .env("AWS_REGION", "us-east-1")
@@ -140,10 +125,7 @@ impl AgentProcess {
         let timeout = Duration::from_secs(if wrapper.is_empty() { 30 } else { 300 });
         let (process, lines) = tokio::task::spawn_blocking(move || {
             let mut process = ChildProcess::spawn(&name, cmd, false)?;
-            let lines = process.wait_for_lines(
-                &["podid agent listening on ", "podid agent metrics on "],
-                timeout,
-            )?;
+            let lines = process.wait_for_lines(&[AGENT_LISTENING, AGENT_METRICS], timeout)?;
             Ok::<_, podid_test_support::HarnessError>((process, lines))
         })
         .await??;

@@ -13,6 +13,15 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// `count` per second of `seconds` (0 when no time passed).
+pub fn per_second(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
 /// PASS or FAIL.
 pub fn verdict(pass: bool) -> &'static str {
     if pass {

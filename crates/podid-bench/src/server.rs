@@ -2,22 +2,22 @@
 //! benchmarks (on `podid-test-support`'s launcher), its admin client, the
 //! test cluster with its RS256 key, and the simulated pods' tokens.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
 
 use aws_credential_types::Credentials;
 use podid_test_support::{write_keys_file, PodidServerLaunch, PodidServerProcess, StderrTo, ADMIN};
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 
+use crate::names::BROKER_KEY;
+pub use crate::names::{CLUSTER, ISSUER};
+use crate::priority::{raise_priority, AutogroupBoost};
+use crate::report::per_second;
 pub use podid_test_support::ACCOUNT_ID as ACCOUNT;
-
-/// The broker's own (fake) AWS key, which signs its STS calls.
-pub const BROKER_KEY: &str = "AKIDPODIDBROKER00000";
-/// The test cluster's name (the one `AgentProcess` names).
-pub const CLUSTER: &str = "bench";
-/// Its token issuer.
-pub const ISSUER: &str = "https://oidc.podid.test/bench";
 
 /// How to run `podid server`.
 #[derive(Debug, Clone)]
@@ -249,6 +249,54 @@ pub fn mint_tokens(key: &SigningKey, pods: &[Pod], first: usize, count: usize) -
     })
 }
 
+/// The association `ns-{i/100}/sa-{i}` with role `bench-{i}`, as the API is
+/// asked to create it.
+pub fn bench_association(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": format!("ns-{}", i / 100),
+        "serviceAccount": format!("sa-{i}"),
+        "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/bench-{i}"),
+    })
+}
+
+/// Runs `call` on every item, `concurrency` at a time; calls per second.
+pub async fn rate_of<I, F, Fut>(items: I, concurrency: usize, call: F) -> anyhow::Result<f64>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(items)
+        .map(call)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let n = results.len();
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(per_second(n, started.elapsed().as_secs_f64()))
+}
+
+/// Creates the associations `bodies` yields (`POST`, as the admin), with
+/// `concurrency` calls in flight; calls per second.
+pub async fn create_associations(
+    client: &podid_client::ApiClient,
+    bodies: impl IntoIterator<Item = serde_json::Value>,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
+    rate_of(bodies, concurrency, |body| {
+        let (client, path) = (client.clone(), path.clone());
+        async move {
+            let _: serde_json::Value = client
+                .call(reqwest::Method::POST, &path, &[], Some(&body))
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Flags every server benchmark takes.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -261,4 +309,21 @@ pub struct RunArgs {
     /// The podid binary (default: `podid` next to this executable).
     #[arg(long)]
     pub podid: Option<std::path::PathBuf>,
+}
+
+impl RunArgs {
+    /// The start of a server benchmark: raises the priority (kept until the
+    /// guard drops), finds the `podid` binary, prints `title`, the machine
+    /// and the priority.
+    pub fn begin(&self, title: &str) -> anyhow::Result<(Option<AutogroupBoost>, PathBuf)> {
+        let priority = raise_priority(self.nice);
+        let podid = crate::processes::podid_binary(self.podid.as_deref())?;
+        println!("{title}");
+        println!("{}", crate::machine::Machine::read().describe());
+        println!(
+            "priority: niceness {} for this benchmark's processes and session",
+            self.nice
+        );
+        Ok((priority, podid))
+    }
 }

@@ -20,11 +20,9 @@ use anyhow::{bail, Context};
 
 use rand::Rng as _;
 
-use crate::machine::Machine;
-use crate::priority::raise_priority;
-use crate::processes::{agent_binary, podid_binary, AgentProcess};
+use crate::processes::{agent_binary, AgentProcess};
 use crate::report::{percentile, verdict, Table};
-use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER};
+use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster};
 use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
 use crate::tokens::{alphanumeric, seeded, uuid};
 
@@ -139,15 +137,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
         (args.agents, args.pods_per_agent, args.rate) = (2, 50, 50);
         args.run.nice = 0;
     }
-    let _priority = raise_priority(args.run.nice);
-    let podid = podid_binary(args.run.podid.as_deref())?;
+    let (_priority, podid) = args.run.begin("# Cold-start storm (target 4)")?;
     let agent_bin = agent_binary(args.agent.as_deref())?;
-    println!("# Cold-start storm (target 4)");
-    println!("{}", Machine::read().describe());
-    println!(
-        "priority: niceness {} for this benchmark's processes and session",
-        args.run.nice
-    );
     let total = args.agents * args.pods_per_agent;
     if total == 0 || args.associations == 0 {
         bail!("--agents, --pods-per-agent and --associations must be positive");
@@ -169,17 +160,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
         .register(&admin)
         .await
         .context("registering the test cluster")?;
-    for k in 0..args.associations {
-        let body = serde_json::json!({
+    let bodies = (0..args.associations).map(|k| {
+        serde_json::json!({
             "namespace": "storm",
             "serviceAccount": format!("app-{k}"),
             "roleArn": format!("arn:aws:iam::{}:role/storm-app-{k}", server::ACCOUNT),
-        });
-        let path = format!("/clusters/{CLUSTER}/pod-identity-associations");
-        let _: serde_json::Value = admin
-            .call(reqwest::Method::POST, &path, &[], Some(&body))
-            .await?;
-    }
+        })
+    });
+    server::create_associations(&admin, bodies, 1).await?;
     let mut agents = Vec::with_capacity(args.agents);
     for _ in 0..args.agents {
         // Their warnings (upstream timeouts while the broker queues for STS slots) would drown the report.
@@ -291,7 +279,57 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
 
     let mut checks = Table::new(&["check", "measured", "target", "verdict"]);
     let mut pass = true;
-    let mut check = |what: &str, measured: String, target: String, ok: bool| {
+    let checks_made = [
+        (
+            "AssumeRole calls seen by the STS responder",
+            calls.len().to_string(),
+            format!("= {total}"),
+            calls.len() == total,
+        ),
+        (
+            "calls in any one-second window (max)",
+            max_window.to_string(),
+            format!("≤ {}", args.rate),
+            max_window <= args.rate as usize,
+        ),
+        (
+            "calls the responder throttled",
+            sts.throttled().to_string(),
+            "0".into(),
+            sts.throttled() == 0,
+        ),
+        (
+            "malformed STS requests",
+            sts.malformed().to_string(),
+            "0".into(),
+            sts.malformed() == 0,
+        ),
+        (
+            "pods with more than one AssumeRole",
+            dups.len().to_string(),
+            "0".into(),
+            dups.is_empty() && untagged == 0 && uids == expected_uids,
+        ),
+        (
+            "pods with credentials",
+            got.len().to_string(),
+            format!("= {total}"),
+            got.len() == total && fatal.is_empty(),
+        ),
+        (
+            "distinct AccessKeyIds served",
+            keys.len().to_string(),
+            format!("= {total}"),
+            keys.len() == total,
+        ),
+        (
+            "pods with credentials within the deadline",
+            format!("{within} (slowest {:.2} s)", percentile(&got, 100.0)),
+            format!("all within {deadline:.1} s"),
+            within == total,
+        ),
+    ];
+    for (what, measured, target, ok) in checks_made {
         pass &= ok;
         checks.row(vec![
             what.to_owned(),
@@ -299,55 +337,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
             target,
             verdict(ok).to_owned(),
         ]);
-    };
-    check(
-        "AssumeRole calls seen by the STS responder",
-        calls.len().to_string(),
-        format!("= {total}"),
-        calls.len() == total,
-    );
-    check(
-        "calls in any one-second window (max)",
-        max_window.to_string(),
-        format!("≤ {}", args.rate),
-        max_window <= args.rate as usize,
-    );
-    check(
-        "calls the responder throttled",
-        sts.throttled().to_string(),
-        "0".into(),
-        sts.throttled() == 0,
-    );
-    check(
-        "malformed STS requests",
-        sts.malformed().to_string(),
-        "0".into(),
-        sts.malformed() == 0,
-    );
-    check(
-        "pods with more than one AssumeRole",
-        dups.len().to_string(),
-        "0".into(),
-        dups.is_empty() && untagged == 0 && uids == expected_uids,
-    );
-    check(
-        "pods with credentials",
-        got.len().to_string(),
-        format!("= {total}"),
-        got.len() == total && fatal.is_empty(),
-    );
-    check(
-        "distinct AccessKeyIds served",
-        keys.len().to_string(),
-        format!("= {total}"),
-        keys.len() == total,
-    );
-    check(
-        "pods with credentials within the deadline",
-        format!("{within} (slowest {:.2} s)", percentile(&got, 100.0)),
-        format!("all within {deadline:.1} s"),
-        within == total,
-    );
+    }
 
     let mut dist = Table::new(&["", "p50", "p90", "p99", "max"]);
     dist.row(vec![

@@ -182,14 +182,12 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let arrived = Instant::now();
-    if method != axum::http::Method::POST {
+    let malformed = |message: &str| {
         inner.malformed.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Sender",
-            "InvalidAction",
-            "only POST is supported",
-        );
+        error(StatusCode::BAD_REQUEST, "Sender", "InvalidAction", message)
+    };
+    if method != axum::http::Method::POST {
+        return malformed("only POST is supported");
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let (Some("AssumeRole"), Some(role_arn), Some(session_name)) = (
@@ -197,13 +195,7 @@ async fn handle(
         form.get("RoleArn"),
         form.get("RoleSessionName"),
     ) else {
-        inner.malformed.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Sender",
-            "InvalidAction",
-            "expected Action=AssumeRole with RoleArn and RoleSessionName",
-        );
+        return malformed("expected Action=AssumeRole with RoleArn and RoleSessionName");
     };
     {
         let Ok(mut window) = inner.window.lock() else {

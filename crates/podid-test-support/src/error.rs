@@ -56,4 +56,22 @@ pub enum HarnessError {
         #[source]
         source: std::net::AddrParseError,
     },
+    /// A process exited with a failure status.
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        /// The process.
+        what: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// A process did not finish in time (it was killed).
+    #[error("{what} did not finish within {timeout:?}")]
+    Timeout {
+        /// The process.
+        what: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
 }

@@ -18,12 +18,10 @@ pub struct TestKey {
     pub role: &'static str,
 }
 
+/// The key id and role, not the secret.
 impl std::fmt::Debug for TestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestKey")
-            .field("access_key_id", &self.access_key_id)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+        write!(f, "TestKey({} {})", self.access_key_id, self.role)
     }
 }
 

@@ -3,6 +3,7 @@
 //! Auth, and test JWKS and tokens. Not published; used by tests and by
 //! `podid-bench`.
 
+pub mod agent;
 mod error;
 pub mod fake_eks_auth;
 pub mod keys;
@@ -14,5 +15,5 @@ pub use error::HarnessError;
 pub use fake_eks_auth::{FakeEksAuthServer, FakeEksAuthSettings, FakeReply, SessionTokens};
 pub use keys::{write_keys_file, TestKey, ACCOUNT_ID, ADMIN, NODE, READER};
 pub use podid::{podid_binary, PodidServerLaunch, PodidServerProcess, StderrTo};
-pub use process::ChildProcess;
+pub use process::{run_to_success, ChildProcess};
 pub use tokens::{pod_token, unsigned_token, TEST_JWKS};

@@ -41,7 +41,7 @@ pub enum StderrTo {
 /// How to launch `podid server`: `--listen 127.0.0.1:0 --region us-east-1
 /// --account-id 111122223333`, `PODID_LOG=info`, stderr captured, then what
 /// the builder adds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PodidServerLaunch {
     binary: PathBuf,
     wrapper: Vec<OsString>,
@@ -49,6 +49,18 @@ pub struct PodidServerLaunch {
     env: Vec<(OsString, Option<OsString>)>,
     stderr: StderrTo,
     timeout: Duration,
+}
+
+/// The binary and arguments; of the environment only the names (it may hold a secret key).
+impl std::fmt::Debug for PodidServerLaunch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<_> = self.env.iter().map(|(k, _)| k).collect();
+        f.debug_struct("PodidServerLaunch")
+            .field("binary", &self.binary)
+            .field("args", &self.args)
+            .field("env", &env)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PodidServerLaunch {

@@ -3,7 +3,7 @@
 //! optionally captured, and a kill when dropped.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::HarnessError;
 
 /// A running child process, killed on drop.
+#[derive(Debug)]
 pub struct ChildProcess {
     name: String,
     child: Option<Child>,
@@ -19,15 +20,6 @@ pub struct ChildProcess {
     stderr: Option<Arc<Mutex<String>>>,
     /// Closed when the stderr reader has read everything.
     stderr_done: Option<Receiver<()>>,
-}
-
-impl std::fmt::Debug for ChildProcess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildProcess")
-            .field("name", &self.name)
-            .field("pid", &self.pid)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ChildProcess {
@@ -248,4 +240,53 @@ impl Drop for ChildProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `command` (called `name` in errors) to its end, for at most
+/// `timeout`, with its stdout and stderr captured; its output when it
+/// exits with success.
+///
+/// # Errors
+/// [`HarnessError::Spawn`], [`HarnessError::Failed`] (with its stderr) for a
+/// failure status, [`HarnessError::Timeout`] (it is killed) after `timeout`.
+pub fn run_to_success(
+    name: &str,
+    mut command: Command,
+    timeout: Duration,
+) -> Result<Output, HarnessError> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| HarnessError::Spawn {
+            what: name.to_owned(),
+            source,
+        })?;
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout) {
+        Ok(output) => output.map_err(|source| HarnessError::Io {
+            what: format!("waiting for {name}"),
+            source,
+        })?,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            return Err(HarnessError::Timeout {
+                what: name.to_owned(),
+                timeout,
+            });
+        }
+    };
+    if !output.status.success() {
+        return Err(HarnessError::Failed {
+            what: name.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(output)
 }
