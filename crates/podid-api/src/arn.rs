@@ -44,22 +44,7 @@ impl ArnScope {
                 printable(arn)
             ))
         };
-        let mut parts = arn.splitn(6, ':');
-        let (
-            Some("arn"),
-            Some(partition),
-            Some("eks"),
-            Some(region),
-            Some(account),
-            Some(resource),
-        ) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        )
+        let Some(("arn", partition, "eks", region, account, resource)) = validate::arn_parts(arn)
         else {
             return Err(bad());
         };

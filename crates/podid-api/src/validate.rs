@@ -83,15 +83,7 @@ pub fn role_arn(field: &str, arn: &str) -> Result<(), ApiError> {
     if arn.len() > 2048 {
         return Err(err());
     }
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let Some(("arn", partition, "iam", "", account, resource)) = arn_parts(arn) else {
         return Err(err());
     };
     let partition_ok = !partition.is_empty()
@@ -119,6 +111,20 @@ pub fn role_arn(field: &str, arn: &str) -> Result<(), ApiError> {
     } else {
         Err(err())
     }
+}
+
+/// The six `:`-separated parts of an ARN (`arn`, partition, service, region, account,
+/// resource; the resource may hold more `:`), or `None` when there are fewer.
+pub(crate) fn arn_parts(arn: &str) -> Option<(&str, &str, &str, &str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    Some((
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ))
 }
 
 /// Resource tags: at most 50, key 1–128 characters without the reserved

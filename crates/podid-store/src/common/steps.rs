@@ -178,6 +178,26 @@ macro_rules! association_store_steps {
             }
         }
 
+        /// The end of a create or update: records the idempotency token, reads the association
+        /// back as written and commits.
+        async fn finish_write(
+            mut tx: Tx,
+            a: &$crate::StoredAssociation,
+            idempotency: Option<&$crate::IdempotencyKey>,
+            done: &str,
+        ) -> Result<$crate::Written, $crate::StoreError> {
+            if let Some(key) = idempotency {
+                insert_token(&mut tx, &a.cluster, key, &a.id).await?;
+            }
+            let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false)
+                .await?
+                .ok_or_else(|| {
+                    $crate::StoreError::corrupt(format!("association '{}' vanished while {done}", a.id))
+                })?;
+            tx.commit().await?;
+            Ok($crate::Written { association: stored, replayed: false })
+        }
+
         impl $store {
             async fn create_once(
                 &self,
@@ -231,14 +251,7 @@ macro_rules! association_store_steps {
                 .bind(a.modified_at.0)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(key) = idempotency {
-                    insert_token(&mut tx, &a.cluster, key, &a.id).await?;
-                }
-                let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
-                    $crate::StoreError::corrupt(format!("association '{}' vanished while created", a.id))
-                })?;
-                tx.commit().await?;
-                Ok($crate::Written { association: stored, replayed: false })
+                finish_write(tx, a, idempotency, "created").await
             }
 
             async fn update_once(
@@ -281,14 +294,7 @@ macro_rules! association_store_steps {
                 .bind(a.modified_at.0)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(key) = idempotency {
-                    insert_token(&mut tx, &a.cluster, key, &a.id).await?;
-                }
-                let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false).await?.ok_or_else(|| {
-                    $crate::StoreError::corrupt(format!("association '{}' vanished while updated", a.id))
-                })?;
-                tx.commit().await?;
-                Ok($crate::Written { association: stored, replayed: false })
+                finish_write(tx, a, idempotency, "updated").await
             }
         }
     };
