@@ -1,10 +1,5 @@
-//! The DNS-rebinding guard: a request must name one of the agent's own
-//! addresses in its `Host` header.
-//!
-//! A web page a pod's user opens could make the browser resolve
-//! `attacker.example` to 169.254.170.23 and read the credentials endpoint; the
-//! browser then still sends `Host: attacker.example`, which is refused here.
-//! Like the stock agent, the port is not compared (any valid port, or none).
+//! The DNS-rebinding guard: a request's `Host` must name one of the agent's
+//! own addresses (any port, or none, like the stock agent).
 
 use std::net::IpAddr;
 

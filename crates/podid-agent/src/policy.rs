@@ -1,19 +1,5 @@
-//! When cached credentials are refreshed, served stale, or given up: pure
-//! functions of time, no IO.
-//!
-//! * **Refresh time.** SDKs refetch 15 minutes before expiry (botocore's
-//!   advisory refresh) and would refetch on every call if served credentials
-//!   with less left, so sessions longer than [`CachePolicy::long_session`] (30
-//!   min) are refreshed [`CachePolicy::refresh_lead`] (20 min) before they
-//!   expire: what a pod gets always has more than 15 minutes left while the
-//!   broker answers. Shorter sessions are refreshed at half their life.
-//! * **Stale.** Past its refresh time an entry is still served — immediately,
-//!   never waiting on the broker — while a refresh runs in the background, and
-//!   while the broker is down, until [`CachePolicy::stale_margin`] (1 min)
-//!   before expiry. After that it is gone and the pod's next request asks the
-//!   broker (503 if it is still down).
-//! * **Retries.** A failed refresh is retried after `retry_min`, doubling up to
-//!   `retry_max`.
+//! When cached credentials are refreshed, served stale, or given up, and the
+//! retry back-off: pure functions of time (reasons in docs/agent.md).
 
 use std::time::{Duration, SystemTime};
 

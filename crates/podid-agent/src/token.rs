@@ -1,10 +1,6 @@
-//! Cheap sanity checks of a pod's token before anything is asked upstream.
-//!
-//! The agent does not verify signatures (the broker does, against the
-//! cluster's keys); it only refuses what cannot possibly be a valid projected
-//! service-account token, so garbage never costs a broker call: three
-//! base64url segments, a JSON header naming `alg`, a JSON payload whose `exp`
-//! (when present) is in the future.
+//! A pod's token before any broker call: the sanity checks (three base64url
+//! segments, a header naming `alg`, an unexpired `exp`; no signature check),
+//! its SHA-256 key and the kept [`SecretToken`].
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

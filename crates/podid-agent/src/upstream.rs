@@ -1,9 +1,5 @@
-//! Asking the broker: EKS Auth `AssumeRoleForPodIdentity`.
-//!
-//! [`CredentialSource`] is the seam the cache calls; [`EksAuthUpstream`] makes
-//! the call with aws-sdk-eksauth against podid's server or real EKS Auth, signed
-//! with the node's key. Its timeouts are short on purpose: SDKs in pods give
-//! the agent 1–2 s, so the agent answers 503 before they give up.
+//! Asking the broker: [`CredentialSource`], the seam the cache calls, and
+//! [`EksAuthUpstream`], EKS Auth `AssumeRoleForPodIdentity` through aws-sdk-eksauth.
 
 use std::time::{Duration, SystemTime};
 

@@ -1,8 +1,6 @@
 //! The cache's pure index: entries by token digest, pods by uid, kept tokens by
 //! fast-hash tag, and LRU eviction. No IO, no clock of its own, no metrics.
-//!
-//! The kept-token front index is hand-written: criterion `cache`
-//! (`hit_kept_*` against `token_digest`) and `podid-bench agent-hot-path`.
+//! Hand-written front index: criterion `cache` (`hit_kept_*`), `podid-bench agent-hot-path`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};

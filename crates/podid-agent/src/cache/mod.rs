@@ -1,8 +1,5 @@
-//! Pods' credentials in memory: answers a pod's token from the index or the
-//! broker, refreshes in the background, and counts it all in the metrics.
-//!
-//! The pure index is [`index`], the refresh rules [`refresh`], the timing
-//! [`crate::policy`]; docs/agent.md ("Cache and refresh") gives the design.
+//! Pods' credentials in memory: answers a token from the pure `index` or the
+//! broker, refreshes by the `refresh` rules, and counts it all in the metrics.
 
 mod index;
 mod refresh;

@@ -1,6 +1,5 @@
-//! The refresh policy: what a maintenance pass drops and refreshes, what a
-//! failed refresh does to its entry, and when the broker counts as down.
-//! Timing (refresh time, serving window, back-off) is [`crate::policy`]'s.
+//! The refresh rules: what a maintenance pass drops and refreshes, what a failed
+//! refresh does to its entry, when the broker counts as down ([`crate::policy`] times them).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
