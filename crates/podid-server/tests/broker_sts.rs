@@ -20,7 +20,7 @@ use podid_api::clock::{Clock, SystemClock};
 use podid_api::cluster::{Cluster, KeySource};
 use podid_server::{AuthConfig, Config, StsConfig};
 use podid_sts::{AwsStsIssuer, RecordingIssuer, SESSION_TAG_KEYS};
-use podid_test_support::ChildProcess;
+use podid_test_support::{run_to_success, ChildProcess};
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -187,6 +187,16 @@ async fn associate(router: &axum::Router, sa: &str, body: CreateAssociationReque
     v["association"].clone()
 }
 
+/// Associates `sa` with moto's role, nothing else set.
+async fn associate_role(w: &World, sa: &str) -> Value {
+    let role = w.moto.world["role_arn"].as_str().unwrap();
+    let request = CreateAssociationRequest {
+        role_arn: Some(role.into()),
+        ..Default::default()
+    };
+    associate(&w.router, sa, request).await
+}
+
 fn token(key: &SigningKey, sa: &str, pod: &str, uid: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -212,15 +222,7 @@ async fn credentials(router: &axum::Router, token: &str) -> (u16, Value) {
 async fn assume_role_carries_eks_session_tags_name_and_duration() {
     let Some(w) = world().await else { return };
     let role = w.moto.world["role_arn"].as_str().unwrap();
-    let a = associate(
-        &w.router,
-        "boto3",
-        CreateAssociationRequest {
-            role_arn: Some(role.into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = associate_role(&w, "boto3").await;
     let (status, body) = credentials(&w.router, &token(&w.key, "boto3", "boto3", "uid-1")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -328,21 +330,14 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
     .await;
     let external_id = a["externalId"].as_str().unwrap();
     let (root, python) = python();
-    let made = Command::new(python)
-        .current_dir(root.join("tests/python"))
-        .args([
-            "-c",
-            "import sys, moto_env; print(moto_env.create_target_role(sys.argv[1], 'chained-target', sys.argv[2]))",
-            w.moto.world["endpoint"].as_str().unwrap(),
-            external_id,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let mut make = Command::new(python);
+    make.current_dir(root.join("tests/python")).args([
+        "-c",
+        "import sys, moto_env; print(moto_env.create_target_role(sys.argv[1], 'chained-target', sys.argv[2]))",
+        w.moto.world["endpoint"].as_str().unwrap(),
+        external_id,
+    ]);
+    run_to_success("moto_env.create_target_role", make, Duration::from_secs(60)).unwrap();
 
     let (status, body) =
         credentials(&w.router, &token(&w.key, "chain", "chain-pod", "uid-3")).await;
@@ -370,16 +365,7 @@ async fn chaining_assumes_the_target_with_the_external_id_using_the_first_sessio
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_of_one_pod_make_one_sts_call() {
     let Some(w) = world().await else { return };
-    let role = w.moto.world["role_arn"].as_str().unwrap();
-    associate(
-        &w.router,
-        "boto3",
-        CreateAssociationRequest {
-            role_arn: Some(role.into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    associate_role(&w, "boto3").await;
     let t = token(&w.key, "boto3", "boto3", "uid-4");
     let mut tasks = Vec::new();
     for _ in 0..200 {

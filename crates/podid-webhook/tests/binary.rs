@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use podid_test_support::{ChildProcess, TestKey, ADMIN, READER};
+use podid_test_support::{run_to_success, ChildProcess, TestKey, ADMIN, READER};
 
 /// Runs `podid webhook ARGS` with `key` as its only AWS credentials and
 /// waits (bounded) for its "listening" line; returns it and its URL.
@@ -37,20 +37,16 @@ fn spawn_webhook(args: &[&str], key: (&str, &str)) -> (ChildProcess, String) {
 
 /// Runs a `podid` CLI verb signed with the admin key.
 fn cli(endpoint: &str, args: &[&str]) {
-    let out = Command::new(podid_bin())
-        .args(args)
+    let mut cmd = Command::new(podid_bin());
+    cmd.args(args)
         .args(["--endpoint", endpoint])
         .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .env_remove("AWS_PROFILE");
+    if let Err(e) = run_to_success("podid", cmd, Duration::from_secs(60)) {
+        panic!("{args:?}: {e}");
+    }
 }
 
 fn pair(key: &TestKey) -> (&'static str, &'static str) {

@@ -5,9 +5,13 @@ mod common;
 
 use aws_sdk_eks::config::{BehaviorVersion, Credentials, Region};
 use common::*;
-use podid_test_support::{ADMIN, READER};
+use podid_test_support::{run_to_success, TestKey, ADMIN, READER};
 
-fn eks_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_eks::Client {
+fn eks_client(endpoint: &str, key: &TestKey) -> aws_sdk_eks::Client {
+    secret_eks_client(endpoint, key.access_key_id, key.secret_access_key)
+}
+
+fn secret_eks_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_eks::Client {
     let config = aws_sdk_eks::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -17,40 +21,9 @@ fn eks_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_eks::Client {
     aws_sdk_eks::Client::from_conf(config)
 }
 
-async fn register_cluster(endpoint: &str, name: &str) {
-    // The CLI is the tool people use for the registry; use it here too.
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, JWKS).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_podid"))
-        .args([
-            "cluster",
-            "register",
-            "--endpoint",
-            endpoint,
-            "--name",
-            name,
-            "--issuer",
-            "https://issuer.test/blue",
-        ])
-        .arg("--jwks-file")
-        .arg(&jwks)
-        .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "register failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[tokio::test]
-async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
+/// A server with the test keys and cluster `blue`, registered with the CLI
+/// (the tool people use for the registry).
+async fn server_with_cluster_blue() -> (tempfile::TempDir, PodidServerProcess) {
     let dir = tempfile::tempdir().unwrap();
     let keys = write_keys(dir.path());
     let server = start_server(&[
@@ -59,12 +32,32 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
         "--keys-file",
         keys.to_str().unwrap(),
     ]);
-    register_cluster(&server.endpoint, "blue").await;
-    let eks = eks_client(
-        &server.endpoint,
-        ADMIN.access_key_id,
-        ADMIN.secret_access_key,
-    );
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, JWKS).unwrap();
+    let mut register = std::process::Command::new(env!("CARGO_BIN_EXE_podid"));
+    register
+        .args(["cluster", "register", "--endpoint", &server.endpoint])
+        .args(["--name", "blue", "--issuer", "https://issuer.test/blue"])
+        .arg("--jwks-file")
+        .arg(&jwks)
+        .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"));
+    let timeout = std::time::Duration::from_secs(60);
+    tokio::task::spawn_blocking(move || {
+        run_to_success("podid cluster register", register, timeout)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("register failed: {e}"));
+    (dir, server)
+}
+
+#[tokio::test]
+async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
+    let (_dir, server) = server_with_cluster_blue().await;
+    let eks = eks_client(&server.endpoint, &ADMIN);
 
     let created = eks
         .create_pod_identity_association()
@@ -148,20 +141,8 @@ async fn aws_sdk_eks_creates_lists_describes_and_deletes() {
 
 #[tokio::test]
 async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = write_keys(dir.path());
-    let server = start_server(&[
-        "--database-url",
-        &sqlite_url(dir.path()),
-        "--keys-file",
-        keys.to_str().unwrap(),
-    ]);
-    register_cluster(&server.endpoint, "blue").await;
-    let admin = eks_client(
-        &server.endpoint,
-        ADMIN.access_key_id,
-        ADMIN.secret_access_key,
-    );
+    let (_dir, server) = server_with_cluster_blue().await;
+    let admin = eks_client(&server.endpoint, &ADMIN);
     let create = |c: &aws_sdk_eks::Client| {
         c.create_pod_identity_association()
             .cluster_name("blue")
@@ -189,11 +170,7 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
         .into_service_error();
     assert!(bad.is_invalid_parameter_exception(), "{bad:?}");
 
-    let reader = eks_client(
-        &server.endpoint,
-        READER.access_key_id,
-        READER.secret_access_key,
-    );
+    let reader = eks_client(&server.endpoint, &READER);
     assert_eq!(
         reader
             .list_pod_identity_associations()
@@ -217,7 +194,7 @@ async fn aws_sdk_eks_errors_are_modelled_and_roles_enforced() {
         Some("AccessDeniedException")
     );
 
-    let wrong = eks_client(
+    let wrong = secret_eks_client(
         &server.endpoint,
         ADMIN.access_key_id,
         "not-the-right-secret-at-all",
