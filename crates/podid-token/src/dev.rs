@@ -77,7 +77,17 @@ impl std::fmt::Debug for SigningKey {
 }
 
 fn key_error(what: &str) -> TokenError {
-    TokenError::SigningKey(what.to_string())
+    TokenError::SigningKey {
+        what: what.to_owned(),
+        source: None,
+    }
+}
+
+fn key_rejected(what: String, source: aws_lc_rs::error::KeyRejected) -> TokenError {
+    TokenError::SigningKey {
+        what,
+        source: Some(source),
+    }
 }
 
 /// Base64url (no padding) of the JSON of `value`: one JWS segment.
@@ -116,11 +126,11 @@ impl SigningKey {
         let pair = match alg.ecdsa() {
             None => Pair::Rsa(
                 RsaKeyPair::from_pkcs8(der)
-                    .map_err(|e| key_error(&format!("not an RSA key: {e}")))?,
+                    .map_err(|e| key_rejected("not an RSA key".into(), e))?,
             ),
             Some(ecdsa) => Pair::Ec(
                 EcdsaKeyPair::from_pkcs8(ecdsa, der)
-                    .map_err(|e| key_error(&format!("not a key for {}: {e}", alg.as_str())))?,
+                    .map_err(|e| key_rejected(format!("not a key for {}", alg.as_str()), e))?,
             ),
         };
         Ok(SigningKey {
@@ -142,7 +152,7 @@ impl SigningKey {
         if alg == DevAlgorithm::Rs256 {
             if let Some(der) = pem_block(pem, "RSA PRIVATE KEY") {
                 let pair = RsaKeyPair::from_der(&der)
-                    .map_err(|e| key_error(&format!("not an RSA key: {e}")))?;
+                    .map_err(|e| key_rejected("not an RSA key".into(), e))?;
                 return Ok(SigningKey {
                     alg,
                     kid: kid.to_string(),

@@ -13,7 +13,7 @@ use crate::{MAX_JWKS_KEYS, MAX_TOKEN_BYTES};
 /// Only [`TokenError::Expired`] maps to EKS's `ExpiredTokenException`
 /// (see [`TokenError::is_expired`]); every other variant is an
 /// `InvalidTokenException`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The token is empty (or only whitespace).
@@ -79,8 +79,17 @@ pub enum TokenError {
     KeySet(#[source] KeySetError),
     /// A development signing key could not be generated, read or used
     /// (only from [`crate::dev`]).
-    #[error("signing key: {0}")]
-    SigningKey(String),
+    #[error(
+        "signing key: {what}{}",
+        source.map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    SigningKey {
+        /// What failed.
+        what: String,
+        /// The crypto library's refusal of the key, if that is the cause.
+        #[source]
+        source: Option<aws_lc_rs::error::KeyRejected>,
+    },
 }
 
 /// Why a cluster's key set cannot be used: the cause of [`TokenError::KeySet`].
@@ -235,7 +244,7 @@ impl TokenError {
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::InconsistentSubject => "inconsistent_subject",
             TokenError::KeySet(_) => "key_set",
-            TokenError::SigningKey(_) => "signing_key",
+            TokenError::SigningKey { .. } => "signing_key",
         }
     }
 }
@@ -301,7 +310,10 @@ mod tests {
             TokenError::MissingClaim("x"),
             TokenError::InconsistentSubject,
             TokenError::KeySet(KeySetError::Empty),
-            TokenError::SigningKey(String::new()),
+            TokenError::SigningKey {
+                what: String::new(),
+                source: None,
+            },
         ];
         let mut seen = std::collections::HashSet::new();
         for e in &all {

@@ -95,7 +95,12 @@ fn pem_errors() {
     let p256 = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
     let pem = p256.to_pkcs8_pem().unwrap();
     assert!(SigningKey::from_pkcs8_pem(&pem, DevAlgorithm::Es384, "k").is_err());
-    assert!(SigningKey::from_pkcs8_pem(&pem, DevAlgorithm::Rs256, "k").is_err());
+    let err = SigningKey::from_pkcs8_pem(&pem, DevAlgorithm::Rs256, "k").unwrap_err();
+    assert!(
+        err.to_string().starts_with("signing key: not an RSA key: "),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[test]
