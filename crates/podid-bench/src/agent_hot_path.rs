@@ -27,7 +27,7 @@ use crate::load::{Wrk, WrkResult};
 use crate::machine::{children_cpu_seconds, cpu_busy, cpu_jiffies, process_cpu_seconds, Machine};
 use crate::priority::AutogroupBoost;
 use crate::processes::{agent_binary, have_program, AgentProcess, BaselineServer};
-use crate::report::{median, verdict, Table};
+use crate::report::{median, verdict, ReportTable};
 use crate::tokens::projected_token;
 use podid_test_support::fake_eks_auth::DEFAULT_SESSION_TOKEN_BYTES;
 
@@ -434,7 +434,7 @@ impl Plan {
 impl Phase {
     /// Prints the runs and the summary; whether every target holds.
     fn report(&self, smoke: bool, targets: &[RatioTarget]) -> bool {
-        let mut table = Table::new(&[
+        let mut table = ReportTable::new(&[
             "round",
             "server",
             "quiet",
@@ -507,7 +507,7 @@ impl Phase {
             ("max µs", |r| r.result.max_us),
             ("req per server CPU-ms", Run::efficiency),
         ];
-        let mut summary = Table::new(&[
+        let mut summary = ReportTable::new(&[
             "figure (median of rounds)",
             "agent",
             "baseline",

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use crate::http_client::HttpConnection;
 use crate::machine::{mib, resident_by_mapping, Machine, Memory};
 use crate::processes::{agent_binary, AgentProcess, BaselineServer};
-use crate::report::{verdict, Table};
+use crate::report::{verdict, ReportTable};
 use crate::tokens::projected_token;
 
 /// Idle RSS bound (KiB).
@@ -187,7 +187,7 @@ pub async fn run(args: AgentMemoryArgs) -> anyhow::Result<bool> {
     let full_after_hits = Memory::of(pid)?;
     agent.stop().await;
 
-    let mut table = Table::new(&[
+    let mut table = ReportTable::new(&[
         "agent state",
         "VmRSS MiB",
         "VmHWM MiB",

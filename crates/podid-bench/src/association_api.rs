@@ -25,7 +25,7 @@ use raw_store::RawStore;
 pub use raw_store::{raw_store, RawStoreArgs};
 
 use crate::priority::Placement;
-use crate::report::{median, percentile, verdict, Table};
+use crate::report::{median, percentile, verdict, ReportTable};
 use crate::server::{
     self, bench_association, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER,
 };
@@ -391,7 +391,7 @@ pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
         results.push(result?);
     }
 
-    let mut table = Table::new(&["store", "figure", "raw store", "API", "API ÷ raw"]);
+    let mut table = ReportTable::new(&["store", "figure", "raw store", "API", "API ÷ raw"]);
     let mut pass = true;
     for r in &results {
         let (raw_c, api_c) = (median(&r.raw_creates), median(&r.api_creates));

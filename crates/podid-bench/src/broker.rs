@@ -30,7 +30,7 @@ use crate::load_loop::{busy_poll_loop, closed_loop, LoadResult};
 use crate::machine;
 use crate::priority::Placement;
 use crate::processes::BaselineServer;
-use crate::report::{median, percentile, verdict, Table};
+use crate::report::{median, percentile, verdict, ReportTable};
 use crate::server::{
     self, bench_association, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster, CLUSTER,
 };
@@ -331,7 +331,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!("keys file: {e}"))?;
     let sigv4 = podid_server::auth::SigV4Verifier::new(ring);
 
-    let mut table = Table::new(&[
+    let mut table = ReportTable::new(&[
         "round",
         "signatures/s (1 thread)",
         "verify_token/s",

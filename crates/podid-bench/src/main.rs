@@ -40,7 +40,7 @@ mod tokens;
 /// podid's benchmark suite: figures are ratios to baselines measured in the same run.
 #[derive(Debug, Parser)]
 #[command(name = "podid-bench", about)]
-struct Cli {
+struct BenchCli {
     #[command(subcommand)]
     command: Command,
 }
@@ -67,7 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = BenchCli::parse();
     // The same runtime as `podid` builds: the baseline server must differ
     // from the agent only in what it does per request.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

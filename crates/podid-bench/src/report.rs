@@ -32,15 +32,15 @@ pub fn verdict(pass: bool) -> &'static str {
 }
 
 /// A plain-text table with right-aligned columns (Markdown-compatible).
-pub struct Table {
+pub struct ReportTable {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
-impl Table {
+impl ReportTable {
     /// A table with these column names.
-    pub fn new(header: &[&str]) -> Table {
-        Table {
+    pub fn new(header: &[&str]) -> ReportTable {
+        ReportTable {
             header: header.iter().map(|s| (*s).to_owned()).collect(),
             rows: Vec::new(),
         }
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let mut t = Table::new(&["what", "n"]);
+        let mut t = ReportTable::new(&["what", "n"]);
         t.row(vec!["agent".into(), "12345".into()]);
         let s = t.render();
         assert!(s.contains("| agent | 12345 |"), "{s}");

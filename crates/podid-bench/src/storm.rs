@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use rand::Rng as _;
 
 use crate::processes::{agent_binary, AgentProcess};
-use crate::report::{percentile, verdict, Table};
+use crate::report::{percentile, verdict, ReportTable};
 use crate::server::{self, Pod, RunArgs, ServerOptions, ServerProcess, TestCluster};
 use crate::sts_responder::{duplicates, max_in_any_second, StsResponder};
 use crate::tokens::{alphanumeric, seeded, uuid};
@@ -277,7 +277,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
         .map(|d| d.saturating_sub(start_offset).as_secs_f64());
     let total_retries: f64 = attempts.iter().map(|a| a - 1.0).sum();
 
-    let mut checks = Table::new(&["check", "measured", "target", "verdict"]);
+    let mut checks = ReportTable::new(&["check", "measured", "target", "verdict"]);
     let mut pass = true;
     let checks_made = [
         (
@@ -339,7 +339,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
         ]);
     }
 
-    let mut dist = Table::new(&["", "p50", "p90", "p99", "max"]);
+    let mut dist = ReportTable::new(&["", "p50", "p90", "p99", "max"]);
     dist.row(vec![
         "time to credentials (s)".into(),
         format!("{:.2}", percentile(&got, 50.0)),

@@ -4,8 +4,11 @@
 //! build is missing; the hot-path one also when `wrk` is not installed.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use podid_test_support::run_to_success;
 
 fn bench() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_podid-bench"))
@@ -25,30 +28,19 @@ fn agent() -> Option<PathBuf> {
     }
 }
 
-fn run(args: &[&str]) -> String {
-    let output = Command::new(bench())
-        .args(args)
-        .output()
-        .expect("podid-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "podid-bench {args:?} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+/// `podid-bench ARGS --agent AGENT` (at most 10 minutes); its stdout.
+fn run(args: &[&str], agent: &Path) -> String {
+    let mut cmd = Command::new(bench());
+    cmd.args(args).arg("--agent").arg(agent);
+    let output = run_to_success("podid-bench", cmd, Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("podid-bench {args:?}: {e}"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]
 fn agent_memory_smoke() {
     let Some(agent) = agent() else { return };
-    let out = run(&[
-        "agent-memory",
-        "--smoke",
-        "--agent",
-        agent.to_str().unwrap(),
-    ]);
+    let out = run(&["agent-memory", "--smoke"], &agent);
     assert!(out.contains("| 200 pods cached "), "{out}");
     assert!(out.contains("per cached pod:"), "{out}");
 }
@@ -60,13 +52,7 @@ fn agent_hot_path_smoke() {
         eprintln!("skipped: wrk is not installed (apt-get install wrk)");
         return;
     }
-    let out = run(&[
-        "agent-hot-path",
-        "--smoke",
-        "--no-pin",
-        "--agent",
-        agent.to_str().unwrap(),
-    ]);
+    let out = run(&["agent-hot-path", "--smoke", "--no-pin"], &agent);
     assert!(out.contains("upstream calls: 1 "), "{out}");
     assert!(out.contains("| req/s "), "{out}");
 }
