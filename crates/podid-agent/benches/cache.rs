@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use podid_agent::cache::{Outcome, Step};
+use podid_agent::cache::{LookupOutcome, Step};
 use podid_agent::metrics::AgentMetrics;
 use podid_agent::ratelimit::GcraLimiter;
 use podid_agent::upstream::Secret;
@@ -96,7 +96,7 @@ fn filled(
 
 fn hit(cache: &Arc<PodCredentialCache>, token: &str) -> bytes::Bytes {
     match cache.try_get(token) {
-        Step::Done(Ok(served)) if served.outcome == Outcome::Hit => served.body,
+        Step::Done(Ok(served)) if served.outcome == LookupOutcome::Hit => served.body,
         other => panic!("not a hit: {other:?}"),
     }
 }

@@ -173,14 +173,14 @@ impl CompactAnswer {
 }
 
 #[derive(Serialize)]
-struct ErrorBody<'a> {
+struct AgentErrorBody<'a> {
     code: &'a str,
     message: &'a str,
 }
 
 /// `{"code":"…","message":"…"}`.
 pub fn error_body(code: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::to_vec(&ErrorBody { code, message }).unwrap_or_default())
+    Bytes::from(serde_json::to_vec(&AgentErrorBody { code, message }).unwrap_or_default())
 }
 
 #[cfg(test)]

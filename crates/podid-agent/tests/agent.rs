@@ -25,7 +25,7 @@ fn fake_upstream(gated: bool) -> FakeEksAuthServer {
     .unwrap()
 }
 
-struct Running {
+struct RunningAgent {
     addr: SocketAddr,
     probes: SocketAddr,
     metrics_addr: SocketAddr,
@@ -52,7 +52,7 @@ async fn sdk_config() -> aws_types::SdkConfig {
 async fn start_agent(
     upstream: &FakeEksAuthServer,
     tweak: impl FnOnce(&mut AgentConfig),
-) -> Running {
+) -> RunningAgent {
     start_agent_with(upstream, UpstreamSettings::default(), tweak).await
 }
 
@@ -60,7 +60,7 @@ async fn start_agent_with(
     upstream: &FakeEksAuthServer,
     settings: UpstreamSettings,
     tweak: impl FnOnce(&mut AgentConfig),
-) -> Running {
+) -> RunningAgent {
     let mut config = AgentConfig {
         bind_hosts: vec!["127.0.0.1".parse().unwrap()],
         port: 0,
@@ -75,7 +75,7 @@ async fn start_agent_with(
         .await
         .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let running = Running {
+    let running = RunningAgent {
         addr: agent.credential_addrs()[0],
         probes: agent.probe_addr(),
         metrics_addr: agent.metrics_addr(),
@@ -89,7 +89,7 @@ async fn start_agent_with(
     running
 }
 
-impl Running {
+impl RunningAgent {
     fn url(&self) -> String {
         format!("http://{}/v1/credentials", self.addr)
     }
@@ -130,8 +130,7 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_credentials_in_the_container_format() {
-    let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |_| {}).await;
+    let (upstream, agent) = default_agent().await;
     let t = token("p1", 3600);
     let response = client()
         .get(agent.url())
@@ -254,8 +253,7 @@ async fn concurrent_first_requests_of_a_pod_make_one_upstream_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_pod_costs_no_upstream_call() {
-    let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |_| {}).await;
+    let (upstream, agent) = default_agent().await;
     let client = client();
     let t = token("p1", 3600);
     let (status, first) = get(&client, &agent.url(), &t).await;
@@ -305,22 +303,14 @@ async fn with_the_broker_killed_cached_pods_are_served_and_new_pods_get_503_quic
         assert!(took < Duration::from_secs(2), "503 after {took:?}");
     }
     // Three outages in a row: not ready, and the metrics say so.
-    let readyz = client
-        .get(format!("http://{}/readyz", agent.probes))
-        .send()
-        .await
-        .unwrap();
+    let readyz = agent.probe(&client, "/readyz").await;
     assert_eq!(readyz.status(), 503);
     let ready: serde_json::Value = readyz.json().await.unwrap();
     assert_eq!(ready["upstream"], "down");
-    let metrics = client
-        .get(format!("http://{}/metrics", agent.metrics_addr))
-        .send()
+    assert!(agent
+        .metrics_text(&client)
         .await
-        .unwrap()
-        .text()
-        .await;
-    assert!(metrics.unwrap().contains("podid_agent_upstream_up 0"));
+        .contains("podid_agent_upstream_up 0"));
     assert_eq!(get(&client, &agent.url(), &cached).await.0, 200);
 }
 
@@ -342,8 +332,7 @@ async fn a_hanging_broker_gets_a_new_pod_503_before_sdks_give_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_is_refused_with_403() {
-    let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |_| {}).await;
+    let (upstream, agent) = default_agent().await;
     let client = client();
     let t = token("p1", 3600);
     for host in [
@@ -379,8 +368,7 @@ async fn a_foreign_host_is_refused_with_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_400_without_an_upstream_call() {
-    let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |_| {}).await;
+    let (upstream, agent) = default_agent().await;
     let client = client();
     let response = client.get(agent.url()).send().await.unwrap();
     assert_eq!(response.status(), 400, "missing");
@@ -483,8 +471,7 @@ async fn broker_refusals_pass_through_and_a_refused_refresh_drops_the_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_paths_and_methods_and_probes() {
-    let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |_| {}).await;
+    let (upstream, agent) = default_agent().await;
     let client = client();
     let response = client
         .get(format!("http://{}/", agent.addr))
@@ -510,25 +497,12 @@ async fn other_paths_and_methods_and_probes() {
     );
     assert_eq!(upstream.calls(), 0);
     assert!(agent.probes.ip().is_loopback());
-    let healthz = client
-        .get(format!("http://{}/healthz", agent.probes))
-        .send()
-        .await
-        .unwrap();
+    let healthz = agent.probe(&client, "/healthz").await;
     assert_eq!(healthz.status(), 200);
-    let readyz = client
-        .get(format!("http://{}/readyz", agent.probes))
-        .send()
-        .await
-        .unwrap();
+    let readyz = agent.probe(&client, "/readyz").await;
     assert_eq!(readyz.status(), 200);
     assert_eq!(get(&client, &agent.url(), &token("p", 3600)).await.0, 200);
-    let metrics = client
-        .get(format!("http://{}/metrics", agent.metrics_addr))
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
+    let text = agent.metrics_text(&client).await;
     for needle in [
         "podid_agent_requests_total{status=\"200\"} 1",
         "podid_agent_requests_total{status=\"404\"} 1",

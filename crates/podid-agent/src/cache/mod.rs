@@ -22,11 +22,11 @@ use crate::token::{self, SecretToken, TokenDigest, TokenInfo, TokenRejection};
 use crate::upstream::{CredentialSource, FetchedCredentials, UpstreamError};
 use podid_api::clock::Clock;
 
-type FlightResult = Result<Bytes, UpstreamError>;
+type BrokerResult = Result<Bytes, UpstreamError>;
 
 /// How a request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LookupOutcome {
     /// From memory, fresh.
     Hit,
     /// From memory, past its refresh time (a refresh is under way or failing).
@@ -44,7 +44,7 @@ pub struct Served {
     /// The pre-serialised container-credentials body.
     pub body: Bytes,
     /// How it was found.
-    pub outcome: Outcome,
+    pub outcome: LookupOutcome,
 }
 
 impl std::fmt::Debug for Served {
@@ -98,7 +98,7 @@ pub struct PodCredentialCache {
     metrics: Arc<AgentMetrics>,
     index: RwLock<CredentialIndex>,
     /// Broker calls under way, one per token digest.
-    flights: SingleFlight<TokenDigest, FlightResult, Prehashed>,
+    flights: SingleFlight<TokenDigest, BrokerResult, Prehashed>,
     front_hash: FrontHasher,
     refresh_permits: Arc<Semaphore>,
     health: UpstreamHealth,
@@ -257,7 +257,7 @@ impl PodCredentialCache {
                     self.metrics.cache_hit.inc();
                     return Lookup::Served(Served {
                         body: entry.body(),
-                        outcome: Outcome::Hit,
+                        outcome: LookupOutcome::Hit,
                     });
                 }
                 Freshness::Stale => entry.clone(),
@@ -274,7 +274,7 @@ impl PodCredentialCache {
         self.start_refresh(*digest, &stale, token, tag, now);
         Lookup::Served(Served {
             body: stale.body(),
-            outcome: Outcome::Stale,
+            outcome: LookupOutcome::Stale,
         })
     }
 
@@ -312,16 +312,16 @@ impl PodCredentialCache {
                 self.metrics.cache_hit.inc();
                 return Ok(Served {
                     body,
-                    outcome: Outcome::Hit,
+                    outcome: LookupOutcome::Hit,
                 });
             }
             Joined::Started(flight) => {
                 self.metrics.cache_miss.inc();
-                (flight, Outcome::Miss)
+                (flight, LookupOutcome::Miss)
             }
             Joined::Joined(flight) => {
                 self.metrics.cache_joined.inc();
-                (flight, Outcome::Joined)
+                (flight, LookupOutcome::Joined)
             }
         };
         let body = wait(flight).await?;
@@ -345,7 +345,7 @@ impl PodCredentialCache {
         token: &str,
         tag: u64,
         now: SystemTime,
-    ) -> Option<Flight<FlightResult>> {
+    ) -> Option<Flight<BrokerResult>> {
         if !entry.retry_due(now) {
             return None;
         }
@@ -366,7 +366,7 @@ impl PodCredentialCache {
         kept: KeptToken,
         claims: EntryClaims,
         origin: Origin,
-    ) -> FlightResult {
+    ) -> BrokerResult {
         let _permit = match origin {
             Origin::Refresh => self.refresh_permits.clone().acquire_owned().await.ok(),
             Origin::Fetch => None,
@@ -438,7 +438,7 @@ impl PodCredentialCache {
         credentials: &FetchedCredentials,
         now: SystemTime,
         origin: Origin,
-    ) -> FlightResult {
+    ) -> BrokerResult {
         if credentials.expiration <= now {
             return Err(UpstreamError::internal(
                 "the credential broker answered expired credentials",
@@ -496,7 +496,7 @@ impl PodCredentialCache {
         }
     }
 
-    fn maintenance_pass(self: &Arc<Self>) -> Vec<Flight<FlightResult>> {
+    fn maintenance_pass(self: &Arc<Self>) -> Vec<Flight<BrokerResult>> {
         let now = self.clock.now();
         let plan =
             refresh::plan_maintenance(&self.read(), &self.policy, now, self.upstream_healthy());
@@ -536,7 +536,7 @@ impl PodCredentialCache {
 
 /// A flight's result; a flight whose task ended without one (it panicked)
 /// is an internal error.
-async fn wait(flight: Flight<FlightResult>) -> FlightResult {
+async fn wait(flight: Flight<BrokerResult>) -> BrokerResult {
     flight.wait().await.unwrap_or_else(|| {
         Err(UpstreamError::internal(
             "the credential request was abandoned",

@@ -62,19 +62,19 @@ impl CredentialSource for FakeSource {
     }
 }
 
-struct Fixture {
+struct CacheFixture {
     clock: TokioClock,
     source: Arc<FakeSource>,
     cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
 }
 
-fn fixture(policy: CachePolicy, gated: bool) -> Fixture {
+fn fixture(policy: CachePolicy, gated: bool) -> CacheFixture {
     let clock = TokioClock::new();
     let source = FakeSource::new(clock, gated);
     let metrics = Arc::new(AgentMetrics::new());
     let cache = PodCredentialCache::new(policy, source.clone(), Arc::new(clock), metrics.clone());
-    Fixture {
+    CacheFixture {
         clock,
         source,
         cache,
@@ -82,7 +82,7 @@ fn fixture(policy: CachePolicy, gated: bool) -> Fixture {
     }
 }
 
-impl Fixture {
+impl CacheFixture {
     fn token(&self, pod: &str) -> String {
         self.token_expiring(pod, 24 * 60 * MIN)
     }
@@ -95,7 +95,7 @@ impl Fixture {
         make_token(Some(exp), Some(pod))
     }
 
-    async fn key_id(&self, token: &str) -> (String, Outcome) {
+    async fn key_id(&self, token: &str) -> (String, LookupOutcome) {
         let served = self.cache.get(token).await.expect("credentials");
         let v: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
         (
@@ -115,9 +115,15 @@ impl Fixture {
 async fn repeated_requests_are_served_from_memory() {
     let f = fixture(CachePolicy::default(), false);
     let token = f.token("pod-a");
-    assert_eq!(f.key_id(&token).await, ("ASIA1".to_owned(), Outcome::Miss));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA1".to_owned(), LookupOutcome::Miss)
+    );
     for _ in 0..100 {
-        assert_eq!(f.key_id(&token).await, ("ASIA1".to_owned(), Outcome::Hit));
+        assert_eq!(
+            f.key_id(&token).await,
+            ("ASIA1".to_owned(), LookupOutcome::Hit)
+        );
     }
     assert_eq!(f.source.calls(), 1);
     assert_eq!(f.metrics.cache_hit.get(), 100);
@@ -130,7 +136,7 @@ async fn repeated_requests_are_served_from_memory() {
     // Another pod is another entry.
     assert_eq!(
         f.key_id(&f.token("pod-b")).await,
-        ("ASIA2".to_owned(), Outcome::Miss)
+        ("ASIA2".to_owned(), LookupOutcome::Miss)
     );
     assert_eq!(f.cache.len(), 2);
 }
@@ -180,7 +186,10 @@ async fn a_hung_up_leader_does_not_cancel_the_call() {
         tokio::task::yield_now().await;
     }
     f.source.gate.as_ref().unwrap().add_permits(1);
-    assert_eq!(follower.await.unwrap().unwrap().outcome, Outcome::Joined);
+    assert_eq!(
+        follower.await.unwrap().unwrap().outcome,
+        LookupOutcome::Joined
+    );
     assert_eq!(f.source.calls(), 1);
 }
 
@@ -207,7 +216,10 @@ async fn used_entries_are_refreshed_ahead_of_expiry() {
         1
     );
     // The pod gets the new credentials, fresh, from memory.
-    assert_eq!(f.key_id(&token).await, ("ASIA2".to_owned(), Outcome::Hit));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA2".to_owned(), LookupOutcome::Hit)
+    );
     // Used since: refreshed again 40 minutes later.
     tokio::time::advance(40 * MIN).await;
     f.cache.maintain().await;
@@ -258,11 +270,17 @@ async fn stale_credentials_are_served_while_the_broker_is_down_until_near_expiry
     f.source.answer(Err(UpstreamError::unavailable("down")));
     tokio::time::advance(41 * MIN).await;
     // Past the refresh time: served at once, and the refresh starts (and fails).
-    assert_eq!(f.key_id(&token).await, ("ASIA1".to_owned(), Outcome::Stale));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA1".to_owned(), LookupOutcome::Stale)
+    );
     f.settle().await;
     assert_eq!(f.source.calls(), 2);
     // Within the retry delay: served without another call.
-    assert_eq!(f.key_id(&token).await, ("ASIA1".to_owned(), Outcome::Stale));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA1".to_owned(), LookupOutcome::Stale)
+    );
     f.settle().await;
     assert_eq!(f.source.calls(), 2);
     // Retries back off: 5 s, then 10 s, …
@@ -293,7 +311,7 @@ async fn stale_credentials_are_served_while_the_broker_is_down_until_near_expiry
     assert_eq!(f.cache.len(), 0);
     // The broker is back: served again, healthy again.
     f.source.answer(Ok(60 * MIN));
-    assert_eq!(f.key_id(&token).await.1, Outcome::Miss);
+    assert_eq!(f.key_id(&token).await.1, LookupOutcome::Miss);
     assert!(f.cache.upstream_healthy());
 }
 
@@ -344,7 +362,10 @@ async fn other_refusals_on_refresh_keep_serving() {
     tokio::time::advance(40 * MIN).await;
     f.cache.maintain().await;
     assert_eq!(f.cache.len(), 1);
-    assert_eq!(f.key_id(&token).await, ("ASIA1".to_owned(), Outcome::Stale));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA1".to_owned(), LookupOutcome::Stale)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,9 +390,13 @@ async fn the_least_recently_used_entry_goes_first() {
         1
     );
     assert_eq!(f.source.calls(), 4);
-    assert_eq!(f.key_id(&tokens[0]).await.1, Outcome::Hit);
-    assert_eq!(f.key_id(&tokens[2]).await.1, Outcome::Hit);
-    assert_eq!(f.key_id(&tokens[1]).await.1, Outcome::Miss, "b was evicted");
+    assert_eq!(f.key_id(&tokens[0]).await.1, LookupOutcome::Hit);
+    assert_eq!(f.key_id(&tokens[2]).await.1, LookupOutcome::Hit);
+    assert_eq!(
+        f.key_id(&tokens[1]).await.1,
+        LookupOutcome::Miss,
+        "b was evicted"
+    );
     assert_eq!(f.cache.len(), 3);
 }
 
@@ -416,12 +441,12 @@ async fn a_rotated_token_replaces_the_pods_entry() {
     assert_ne!(old, new);
     assert_eq!(
         f.key_id(&new).await.1,
-        Outcome::Miss,
+        LookupOutcome::Miss,
         "a new token is checked by the broker"
     );
     assert_eq!(f.cache.len(), 1);
-    assert_eq!(f.key_id(&new).await.1, Outcome::Hit);
-    assert_eq!(f.key_id(&old).await.1, Outcome::Miss);
+    assert_eq!(f.key_id(&new).await.1, LookupOutcome::Hit);
+    assert_eq!(f.key_id(&old).await.1, LookupOutcome::Miss);
 }
 
 #[tokio::test(start_paused = true)]
@@ -495,7 +520,7 @@ async fn only_max_refresh_ahead_entries_keep_their_token() {
     assert_eq!(f.cache.read().front_len(), 2);
     // All three are served from memory, kept token or not.
     for t in &tokens {
-        assert_eq!(f.key_id(t).await.1, Outcome::Hit);
+        assert_eq!(f.key_id(t).await.1, LookupOutcome::Hit);
     }
     // Due: only the two that keep their token are refreshed ahead.
     tokio::time::advance(40 * MIN).await;
@@ -504,13 +529,13 @@ async fn only_max_refresh_ahead_entries_keep_their_token() {
     // The third is refreshed when its pod asks (served at once, stale).
     assert_eq!(
         f.key_id(&tokens[2]).await,
-        ("ASIA3".to_owned(), Outcome::Stale)
+        ("ASIA3".to_owned(), LookupOutcome::Stale)
     );
     f.settle().await;
     assert_eq!(f.source.calls(), 6);
     assert_eq!(
         f.key_id(&tokens[2]).await,
-        ("ASIA6".to_owned(), Outcome::Hit)
+        ("ASIA6".to_owned(), LookupOutcome::Hit)
     );
     assert_eq!(f.cache.read().kept_tokens(), 2, "no room was freed");
     // Dropping a keeping entry frees its place for the next one stored.
@@ -538,14 +563,23 @@ async fn the_front_index_serves_only_the_exact_kept_token() {
     let tag = f.cache.front_hash.tag(&other);
     let victim_digest = token::digest(&victim);
     f.cache.write().force_front(tag, victim_digest);
-    assert_eq!(f.key_id(&other).await, ("ASIA2".to_owned(), Outcome::Miss));
-    assert_eq!(f.key_id(&victim).await, ("ASIA1".to_owned(), Outcome::Hit));
+    assert_eq!(
+        f.key_id(&other).await,
+        ("ASIA2".to_owned(), LookupOutcome::Miss)
+    );
+    assert_eq!(
+        f.key_id(&victim).await,
+        ("ASIA1".to_owned(), LookupOutcome::Hit)
+    );
     // A token differing from the victim's in its last byte is the
     // broker's to judge (here it accepts it as the pod's rotated token).
     let mut near = victim.clone();
     let last = near.pop().unwrap();
     near.push(if last == 'A' { 'B' } else { 'A' });
-    assert_eq!(f.key_id(&near).await, ("ASIA3".to_owned(), Outcome::Miss));
+    assert_eq!(
+        f.key_id(&near).await,
+        ("ASIA3".to_owned(), LookupOutcome::Miss)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -559,12 +593,15 @@ async fn with_no_kept_tokens_the_cache_still_serves_and_refreshes_on_request() {
     );
     let token = f.token("pod-a");
     f.key_id(&token).await;
-    assert_eq!(f.key_id(&token).await.1, Outcome::Hit);
+    assert_eq!(f.key_id(&token).await.1, LookupOutcome::Hit);
     assert_eq!(f.cache.read().kept_tokens(), 0);
     tokio::time::advance(40 * MIN).await;
     f.cache.maintain().await;
     assert_eq!(f.source.calls(), 1, "nothing to refresh ahead with");
-    assert_eq!(f.key_id(&token).await.1, Outcome::Stale);
+    assert_eq!(f.key_id(&token).await.1, LookupOutcome::Stale);
     f.settle().await;
-    assert_eq!(f.key_id(&token).await, ("ASIA2".to_owned(), Outcome::Hit));
+    assert_eq!(
+        f.key_id(&token).await,
+        ("ASIA2".to_owned(), LookupOutcome::Hit)
+    );
 }

@@ -227,7 +227,7 @@ impl Agent {
         } = self;
         let guard = HostGuard::new(self.credential_addrs.iter().map(SocketAddr::ip));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ListenerState {
             cache: cache.clone(),
             metrics: metrics.clone(),
             guard,
@@ -304,7 +304,7 @@ async fn serve_router(
     }
 }
 
-struct Shared {
+struct ListenerState {
     cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
     guard: HostGuard,
@@ -375,28 +375,30 @@ type Body = Full<Bytes>;
 /// in `call`, so the hot path allocates no future and clones no `Arc`.
 #[derive(Clone)]
 struct CredentialService {
-    shared: Arc<Shared>,
+    shared: Arc<ListenerState>,
     limiter: Option<Arc<GcraLimiter>>,
 }
 
-enum Answer {
+enum AnswerFuture {
     Ready(Option<Response<Body>>),
     Pending(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
 }
 
-impl Future for Answer {
+impl Future for AnswerFuture {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Answer::Ready(response) => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalServerException",
-                    "polled twice",
-                )
-            }))),
-            Answer::Pending(future) => future.as_mut().poll(cx).map(Ok),
+            AnswerFuture::Ready(response) => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalServerException",
+                        "polled twice",
+                    )
+                })))
+            }
+            AnswerFuture::Pending(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
 }
@@ -431,7 +433,7 @@ fn refusal_response(refusal: &Refusal) -> Response<Body> {
     }
 }
 
-impl Shared {
+impl ListenerState {
     fn answer(&self, result: Result<Served, Refusal>) -> Response<Body> {
         let response = match result {
             Ok(served) => json_response(StatusCode::OK, served.body),
@@ -455,14 +457,14 @@ impl Shared {
 impl hyper::service::Service<Request<Incoming>> for CredentialService {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = AnswerFuture;
 
-    fn call(&self, request: Request<Incoming>) -> Answer {
+    fn call(&self, request: Request<Incoming>) -> AnswerFuture {
         let shared = &self.shared;
         if let Some(limiter) = &self.limiter {
             if !limiter.try_acquire() {
                 shared.metrics.rate_limited.inc();
-                return Answer::Ready(Some(shared.refuse(
+                return AnswerFuture::Ready(Some(shared.refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequests",
                     "the agent's request rate limit was exceeded; retry later",
@@ -470,7 +472,7 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
             }
         }
         if request.uri().path() != CREDENTIALS_PATH {
-            return Answer::Ready(Some(shared.refuse(
+            return AnswerFuture::Ready(Some(shared.refuse(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "no such path",
@@ -485,7 +487,7 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
             response
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("GET"));
-            return Answer::Ready(Some(response));
+            return AnswerFuture::Ready(Some(response));
         }
         let host = match request.headers().get(HOST) {
             Some(value) => value.to_str().ok(),
@@ -493,7 +495,7 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
         };
         if !host.is_some_and(|h| shared.guard.allows(h)) {
             tracing::debug!("refused a request naming another host");
-            return Answer::Ready(Some(shared.refuse(
+            return AnswerFuture::Ready(Some(shared.refuse(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
                 "call the agent through its own address (the Host header names another host)",
@@ -505,11 +507,11 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
             .map(|v| v.to_str().unwrap_or("\u{0}"))
             .unwrap_or("");
         match shared.cache.try_get(token) {
-            Step::Done(result) => Answer::Ready(Some(shared.answer(result))),
+            Step::Done(result) => AnswerFuture::Ready(Some(shared.answer(result))),
             Step::Fetch(pending) => {
                 let shared = shared.clone();
                 let token = token.to_owned();
-                Answer::Pending(Box::pin(async move {
+                AnswerFuture::Pending(Box::pin(async move {
                     let result = shared.cache.finish(&token, pending).await;
                     shared.answer(result)
                 }))
@@ -522,7 +524,7 @@ async fn healthz() -> impl IntoResponse {
     ([(CONTENT_TYPE, APPLICATION_JSON)], r#"{"status":"ok"}"#)
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn readyz(State(shared): State<Arc<ListenerState>>) -> impl IntoResponse {
     let healthy = shared.cache.upstream_healthy();
     let body = serde_json::json!({
         "status": if healthy { "ready" } else { "degraded" },
@@ -538,7 +540,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (status, [(CONTENT_TYPE, APPLICATION_JSON)], body.to_string())
 }
 
-async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics_text(State(shared): State<Arc<ListenerState>>) -> impl IntoResponse {
     (
         [(
             CONTENT_TYPE,

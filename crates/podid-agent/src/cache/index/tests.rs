@@ -11,14 +11,14 @@ fn at(offset: Duration) -> SystemTime {
 }
 
 /// An index with the policy bounds it is stored under.
-struct Fixture {
+struct IndexFixture {
     front: FrontHasher,
     index: CredentialIndex,
     policy: CachePolicy,
 }
 
-fn fixture(max_entries: usize, max_refresh_ahead: usize) -> Fixture {
-    Fixture {
+fn fixture(max_entries: usize, max_refresh_ahead: usize) -> IndexFixture {
+    IndexFixture {
         front: FrontHasher::default(),
         index: CredentialIndex::default(),
         policy: CachePolicy {
@@ -29,7 +29,7 @@ fn fixture(max_entries: usize, max_refresh_ahead: usize) -> Fixture {
     }
 }
 
-impl Fixture {
+impl IndexFixture {
     /// An entry for `token` of pod `pod`, its answer `body`, ready.
     fn entry(&self, token: &str, pod: Option<&str>, body: &'static str) -> CachedEntry {
         let info = TokenInfo {
@@ -49,7 +49,7 @@ impl Fixture {
         )
     }
 
-    /// Stores `token`'s entry (see [`Fixture::entry`]) under its digest.
+    /// Stores `token`'s entry (see [`IndexFixture::entry`]) under its digest.
     fn put(
         &mut self,
         token: &str,
