@@ -93,6 +93,25 @@ impl RunningAgent {
     fn url(&self) -> String {
         format!("http://{}/v1/credentials", self.addr)
     }
+
+    /// `GET` a probe path (`/healthz`, `/readyz`).
+    async fn probe(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        let url = format!("http://{}{path}", self.probes);
+        client.get(url).send().await.unwrap()
+    }
+
+    /// The `/metrics` exposition.
+    async fn metrics_text(&self, client: &reqwest::Client) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        client.get(url).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// A fake EKS Auth and an agent with the default settings asking it.
+async fn default_agent() -> (FakeEksAuthServer, RunningAgent) {
+    let upstream = fake_upstream(false);
+    let agent = start_agent(&upstream, |_| {}).await;
+    (upstream, agent)
 }
 
 fn client() -> reqwest::Client {
