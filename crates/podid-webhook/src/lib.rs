@@ -99,6 +99,18 @@ pub enum WebhookError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A certificate or key file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    CertificateRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate reload task failed.
+    #[error("reload task failed: {0}")]
+    ReloadTask(#[source] tokio::task::JoinError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {

@@ -15,7 +15,7 @@ use crate::metrics::WebhookMetrics;
 use crate::WebhookError;
 
 /// What one [`CertStore::reload`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reload {
     /// The files have not changed since the last attempt.
     Unchanged,
@@ -23,7 +23,7 @@ pub enum Reload {
     Loaded,
     /// The files changed but do not hold a usable pair; the previous one (if
     /// any) stays in service.
-    Failed(String),
+    Failed(WebhookError),
 }
 
 /// The certificate and key files, and the pair loaded from them.
@@ -96,11 +96,17 @@ impl CertStore {
     /// last attempt.
     pub fn reload(&self) -> Reload {
         let read = std::fs::read(&self.cert_path)
-            .map_err(|e| format!("cannot read {}: {e}", self.cert_path.display()))
+            .map_err(|source| WebhookError::CertificateRead {
+                path: self.cert_path.clone(),
+                source,
+            })
             .and_then(|c| {
                 std::fs::read(&self.key_path)
                     .map(|k| (c, k))
-                    .map_err(|e| format!("cannot read {}: {e}", self.key_path.display()))
+                    .map_err(|source| WebhookError::CertificateRead {
+                        path: self.key_path.clone(),
+                        source,
+                    })
             });
         let (seen, files) = match read {
             Ok((cert, key)) => {
@@ -110,7 +116,7 @@ impl CertStore {
                 hasher.update(&key);
                 (Seen::Contents(hasher.finalize().into()), Ok((cert, key)))
             }
-            Err(reason) => (Seen::ReadError(reason.clone()), Err(reason)),
+            Err(e) => (Seen::ReadError(e.to_string()), Err(e)),
         };
         {
             // Each distinct state of the files is tried (and reported) once.
@@ -129,7 +135,7 @@ impl CertStore {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(key));
                 Reload::Loaded
             }
-            Err(e) => Reload::Failed(e.to_string()),
+            Err(e) => Reload::Failed(e),
         }
     }
 
@@ -202,7 +208,7 @@ impl CertStore {
             let store = self.clone();
             let outcome = match tokio::task::spawn_blocking(move || store.reload()).await {
                 Ok(o) => o,
-                Err(e) => Reload::Failed(format!("reload task failed: {e}")),
+                Err(e) => Reload::Failed(WebhookError::ReloadTask(e)),
             };
             self.report(outcome, &metrics);
         }
@@ -251,7 +257,7 @@ mod tests {
             panic!("garbage loaded");
         };
         assert_eq!(
-            reason,
+            reason.to_string(),
             format!(
                 "TLS certificate {} / key {}: certificate file holds no CERTIFICATE",
                 cert.display(),
@@ -259,5 +265,16 @@ mod tests {
             )
         );
         assert!(!store.is_loaded());
+        assert!(matches!(store.reload(), Reload::Unchanged));
+        std::fs::remove_file(&key).unwrap();
+        let Reload::Failed(e) = store.reload() else {
+            panic!("a missing key file loaded");
+        };
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", key.display())),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
