@@ -218,13 +218,6 @@ impl ChildProcess {
         }
     }
 
-    /// Whether it has exited (without waiting).
-    pub fn has_exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
-    }
-
     /// Gives the stderr reader up to `limit` to copy what is left in the pipe.
     fn wait_stderr_closed(&mut self, limit: Duration) {
         if let Some(done) = &self.stderr_done {
