@@ -394,14 +394,19 @@ pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
     let mut table = ReportTable::new(&["store", "figure", "raw store", "API", "API ÷ raw"]);
     let mut pass = true;
     for r in &results {
+        // One row: the figure, the raw store's and the API's, with `decimals`.
+        let mut row = |figure: String, raw: f64, api: f64, decimals: usize| {
+            table.row(vec![
+                r.name.into(),
+                figure,
+                format!("{raw:.decimals$}"),
+                format!("{api:.decimals$}"),
+                format!("{:.2}", api / raw),
+            ]);
+        };
         let (raw_c, api_c) = (median(&r.raw_creates), median(&r.api_creates));
-        table.row(vec![
-            r.name.into(),
-            format!("creates/s ({} in flight)", args.concurrency),
-            format!("{raw_c:.0}"),
-            format!("{api_c:.0}"),
-            format!("{:.2}", api_c / raw_c),
-        ]);
+        let creates = format!("creates/s ({} in flight)", args.concurrency);
+        row(creates, raw_c, api_c, 0);
         let pages = |walks: &[Walk]| {
             let mut v: Vec<f64> = walks
                 .iter()
@@ -412,24 +417,17 @@ pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
         };
         let (raw_p, api_p) = (pages(&r.raw_walks), pages(&r.api_walks));
         for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
-            let (a, b) = (percentile(&raw_p, p), percentile(&api_p, p));
-            table.row(vec![
-                r.name.into(),
-                format!("list page of {} {label} (ms)", args.page_size),
-                format!("{a:.2}"),
-                format!("{b:.2}"),
-                format!("{:.2}", b / a),
-            ]);
+            let figure = format!("list page of {} {label} (ms)", args.page_size);
+            row(figure, percentile(&raw_p, p), percentile(&api_p, p), 2);
         }
         let raw_w = median(&r.raw_walks.iter().map(|w| w.seconds).collect::<Vec<_>>());
         let api_w = median(&r.api_walks.iter().map(|w| w.seconds).collect::<Vec<_>>());
-        table.row(vec![
-            r.name.into(),
+        row(
             format!("walk all {} (s)", args.associations),
-            format!("{raw_w:.3}"),
-            format!("{api_w:.3}"),
-            format!("{:.2}", api_w / raw_w),
-        ]);
+            raw_w,
+            api_w,
+            3,
+        );
         let ok = r
             .raw_walks
             .iter()

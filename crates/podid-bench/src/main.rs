@@ -70,10 +70,7 @@ fn main() -> ExitCode {
     let cli = BenchCli::parse();
     // The same runtime as `podid` builds: the baseline server must differ
     // from the agent only in what it does per request.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match podid_runtime::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -340,20 +340,16 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
     }
 
     let mut dist = ReportTable::new(&["", "p50", "p90", "p99", "max"]);
-    dist.row(vec![
-        "time to credentials (s)".into(),
-        format!("{:.2}", percentile(&got, 50.0)),
-        format!("{:.2}", percentile(&got, 90.0)),
-        format!("{:.2}", percentile(&got, 99.0)),
-        format!("{:.2}", percentile(&got, 100.0)),
-    ]);
-    dist.row(vec![
-        "attempts per pod".into(),
-        format!("{:.0}", percentile(&attempts, 50.0)),
-        format!("{:.0}", percentile(&attempts, 90.0)),
-        format!("{:.0}", percentile(&attempts, 99.0)),
-        format!("{:.0}", percentile(&attempts, 100.0)),
-    ]);
+    for (name, values, decimals) in [
+        ("time to credentials (s)", &got, 2),
+        ("attempts per pod", &attempts, 0),
+    ] {
+        let mut row = vec![name.to_owned()];
+        for p in [50.0, 90.0, 99.0, 100.0] {
+            row.push(format!("{:.*}", decimals, percentile(values, p)));
+        }
+        dist.row(row);
+    }
     println!();
     print!("{}", checks.render());
     println!();
