@@ -1,21 +1,6 @@
-//! Issue 7, target 1 — the agent's hot path: a pod whose credentials are
-//! cached asks again and again.
-//!
-//! The real `podid agent` process (127.0.0.1, port 0) and the baseline (a
-//! minimal hyper server answering the agent's exact bytes, [`crate::baseline`])
-//! are each loaded by the same `wrk` (64 connections, 10 s, one thread), the
-//! server pinned to one CPU and wrk to the other. Rounds alternate which goes
-//! first (agent, baseline, then baseline, agent, …); each round's ratio pairs
-//! two runs seconds apart, and the verdict takes the median over rounds.
-//! Targets: requests/s ≥ 0.8× the baseline's, p99 ≤ 1.25× the baseline's.
-//!
-//! Two phases: *saturated* (wrk as fast as it goes: the issue's setting,
-//! where both servers and wrk run at ~100% of their CPU and the latency
-//! percentiles say on which side the 64 requests queue), then *paced* (each
-//! connection waits `--pace-ms` before each request: both servers get the
-//! same offered load, well below saturation, and their latencies compare at
-//! equal throughput). The targets are judged on the saturated phase, as the
-//! issue sets them; the paced phase is reported alongside.
+//! Target 1, the agent's hot path: the real agent answering a cached pod vs a
+//! minimal hyper server with its exact bytes, both loaded by wrk (method:
+//! docs/benchmarks.md, "Agent hot path").
 
 use std::path::PathBuf;
 use std::time::Duration;

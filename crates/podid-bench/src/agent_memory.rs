@@ -1,13 +1,5 @@
-//! Issue 7, target 2 — the agent's memory: VmRSS of the real `podid-agent`
-//! process idle, and holding 10,000 pods' credentials (distinct ~1.1 KiB
-//! tokens, answers with ~800-byte session tokens, as real STS gives).
-//!
-//! Targets (absolute, memory is not a matter of load): VmRSS ≤ 10 MiB idle
-//! and ≤ 25 MiB with 10,000 cached pods. For scale, the same run reports the
-//! baseline's idle RSS (the minimal hyper server of the hot-path benchmark)
-//! and what each cached pod costs against its answer's size (the one thing
-//! every entry must hold; the first `--max-refresh-ahead` pods also keep
-//! their token).
+//! Target 2, the agent's memory: VmRSS of the real agent idle and with 10,000
+//! cached pods (method: docs/benchmarks.md, "Agent memory").
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

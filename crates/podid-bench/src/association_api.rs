@@ -1,14 +1,6 @@
-//! Target 5: the association API. Create throughput (16 calls in flight) and
-//! List over 10,000 associations (pages of 100: page latency p50/p99, time to
-//! walk them all), on SQLite and on PostgreSQL.
-//!
-//! The baseline in the same run is the raw store: the same creates and the
-//! same page reads as `podid_store` calls, made by a process of their own
-//! (`podid-bench raw-store`, hidden) pinned to the server's CPU like the
-//! server, against a database of its own that grows in step with the server's.
-//! API ÷ raw is then the price of everything above the store: HTTP, SigV4,
-//! validation, JSON, the access log. Rounds alternate raw and API; the
-//! figures are medians of the rounds.
+//! Target 5, the association API: Create throughput and List over 10,000
+//! associations vs the raw store, on SQLite and PostgreSQL (method:
+//! docs/benchmarks.md, "Association API").
 
 use std::collections::HashSet;
 use std::sync::Arc;

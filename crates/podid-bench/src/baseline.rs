@@ -1,10 +1,5 @@
-//! The baseline of the hot-path benchmark: a minimal hyper server answering
-//! every request with the same bytes and the same headers as the agent's
-//! cached answer (`content-type: application/json`; hyper adds
-//! `content-length` and `date` to both). It runs on the same runtime as
-//! `podid` (tokio multi-thread, one worker per CPU it may use), with
-//! HTTP/1.1 keep-alive and TCP_NODELAY like the agent's listener, and checks
-//! nothing: what the agent does beyond this is what the benchmark prices.
+//! `podid-bench baseline`: the hot path's baseline, a minimal hyper server
+//! answering every request with a file's bytes (docs/benchmarks.md, "Agent hot path").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

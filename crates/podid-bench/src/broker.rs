@@ -1,22 +1,6 @@
-//! Target 3: the broker. `AssumeRoleForPodIdentity` with a fresh token on
-//! every request, for 1,000 pods whose credentials the broker has cached,
-//! must reach at least 0.5× the rate at which the same machine verifies the
-//! same RS256 signatures alone, measured in the same run.
-//!
-//! The real `podid server` (SQLite store, SigV4 authentication, info log,
-//! audit trail) runs pinned to one CPU; this process (the load) to the other.
-//! A local STS responder answers the warm-up (one `AssumeRole` per pod);
-//! after it every call is a credential-cache hit, so what is measured is the
-//! broker's own path: HTTP, SigV4 check of the node key's signature, cluster
-//! and association lookups, token verification (RS256), cache, audit, answer.
-//!
-//! Every request carries a token never seen before (its own `jti` and `iat`),
-//! minted before the timed phase; requests are SigV4-signed by the node key
-//! just before their round (the client's signing cost is outside the timed
-//! phase: the load generator only writes prepared bytes and reads answers).
-//! The baseline verifies the round's tokens' signatures (aws-lc-rs, the key
-//! parsed once) on one thread pinned to the server's CPU, alternating with
-//! the server's rounds; the verdict takes the median of the rounds' ratios.
+//! Target 3, the broker: `AssumeRoleForPodIdentity` with a fresh token per
+//! call vs RS256 signature verification alone on the same CPU (method:
+//! docs/benchmarks.md, "Broker throughput").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

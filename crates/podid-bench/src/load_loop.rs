@@ -1,8 +1,7 @@
-//! The broker benchmark's load generators: closed loops of prepared signed
-//! calls over keep-alive connections, either a tokio task per connection
-//! (hyper's client) or one thread busy-polling non-blocking sockets. The
-//! hand-written busy-polling one is kept because the broker benchmark
-//! measures the server, not its wake-ups (docs/benchmarks.md, Broker throughput).
+//! The broker benchmark's load generators over keep-alive connections: hyper's
+//! client in a task per connection, or one thread busy-polling raw sockets
+//! (kept for the broker benchmark, which measures the server and not its
+//! wake-ups: docs/benchmarks.md, "Broker throughput").
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

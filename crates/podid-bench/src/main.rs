@@ -1,20 +1,13 @@
-//! `podid-bench`: podid's benchmarks (issue 7). Each subcommand starts the
-//! real processes, measures them against a baseline in the same run (the
-//! machine is shared and noisy: only ratios are compared), prints a table and
-//! PASS/FAIL against its target, and exits 0 when every target holds, 2 when
-//! one does not, 1 on an error. `scripts/bench.sh` builds and runs them all;
-//! results and method are in `docs/benchmarks.md`.
-//!
-//! One module per benchmark, so several people can add theirs without
-//! touching each other's: add the module below, a variant to [`Command`] and
-//! its arm in [`main`].
+//! `podid-bench`: podid's benchmarks, one subcommand each; a target that does
+//! not hold exits 2 (method and figures: docs/benchmarks.md).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// The benchmarks, one a module.
+// The benchmarks, one a module (a new one: its module, a variant of
+// `Command`, its arm in `main`).
 mod agent_hot_path;
 mod agent_memory;
 mod association_api;

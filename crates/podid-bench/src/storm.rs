@@ -1,17 +1,6 @@
-//! Target 4: the cold-start storm. 2,000 pods on 10 agents ask for
-//! credentials at once. The STS responder (local, rate-enforcing, counting)
-//! must see exactly 2,000 `AssumeRole` calls, never more than the configured
-//! rate in any second, none twice for one pod; every pod must have
-//! credentials within (2,000 ÷ rate + 3) seconds, retries included.
-//!
-//! The real processes: `podid server --sts-endpoint RESPONDER --sts-max-rps R`
-//! (SQLite, SigV4 keys), 10 `podid agent`s on 127.0.0.1 signing with a node
-//! key. Each simulated pod has its own RS256 token (its own pod uid) and
-//! behaves like an SDK's container credential provider that the application
-//! keeps retrying: one `GET /v1/credentials` per attempt on a new connection,
-//! a 2 s attempt timeout (botocore's), and on 429, 5xx, a timeout or a
-//! refused connection another attempt after an exponential backoff with full
-//! jitter (default base 100 ms, cap 1 s), until the deadline.
+//! Target 4, the cold-start storm: pods on several agents ask at once, a
+//! rate-enforcing STS responder counts the calls (method: docs/benchmarks.md,
+//! "Cold-start storm").
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

@@ -1,15 +1,5 @@
-//! A local STS-compatible responder for the broker benchmarks: answers
-//! `AssumeRole` (Query protocol: a form body `Action=AssumeRole&RoleArn=…&
-//! RoleSessionName=…&Tags.member.N.Key=…`) with the XML `AssumeRoleResponse`
-//! aws-sdk-sts parses, enforces a rate (at most `max_per_second` accepted calls
-//! in any window of one second; beyond it the STS `Throttling` error, HTTP 400
-//! `<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>…`), and
-//! records every call: when it arrived, its session name, and its
-//! `kubernetes-pod-uid` session tag, so a benchmark can check the rate and
-//! find duplicates.
-//!
-//! Signatures are not checked (the broker signs with a fake key); the request
-//! must be a POST with `Action=AssumeRole`, a `RoleArn` and a `RoleSessionName`.
+//! A local STS-compatible `AssumeRole` responder that enforces a rate (at most
+//! N accepted calls in any second, `Throttling` beyond) and records every call.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

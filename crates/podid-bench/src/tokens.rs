@@ -1,7 +1,5 @@
-//! Tokens shaped like real projected service-account tokens (about 1 KiB:
-//! an RS256 header with a kid, the Kubernetes claims, a 256-byte signature),
-//! unsigned: the agent checks only their shape and `exp`, and the fake EKS
-//! Auth accepts anything. Deterministic (seeded `rand`), so runs are repeatable.
+//! Unsigned tokens shaped like real projected service-account tokens (~1.1 KiB),
+//! and the benchmarks' seeded `rand` draws (runs are repeatable).
 
 use podid_test_support::tokens::{now_secs, unsigned_token};
 use podid_token::dev::ProjectedToken;
