@@ -331,7 +331,6 @@ pub async fn run(args: AssociationApiArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.associations, args.create_rounds, args.list_rounds) = (500, 2, 1);
-        args.run.nice = 0;
     }
     let (_priority, podid) = args.run.begin("# Association API (target 5)")?;
     if args.associations == 0 || args.concurrency == 0 || !(1..=100).contains(&args.page_size) {

@@ -200,7 +200,6 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.pods, args.associations, args.rounds, args.requests) = (100, 100, 1, 2000);
-        args.run.nice = 0;
     }
     let (_priority, podid) = args.run.begin("# Broker throughput (target 3)")?;
     if args.pods == 0 || args.associations == 0 || args.rounds == 0 || args.requests == 0 {

@@ -63,12 +63,10 @@ fn main() -> ExitCode {
     let cli = BenchCli::parse();
     // The same runtime as `podid` builds: the baseline server must differ
     // from the agent only in what it does per request.
-    let runtime = match podid_runtime::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Ok(runtime) = podid_runtime::runtime()
+        .inspect_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+    else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async move {
         match cli.command {

@@ -312,18 +312,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The start of a server benchmark: raises the priority (kept until the
-    /// guard drops), finds the `podid` binary, prints `title`, the machine
-    /// and the priority.
+    /// The start of a server benchmark: raises the priority (a smoke run
+    /// leaves it alone; kept until the guard drops), finds the `podid`
+    /// binary, prints `title`, the machine and the priority.
     pub fn begin(&self, title: &str) -> anyhow::Result<(Option<AutogroupBoost>, PathBuf)> {
-        let priority = raise_priority(self.nice);
+        let nice = if self.smoke { 0 } else { self.nice };
+        let priority = raise_priority(nice);
         let podid = crate::processes::podid_binary(self.podid.as_deref())?;
         println!("{title}");
         println!("{}", crate::machine::Machine::read().describe());
-        println!(
-            "priority: niceness {} for this benchmark's processes and session",
-            self.nice
-        );
+        println!("priority: niceness {nice} for this benchmark's processes and session");
         Ok((priority, podid))
     }
 }

@@ -124,7 +124,6 @@ pub async fn run(args: StormArgs) -> anyhow::Result<bool> {
     let mut args = args;
     if args.run.smoke {
         (args.agents, args.pods_per_agent, args.rate) = (2, 50, 50);
-        args.run.nice = 0;
     }
     let (_priority, podid) = args.run.begin("# Cold-start storm (target 4)")?;
     let agent_bin = agent_binary(args.agent.as_deref())?;
