@@ -387,6 +387,11 @@ fn expanded_args(objects: &[Object], container: &Container) -> Vec<String> {
 }
 
 /// The value of `--flag=value` or `--flag value`.
+/// `Some` of the given words as owned strings: what a list field of a k8s object holds.
+fn owned(words: &[&str]) -> Option<Vec<String>> {
+    Some(words.iter().map(|w| (*w).to_owned()).collect())
+}
+
 fn flag(args: &[String], name: &str) -> Option<String> {
     let prefix = format!("{name}=");
     args.iter().enumerate().find_map(|(i, a)| {
@@ -570,26 +575,10 @@ fn webhook_configuration_fails_open_and_skips_system_namespaces() {
         let rules = w.rules.as_deref().unwrap_or_default();
         assert_eq!(rules.len(), 1, "{overlay}: one rule");
         let rule = &rules[0];
-        assert_eq!(
-            rule.operations.as_deref(),
-            Some(&["CREATE".to_owned()][..]),
-            "{overlay}: operations"
-        );
-        assert_eq!(
-            rule.resources.as_deref(),
-            Some(&["pods".to_owned()][..]),
-            "{overlay}: resources"
-        );
-        assert_eq!(
-            rule.api_groups.as_deref(),
-            Some(&[String::new()][..]),
-            "{overlay}: core API group"
-        );
-        assert_eq!(
-            rule.api_versions.as_deref(),
-            Some(&["v1".to_owned()][..]),
-            "{overlay}: apiVersions"
-        );
+        assert_eq!(rule.operations, owned(&["CREATE"]), "{overlay}: operations");
+        assert_eq!(rule.resources, owned(&["pods"]), "{overlay}: resources");
+        assert_eq!(rule.api_groups, owned(&[""]), "{overlay}: core API group");
+        assert_eq!(rule.api_versions, owned(&["v1"]), "{overlay}: apiVersions");
 
         let selector = w.namespace_selector.as_ref().expect("namespaceSelector");
         let excluded: BTreeSet<&str> = selector
@@ -768,14 +757,10 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
         let inits = pod.init_containers.as_deref().unwrap_or_default();
         assert_eq!(inits.len(), 1, "{overlay}: one init container");
         let init = &inits[0];
+        assert_eq!(init.args, owned(&["init"]), "{overlay}");
         assert_eq!(
-            init.args.as_deref(),
-            Some(&["init".to_owned()][..]),
-            "{overlay}"
-        );
-        assert_eq!(
-            init.command.as_deref(),
-            Some(&["/podid-agent".to_owned()][..]),
+            init.command,
+            owned(&["/podid-agent"]),
             "{overlay}: the agent-only executable"
         );
         let caps = init
@@ -784,15 +769,11 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
             .and_then(|s| s.capabilities.as_ref())
             .expect("init capabilities");
         assert_eq!(
-            caps.add.as_deref(),
-            Some(&["NET_ADMIN".to_owned()][..]),
+            caps.add,
+            owned(&["NET_ADMIN"]),
             "{overlay}: init adds NET_ADMIN only"
         );
-        assert_eq!(
-            caps.drop.as_deref(),
-            Some(&["ALL".to_owned()][..]),
-            "{overlay}: init drops ALL"
-        );
+        assert_eq!(caps.drop, owned(&["ALL"]), "{overlay}: init drops ALL");
 
         // agent: NET_BIND_SERVICE only, probes on 127.0.0.1:2703, metrics port 2705.
         assert_eq!(pod.containers.len(), 1, "{overlay}: one agent container");
@@ -802,19 +783,11 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
             .as_ref()
             .and_then(|s| s.capabilities.as_ref())
             .expect("agent capabilities");
+        assert_eq!(caps.add, owned(&["NET_BIND_SERVICE"]), "{overlay}");
+        assert_eq!(caps.drop, owned(&["ALL"]), "{overlay}");
         assert_eq!(
-            caps.add.as_deref(),
-            Some(&["NET_BIND_SERVICE".to_owned()][..]),
-            "{overlay}"
-        );
-        assert_eq!(
-            caps.drop.as_deref(),
-            Some(&["ALL".to_owned()][..]),
-            "{overlay}"
-        );
-        assert_eq!(
-            agent.command.as_deref(),
-            Some(&["/podid-agent".to_owned()][..]),
+            agent.command,
+            owned(&["/podid-agent"]),
             "{overlay}: the agent-only executable"
         );
         let args = expanded_args(objects, agent);
@@ -945,11 +918,7 @@ fn no_container_is_privileged_escalates_or_writes_its_root_filesystem() {
                 .capabilities
                 .as_ref()
                 .unwrap_or_else(|| panic!("{overlay}: {label}: capabilities"));
-            assert_eq!(
-                caps.drop.as_deref(),
-                Some(&["ALL".to_owned()][..]),
-                "{overlay}: {label} drops ALL"
-            );
+            assert_eq!(caps.drop, owned(&["ALL"]), "{overlay}: {label} drops ALL");
             let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
             let allowed: &[&str] = match label.as_str() {
                 "DaemonSet podid-agent/init" => &["NET_ADMIN"],
