@@ -58,6 +58,28 @@ fn signed_with(key: &SigningKey, edit: impl FnOnce(&mut Value)) -> String {
     key.sign(&claims)
 }
 
+/// Verifies (as [`check`] does) a token `key` signed after `edit` changed its claims.
+fn check_edited(
+    key: &SigningKey,
+    edit: impl FnOnce(&mut Value),
+) -> Result<PodIdentity, TokenError> {
+    check(key, &signed_with(key, edit))
+}
+
+/// Asserts that a token `key` signed after `edit` changed its claims is refused with `expected`.
+#[track_caller]
+fn assert_refused(key: &SigningKey, edit: impl FnOnce(&mut Value), expected: TokenError) {
+    let mut claims = token_facts().claims();
+    edit(&mut claims);
+    let token = key.sign(&claims);
+    assert_eq!(check(key, &token).err(), Some(expected), "claims {claims}");
+}
+
+/// Whether [`check`] refuses `token` for its algorithm.
+fn unsupported_algorithm(key: &SigningKey, token: &str) -> bool {
+    matches!(check(key, token), Err(TokenError::UnsupportedAlgorithm(_)))
+}
+
 fn remove_path(claims: &mut Value, path: &[&str]) {
     let (last, parents) = path.split_last().unwrap();
     let mut v = claims;
@@ -283,15 +305,9 @@ fn alg_none_unsigned_token() {
         json!({"alg": "None"}),
     ] {
         let unsigned = format!("{}.{}.", encode_segment(&header), encode_segment(&claims));
-        assert!(matches!(
-            check(&key, &unsigned),
-            Err(TokenError::UnsupportedAlgorithm(_))
-        ));
+        assert!(unsupported_algorithm(&key, &unsigned));
         let with_junk_sig = format!("{unsigned}c2ln");
-        assert!(matches!(
-            check(&key, &with_junk_sig),
-            Err(TokenError::UnsupportedAlgorithm(_))
-        ));
+        assert!(unsupported_algorithm(&key, &with_junk_sig));
     }
 }
 
@@ -325,10 +341,7 @@ fn hs256_signed_with_the_public_key_is_refused() {
             &json!({"alg": alg, "kid": "k"}),
             &claims,
         );
-        assert!(matches!(
-            check(&key, &token),
-            Err(TokenError::UnsupportedAlgorithm(_))
-        ));
+        assert!(unsupported_algorithm(&key, &token));
     }
 }
 
@@ -509,18 +522,10 @@ fn wrong_issuer() {
         "HTTPS://oidc.cluster-a.example",
         "",
     ] {
-        let token = signed_with(&key, |c| c["iss"] = json!(iss));
-        assert_eq!(
-            check(&key, &token).err(),
-            Some(TokenError::WrongIssuer),
-            "{iss}"
-        );
+        assert_refused(&key, |c| c["iss"] = json!(iss), TokenError::WrongIssuer);
     }
-    let token = signed_with(&key, |c| remove_path(c, &["iss"]));
-    assert_eq!(
-        check(&key, &token).err(),
-        Some(TokenError::MissingClaim("iss"))
-    );
+    let missing = TokenError::MissingClaim("iss");
+    assert_refused(&key, |c| remove_path(c, &["iss"]), missing);
 }
 
 #[test]
@@ -532,68 +537,55 @@ fn wrong_audience_string_and_array() {
         json!(["a", "b", "pods.eks.amazonaws.com.evil"]),
         json!([]),
     ] {
-        let token = signed_with(&key, |c| c["aud"] = aud.clone());
-        assert_eq!(
-            check(&key, &token).err(),
-            Some(TokenError::WrongAudience),
+        assert_refused(&key, |c| c["aud"] = aud, TokenError::WrongAudience);
+    }
+    for aud in [json!(AUDIENCE), json!(["x", AUDIENCE])] {
+        assert!(
+            check_edited(&key, |c| c["aud"] = aud.clone()).is_ok(),
             "{aud}"
         );
     }
-    for aud in [json!(AUDIENCE), json!(["x", AUDIENCE])] {
-        let token = signed_with(&key, |c| c["aud"] = aud.clone());
-        assert!(check(&key, &token).is_ok(), "{aud}");
-    }
-    let token = signed_with(&key, |c| remove_path(c, &["aud"]));
-    assert_eq!(
-        check(&key, &token).err(),
-        Some(TokenError::MissingClaim("aud"))
-    );
-    let token = signed_with(&key, |c| c["aud"] = json!(7));
-    assert!(matches!(check(&key, &token), Err(TokenError::Malformed(_))));
+    let missing = TokenError::MissingClaim("aud");
+    assert_refused(&key, |c| remove_path(c, &["aud"]), missing);
+    let result = check_edited(&key, |c| c["aud"] = json!(7));
+    assert!(matches!(result, Err(TokenError::Malformed(_))));
 }
 
 #[test]
 fn expired_and_leeway() {
     let key = rsa_key("k");
-    let token = signed_with(&key, |c| c["exp"] = json!(NOW - 30));
-    assert!(check(&key, &token).is_ok(), "inside the 60 s leeway");
-    let token = signed_with(&key, |c| c["exp"] = json!(NOW - 60));
-    assert!(check(&key, &token).is_ok(), "at the leeway's edge");
-    let token = signed_with(&key, |c| c["exp"] = json!(NOW - 61));
-    let err = check(&key, &token).unwrap_err();
+    let inside = check_edited(&key, |c| c["exp"] = json!(NOW - 30));
+    assert!(inside.is_ok(), "inside the 60 s leeway");
+    let at_edge = check_edited(&key, |c| c["exp"] = json!(NOW - 60));
+    assert!(at_edge.is_ok(), "at the leeway's edge");
+    let err = check_edited(&key, |c| c["exp"] = json!(NOW - 61)).unwrap_err();
     assert_eq!(err, TokenError::Expired);
     assert!(err.is_expired());
-    let token = signed_with(&key, |c| remove_path(c, &["exp"]));
-    assert_eq!(
-        check(&key, &token).err(),
-        Some(TokenError::MissingClaim("exp"))
-    );
+    let missing = TokenError::MissingClaim("exp");
+    assert_refused(&key, |c| remove_path(c, &["exp"]), missing);
 }
 
 #[test]
 fn not_yet_valid() {
     let key = rsa_key("k");
-    let token = signed_with(&key, |c| c["nbf"] = json!(NOW + 61));
-    let err = check(&key, &token).unwrap_err();
+    let err = check_edited(&key, |c| c["nbf"] = json!(NOW + 61)).unwrap_err();
     assert_eq!(err, TokenError::NotYetValid);
     assert!(!err.is_expired());
-    let token = signed_with(&key, |c| c["nbf"] = json!(NOW + 60));
-    assert!(check(&key, &token).is_ok());
+    assert!(check_edited(&key, |c| c["nbf"] = json!(NOW + 60)).is_ok());
 }
 
 #[test]
 fn issued_in_the_future() {
     let key = rsa_key("k");
-    let token = signed_with(&key, |c| {
-        remove_path(c, &["nbf"]);
-        c["iat"] = json!(NOW + 120);
-    });
-    assert_eq!(check(&key, &token).err(), Some(TokenError::IssuedInFuture));
-    let token = signed_with(&key, |c| {
-        remove_path(c, &["nbf"]);
-        c["iat"] = json!(NOW + 59);
-    });
-    assert!(check(&key, &token).is_ok());
+    // Without nbf, issued `secs` after NOW.
+    let issued_in = |secs: i64| {
+        move |c: &mut Value| {
+            remove_path(c, &["nbf"]);
+            c["iat"] = json!(NOW + secs);
+        }
+    };
+    assert_refused(&key, issued_in(120), TokenError::IssuedInFuture);
+    assert!(check_edited(&key, issued_in(59)).is_ok());
 }
 
 #[test]
@@ -610,25 +602,21 @@ fn each_kubernetes_claim_is_required() {
         (&["kubernetes.io", "pod", "uid"], "kubernetes.io.pod.uid"),
     ];
     for (path, name) in cases {
-        let token = signed_with(&key, |c| remove_path(c, path));
-        assert_eq!(
-            check(&key, &token).err(),
-            Some(TokenError::MissingClaim(name)),
-            "{path:?}"
+        assert_refused(
+            &key,
+            |c| remove_path(c, path),
+            TokenError::MissingClaim(name),
         );
     }
-    let token = signed_with(&key, |c| remove_path(c, &["sub"]));
-    assert_eq!(
-        check(&key, &token).err(),
-        Some(TokenError::MissingClaim("sub"))
-    );
+    let missing = TokenError::MissingClaim("sub");
+    assert_refused(&key, |c| remove_path(c, &["sub"]), missing);
     // Optional ones may go.
-    let token = signed_with(&key, |c| {
+    let id = check_edited(&key, |c| {
         remove_path(c, &["kubernetes.io", "node"]);
         remove_path(c, &["kubernetes.io", "serviceaccount", "uid"]);
         remove_path(c, &["jti"]);
-    });
-    let id = check(&key, &token).unwrap();
+    })
+    .unwrap();
     assert_eq!(
         (id.node_name, id.service_account_uid, id.jti),
         (None, None, None)
@@ -661,14 +649,13 @@ fn wrong_claim_types_never_panic() {
     ];
     for path in paths {
         for v in &odd {
-            let token = signed_with(&key, |c| {
+            let _ = check_edited(&key, |c| {
                 let mut t = c;
                 for p in path {
                     t = &mut t[*p];
                 }
                 *t = v.clone();
             });
-            let _ = check(&key, &token);
         }
     }
 }
@@ -683,19 +670,16 @@ fn subject_inconsistent_with_claims() {
         "system:serviceaccounts:default:boto3",
         "boto3",
     ] {
-        let token = signed_with(&key, |c| c["sub"] = json!(sub));
-        assert_eq!(
-            check(&key, &token).err(),
-            Some(TokenError::InconsistentSubject),
-            "{sub}"
+        assert_refused(
+            &key,
+            |c| c["sub"] = json!(sub),
+            TokenError::InconsistentSubject,
         );
     }
-    let token = signed_with(&key, |c| {
-        c["kubernetes.io"]["namespace"] = json!("kube-system")
-    });
-    assert_eq!(
-        check(&key, &token).err(),
-        Some(TokenError::InconsistentSubject)
+    assert_refused(
+        &key,
+        |c| c["kubernetes.io"]["namespace"] = json!("kube-system"),
+        TokenError::InconsistentSubject,
     );
 }
 

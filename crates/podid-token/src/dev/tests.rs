@@ -14,13 +14,24 @@ fn trust(key: &SigningKey) -> ClusterTrust {
     }
 }
 
+/// Every algorithm the dev keys support.
+const ALGORITHMS: [DevAlgorithm; 3] = [
+    DevAlgorithm::Rs256,
+    DevAlgorithm::Es256,
+    DevAlgorithm::Es384,
+];
+
+/// The length in bytes of the base64url member `name` of a JWK.
+fn decoded_len(jwk: &Value, name: &str) -> usize {
+    URL_SAFE_NO_PAD
+        .decode(jwk[name].as_str().unwrap())
+        .unwrap()
+        .len()
+}
+
 #[test]
 fn algorithm_names_round_trip() {
-    for alg in [
-        DevAlgorithm::Rs256,
-        DevAlgorithm::Es256,
-        DevAlgorithm::Es384,
-    ] {
+    for alg in ALGORITHMS {
         assert_eq!(DevAlgorithm::parse(alg.as_str()), Some(alg));
     }
     assert_eq!(DevAlgorithm::parse("HS256"), None);
@@ -28,11 +39,7 @@ fn algorithm_names_round_trip() {
 
 #[test]
 fn every_algorithm_signs_verifiable_tokens() {
-    for alg in [
-        DevAlgorithm::Rs256,
-        DevAlgorithm::Es256,
-        DevAlgorithm::Es384,
-    ] {
+    for alg in ALGORITHMS {
         let key = SigningKey::generate(alg, "k").unwrap();
         assert_eq!(key.algorithm(), alg);
         assert_eq!(key.kid(), "k");
@@ -64,11 +71,7 @@ fn header_has_alg_and_kid_and_no_typ() {
 
 #[test]
 fn pem_round_trip_keeps_the_key() {
-    for alg in [
-        DevAlgorithm::Rs256,
-        DevAlgorithm::Es256,
-        DevAlgorithm::Es384,
-    ] {
+    for alg in ALGORITHMS {
         let key = SigningKey::generate(alg, "k").unwrap();
         let pem = key.to_pkcs8_pem().unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
@@ -110,31 +113,13 @@ fn jwk_shapes() {
         .jwk();
     assert_eq!(rsa["kty"], "RSA");
     assert_eq!(rsa["e"], "AQAB");
-    assert_eq!(
-        URL_SAFE_NO_PAD
-            .decode(rsa["n"].as_str().unwrap())
-            .unwrap()
-            .len(),
-        256
-    );
+    assert_eq!(decoded_len(&rsa, "n"), 256);
     let ec = SigningKey::generate(DevAlgorithm::Es384, "e")
         .unwrap()
         .jwk();
     assert_eq!(ec["crv"], "P-384");
-    assert_eq!(
-        URL_SAFE_NO_PAD
-            .decode(ec["x"].as_str().unwrap())
-            .unwrap()
-            .len(),
-        48
-    );
-    assert_eq!(
-        URL_SAFE_NO_PAD
-            .decode(ec["y"].as_str().unwrap())
-            .unwrap()
-            .len(),
-        48
-    );
+    assert_eq!(decoded_len(&ec, "x"), 48);
+    assert_eq!(decoded_len(&ec, "y"), 48);
     assert_eq!(ec["use"], "sig");
     assert_eq!(ec["alg"], "ES384");
 }
