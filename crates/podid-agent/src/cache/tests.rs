@@ -82,6 +82,26 @@ fn fixture(policy: CachePolicy, gated: bool) -> CacheFixture {
     }
 }
 
+/// The default policy with `tune` applied.
+fn policy(tune: impl FnOnce(&mut CachePolicy)) -> CachePolicy {
+    let mut policy = CachePolicy::default();
+    tune(&mut policy);
+    policy
+}
+
+/// How often a `{result}` counter of the agent's metrics was counted.
+fn counted(
+    family: &prometheus_client::metrics::family::Family<
+        crate::metrics::FetchLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    result: &'static str,
+) -> u64 {
+    family
+        .get_or_create(&crate::metrics::FetchLabels { result })
+        .get()
+}
+
 impl CacheFixture {
     fn token(&self, pod: &str) -> String {
         self.token_expiring(pod, 24 * 60 * MIN)
@@ -104,6 +124,12 @@ impl CacheFixture {
         )
     }
 
+    /// Lets `wait` pass, then runs one maintenance pass.
+    async fn maintain_after(&self, wait: Duration) {
+        tokio::time::advance(wait).await;
+        self.cache.maintain().await;
+    }
+
     async fn settle(&self) {
         while !self.cache.flights.is_empty() {
             tokio::task::yield_now().await;
@@ -111,19 +137,18 @@ impl CacheFixture {
     }
 }
 
+/// What [`CacheFixture::key_id`] returns for credentials `key_id` served with `outcome`.
+fn served(key_id: &str, outcome: LookupOutcome) -> (String, LookupOutcome) {
+    (key_id.to_owned(), outcome)
+}
+
 #[tokio::test(start_paused = true)]
 async fn repeated_requests_are_served_from_memory() {
     let f = fixture(CachePolicy::default(), false);
     let token = f.token("pod-a");
-    assert_eq!(
-        f.key_id(&token).await,
-        ("ASIA1".to_owned(), LookupOutcome::Miss)
-    );
+    assert_eq!(f.key_id(&token).await, served("ASIA1", LookupOutcome::Miss));
     for _ in 0..100 {
-        assert_eq!(
-            f.key_id(&token).await,
-            ("ASIA1".to_owned(), LookupOutcome::Hit)
-        );
+        assert_eq!(f.key_id(&token).await, served("ASIA1", LookupOutcome::Hit));
     }
     assert_eq!(f.source.calls(), 1);
     assert_eq!(f.metrics.cache_hit.get(), 100);
@@ -136,7 +161,7 @@ async fn repeated_requests_are_served_from_memory() {
     // Another pod is another entry.
     assert_eq!(
         f.key_id(&f.token("pod-b")).await,
-        ("ASIA2".to_owned(), LookupOutcome::Miss)
+        served("ASIA2", LookupOutcome::Miss)
     );
     assert_eq!(f.cache.len(), 2);
 }
@@ -198,40 +223,26 @@ async fn used_entries_are_refreshed_ahead_of_expiry() {
     let f = fixture(CachePolicy::default(), false);
     let token = f.token("pod-a");
     f.key_id(&token).await;
-    tokio::time::advance(39 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(39 * MIN).await;
     assert_eq!(
         f.source.calls(),
         1,
         "not due before 20 minutes before expiry"
     );
-    tokio::time::advance(MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(MIN).await;
     assert_eq!(f.source.calls(), 2, "due 20 minutes before expiry");
-    assert_eq!(
-        f.metrics
-            .refreshes
-            .get_or_create(&crate::metrics::FetchLabels { result: "ok" })
-            .get(),
-        1
-    );
+    assert_eq!(counted(&f.metrics.refreshes, "ok"), 1);
     // The pod gets the new credentials, fresh, from memory.
-    assert_eq!(
-        f.key_id(&token).await,
-        ("ASIA2".to_owned(), LookupOutcome::Hit)
-    );
+    assert_eq!(f.key_id(&token).await, served("ASIA2", LookupOutcome::Hit));
     // Used since: refreshed again 40 minutes later.
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(f.source.calls(), 3);
     // Not used since the last refresh (the pod is gone): not refreshed, and
     // dropped near expiry.
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(f.source.calls(), 3);
     assert_eq!(f.cache.len(), 1);
-    tokio::time::advance(19 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(19 * MIN).await;
     assert_eq!(f.cache.len(), 0);
     assert_eq!(f.metrics.cached_entries.get(), 0);
 }
@@ -242,11 +253,9 @@ async fn short_sessions_are_refreshed_at_half_life() {
     f.source.answer(Ok(20 * MIN));
     let token = f.token("pod-a");
     f.key_id(&token).await;
-    tokio::time::advance(10 * MIN - Duration::from_secs(1)).await;
-    f.cache.maintain().await;
+    f.maintain_after(10 * MIN - Duration::from_secs(1)).await;
     assert_eq!(f.source.calls(), 1);
-    tokio::time::advance(Duration::from_secs(1)).await;
-    f.cache.maintain().await;
+    f.maintain_after(Duration::from_secs(1)).await;
     assert_eq!(f.source.calls(), 2);
 }
 
@@ -272,26 +281,23 @@ async fn stale_credentials_are_served_while_the_broker_is_down_until_near_expiry
     // Past the refresh time: served at once, and the refresh starts (and fails).
     assert_eq!(
         f.key_id(&token).await,
-        ("ASIA1".to_owned(), LookupOutcome::Stale)
+        served("ASIA1", LookupOutcome::Stale)
     );
     f.settle().await;
     assert_eq!(f.source.calls(), 2);
     // Within the retry delay: served without another call.
     assert_eq!(
         f.key_id(&token).await,
-        ("ASIA1".to_owned(), LookupOutcome::Stale)
+        served("ASIA1", LookupOutcome::Stale)
     );
     f.settle().await;
     assert_eq!(f.source.calls(), 2);
     // Retries back off: 5 s, then 10 s, …
-    tokio::time::advance(Duration::from_secs(5)).await;
-    f.cache.maintain().await;
+    f.maintain_after(Duration::from_secs(5)).await;
     assert_eq!(f.source.calls(), 3);
-    tokio::time::advance(Duration::from_secs(5)).await;
-    f.cache.maintain().await;
+    f.maintain_after(Duration::from_secs(5)).await;
     assert_eq!(f.source.calls(), 3);
-    tokio::time::advance(Duration::from_secs(5)).await;
-    f.cache.maintain().await;
+    f.maintain_after(Duration::from_secs(5)).await;
     assert_eq!(f.source.calls(), 4);
     assert!(!f.cache.upstream_healthy(), "three outages in a row");
     assert_eq!(f.metrics.upstream_up.get(), 0);
@@ -328,16 +334,9 @@ async fn refusals_on_refresh_drop_the_entry() {
         };
         f.source
             .answer(Err(UpstreamError::new(status, code, "refused")));
-        tokio::time::advance(40 * MIN).await;
-        f.cache.maintain().await;
+        f.maintain_after(40 * MIN).await;
         assert_eq!(f.cache.len(), 0, "{code} drops the entry");
-        assert_eq!(
-            f.metrics
-                .evictions
-                .get_or_create(&crate::metrics::FetchLabels { result: "dropped" })
-                .get(),
-            1
-        );
+        assert_eq!(counted(&f.metrics.evictions, "dropped"), 1);
         assert!(f.cache.upstream_healthy(), "a refusal is an answer");
         match f.cache.get(&token).await {
             Err(Refusal::Upstream(e)) => {
@@ -359,22 +358,17 @@ async fn other_refusals_on_refresh_keep_serving() {
         "ThrottlingException",
         "slow down",
     )));
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(f.cache.len(), 1);
     assert_eq!(
         f.key_id(&token).await,
-        ("ASIA1".to_owned(), LookupOutcome::Stale)
+        served("ASIA1", LookupOutcome::Stale)
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_least_recently_used_entry_goes_first() {
-    let policy = CachePolicy {
-        max_entries: 3,
-        ..CachePolicy::default()
-    };
-    let f = fixture(policy, false);
+    let f = fixture(policy(|p| p.max_entries = 3), false);
     let tokens: Vec<String> = ["a", "b", "c", "d"].iter().map(|p| f.token(p)).collect();
     for t in &tokens[..3] {
         f.key_id(t).await;
@@ -382,13 +376,7 @@ async fn the_least_recently_used_entry_goes_first() {
     f.key_id(&tokens[0]).await; // a is now more recent than b
     f.key_id(&tokens[3]).await;
     assert_eq!(f.cache.len(), 3);
-    assert_eq!(
-        f.metrics
-            .evictions
-            .get_or_create(&crate::metrics::FetchLabels { result: "lru" })
-            .get(),
-        1
-    );
+    assert_eq!(counted(&f.metrics.evictions, "lru"), 1);
     assert_eq!(f.source.calls(), 4);
     assert_eq!(f.key_id(&tokens[0]).await.1, LookupOutcome::Hit);
     assert_eq!(f.key_id(&tokens[2]).await.1, LookupOutcome::Hit);
@@ -464,13 +452,7 @@ async fn failures_of_new_pods_are_not_cached() {
 
 #[tokio::test(start_paused = true)]
 async fn size_zero_disables_caching() {
-    let f = fixture(
-        CachePolicy {
-            max_entries: 0,
-            ..CachePolicy::default()
-        },
-        false,
-    );
+    let f = fixture(policy(|p| p.max_entries = 0), false);
     let token = f.token("pod-a");
     f.key_id(&token).await;
     f.key_id(&token).await;
@@ -490,8 +472,7 @@ async fn while_the_broker_is_down_few_refreshes_are_tried_per_pass() {
         assert!(f.cache.get(&f.token(&format!("new-{i}"))).await.is_err());
     }
     assert!(!f.cache.upstream_healthy());
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(
         f.source.calls(),
         23 + 8,
@@ -505,13 +486,7 @@ async fn while_the_broker_is_down_few_refreshes_are_tried_per_pass() {
 
 #[tokio::test(start_paused = true)]
 async fn only_max_refresh_ahead_entries_keep_their_token() {
-    let f = fixture(
-        CachePolicy {
-            max_refresh_ahead: 2,
-            ..CachePolicy::default()
-        },
-        false,
-    );
+    let f = fixture(policy(|p| p.max_refresh_ahead = 2), false);
     let tokens: Vec<String> = ["a", "b", "c"].iter().map(|p| f.token(p)).collect();
     for t in &tokens {
         f.key_id(t).await;
@@ -523,19 +498,18 @@ async fn only_max_refresh_ahead_entries_keep_their_token() {
         assert_eq!(f.key_id(t).await.1, LookupOutcome::Hit);
     }
     // Due: only the two that keep their token are refreshed ahead.
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(f.source.calls(), 5);
     // The third is refreshed when its pod asks (served at once, stale).
     assert_eq!(
         f.key_id(&tokens[2]).await,
-        ("ASIA3".to_owned(), LookupOutcome::Stale)
+        served("ASIA3", LookupOutcome::Stale)
     );
     f.settle().await;
     assert_eq!(f.source.calls(), 6);
     assert_eq!(
         f.key_id(&tokens[2]).await,
-        ("ASIA6".to_owned(), LookupOutcome::Hit)
+        served("ASIA6", LookupOutcome::Hit)
     );
     assert_eq!(f.cache.read().kept_tokens(), 2, "no room was freed");
     // Dropping a keeping entry frees its place for the next one stored.
@@ -563,45 +537,26 @@ async fn the_front_index_serves_only_the_exact_kept_token() {
     let tag = f.cache.front_hash.tag(&other);
     let victim_digest = token::digest(&victim);
     f.cache.write().force_front(tag, victim_digest);
-    assert_eq!(
-        f.key_id(&other).await,
-        ("ASIA2".to_owned(), LookupOutcome::Miss)
-    );
-    assert_eq!(
-        f.key_id(&victim).await,
-        ("ASIA1".to_owned(), LookupOutcome::Hit)
-    );
+    assert_eq!(f.key_id(&other).await, served("ASIA2", LookupOutcome::Miss));
+    assert_eq!(f.key_id(&victim).await, served("ASIA1", LookupOutcome::Hit));
     // A token differing from the victim's in its last byte is the
     // broker's to judge (here it accepts it as the pod's rotated token).
     let mut near = victim.clone();
     let last = near.pop().unwrap();
     near.push(if last == 'A' { 'B' } else { 'A' });
-    assert_eq!(
-        f.key_id(&near).await,
-        ("ASIA3".to_owned(), LookupOutcome::Miss)
-    );
+    assert_eq!(f.key_id(&near).await, served("ASIA3", LookupOutcome::Miss));
 }
 
 #[tokio::test(start_paused = true)]
 async fn with_no_kept_tokens_the_cache_still_serves_and_refreshes_on_request() {
-    let f = fixture(
-        CachePolicy {
-            max_refresh_ahead: 0,
-            ..CachePolicy::default()
-        },
-        false,
-    );
+    let f = fixture(policy(|p| p.max_refresh_ahead = 0), false);
     let token = f.token("pod-a");
     f.key_id(&token).await;
     assert_eq!(f.key_id(&token).await.1, LookupOutcome::Hit);
     assert_eq!(f.cache.read().kept_tokens(), 0);
-    tokio::time::advance(40 * MIN).await;
-    f.cache.maintain().await;
+    f.maintain_after(40 * MIN).await;
     assert_eq!(f.source.calls(), 1, "nothing to refresh ahead with");
     assert_eq!(f.key_id(&token).await.1, LookupOutcome::Stale);
     f.settle().await;
-    assert_eq!(
-        f.key_id(&token).await,
-        ("ASIA2".to_owned(), LookupOutcome::Hit)
-    );
+    assert_eq!(f.key_id(&token).await, served("ASIA2", LookupOutcome::Hit));
 }
