@@ -18,7 +18,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::authz::{Operation, Principal};
-use crate::wire::{answer, parse_json, path_error, store_error, MAX_UPDATE_ATTEMPTS};
+use crate::wire::{
+    answer, parse_json, path_error, query_pairs, store_error, SubjectFilter, MAX_UPDATE_ATTEMPTS,
+};
 use crate::{AppState, SharedState};
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -216,16 +218,6 @@ fn decode_next_token(token: &str, query: &ListQuery) -> Result<i64, ApiError> {
     Ok(after)
 }
 
-fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
-    raw.as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `GET /clusters/{cluster}/pod-identity-associations`.
 pub async fn list(
     State(state): State<SharedState>,
@@ -242,6 +234,7 @@ pub async fn list(
             ..Default::default()
         };
         let mut next_token = None;
+        let mut subject = SubjectFilter::default();
         for (key, value) in query_pairs(&raw) {
             match key.as_str() {
                 "maxResults" => {
@@ -254,18 +247,12 @@ pub async fn list(
                     validate::max_results(n)?;
                     query.limit = n as u32;
                 }
-                "namespace" => {
-                    validate::namespace(&value)?;
-                    query.namespace = Some(value);
-                }
-                "serviceAccount" => {
-                    validate::service_account(&value)?;
-                    query.service_account = Some(value);
-                }
                 "nextToken" => next_token = Some(value),
-                _ => {}
+                _ => subject.take(&key, value)?,
             }
         }
+        query.namespace = subject.namespace;
+        query.service_account = subject.service_account;
         if let Some(token) = next_token {
             query.after = Some(decode_next_token(&token, &query)?);
         }

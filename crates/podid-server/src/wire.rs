@@ -6,7 +6,7 @@ use std::future::Future;
 use axum::extract::rejection::PathRejection;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use podid_api::{ApiError, ErrorKind};
+use podid_api::{validate, ApiError, ErrorKind};
 use podid_store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -126,6 +126,43 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
         };
         ApiError::invalid_request(format!("{what}: {e}"))
     })
+}
+
+/// The pairs of a raw query string, decoded.
+pub(crate) fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
+    raw.as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `namespace` and `serviceAccount` filters lists share.
+#[derive(Default)]
+pub(crate) struct SubjectFilter {
+    pub(crate) namespace: Option<String>,
+    pub(crate) service_account: Option<String>,
+}
+
+impl SubjectFilter {
+    /// Takes `value`, validated, if `key` is one of the two filters; any
+    /// other key is left alone.
+    pub(crate) fn take(&mut self, key: &str, value: String) -> Result<(), ApiError> {
+        match key {
+            "namespace" => {
+                validate::namespace(&value)?;
+                self.namespace = Some(value);
+            }
+            "serviceAccount" => {
+                validate::service_account(&value)?;
+                self.service_account = Some(value);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Maps a store error to what the client sees; database failures are logged

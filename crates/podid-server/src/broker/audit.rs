@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::authz::{Operation, Principal};
-use crate::wire::{answer, error_chain, store_error};
+use crate::wire::{answer, error_chain, query_pairs, store_error, SubjectFilter};
 
 /// Events queued at most before callers wait.
 const QUEUE: usize = 10_000;
@@ -121,27 +121,18 @@ pub async fn list(
             limit: 100,
             ..Default::default()
         };
+        let mut subject = SubjectFilter::default();
         let bad = |what: &str, v: &str| {
             ApiError::invalid_parameter(format!(
                 "{what} '{}' is invalid",
                 podid_api::arn::printable(v)
             ))
         };
-        for (key, value) in
-            url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned()
-        {
+        for (key, value) in query_pairs(&raw) {
             match key.as_str() {
                 "cluster" => {
                     validate::cluster_name(&value)?;
                     query.cluster = Some(value);
-                }
-                "namespace" => {
-                    validate::namespace(&value)?;
-                    query.namespace = Some(value);
-                }
-                "serviceAccount" => {
-                    validate::service_account(&value)?;
-                    query.service_account = Some(value);
                 }
                 "outcome" => {
                     query.outcome = Some(
@@ -172,9 +163,11 @@ pub async fn list(
                         .ok_or_else(|| bad("nextToken", &value))?;
                     query.before = Some(decoded);
                 }
-                _ => {}
+                _ => subject.take(&key, value)?,
             }
         }
+        query.namespace = subject.namespace;
+        query.service_account = subject.service_account;
         let page = state.store.list_audit(&query).await.map_err(store_error)?;
         Ok(podid_api::audit::ListAuditResponse {
             events: page.events,

@@ -182,6 +182,17 @@ mod tests {
         }
     }
 
+    /// `key` from `cache` at `now`, issuing an hour's credentials on a miss.
+    async fn get_or_issue_hour(
+        cache: &Arc<IssuedCredentialCache>,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> (FlightResult, CacheOutcome) {
+        cache
+            .get_or_issue(key, now, || async { Ok(creds(Duration::from_secs(3600))) })
+            .await
+    }
+
     fn key(pod: &str) -> CacheKey {
         CacheKey {
             association_id: "a-0123456789abcdefg".into(),
@@ -194,11 +205,7 @@ mod tests {
     async fn serves_fresh_credentials_and_reissues_stale_ones() {
         let cache = Arc::new(IssuedCredentialCache::new(Duration::from_secs(900), 10));
         let now = SystemTime::now();
-        let (r, o) = cache
-            .get_or_issue(&key("p"), now, || async {
-                Ok(creds(Duration::from_secs(3600)))
-            })
-            .await;
+        let (r, o) = get_or_issue_hour(&cache, &key("p"), now).await;
         assert!(r.is_ok());
         assert_eq!(o, CacheOutcome::Miss);
         let (_, o) = cache
@@ -207,22 +214,14 @@ mod tests {
         assert_eq!(o, CacheOutcome::Hit);
         // 46 minutes later less than 15 remain: issue again.
         let later = now + Duration::from_secs(46 * 60);
-        let (_, o) = cache
-            .get_or_issue(&key("p"), later, || async {
-                Ok(creds(Duration::from_secs(3600)))
-            })
-            .await;
+        let (_, o) = get_or_issue_hour(&cache, &key("p"), later).await;
         assert_eq!(o, CacheOutcome::Miss);
         // Another version of the association is another key.
         let other = CacheKey {
             association_version: 2,
             ..key("p")
         };
-        let (_, o) = cache
-            .get_or_issue(&other, now, || async {
-                Ok(creds(Duration::from_secs(3600)))
-            })
-            .await;
+        let (_, o) = get_or_issue_hour(&cache, &other, now).await;
         assert_eq!(o, CacheOutcome::Miss);
     }
 
@@ -236,11 +235,7 @@ mod tests {
             })
             .await;
         assert!(r.is_err());
-        let (r, o) = cache
-            .get_or_issue(&key("p"), now, || async {
-                Ok(creds(Duration::from_secs(3600)))
-            })
-            .await;
+        let (r, o) = get_or_issue_hour(&cache, &key("p"), now).await;
         assert!(r.is_ok());
         assert_eq!(o, CacheOutcome::Miss);
     }
@@ -337,11 +332,7 @@ mod tests {
         }
         assert_eq!(cache.len(), 3);
         // Pod 2 expired soonest when pod 3 arrived and was evicted.
-        let (_, o) = cache
-            .get_or_issue(&key("2"), now, || async {
-                Ok(creds(Duration::from_secs(3600)))
-            })
-            .await;
+        let (_, o) = get_or_issue_hour(&cache, &key("2"), now).await;
         assert_eq!(o, CacheOutcome::Miss);
         assert_eq!(cache.len(), 3);
     }

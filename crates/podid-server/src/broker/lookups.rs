@@ -185,8 +185,31 @@ impl Lookups {
 mod tests {
     use super::*;
 
-    async fn store() -> Arc<dyn AssociationStore> {
-        podid_store::open("sqlite::memory:").await.unwrap()
+    /// An empty store, and lookups over it keeping answers for `ttl`.
+    async fn store_and_lookups(ttl: Duration) -> (Arc<dyn AssociationStore>, Lookups) {
+        let store = podid_store::open("sqlite::memory:").await.unwrap();
+        (store, Lookups::new(ttl))
+    }
+
+    /// The cluster `name` as `lookups` answers it.
+    async fn cluster_in(
+        lookups: &Lookups,
+        store: &Arc<dyn AssociationStore>,
+        name: &str,
+    ) -> Option<Arc<ClusterEntry>> {
+        lookups.cluster(store.as_ref(), name).await.unwrap()
+    }
+
+    /// The association of ("blue", "ns", `service_account`) as `lookups` answers it.
+    async fn association_in(
+        lookups: &Lookups,
+        store: &Arc<dyn AssociationStore>,
+        service_account: &str,
+    ) -> Option<Arc<StoredAssociation>> {
+        lookups
+            .association(store.as_ref(), "blue", "ns", service_account)
+            .await
+            .unwrap()
     }
 
     fn cluster(name: &str, modified: i64) -> Cluster {
@@ -222,103 +245,51 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_kept_until_invalidated_or_expired() {
-        let store = store().await;
-        let lookups = Lookups::new(Duration::from_secs(3600));
-        assert!(lookups
-            .cluster(store.as_ref(), "blue")
-            .await
-            .unwrap()
-            .is_none());
+        let (store, lookups) = store_and_lookups(Duration::from_secs(3600)).await;
+        assert!(cluster_in(&lookups, &store, "blue").await.is_none());
         store.insert_cluster(&cluster("blue", 1)).await.unwrap();
         // "Not found" is cached too…
-        assert!(lookups
-            .cluster(store.as_ref(), "blue")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(cluster_in(&lookups, &store, "blue").await.is_none());
         // …until a write through this server says otherwise.
         lookups.invalidate();
-        let entry = lookups
-            .cluster(store.as_ref(), "blue")
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = cluster_in(&lookups, &store, "blue").await.unwrap();
         assert_eq!(entry.trust.version, 1);
         assert_eq!(entry.trust.issuer, "https://iss");
 
-        assert!(lookups
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(association_in(&lookups, &store, "sa").await.is_none());
         store
             .create_association(&association("a-0123456789abcdefg"), None)
             .await
             .unwrap();
-        assert!(lookups
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(association_in(&lookups, &store, "sa").await.is_none());
         lookups.invalidate();
-        let found = lookups
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .unwrap();
+        let found = association_in(&lookups, &store, "sa").await.unwrap();
         assert_eq!(found.id, "a-0123456789abcdefg");
-        assert!(lookups
-            .association(store.as_ref(), "blue", "ns", "other")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(association_in(&lookups, &store, "other").await.is_none());
 
         // Without a TTL every call reads the store.
         let uncached = Lookups::new(Duration::ZERO);
-        assert!(uncached
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_some());
+        assert!(association_in(&uncached, &store, "sa").await.is_some());
         store
             .delete_association("blue", "a-0123456789abcdefg")
             .await
             .unwrap();
-        assert!(uncached
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(association_in(&uncached, &store, "sa").await.is_none());
         // The long-lived cache still has it until told.
-        assert!(lookups
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_some());
+        assert!(association_in(&lookups, &store, "sa").await.is_some());
         lookups.invalidate();
-        assert!(lookups
-            .association(store.as_ref(), "blue", "ns", "sa")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(association_in(&lookups, &store, "sa").await.is_none());
     }
 
     #[tokio::test]
     async fn short_ttls_expire() {
-        let store = store().await;
-        let lookups = Lookups::new(Duration::from_millis(20));
-        assert!(lookups
-            .cluster(store.as_ref(), "blue")
-            .await
-            .unwrap()
-            .is_none());
+        let (store, lookups) = store_and_lookups(Duration::from_millis(20)).await;
+        assert!(cluster_in(&lookups, &store, "blue").await.is_none());
         store.insert_cluster(&cluster("blue", 5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(
-            lookups
-                .cluster(store.as_ref(), "blue")
+            cluster_in(&lookups, &store, "blue")
                 .await
-                .unwrap()
                 .unwrap()
                 .trust
                 .version,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use podid_api::association::{
     AssociationResponse, CreateAssociationRequest, ListAssociationsResponse,
     PodIdentityAssociation, UpdateAssociationRequest,
@@ -52,13 +52,7 @@ pub enum AssociationCommand {
     /// Show one association.
     Describe {
         #[command(flatten)]
-        conn: Connection,
-        /// The cluster.
-        #[arg(long)]
-        cluster_name: String,
-        /// The association id (a-…).
-        #[arg(long)]
-        association_id: String,
+        target: Target,
     },
     /// List a cluster's associations (every page).
     List {
@@ -77,13 +71,7 @@ pub enum AssociationCommand {
     /// Change an association's role, target role or session tags.
     Update {
         #[command(flatten)]
-        conn: Connection,
-        /// The cluster.
-        #[arg(long)]
-        cluster_name: String,
-        /// The association id.
-        #[arg(long)]
-        association_id: String,
+        target: Target,
         /// New role.
         #[arg(long)]
         role_arn: Option<String>,
@@ -103,14 +91,33 @@ pub enum AssociationCommand {
     /// Delete an association; its pods lose their credentials at their next refresh.
     Delete {
         #[command(flatten)]
-        conn: Connection,
-        /// The cluster.
-        #[arg(long)]
-        cluster_name: String,
-        /// The association id.
-        #[arg(long)]
-        association_id: String,
+        target: Target,
     },
+}
+
+/// The association a command acts on, and where the server is.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[command(flatten)]
+    conn: Connection,
+    /// The cluster.
+    #[arg(long)]
+    cluster_name: String,
+    /// The association id (a-…).
+    #[arg(long)]
+    association_id: String,
+}
+
+impl Target {
+    /// Sends `method` to the association, with a JSON body or none.
+    async fn call(
+        &self,
+        method: Method,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<AssociationResponse> {
+        let path = association_path(&self.cluster_name, Some(&self.association_id));
+        self.conn.call(method, &path, &[], body).await
+    }
 }
 
 /// `--tag KEY=VALUE` (the value may contain `=`).
@@ -222,14 +229,9 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
             let out: AssociationResponse = conn.call(Method::POST, &path, &[], Some(body)).await?;
             print_association(conn.output, &out.association)
         }
-        AssociationCommand::Describe {
-            conn,
-            cluster_name,
-            association_id,
-        } => {
-            let path = association_path(&cluster_name, Some(&association_id));
-            let out: AssociationResponse = conn.call(Method::GET, &path, &[], None).await?;
-            print_association(conn.output, &out.association)
+        AssociationCommand::Describe { target } => {
+            let out = target.call(Method::GET, None).await?;
+            print_association(target.conn.output, &out.association)
         }
         AssociationCommand::List {
             conn,
@@ -237,34 +239,22 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
             namespace,
             service_account,
         } => {
-            let client = conn.client().await?;
-            let mut all = Vec::new();
-            let mut next: Option<String> = None;
-            loop {
-                let mut query: Vec<(&str, String)> = vec![("maxResults", "100".to_owned())];
-                if let Some(ns) = &namespace {
-                    query.push(("namespace", ns.clone()));
-                }
-                if let Some(sa) = &service_account {
-                    query.push(("serviceAccount", sa.clone()));
-                }
-                if let Some(token) = &next {
-                    query.push(("nextToken", token.clone()));
-                }
-                let page: ListAssociationsResponse = client
-                    .call(
-                        Method::GET,
-                        &association_path(&cluster_name, None),
-                        &query,
-                        None,
-                    )
-                    .await?;
-                all.extend(page.associations);
-                match page.next_token {
-                    Some(token) => next = Some(token),
-                    None => break,
-                }
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(ns) = namespace {
+                query.push(("namespace", ns));
             }
+            if let Some(sa) = service_account {
+                query.push(("serviceAccount", sa));
+            }
+            let path = association_path(&cluster_name, None);
+            let all = conn
+                .all_pages(
+                    &path,
+                    &query,
+                    usize::MAX,
+                    |page: ListAssociationsResponse| (page.associations, page.next_token),
+                )
+                .await?;
             match conn.output {
                 OutputFormat::Json => print_json(&ListAssociationsResponse {
                     associations: all,
@@ -291,9 +281,7 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
             }
         }
         AssociationCommand::Update {
-            conn,
-            cluster_name,
-            association_id,
+            target,
             role_arn,
             target_role_arn,
             disable_session_tags,
@@ -307,19 +295,14 @@ pub async fn run(cmd: AssociationCommand) -> anyhow::Result<()> {
                 target_role_arn,
                 policy: read_policy(policy)?,
             };
-            let body = serde_json::to_value(&request)?;
-            let path = association_path(&cluster_name, Some(&association_id));
-            let out: AssociationResponse = conn.call(Method::POST, &path, &[], Some(body)).await?;
-            print_association(conn.output, &out.association)
+            let out = target
+                .call(Method::POST, Some(serde_json::to_value(&request)?))
+                .await?;
+            print_association(target.conn.output, &out.association)
         }
-        AssociationCommand::Delete {
-            conn,
-            cluster_name,
-            association_id,
-        } => {
-            let path = association_path(&cluster_name, Some(&association_id));
-            let out: AssociationResponse = conn.call(Method::DELETE, &path, &[], None).await?;
-            match conn.output {
+        AssociationCommand::Delete { target } => {
+            let out = target.call(Method::DELETE, None).await?;
+            match target.conn.output {
                 OutputFormat::Json => print_json(&out),
                 OutputFormat::Table => {
                     println!(

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use reqwest::Method;
+use podid_api::audit::ListAuditResponse;
 
 use super::connection::{format_time, print_json, print_table, Connection, OutputFormat};
 
@@ -89,26 +89,16 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     if let Some(v) = since {
         query.push(("since", parse_since(&v, now)?.to_string()));
     }
-    let client = conn.client().await?;
-    let mut events = Vec::new();
-    let mut next: Option<String> = None;
-    while events.len() < limit {
-        let mut q = query.clone();
-        q.push(("maxResults", (limit - events.len()).min(100).to_string()));
-        if let Some(t) = &next {
-            q.push(("nextToken", t.clone()));
-        }
-        let page: podid_api::audit::ListAuditResponse = client
-            .call(Method::GET, "/podid/v1/audit", &q, None)
-            .await?;
-        events.extend(page.events);
-        match page.next_token {
-            Some(t) => next = Some(t),
-            None => break,
-        }
-    }
+    let events = conn
+        .all_pages(
+            "/podid/v1/audit",
+            &query,
+            limit,
+            |page: ListAuditResponse| (page.events, page.next_token),
+        )
+        .await?;
     match conn.output {
-        OutputFormat::Json => print_json(&podid_api::audit::ListAuditResponse {
+        OutputFormat::Json => print_json(&ListAuditResponse {
             events,
             next_token: None,
         }),

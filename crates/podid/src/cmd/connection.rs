@@ -51,6 +51,36 @@ impl Connection {
         let client = self.client().await?;
         Ok(client.call(method, path, query, body.as_ref()).await?)
     }
+
+    /// Up to `limit` items of the paged list at `path`, following `nextToken`
+    /// page by page (100 items a page at most); `split` takes a page apart
+    /// into its items and its next token.
+    pub(crate) async fn all_pages<P: DeserializeOwned, T>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        limit: usize,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> anyhow::Result<Vec<T>> {
+        let client = self.client().await?;
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        while items.len() < limit {
+            let mut q = query.to_vec();
+            q.push(("maxResults", (limit - items.len()).min(100).to_string()));
+            if let Some(token) = &next {
+                q.push(("nextToken", token.clone()));
+            }
+            let page: P = client.call(Method::GET, path, &q, None).await?;
+            let (more, token) = split(page);
+            items.extend(more);
+            match token {
+                Some(token) => next = Some(token),
+                None => break,
+            }
+        }
+        Ok(items)
+    }
 }
 
 /// Prints `value` as indented JSON.
