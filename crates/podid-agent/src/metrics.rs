@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +33,12 @@ pub struct CodeLabels {
 
 /// Statuses counted without a label lookup.
 const FAST_STATUSES: [u16; 9] = [200, 400, 403, 404, 405, 429, 500, 503, 0];
+
+/// Registers `metric` in `registry` under `name` and hands it back.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 /// Every metric of the agent and their registry.
 pub struct AgentMetrics {
@@ -79,50 +85,50 @@ impl AgentMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("podid_agent");
-        let requests = Family::<StatusLabels, Counter>::default();
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "requests",
             "Credential requests by HTTP status answered",
-            requests.clone(),
+            Family::<StatusLabels, Counter>::default(),
         );
         let fast_requests =
             FAST_STATUSES.map(|status| requests.get_or_create(&StatusLabels { status }).clone());
-        let lookups = Family::<FetchLabels, Counter>::default();
-        registry.register(
+        let lookups = registered(
+            &mut registry,
             "cache_lookups",
             "Credential cache lookups by result",
-            lookups.clone(),
+            Family::<FetchLabels, Counter>::default(),
         );
         let lookup = |result| lookups.get_or_create(&FetchLabels { result }).clone();
-        let refreshes = Family::<FetchLabels, Counter>::default();
-        registry.register(
+        let refreshes = registered(
+            &mut registry,
             "cache_refreshes",
             "Background refreshes by result",
-            refreshes.clone(),
+            Family::<FetchLabels, Counter>::default(),
         );
-        let evictions = Family::<FetchLabels, Counter>::default();
-        registry.register(
+        let evictions = registered(
+            &mut registry,
             "cache_evictions",
             "Entries removed from the cache by reason",
-            evictions.clone(),
+            Family::<FetchLabels, Counter>::default(),
         );
-        let cached_entries = Gauge::default();
-        registry.register(
+        let cached_entries = registered(
+            &mut registry,
             "cached_entries",
             "Pods' credentials held in memory",
-            cached_entries.clone(),
+            Gauge::default(),
         );
-        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 12));
-        registry.register(
+        let upstream_latency = registered(
+            &mut registry,
             "upstream_duration_seconds",
             "Duration of broker calls",
-            upstream_latency.clone(),
+            Histogram::new(exponential_buckets(0.001, 2.0, 12)),
         );
-        let upstream_errors = Family::<CodeLabels, Counter>::default();
-        registry.register(
+        let upstream_errors = registered(
+            &mut registry,
             "upstream_errors",
             "Failed broker calls by error code",
-            upstream_errors.clone(),
+            Family::<CodeLabels, Counter>::default(),
         );
         let upstream_up = Gauge::default();
         upstream_up.set(1);
@@ -131,11 +137,11 @@ impl AgentMetrics {
             "1 while the broker answers; 0 after consecutive unreachable/5xx answers",
             upstream_up.clone(),
         );
-        let rate_limited = Counter::default();
-        registry.register(
+        let rate_limited = registered(
+            &mut registry,
             "rate_limited",
             "Requests refused by the listener rate limit",
-            rate_limited.clone(),
+            Counter::default(),
         );
         AgentMetrics {
             cache_hit: lookup("hit"),

@@ -242,60 +242,34 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_and_garbage_tokens_are_refused() {
+        use TokenRejection::{BadBase64, Missing, NoAlgorithm, NotJson, NotThreeSegments, TooLong};
         let now = at(1_000);
-        assert_eq!(inspect("", now), Err(TokenRejection::Missing));
-        assert_eq!(
-            inspect("garbage", now),
-            Err(TokenRejection::NotThreeSegments)
-        );
-        assert_eq!(inspect("a.b", now), Err(TokenRejection::NotThreeSegments));
-        assert_eq!(
-            inspect("a.b.c.d", now),
-            Err(TokenRejection::NotThreeSegments)
-        );
-        assert_eq!(inspect("..sig", now), Err(TokenRejection::NotThreeSegments));
-        assert_eq!(
-            inspect(&"a".repeat(MAX_TOKEN_LEN + 1), now),
-            Err(TokenRejection::TooLong)
-        );
         let good = make_token(Some(2_000), None);
         let parts: Vec<&str> = good.split('.').collect();
-        assert_eq!(
-            inspect("Bearer x.y.z", now),
-            Err(TokenRejection::BadBase64("header"))
-        );
-        assert_eq!(
-            inspect(&format!("{}.%%%.{}", parts[0], parts[2]), now),
-            Err(TokenRejection::BadBase64("payload"))
-        );
-        assert_eq!(
-            inspect(&format!("{}.{}.a+b", parts[0], parts[1]), now),
-            Err(TokenRejection::BadBase64("signature"))
-        );
+        let (h, p, s) = (parts[0], parts[1], parts[2]);
         let not_json = URL_SAFE_NO_PAD.encode(b"not json");
-        assert_eq!(
-            inspect(&format!("{not_json}.{}.{}", parts[1], parts[2]), now),
-            Err(TokenRejection::NotJson("header"))
-        );
-        assert_eq!(
-            inspect(&format!("{}.{not_json}.{}", parts[0], parts[2]), now),
-            Err(TokenRejection::NotJson("payload"))
-        );
         let array = URL_SAFE_NO_PAD.encode(b"[1,2]");
-        assert_eq!(
-            inspect(&format!("{}.{array}.{}", parts[0], parts[2]), now),
-            Err(TokenRejection::NotJson("payload"))
-        );
         let no_alg = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
-        assert_eq!(
-            inspect(&format!("{no_alg}.{}.{}", parts[1], parts[2]), now),
-            Err(TokenRejection::NoAlgorithm)
-        );
         let bad_exp = URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#);
-        assert_eq!(
-            inspect(&format!("{}.{bad_exp}.{}", parts[0], parts[2]), now),
-            Err(TokenRejection::NotJson("payload"))
-        );
+        let cases = [
+            (String::new(), Missing),
+            ("garbage".to_owned(), NotThreeSegments),
+            ("a.b".to_owned(), NotThreeSegments),
+            ("a.b.c.d".to_owned(), NotThreeSegments),
+            ("..sig".to_owned(), NotThreeSegments),
+            ("a".repeat(MAX_TOKEN_LEN + 1), TooLong),
+            ("Bearer x.y.z".to_owned(), BadBase64("header")),
+            (format!("{h}.%%%.{s}"), BadBase64("payload")),
+            (format!("{h}.{p}.a+b"), BadBase64("signature")),
+            (format!("{not_json}.{p}.{s}"), NotJson("header")),
+            (format!("{h}.{not_json}.{s}"), NotJson("payload")),
+            (format!("{h}.{array}.{s}"), NotJson("payload")),
+            (format!("{no_alg}.{p}.{s}"), NoAlgorithm),
+            (format!("{h}.{bad_exp}.{s}"), NotJson("payload")),
+        ];
+        for (token, rejection) in cases {
+            assert_eq!(inspect(&token, now), Err(rejection), "{token:?}");
+        }
     }
 
     #[test]

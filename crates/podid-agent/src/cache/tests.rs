@@ -102,6 +102,15 @@ fn counted(
         .get()
 }
 
+/// A fixture on the default policy whose cache holds pod-a's credentials
+/// (fetched once), and pod-a's token.
+async fn pod_a_cached() -> (CacheFixture, String) {
+    let f = fixture(CachePolicy::default(), false);
+    let token = f.token("pod-a");
+    f.key_id(&token).await;
+    (f, token)
+}
+
 impl CacheFixture {
     fn token(&self, pod: &str) -> String {
         self.token_expiring(pod, 24 * 60 * MIN)
@@ -220,9 +229,7 @@ async fn a_hung_up_leader_does_not_cancel_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn used_entries_are_refreshed_ahead_of_expiry() {
-    let f = fixture(CachePolicy::default(), false);
-    let token = f.token("pod-a");
-    f.key_id(&token).await;
+    let (f, token) = pod_a_cached().await;
     f.maintain_after(39 * MIN).await;
     assert_eq!(
         f.source.calls(),
@@ -261,9 +268,7 @@ async fn short_sessions_are_refreshed_at_half_life() {
 
 #[tokio::test(start_paused = true)]
 async fn the_maintenance_task_runs_on_its_interval() {
-    let f = fixture(CachePolicy::default(), false);
-    let token = f.token("pod-a");
-    f.key_id(&token).await;
+    let (f, _) = pod_a_cached().await;
     let task = tokio::spawn(f.cache.clone().run_maintenance());
     tokio::time::sleep(40 * MIN + 10 * Duration::from_secs(1)).await;
     f.settle().await;
@@ -273,9 +278,7 @@ async fn the_maintenance_task_runs_on_its_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn stale_credentials_are_served_while_the_broker_is_down_until_near_expiry() {
-    let f = fixture(CachePolicy::default(), false);
-    let token = f.token("pod-a");
-    f.key_id(&token).await;
+    let (f, token) = pod_a_cached().await;
     f.source.answer(Err(UpstreamError::unavailable("down")));
     tokio::time::advance(41 * MIN).await;
     // Past the refresh time: served at once, and the refresh starts (and fails).
@@ -350,9 +353,7 @@ async fn refusals_on_refresh_drop_the_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn other_refusals_on_refresh_keep_serving() {
-    let f = fixture(CachePolicy::default(), false);
-    let token = f.token("pod-a");
-    f.key_id(&token).await;
+    let (f, token) = pod_a_cached().await;
     f.source.answer(Err(UpstreamError::new(
         429,
         "ThrottlingException",

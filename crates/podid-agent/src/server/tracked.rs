@@ -21,10 +21,17 @@ impl Tracked {
         Tracked { inner, activity }
     }
 
-    fn active(&self) {
-        if !self.activity.load(Ordering::Relaxed) {
+    /// Flags activity when `moved` (bytes went through).
+    fn note(&self, moved: bool) {
+        if moved && !self.activity.load(Ordering::Relaxed) {
             self.activity.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Flags activity if a write moved bytes; passes `result` on.
+    fn wrote(&self, result: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        self.note(matches!(result, Poll::Ready(Ok(n)) if n > 0));
+        result
     }
 }
 
@@ -37,9 +44,7 @@ impl AsyncRead for Tracked {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.active();
-        }
+        this.note(buf.filled().len() > before);
         result
     }
 }
@@ -52,10 +57,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        result
+        this.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -65,10 +67,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.active();
-        }
-        result
+        this.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
