@@ -11,6 +11,7 @@ macro_rules! association_store_steps {
     ) => {
         type Row = <$db as sqlx::Database>::Row;
         type Tx = sqlx::Transaction<'static, $db>;
+        type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
 
         fn cluster_from_row(row: &Row) -> Result<podid_api::cluster::Cluster, $crate::StoreError> {
             use sqlx::Row as _;
@@ -28,6 +29,32 @@ macro_rules! association_store_steps {
                 modified_at: podid_api::EpochMillis(row.try_get("modified_at")?),
                 name,
             })
+        }
+
+        /// `query` with the cluster's name and settings bound to `$1`…`$7`, in the order of
+        /// [`cluster_columns`](crate::common::cluster_columns).
+        fn bind_cluster<'q>(
+            query: Query<'q>,
+            c: &'q podid_api::cluster::Cluster,
+        ) -> Result<Query<'q>, $crate::StoreError> {
+            Ok(query
+                .bind(&c.name)
+                .bind(&c.issuer)
+                .bind(&c.audience)
+                .bind(&c.cluster_arn)
+                .bind(c.key_source.as_str())
+                .bind(&c.jwks_uri)
+                .bind($crate::common::encode_jwks(&c.jwks)?))
+        }
+
+        /// `query` with the settings an update may change bound next: role ARN, target
+        /// role ARN, whether session tags are left off, policy.
+        fn bind_settings<'q>(query: Query<'q>, a: &'q $crate::StoredAssociation) -> Query<'q> {
+            query
+                .bind(&a.role_arn)
+                .bind(&a.target_role_arn)
+                .bind(a.disable_session_tags)
+                .bind(&a.policy)
         }
 
         /// The association and its list position.
@@ -55,13 +82,31 @@ macro_rules! association_store_steps {
             ))
         }
 
-        /// The association `id` of `cluster`, read within `tx`.
-        async fn association_in_tx(
-            tx: &mut Tx,
+        /// The association a query of [`association_columns`](crate::common::association_columns)
+        /// yields on `executor`, if any.
+        async fn fetch_association<'q, 'c, E>(
+            query: Query<'q>,
+            executor: E,
+        ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError>
+        where
+            E: 'q + sqlx::Executor<'c, Database = $db>,
+            'c: 'q,
+        {
+            let row = query.fetch_optional(executor).await?;
+            row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+        }
+
+        /// The association `id` of `cluster`, read on `executor`; with `lock`, locked
+        /// for the rest of the transaction.
+        async fn association_by_id<'c, E>(
+            executor: E,
             cluster: &str,
             id: &str,
             lock: bool,
-        ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
+        ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
             const PLAIN: &str = concat!(
                 "SELECT ",
                 $crate::common::association_columns!(),
@@ -73,12 +118,8 @@ macro_rules! association_store_steps {
                 " FROM associations WHERE cluster = $1 AND id = $2",
                 $for_update
             );
-            let row = sqlx::query(if lock { LOCKED } else { PLAIN })
-                .bind(cluster)
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+            let query = sqlx::query(if lock { LOCKED } else { PLAIN }).bind(cluster).bind(id);
+            fetch_association(query, executor).await
         }
 
         /// Looks up an idempotency token. `Ok(Some)` is a replay; `Ok(None)`
@@ -112,7 +153,7 @@ macro_rules! association_store_steps {
             {
                 return Err($crate::StoreError::IdempotencyMismatch);
             }
-            match association_in_tx(tx, cluster, &association_id, false).await? {
+            match association_by_id(&mut **tx, cluster, &association_id, false).await? {
                 Some(association) => Ok(Some($crate::Written { association, replayed: true })),
                 None => {
                     sqlx::query("DELETE FROM idempotency_tokens WHERE cluster = $1 AND token = $2")
@@ -189,7 +230,7 @@ macro_rules! association_store_steps {
             if let Some(key) = idempotency {
                 insert_token(&mut tx, &a.cluster, key, &a.id).await?;
             }
-            let stored = association_in_tx(&mut tx, &a.cluster, &a.id, false)
+            let stored = association_by_id(&mut *tx, &a.cluster, &a.id, false)
                 .await?
                 .ok_or_else(|| {
                     $crate::StoreError::corrupt(format!("association '{}' vanished while {done}", a.id))
@@ -232,25 +273,22 @@ macro_rules! association_store_steps {
                     }
                     return Err(duplicate(a, existing));
                 }
-                sqlx::query(
-                    "INSERT INTO associations (id, cluster, namespace, service_account, role_arn, \
-                     target_role_arn, external_id, disable_session_tags, policy, tags, created_at, modified_at) \
+                let insert = sqlx::query(
+                    "INSERT INTO associations (id, cluster, namespace, service_account, external_id, \
+                     role_arn, target_role_arn, disable_session_tags, policy, tags, created_at, modified_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&a.id)
                 .bind(&a.cluster)
                 .bind(&a.namespace)
                 .bind(&a.service_account)
-                .bind(&a.role_arn)
-                .bind(&a.target_role_arn)
-                .bind(&a.external_id)
-                .bind(a.disable_session_tags)
-                .bind(&a.policy)
-                .bind($crate::common::encode_tags(&a.tags)?)
-                .bind(a.created_at.0)
-                .bind(a.modified_at.0)
-                .execute(&mut *tx)
-                .await?;
+                .bind(&a.external_id);
+                bind_settings(insert, a)
+                    .bind($crate::common::encode_tags(&a.tags)?)
+                    .bind(a.created_at.0)
+                    .bind(a.modified_at.0)
+                    .execute(&mut *tx)
+                    .await?;
                 finish_write(tx, a, idempotency, "created").await
             }
 
@@ -267,7 +305,7 @@ macro_rules! association_store_steps {
                         return Ok(replay);
                     }
                 }
-                match association_in_tx(&mut tx, &a.cluster, &a.id, true).await? {
+                match association_by_id(&mut *tx, &a.cluster, &a.id, true).await? {
                     None => {
                         return Err($crate::StoreError::AssociationNotFound {
                             cluster: a.cluster.clone(),
@@ -280,20 +318,17 @@ macro_rules! association_store_steps {
                     }
                     Some(_) => {}
                 }
-                sqlx::query(
+                let update = sqlx::query(
                     "UPDATE associations SET role_arn = $3, target_role_arn = $4, \
                      disable_session_tags = $5, policy = $6, modified_at = $7 \
                      WHERE cluster = $1 AND id = $2",
                 )
                 .bind(&a.cluster)
-                .bind(&a.id)
-                .bind(&a.role_arn)
-                .bind(&a.target_role_arn)
-                .bind(a.disable_session_tags)
-                .bind(&a.policy)
-                .bind(a.modified_at.0)
-                .execute(&mut *tx)
-                .await?;
+                .bind(&a.id);
+                bind_settings(update, a)
+                    .bind(a.modified_at.0)
+                    .execute(&mut *tx)
+                    .await?;
                 finish_write(tx, a, idempotency, "updated").await
             }
         }

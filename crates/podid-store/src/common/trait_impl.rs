@@ -17,22 +17,16 @@ macro_rules! association_store_trait {
 
             async fn insert_cluster(&self, c: &podid_api::cluster::Cluster) -> Result<(), $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
-                let result = sqlx::query(concat!(
+                let insert = sqlx::query(concat!(
                     "INSERT INTO clusters (",
                     $crate::common::cluster_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ))
-                .bind(&c.name)
-                .bind(&c.issuer)
-                .bind(&c.audience)
-                .bind(&c.cluster_arn)
-                .bind(c.key_source.as_str())
-                .bind(&c.jwks_uri)
-                .bind($crate::common::encode_jwks(&c.jwks)?)
-                .bind(c.created_at.0)
-                .bind(c.modified_at.0)
-                .execute(&mut *tx)
-                .await;
+                ));
+                let result = bind_cluster(insert, c)?
+                    .bind(c.created_at.0)
+                    .bind(c.modified_at.0)
+                    .execute(&mut *tx)
+                    .await;
                 match result {
                     Ok(_) => {}
                     Err(e) if $crate::common::is_unique_violation(&e) => {
@@ -65,21 +59,15 @@ macro_rules! association_store_trait {
                 expected_modified_at: podid_api::EpochMillis,
             ) -> Result<(), $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE clusters SET issuer = $2, audience = $3, cluster_arn = $4, key_source = $5, \
                      jwks_uri = $6, jwks = $7, modified_at = $8 WHERE name = $1 AND modified_at = $9",
-                )
-                .bind(&c.name)
-                .bind(&c.issuer)
-                .bind(&c.audience)
-                .bind(&c.cluster_arn)
-                .bind(c.key_source.as_str())
-                .bind(&c.jwks_uri)
-                .bind($crate::common::encode_jwks(&c.jwks)?)
-                .bind(c.modified_at.0)
-                .bind(expected_modified_at.0)
-                .execute(&mut *tx)
-                .await?;
+                );
+                let done = bind_cluster(update, c)?
+                    .bind(c.modified_at.0)
+                    .bind(expected_modified_at.0)
+                    .execute(&mut *tx)
+                    .await?;
                 if done.rows_affected() == 0 {
                     let exists = sqlx::query("SELECT 1 FROM clusters WHERE name = $1")
                         .bind(&c.name)
@@ -168,16 +156,7 @@ macro_rules! association_store_trait {
                 cluster: &str,
                 id: &str,
             ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
-                let row = sqlx::query(concat!(
-                    "SELECT ",
-                    $crate::common::association_columns!(),
-                    " FROM associations WHERE cluster = $1 AND id = $2"
-                ))
-                .bind(cluster)
-                .bind(id)
-                .fetch_optional(self.read_pool())
-                .await?;
-                row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+                association_by_id(self.read_pool(), cluster, id, false).await
             }
 
             async fn find_association(
@@ -186,17 +165,15 @@ macro_rules! association_store_trait {
                 namespace: &str,
                 service_account: &str,
             ) -> Result<Option<$crate::StoredAssociation>, $crate::StoreError> {
-                let row = sqlx::query(concat!(
+                let query = sqlx::query(concat!(
                     "SELECT ",
                     $crate::common::association_columns!(),
                     " FROM associations WHERE cluster = $1 AND namespace = $2 AND service_account = $3"
                 ))
                 .bind(cluster)
                 .bind(namespace)
-                .bind(service_account)
-                .fetch_optional(self.read_pool())
-                .await?;
-                row.map(|r| association_from_row(&r).map(|(_, a)| a)).transpose()
+                .bind(service_account);
+                fetch_association(query, self.read_pool()).await
             }
 
             async fn list_associations(&self, q: &$crate::ListQuery) -> Result<$crate::Page, $crate::StoreError> {
@@ -295,7 +272,7 @@ macro_rules! association_store_trait {
                 remove: &[String],
             ) -> Result<$crate::StoredAssociation, $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
-                let Some(mut current) = association_in_tx(&mut tx, cluster, id, true).await? else {
+                let Some(mut current) = association_by_id(&mut *tx, cluster, id, true).await? else {
                     return Err($crate::StoreError::AssociationNotFound { cluster: cluster.to_owned(), id: id.to_owned() });
                 };
                 let merged = $crate::common::merge_tags(&current.tags, add, remove)?;
