@@ -48,14 +48,49 @@ pub struct StsConfig {
     pub max_wait: Duration,
 }
 
+/// A database URL, `sqlite://…` or `postgres://…`; its `Debug` shows it
+/// with the password replaced by `****`.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL as it is, password and all.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password, for logs and errors.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        DatabaseUrl(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        DatabaseUrl(url.to_owned())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
 /// Everything the server is configured with. Its `Debug` hides the database
 /// password.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// `sqlite://…` or `postgres://…`.
-    pub database_url: String,
+    /// Where the store is.
+    pub database_url: DatabaseUrl,
     /// Authentication of API calls.
     pub auth: AuthConfig,
     /// Partition, region and account of podid's ARNs; the region is STS's too.
@@ -68,21 +103,6 @@ pub struct Config {
     pub credential_min_remaining: Duration,
     /// Most pods whose credentials are cached.
     pub credential_cache_size: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("auth", &self.auth)
-            .field("scope", &self.scope)
-            .field("sts", &self.sts)
-            .field("session_duration", &self.session_duration)
-            .field("credential_min_remaining", &self.credential_min_remaining)
-            .field("credential_cache_size", &self.credential_cache_size)
-            .finish()
-    }
 }
 
 /// Where the broker's issuer comes from.
@@ -125,8 +145,8 @@ impl Config {
                 Authentication::SigV4(Arc::new(SigV4Verifier::new(keys)))
             }
         };
-        let database = redact_url(&self.database_url);
-        let store = podid_store::open(&self.database_url)
+        let database = self.database_url.redacted();
+        let store = podid_store::open(self.database_url.as_str())
             .await
             .map_err(|source| ServerError::Store {
                 url: database.clone(),
@@ -235,8 +255,8 @@ impl App {
     }
 }
 
-/// A database URL without its password, for logs and errors.
-pub(crate) fn redact_url(url: &str) -> String {
+/// A database URL without its password.
+fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("****"));

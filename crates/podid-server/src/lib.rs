@@ -22,7 +22,7 @@ pub mod keys;
 mod metrics;
 mod wire;
 
-pub use config::{App, AuthConfig, Config, StsConfig};
+pub use config::{App, AuthConfig, Config, DatabaseUrl, StsConfig};
 
 use auth::Authentication;
 use jwks::DocumentFetcher;

@@ -112,7 +112,7 @@ async fn world() -> Option<World> {
     let recorder = Arc::new(RecordingIssuer::new(sts));
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()),
+        database_url: format!("sqlite://{}", dir.path().join("podid.db").display()).into(),
         auth: AuthConfig::Disabled,
         scope: ArnScope {
             partition: "aws".into(),

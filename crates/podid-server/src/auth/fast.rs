@@ -8,6 +8,7 @@ use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use sha2::{Digest, Sha256};
 
 use super::header::AuthorizationHeader;
+use super::RequestToVerify;
 use crate::keys::ApiKey;
 
 /// How many derived signing keys are kept at most (one per key, day, region
@@ -141,18 +142,20 @@ fn is_canonical_path(path: &str) -> bool {
 ///
 /// The caller has already checked that `amz_date` (the `X-Amz-Date` header)
 /// parses, starts with `auth.date` and is within the allowed skew.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn signature(
     cache: &SigningKeyCache,
     key: &ApiKey,
     auth: &AuthorizationHeader<'_>,
-    method: &str,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
-    body: &[u8],
+    request: &RequestToVerify<'_>,
     amz_date: &str,
     signed_at: SystemTime,
 ) -> Option<String> {
+    let RequestToVerify {
+        method,
+        uri,
+        headers,
+        body,
+    } = *request;
     let path = uri.path();
     if uri.query().is_some() || !is_canonical_path(path) || !is_basic_date_time(amz_date) {
         return None;

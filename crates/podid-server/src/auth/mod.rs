@@ -49,6 +49,15 @@ impl Authentication {
     }
 }
 
+/// A request as its signature covers it: `uri` as received (path and query,
+/// still percent-encoded), `body` complete.
+struct RequestToVerify<'a> {
+    method: &'a str,
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
+}
+
 /// Checks SigV4 signatures against a [`KeyRing`], keeping the signing keys
 /// it derives (one HMAC per request instead of five).
 #[derive(Debug)]
@@ -143,19 +152,22 @@ impl SigV4Verifier {
             ));
         }
 
-        let expected = match fast::signature(
-            &self.signing_keys,
-            key,
-            &auth,
+        let request = RequestToVerify {
             method,
             uri,
             headers,
             body,
+        };
+        let expected = match fast::signature(
+            &self.signing_keys,
+            key,
+            &auth,
+            &request,
             amz_date,
             signed_at,
         ) {
             Some(signature) => signature,
-            None => sdk_signature(key, &auth, signed_at, method, uri, headers, body)?,
+            None => sdk_signature(key, &auth, signed_at, &request)?,
         };
         if expected
             .as_bytes()
@@ -187,17 +199,14 @@ fn sdk_signature(
     key: &ApiKey,
     auth: &AuthorizationHeader<'_>,
     signed_at: SystemTime,
-    method: &str,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
-    body: &[u8],
+    request: &RequestToVerify<'_>,
 ) -> Result<String, ApiError> {
     // Hand the signer exactly the headers the client signed; it adds host and
     // x-amz-date itself from what we pass.
     let mut signed_headers: Vec<(&str, &str)> = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
         let mut found = false;
-        for value in headers.get_all(*name) {
+        for value in request.headers.get_all(*name) {
             let value = value.to_str().map_err(|_| {
                 ApiError::new(
                     ErrorKind::InvalidSignature,
@@ -214,7 +223,8 @@ fn sdk_signature(
             ));
         }
     }
-    let session_token = headers
+    let session_token = request
+        .headers
         .get("x-amz-security-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
@@ -238,18 +248,22 @@ fn sdk_signature(
         .build()
         .map_err(|_| mismatch())?
         .into();
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path_and_query = request
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     // The authority is a placeholder: the signer takes the host from the signed
     // Host header, which is always present (checked above).
     let target = format!("http://podid.invalid{path_and_query}");
-    let request = SignableRequest::new(
-        method,
+    let signable = SignableRequest::new(
+        request.method,
         target,
         signed_headers.into_iter(),
-        SignableBody::Bytes(body),
+        SignableBody::Bytes(request.body),
     )
     .map_err(|_| mismatch())?;
-    let output = sign(request, &params).map_err(|_| mismatch())?;
+    let output = sign(signable, &params).map_err(|_| mismatch())?;
     Ok(output.signature().to_owned())
 }
 

@@ -302,15 +302,18 @@ fn agrees_with_the_sdk_signer() {
         let auth = parse_authorization(authorization).unwrap();
         let amz_date = headers.get("x-amz-date").unwrap().to_str().unwrap();
         let signed_at = parse_amz_date(amz_date).unwrap();
-        let sdk = sdk_signature(key, &auth, signed_at, method, &uri, &headers, &body);
+        let request = RequestToVerify {
+            method,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+        };
+        let sdk = sdk_signature(key, &auth, signed_at, &request);
         let ours = fast::signature(
             &verifier.signing_keys,
             key,
             &auth,
-            method,
-            &uri,
-            &headers,
-            &body,
+            &request,
             amz_date,
             signed_at,
         );

@@ -94,7 +94,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let config = Config {
         listen: args.listen,
-        database_url: args.database_url,
+        database_url: args.database_url.into(),
         auth,
         scope: ArnScope {
             partition: args.partition,
@@ -113,12 +113,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let app = config.build().await?;
     app.run(
-        |addr| {
-            tracing::info!(%addr, "listening");
-            // One machine-readable line on stdout, for scripts and tests that
-            // start the server on port 0.
-            println!("podid server listening on http://{addr}");
-        },
+        super::announce_listening("server", "http"),
         podid_runtime::shutdown_signal(),
     )
     .await?;

@@ -103,12 +103,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     podid_webhook::serve(
         webhook,
         args.listen,
-        |addr| {
-            tracing::info!(%addr, "listening");
-            // One machine-readable line on stdout, for scripts and tests that
-            // start the webhook on port 0.
-            println!("podid webhook listening on https://{addr}");
-        },
+        super::announce_listening("webhook", "https"),
         podid_runtime::shutdown_signal(),
     )
     .await?;
