@@ -14,22 +14,26 @@ use common::*;
 use podid_webhook::{HttpLookup, WebhookSettings};
 use serde_json::json;
 
+/// A webhook (certificate named `cn`) looking `cluster`'s associations up at
+/// `podid`, its certificate files, and an HTTPS client trusting it.
+async fn webhook_at(
+    podid: &PodidServer,
+    cluster: &str,
+    cn: &str,
+) -> (Running, CertFiles, reqwest::Client) {
+    let timeout = Duration::from_millis(1500);
+    let lookup = HttpLookup::new(&podid.endpoint, cluster, "us-east-1", None, timeout).unwrap();
+    let ca = TestCa::new("podid test CA");
+    let files = CertFiles::new(&ca.leaf(1, cn));
+    let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
+    (webhook, files, client(&ca.pem, false))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_association_is_seen_by_the_next_admission() {
     let podid = PodidServer::start();
     podid.register_cluster("race").await;
-    let lookup = HttpLookup::new(
-        &podid.endpoint,
-        "race",
-        "us-east-1",
-        None,
-        Duration::from_millis(1500),
-    )
-    .unwrap();
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, "race"));
-    let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
-    let https = client(&ca.pem, false);
+    let (webhook, _files, https) = webhook_at(&podid, "race", "race").await;
     let api = reqwest::Client::new();
 
     for i in 0..50 {
@@ -68,31 +72,20 @@ async fn an_association_is_seen_by_the_next_admission() {
     }
 
     let text = webhook.metrics.encode();
-    assert_eq!(
-        metric(
-            &text,
-            r#"podid_webhook_association_lookups_total{result="not_found"}"#
-        ),
-        50.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            r#"podid_webhook_association_lookups_total{result="found"}"#
-        ),
-        50.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, r#"podid_webhook_admissions_total{result="mutated"}"#),
-        50.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, r#"podid_webhook_admissions_total{result="skipped"}"#),
-        50.0,
-        "{text}"
+    assert_metrics(
+        &text,
+        &[
+            (
+                r#"podid_webhook_association_lookups_total{result="not_found"}"#,
+                50.0,
+            ),
+            (
+                r#"podid_webhook_association_lookups_total{result="found"}"#,
+                50.0,
+            ),
+            (r#"podid_webhook_admissions_total{result="mutated"}"#, 50.0),
+            (r#"podid_webhook_admissions_total{result="skipped"}"#, 50.0),
+        ],
     );
 
     // A positive answer is reused (cached) for the next pod of that account.
@@ -114,18 +107,7 @@ async fn an_association_is_seen_by_the_next_admission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_admits_the_pod_with_a_warning() {
     let podid = PodidServer::start();
-    let lookup = HttpLookup::new(
-        &podid.endpoint,
-        "unregistered",
-        "us-east-1",
-        None,
-        Duration::from_millis(1500),
-    )
-    .unwrap();
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, "errors"));
-    let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
-    let https = client(&ca.pem, false);
+    let (webhook, _files, https) = webhook_at(&podid, "unregistered", "errors").await;
     let (answer, _) = post_review(
         &https,
         &webhook.url,
@@ -139,23 +121,16 @@ async fn a_server_error_admits_the_pod_with_a_warning() {
         "{warning}"
     );
     let text = webhook.metrics.encode();
-    assert_eq!(
-        metric(
-            &text,
-            r#"podid_webhook_association_lookups_total{result="error"}"#
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, r#"podid_webhook_admissions_total{result="error"}"#),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "podid_webhook_server_unreachable_total"),
-        0.0,
-        "{text}"
+    assert_metrics(
+        &text,
+        &[
+            (
+                r#"podid_webhook_association_lookups_total{result="error"}"#,
+                1.0,
+            ),
+            (r#"podid_webhook_admissions_total{result="error"}"#, 1.0),
+            ("podid_webhook_server_unreachable_total", 0.0),
+        ],
     );
     webhook.stop().await;
 }

@@ -254,12 +254,7 @@ async fn http_surface() {
     // Too large: 413.
     let mut big = pod_review("big", "default", "sa");
     big["request"]["object"]["metadata"]["annotations"] = json!({"filler": "x".repeat(100 * 1024)});
-    let r = http
-        .post(format!("{url}/mutate"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let r = post_mutate(&http, url, &big).await;
     assert_eq!(r.status(), 413);
 
     // The server still answers, over HTTP/1.1 and HTTP/2 alike.
@@ -271,25 +266,13 @@ async fn http_surface() {
         .build()
         .unwrap();
     let review = pod_review("uid-h2", "default", "s3-reader");
-    let r = h2
-        .post(format!("{url}/mutate"))
-        .json(&review)
-        .send()
-        .await
-        .unwrap();
+    let r = post_mutate(&h2, url, &review).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     let (answer, _) = post_review(&http, url, &review).await;
     assert!(injected(&patched(&review, &answer)));
 
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&http, url, "/metrics").await;
     assert_eq!(
         metric(&text, r#"podid_webhook_admissions_total{result="error"}"#),
         6.0,

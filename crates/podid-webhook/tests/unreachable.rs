@@ -42,14 +42,7 @@ async fn admit_against(
     let started = Instant::now();
     let (answer, _) = post_review(&https, &webhook.url, &review).await;
     let elapsed = started.elapsed();
-    let text = https
-        .get(format!("{}/metrics", webhook.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&https, &webhook.url, "/metrics").await;
     webhook.stop().await;
     (answer, elapsed, text)
 }

@@ -224,18 +224,29 @@ pub fn pod_review(uid: &str, namespace: &str, service_account: &str) -> Value {
     })
 }
 
+/// Posts `body` as JSON to `/mutate`, whatever the answer's status.
+pub async fn post_mutate(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    client
+        .post(format!("{url}/mutate"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GETs `path` and returns the answer's body as text.
+pub async fn get_text(client: &reqwest::Client, url: &str, path: &str) -> String {
+    let response = client.get(format!("{url}{path}")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// Posts `review` to `/mutate`; returns the answer, the HTTP status and the peer certificate.
 pub async fn post_review(
     client: &reqwest::Client,
     url: &str,
     review: &Value,
 ) -> (AdmissionReviewResponse, Vec<u8>) {
-    let response = client
-        .post(format!("{url}/mutate"))
-        .json(review)
-        .send()
-        .await
-        .unwrap();
+    let response = post_mutate(client, url, review).await;
     assert_eq!(response.status(), 200);
     let peer = peer_certificate(&response);
     let answer: AdmissionReviewResponse = response.json().await.unwrap();
@@ -278,6 +289,13 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the value of each series in the metrics exposition `text`.
+pub fn assert_metrics(text: &str, expected: &[(&str, f64)]) {
+    for (series, value) in expected {
+        assert_eq!(metric(text, series), *value, "{series} in\n{text}");
     }
 }
 
