@@ -17,15 +17,7 @@ use super::connection::{print_json, print_table, Connection, OutputFormat};
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Register a cluster: its token issuer and signing keys.
-    Register {
-        #[command(flatten)]
-        conn: Connection,
-        /// Cluster name, as associations name it.
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        settings: ClusterSettings,
-    },
+    Register(ClusterChange),
     /// List registered clusters.
     List {
         #[command(flatten)]
@@ -40,15 +32,7 @@ pub enum ClusterCommand {
         name: String,
     },
     /// Change a cluster's issuer, audience, ARN or keys.
-    Update {
-        #[command(flatten)]
-        conn: Connection,
-        /// The cluster.
-        #[arg(long)]
-        name: String,
-        #[command(flatten)]
-        settings: ClusterSettings,
-    },
+    Update(ClusterChange),
     /// Deregister a cluster.
     Deregister {
         #[command(flatten)]
@@ -60,6 +44,18 @@ pub enum ClusterCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The cluster a registration or update names, and its settings.
+#[derive(Debug, Args)]
+pub struct ClusterChange {
+    #[command(flatten)]
+    conn: Connection,
+    /// Cluster name, as associations name it.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    settings: ClusterSettings,
 }
 
 /// Settings of a cluster registration.
@@ -95,6 +91,31 @@ impl ClusterSettings {
         let doc = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         Ok(Some(doc))
+    }
+
+    /// The settings as the API's fields to change (the JWKS file read).
+    fn request(&self) -> anyhow::Result<UpdateClusterRequest> {
+        Ok(UpdateClusterRequest {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            cluster_arn: self.cluster_arn.clone(),
+            jwks: self.jwks()?,
+            jwks_uri: self.jwks_uri.clone(),
+            discovery: self.discovery.then_some(true),
+        })
+    }
+}
+
+/// The registration of `name`: the settings' fields and the name.
+fn registration(name: String, settings: UpdateClusterRequest) -> RegisterClusterRequest {
+    RegisterClusterRequest {
+        name: Some(name),
+        issuer: settings.issuer,
+        audience: settings.audience,
+        cluster_arn: settings.cluster_arn,
+        jwks: settings.jwks,
+        jwks_uri: settings.jwks_uri,
+        discovery: settings.discovery,
     }
 }
 
@@ -144,23 +165,15 @@ fn cluster_path(name: &str) -> String {
 /// Runs `podid cluster …`.
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Register {
+        ClusterCommand::Register(ClusterChange {
             conn,
             name,
             settings,
-        } => {
+        }) => {
             if settings.jwks_file.is_none() && settings.jwks_uri.is_none() && !settings.discovery {
                 bail!("give the cluster's keys: --jwks-file, --jwks-uri or --discovery");
             }
-            let request = RegisterClusterRequest {
-                name: Some(name),
-                issuer: settings.issuer.clone(),
-                audience: settings.audience.clone(),
-                cluster_arn: settings.cluster_arn.clone(),
-                jwks: settings.jwks()?,
-                jwks_uri: settings.jwks_uri.clone(),
-                discovery: settings.discovery.then_some(true),
-            };
+            let request = registration(name, settings.request()?);
             let body = serde_json::to_value(&request)?;
             let path = "/podid/v1/clusters";
             let out: ClusterResponse = conn.call(Method::POST, path, &[], Some(body)).await?;
@@ -177,20 +190,12 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             let out: ClusterResponse = conn.call(Method::GET, &path, &[], None).await?;
             print_cluster(conn.output, out.cluster)
         }
-        ClusterCommand::Update {
+        ClusterCommand::Update(ClusterChange {
             conn,
             name,
             settings,
-        } => {
-            let request = UpdateClusterRequest {
-                issuer: settings.issuer.clone(),
-                audience: settings.audience.clone(),
-                cluster_arn: settings.cluster_arn.clone(),
-                jwks: settings.jwks()?,
-                jwks_uri: settings.jwks_uri.clone(),
-                discovery: settings.discovery.then_some(true),
-            };
-            let body = serde_json::to_value(&request)?;
+        }) => {
+            let body = serde_json::to_value(settings.request()?)?;
             let path = cluster_path(&name);
             let out: ClusterResponse = conn.call(Method::PATCH, &path, &[], Some(body)).await?;
             print_cluster(conn.output, out.cluster)
