@@ -21,8 +21,8 @@ fn is_root() -> bool {
 }
 
 /// Runs test `name` of this binary inside a new network namespace, `prefix`
-/// (e.g. setpriv) in front. Returns whether it passed.
-fn run_inside(name: &str, prefix: &[&str]) -> std::process::Output {
+/// (e.g. setpriv) in front, and asserts that it ran and passed.
+fn run_inside(name: &str, prefix: &[&str]) {
     let ns = format!("podid-netinit-{}-{name}", std::process::id());
     assert!(Command::new("ip")
         .args(["netns", "add", &ns])
@@ -45,7 +45,11 @@ fn run_inside(name: &str, prefix: &[&str]) -> std::process::Output {
         stdout.contains("1 passed"),
         "inner run did not run {name}: {stdout}"
     );
-    out
+    assert!(
+        out.status.success(),
+        "inside: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn outside_or_skip() -> bool {
@@ -66,13 +70,7 @@ fn outside_or_skip() -> bool {
 async fn creates_the_addresses_once_and_then_changes_nothing() {
     if outside_or_skip() {
         if is_root() {
-            let out = run_inside("creates_the_addresses_once_and_then_changes_nothing", &[]);
-            assert!(
-                out.status.success(),
-                "inside: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            run_inside("creates_the_addresses_once_and_then_changes_nothing", &[]);
         }
         return;
     }
@@ -121,7 +119,7 @@ async fn without_net_admin_it_says_what_is_missing() {
     if outside_or_skip() {
         if is_root() {
             // As nobody, with no capabilities.
-            let out = run_inside(
+            run_inside(
                 "without_net_admin_it_says_what_is_missing",
                 &[
                     "setpriv",
@@ -131,12 +129,6 @@ async fn without_net_admin_it_says_what_is_missing() {
                     "--inh-caps=-all",
                     "--bounding-set=-all",
                 ],
-            );
-            assert!(
-                out.status.success(),
-                "inside: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
             );
         }
         return;
