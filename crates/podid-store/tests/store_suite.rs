@@ -123,6 +123,15 @@ impl Fixture {
         }
     }
 
+    /// The store, with a [`cluster`] of each name registered.
+    async fn store_with(&self, clusters: &[&str]) -> Arc<dyn AssociationStore> {
+        let s = self.store();
+        for name in clusters {
+            s.insert_cluster(&cluster(name)).await.unwrap();
+        }
+        s
+    }
+
     fn store(&self) -> Arc<dyn AssociationStore> {
         match &self.handle {
             Handle::Sqlite(s) => s.clone(),
@@ -338,6 +347,61 @@ async fn list_all(s: &dyn AssociationStore, q: &ListQuery) -> (Vec<StoredAssocia
     }
 }
 
+/// The first page of `cluster`'s associations, at most `limit` long.
+async fn items(s: &dyn AssociationStore, cluster: &str, limit: u32) -> Vec<StoredAssociation> {
+    s.list_associations(&query(cluster, limit))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Starts `task(store, i)` for each `i` in `0..n`, all at once.
+fn spawn_each<T, F>(
+    s: &Arc<dyn AssociationStore>,
+    n: u32,
+    task: impl Fn(Arc<dyn AssociationStore>, u32) -> F,
+) -> Vec<tokio::task::JoinHandle<T>>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    (0..n).map(|i| tokio::spawn(task(s.clone(), i))).collect()
+}
+
+/// Creates `a` with the idempotency token `k`.
+async fn create_keyed(
+    s: &dyn AssociationStore,
+    a: &StoredAssociation,
+    k: &IdempotencyKey,
+) -> Written {
+    s.create_association(a, Some(k)).await.unwrap()
+}
+
+/// Updates to `a` from `expected_modified_at` with the idempotency token `k`.
+async fn update_keyed(
+    s: &dyn AssociationStore,
+    a: &StoredAssociation,
+    expected_modified_at: EpochMillis,
+    k: &IdempotencyKey,
+) -> Result<Written, StoreError> {
+    s.update_association(a, expected_modified_at, Some(k)).await
+}
+
+/// The association `id` of `cluster`, which must exist.
+async fn stored(s: &dyn AssociationStore, cluster: &str, id: &str) -> StoredAssociation {
+    s.get_association(cluster, id).await.unwrap().unwrap()
+}
+
+/// Whether `result` reports damaged stored data.
+fn corrupt<T>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Corrupt { .. }))
+}
+
+/// An unexpected error and its source, for a panic message.
+fn describe(e: &StoreError) -> String {
+    format!("{e:?} ({:?})", std::error::Error::source(e))
+}
+
 fn ids(items: &[StoredAssociation]) -> Vec<String> {
     items.iter().map(|a| a.id.clone()).collect()
 }
@@ -401,9 +465,7 @@ async fn clusters(f: &mut Fixture) {
 }
 
 async fn create_and_read(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let s = f.store_with(&["c1", "c2"]).await;
 
     let plain = assoc("c1", "default", "app");
     let Written {
@@ -474,23 +536,13 @@ async fn create_requires_cluster(f: &mut Fixture) {
     );
     // Nothing was written: once the cluster exists, the same create (and token) works.
     s.insert_cluster(&cluster("ghost")).await.unwrap();
-    assert!(s
-        .list_associations(&query("ghost", 10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    let w = s
-        .create_association(&a, Some(&key("t", "create", "d")))
-        .await
-        .unwrap();
+    assert!(items(&*s, "ghost", 10).await.is_empty());
+    let w = create_keyed(&*s, &a, &key("t", "create", "d")).await;
     assert!(!w.replayed);
 }
 
 async fn duplicate_association(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let s = f.store_with(&["c1", "c2"]).await;
     let first = create(&*s, &assoc("c1", "ns", "sa")).await;
 
     let dup = assoc("c1", "ns", "sa");
@@ -515,39 +567,24 @@ async fn duplicate_association(f: &mut Fixture) {
     create(&*s, &assoc("c1", "ns", "sa2")).await;
     create(&*s, &assoc("c1", "ns2", "sa")).await;
     create(&*s, &assoc("c2", "ns", "sa")).await;
-    assert_eq!(
-        s.list_associations(&query("c1", 10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
+    assert_eq!(items(&*s, "c1", 10).await.len(), 3);
 
     // The refused create's token was not recorded.
-    let w = s
-        .create_association(
-            &assoc("c1", "ns3", "sa"),
-            Some(&key("fresh", "create", "d")),
-        )
-        .await
-        .unwrap();
+    let w = create_keyed(&*s, &assoc("c1", "ns3", "sa"), &key("fresh", "create", "d")).await;
     assert!(!w.replayed);
 }
 
 async fn idempotent_create(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let s = f.store_with(&["c1", "c2"]).await;
     let k = key("token-1", "create", "digest-1");
 
     let original = assoc("c1", "ns", "sa");
-    let w = s.create_association(&original, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &original, &k).await;
     assert_eq!(w, written(original.clone(), false));
 
     // The retry carries freshly generated id and external id: the first answer comes back.
     let retry = assoc("c1", "ns", "sa");
-    let w = s.create_association(&retry, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &retry, &k).await;
     assert_eq!(w, written(original.clone(), true));
     assert_eq!(s.get_association("c1", &retry.id).await.unwrap(), None);
 
@@ -556,7 +593,7 @@ async fn idempotent_create(f: &mut Fixture) {
         .update_tags("c1", &original.id, &tags(&[("k", "v")]), &[])
         .await
         .unwrap();
-    let w = s.create_association(&retry, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &retry, &k).await;
     assert_eq!(w, written(tagged, true));
 
     // The same token with another request is refused.
@@ -577,39 +614,28 @@ async fn idempotent_create(f: &mut Fixture) {
 
     // Tokens are scoped to the cluster.
     let elsewhere = assoc("c2", "ns", "sa");
-    let w = s.create_association(&elsewhere, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &elsewhere, &k).await;
     assert_eq!(w, written(elsewhere, false));
 }
 
 async fn replay_after_delete(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let s = f.store_with(&["c1"]).await;
     let k = key("token", "create", "digest");
     let first = assoc("c1", "ns", "sa");
-    assert!(
-        !s.create_association(&first, Some(&k))
-            .await
-            .unwrap()
-            .replayed
-    );
+    assert!(!create_keyed(&*s, &first, &k).await.replayed);
     s.delete_association("c1", &first.id).await.unwrap();
 
     // The token went with the association: the same request creates anew.
     let second = assoc("c1", "ns", "sa");
-    let w = s.create_association(&second, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &second, &k).await;
     assert_eq!(w, written(second.clone(), false));
     // ... and the token now stands for the new association.
-    let w = s
-        .create_association(&assoc("c1", "ns", "sa"), Some(&k))
-        .await
-        .unwrap();
+    let w = create_keyed(&*s, &assoc("c1", "ns", "sa"), &k).await;
     assert_eq!(w, written(second, true));
 }
 
 async fn update_association(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let s = f.store_with(&["c1", "c2"]).await;
     let mut original = assoc("c1", "ns", "sa");
     original.tags = tags(&[("a", "1")]);
     let original = create(&*s, &original).await;
@@ -694,17 +720,17 @@ async fn update_association(f: &mut Fixture) {
 }
 
 async fn update_idempotency(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let s = f.store_with(&["c1"]).await;
     let one = create(&*s, &assoc("c1", "ns", "one")).await;
     let two = create(&*s, &assoc("c1", "ns", "two")).await;
     let k = key("upd", "update", "d1");
 
-    let mut change = one.clone();
-    change.role_arn = "arn:aws:iam::111122223333:role/first".into();
-    change.modified_at = EpochMillis(1_800_000_000_000);
-    let first = s
-        .update_association(&change, one.modified_at, Some(&k))
+    let change = StoredAssociation {
+        role_arn: "arn:aws:iam::111122223333:role/first".into(),
+        modified_at: EpochMillis(1_800_000_000_000),
+        ..one.clone()
+    };
+    let first = update_keyed(&*s, &change, one.modified_at, &k)
         .await
         .unwrap();
     assert!(!first.replayed);
@@ -714,8 +740,7 @@ async fn update_idempotency(f: &mut Fixture) {
     let mut again = change.clone();
     again.role_arn = "arn:aws:iam::111122223333:role/not-written".into();
     again.modified_at = EpochMillis(1_900_000_000_000);
-    let replay = s
-        .update_association(&again, one.modified_at, Some(&k))
+    let replay = update_keyed(&*s, &again, one.modified_at, &k)
         .await
         .unwrap();
     assert_eq!(replay, written(first.association.clone(), true));
@@ -726,10 +751,11 @@ async fn update_idempotency(f: &mut Fixture) {
 
     // Other request, other association, or another operation's token: refused.
     assert_matches!(
-        s.update_association(
+        update_keyed(
+            &*s,
             &again,
             first.association.modified_at,
-            Some(&key("upd", "update", "d2"))
+            &key("upd", "update", "d2")
         )
         .await,
         Err(StoreError::IdempotencyMismatch)
@@ -739,8 +765,7 @@ async fn update_idempotency(f: &mut Fixture) {
         ..two.clone()
     };
     assert_matches!(
-        s.update_association(&on_two, two.modified_at, Some(&k))
-            .await,
+        update_keyed(&*s, &on_two, two.modified_at, &k).await,
         Err(StoreError::IdempotencyMismatch)
     );
     assert_eq!(
@@ -750,8 +775,7 @@ async fn update_idempotency(f: &mut Fixture) {
     let created_with = key("made", "create", "dc");
     create_with_token(&*s, &assoc("c1", "ns", "three"), &created_with).await;
     assert_matches!(
-        s.update_association(&on_two, two.modified_at, Some(&key("made", "update", "dc")))
-            .await,
+        update_keyed(&*s, &on_two, two.modified_at, &key("made", "update", "dc")).await,
         Err(StoreError::IdempotencyMismatch)
     );
     // A missing association with a new token: not found, and the token stays unused.
@@ -760,18 +784,17 @@ async fn update_idempotency(f: &mut Fixture) {
         ..two.clone()
     };
     assert_matches!(
-        s.update_association(&ghost, two.modified_at, Some(&key("new", "update", "dn")))
-            .await,
+        update_keyed(&*s, &ghost, two.modified_at, &key("new", "update", "dn")).await,
         Err(StoreError::AssociationNotFound { .. })
     );
-    let w = s
-        .update_association(
-            &on_two,
-            two.modified_at,
-            Some(&key("new", "update", "d-two")),
-        )
-        .await
-        .unwrap();
+    let w = update_keyed(
+        &*s,
+        &on_two,
+        two.modified_at,
+        &key("new", "update", "d-two"),
+    )
+    .await
+    .unwrap();
     assert!(!w.replayed);
     assert_eq!(w.association.role_arn, on_two.role_arn);
 }
@@ -781,14 +804,13 @@ async fn create_with_token(
     a: &StoredAssociation,
     k: &IdempotencyKey,
 ) -> StoredAssociation {
-    let w = s.create_association(a, Some(k)).await.unwrap();
+    let w = create_keyed(s, a, k).await;
     assert!(!w.replayed);
     w.association
 }
 
 async fn tag_updates(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let s = f.store_with(&["c1"]).await;
     let a = create(&*s, &assoc("c1", "ns", "sa")).await;
 
     let t = s
@@ -823,7 +845,7 @@ async fn tag_updates(f: &mut Fixture) {
         .collect();
     let t = s.update_tags("c1", &a.id, &many, &[]).await.unwrap();
     assert_eq!(t.tags.len(), 50);
-    let before = s.get_association("c1", &a.id).await.unwrap().unwrap();
+    let before = stored(&*s, "c1", &a.id).await;
     assert_matches!(
         s.update_tags("c1", &a.id, &tags(&[("one-more", "x")]), &[]).await,
         Err(StoreError::TooManyTags(n)) if n == 51
@@ -863,13 +885,7 @@ async fn tag_updates(f: &mut Fixture) {
         .unwrap()
         .tags
         .is_empty());
-    assert!(s
-        .get_association("c1", &a.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .tags
-        .is_empty());
+    assert!(stored(&*s, "c1", &a.id).await.tags.is_empty());
 
     assert_matches!(
         s.update_tags("c1", "a-00000000000000000", &tags(&[("a", "1")]), &[])
@@ -884,9 +900,7 @@ async fn tag_updates(f: &mut Fixture) {
 }
 
 async fn delete_association(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    s.insert_cluster(&cluster("c2")).await.unwrap();
+    let s = f.store_with(&["c1", "c2"]).await;
     let mut a = assoc("c1", "ns", "sa");
     a.tags = tags(&[("k", "v")]);
     let a = create(&*s, &a).await;
@@ -904,24 +918,15 @@ async fn delete_association(f: &mut Fixture) {
         s.delete_association("c1", &a.id).await,
         Err(StoreError::AssociationNotFound { .. })
     );
-    assert_eq!(
-        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
-        vec![keep.id.clone()]
-    );
+    assert_eq!(ids(&items(&*s, "c1", 10).await), vec![keep.id.clone()]);
 
     // The service account is free again.
     let again = create(&*s, &assoc("c1", "ns", "sa")).await;
-    assert_eq!(
-        ids(&s.list_associations(&query("c1", 10)).await.unwrap().items),
-        vec![keep.id, again.id]
-    );
+    assert_eq!(ids(&items(&*s, "c1", 10).await), vec![keep.id, again.id]);
 }
 
 async fn list_pagination(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("big")).await.unwrap();
-    s.insert_cluster(&cluster("small")).await.unwrap();
-    s.insert_cluster(&cluster("empty")).await.unwrap();
+    let s = f.store_with(&["big", "small", "empty"]).await;
 
     let mut created = Vec::new();
     for i in 0..250 {
@@ -966,16 +971,15 @@ async fn list_pagination(f: &mut Fixture) {
     assert_eq!(page.items.len(), 1);
 
     // Filters, paged.
+    let matching = |keep: fn(&StoredAssociation) -> bool| -> Vec<StoredAssociation> {
+        live.iter().filter(|a| keep(a)).cloned().collect()
+    };
     let ns1 = ListQuery {
         namespace: Some("ns1".into()),
         ..query("big", 10)
     };
     let (all, pages) = list_all(&*s, &ns1).await;
-    let expected: Vec<_> = live
-        .iter()
-        .filter(|a| a.namespace == "ns1")
-        .cloned()
-        .collect();
+    let expected = matching(|a| a.namespace == "ns1");
     assert_eq!(expected.len(), 50);
     assert_eq!(all, expected);
     assert_eq!(pages, 5);
@@ -985,11 +989,7 @@ async fn list_pagination(f: &mut Fixture) {
         ..query("big", 2)
     };
     let (all, _) = list_all(&*s, &sa3).await;
-    let expected: Vec<_> = live
-        .iter()
-        .filter(|a| a.service_account == "sa3")
-        .cloned()
-        .collect();
+    let expected = matching(|a| a.service_account == "sa3");
     assert_eq!(expected.len(), 4, "one of sa3's five was deleted");
     assert_eq!(all, expected);
 
@@ -1082,46 +1082,26 @@ async fn delete_cluster(f: &mut Fixture) {
             if (name.as_str(), associations) == ("c1", 2)
     );
     assert_eq!(s.get_cluster("c1").await.unwrap(), Some(c1.clone()));
-    assert_eq!(
-        s.list_associations(&query("c1", 10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(items(&*s, "c1", 10).await.len(), 2);
 
     assert_eq!(s.delete_cluster("c1", true).await.unwrap(), c1);
     assert_eq!(s.get_cluster("c1").await.unwrap(), None);
     assert_eq!(s.get_association("c1", &a.id).await.unwrap(), None);
     assert_eq!(s.find_association("c1", "ns", "a").await.unwrap(), None);
-    assert!(s
-        .list_associations(&query("c1", 10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(items(&*s, "c1", 10).await.is_empty());
     // The other cluster is untouched.
     assert_eq!(
         s.get_association("c2", &other.id).await.unwrap(),
         Some(other.clone())
     );
-    let w = s
-        .create_association(&assoc("c2", "ns", "a"), Some(&k))
-        .await
-        .unwrap();
+    let w = create_keyed(&*s, &assoc("c2", "ns", "a"), &k).await;
     assert_eq!(w, written(other, true));
 
     // Registered again, the cluster starts empty: its tokens went too.
     s.insert_cluster(&c1).await.unwrap();
-    assert!(s
-        .list_associations(&query("c1", 10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(items(&*s, "c1", 10).await.is_empty());
     let fresh = assoc("c1", "ns", "a");
-    let w = s.create_association(&fresh, Some(&k)).await.unwrap();
+    let w = create_keyed(&*s, &fresh, &k).await;
     assert_eq!(w, written(fresh, false));
 
     // An empty cluster goes without force.
@@ -1131,19 +1111,13 @@ async fn delete_cluster(f: &mut Fixture) {
 }
 
 async fn concurrent_distinct_creates(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                let a = assoc("c1", &format!("ns{}", i % 7), &format!("sa-{i}"));
-                let k = key(&format!("tok-{i}"), "create", "d");
-                let w = s.create_association(&a, (i % 2 == 0).then_some(&k)).await;
-                (a, w)
-            })
-        })
-        .collect();
+    let s = f.store_with(&["c1"]).await;
+    let tasks = spawn_each(&s, 200, |s, i| async move {
+        let a = assoc("c1", &format!("ns{}", i % 7), &format!("sa-{i}"));
+        let k = key(&format!("tok-{i}"), "create", "d");
+        let w = s.create_association(&a, (i % 2 == 0).then_some(&k)).await;
+        (a, w)
+    });
     let mut made = HashSet::new();
     for t in tasks {
         let (a, w) = t.await.unwrap();
@@ -1153,10 +1127,7 @@ async fn concurrent_distinct_creates(f: &mut Fixture) {
                 assert_eq!(w.association, a);
                 made.insert(a.id);
             }
-            Err(e) => panic!(
-                "concurrent create failed: {e:?} ({:?})",
-                std::error::Error::source(&e)
-            ),
+            Err(e) => panic!("concurrent create failed: {}", describe(&e)),
         }
     }
     assert_eq!(made.len(), 200);
@@ -1169,16 +1140,10 @@ async fn concurrent_distinct_creates(f: &mut Fixture) {
 }
 
 async fn concurrent_same_service_account(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let s = s.clone();
-            tokio::spawn(
-                async move { s.create_association(&assoc("c1", "ns", "same"), None).await },
-            )
-        })
-        .collect();
+    let s = f.store_with(&["c1"]).await;
+    let tasks = spawn_each(&s, 20, |s, _| async move {
+        s.create_association(&assoc("c1", "ns", "same"), None).await
+    });
     let mut winners = Vec::new();
     let mut duplicates = Vec::new();
     for t in tasks {
@@ -1187,94 +1152,59 @@ async fn concurrent_same_service_account(f: &mut Fixture) {
             Err(StoreError::DuplicateAssociation { existing_id, .. }) => {
                 duplicates.push(existing_id)
             }
-            Err(e) => panic!(
-                "unexpected error: {e:?} ({:?})",
-                std::error::Error::source(&e)
-            ),
+            Err(e) => panic!("unexpected error: {}", describe(&e)),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one create wins");
     assert_eq!(duplicates.len(), 19);
     assert!(duplicates.iter().all(|id| *id == winners[0].id));
-    assert_eq!(
-        s.list_associations(&query("c1", 100)).await.unwrap().items,
-        winners
-    );
+    assert_eq!(items(&*s, "c1", 100).await, winners);
 }
 
 async fn concurrent_same_token(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.create_association(
-                    &assoc("c1", "ns", "sa"),
-                    Some(&key("shared", "create", "same")),
-                )
-                .await
-            })
-        })
-        .collect();
+    let s = f.store_with(&["c1"]).await;
+    let tasks = spawn_each(&s, 10, |s, _| async move {
+        s.create_association(
+            &assoc("c1", "ns", "sa"),
+            Some(&key("shared", "create", "same")),
+        )
+        .await
+    });
     let mut results = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
             Ok(w) => results.push(w),
-            Err(e) => panic!(
-                "retries with one token must all succeed: {e:?} ({:?})",
-                std::error::Error::source(&e)
-            ),
+            Err(e) => panic!("retries with one token must all succeed: {}", describe(&e)),
         }
     }
     assert_eq!(results.iter().filter(|w| !w.replayed).count(), 1);
     let first = &results[0].association;
     assert!(results.iter().all(|w| w.association == *first));
-    assert_eq!(
-        s.list_associations(&query("c1", 100)).await.unwrap().items,
-        vec![first.clone()]
-    );
+    assert_eq!(items(&*s, "c1", 100).await, vec![first.clone()]);
 }
 
 async fn concurrent_tag_updates(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let s = f.store_with(&["c1"]).await;
     let a = create(&*s, &assoc("c1", "ns", "sa")).await;
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            let s = s.clone();
+    // `n` updates at once, each adding its own tag `{prefix}{i}`.
+    let add_each = |prefix: &'static str, n| {
+        spawn_each(&s, n, |s, i| {
             let id = a.id.clone();
-            tokio::spawn(async move {
-                s.update_tags("c1", &id, &tags(&[(&format!("k{i}"), "v")]), &[])
-                    .await
-            })
+            async move {
+                let tag = tags(&[(&format!("{prefix}{i}"), "v")]);
+                s.update_tags("c1", &id, &tag, &[]).await
+            }
         })
-        .collect();
+    };
+    let tasks = add_each("k", 40);
     for t in tasks {
         t.await.unwrap().unwrap();
     }
     // No update was lost.
-    assert_eq!(
-        s.get_association("c1", &a.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .tags
-            .len(),
-        40
-    );
+    assert_eq!(stored(&*s, "c1", &a.id).await.tags.len(), 40);
 
     // Racing past the limit: exactly the ones that fit get in.
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let s = s.clone();
-            let id = a.id.clone();
-            tokio::spawn(async move {
-                s.update_tags("c1", &id, &tags(&[(&format!("more{i}"), "v")]), &[])
-                    .await
-            })
-        })
-        .collect();
+    let tasks = add_each("more", 20);
     let mut refused = 0;
     for t in tasks {
         match t.await.unwrap() {
@@ -1284,32 +1214,18 @@ async fn concurrent_tag_updates(f: &mut Fixture) {
         }
     }
     assert_eq!(refused, 10);
-    assert_eq!(
-        s.get_association("c1", &a.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .tags
-            .len(),
-        50
-    );
+    assert_eq!(stored(&*s, "c1", &a.id).await.tags.len(), 50);
 }
 
 async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("doomed")).await.unwrap();
+    let s = f.store_with(&["doomed"]).await;
     for i in 0..5 {
         create(&*s, &assoc("doomed", "ns", &format!("early-{i}"))).await;
     }
-    let creates: Vec<_> = (0..50)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.create_association(&assoc("doomed", "ns", &format!("sa-{i}")), None)
-                    .await
-            })
-        })
-        .collect();
+    let creates = spawn_each(&s, 50, |s, i| async move {
+        s.create_association(&assoc("doomed", "ns", &format!("sa-{i}")), None)
+            .await
+    });
     let delete = {
         let s = s.clone();
         tokio::spawn(async move { s.delete_cluster("doomed", true).await })
@@ -1317,22 +1233,14 @@ async fn concurrent_force_delete_and_creates(f: &mut Fixture) {
     for t in creates {
         match t.await.unwrap() {
             Ok(_) | Err(StoreError::ClusterNotFound(_)) => {}
-            Err(e) => panic!(
-                "unexpected error: {e:?} ({:?})",
-                std::error::Error::source(&e)
-            ),
+            Err(e) => panic!("unexpected error: {}", describe(&e)),
         }
     }
     delete.await.unwrap().unwrap();
     // Whatever got in before the deregistration went with it, and nothing after it.
     assert_eq!(s.get_cluster("doomed").await.unwrap(), None);
     s.insert_cluster(&cluster("doomed")).await.unwrap();
-    assert!(s
-        .list_associations(&query("doomed", 100))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(items(&*s, "doomed", 100).await.is_empty());
 }
 
 async fn reopen_keeps_data(f: &mut Fixture) {
@@ -1357,37 +1265,19 @@ async fn reopen_keeps_data(f: &mut Fixture) {
         s.get_association("c1", &a.id).await.unwrap(),
         Some(a.clone())
     );
-    assert_eq!(
-        s.list_associations(&query("c1", 10)).await.unwrap().items,
-        vec![a.clone(), b.clone()]
-    );
-    let w = s
-        .create_association(&assoc("c1", "ns", "a"), Some(&k))
-        .await
-        .unwrap();
+    assert_eq!(items(&*s, "c1", 10).await, vec![a.clone(), b.clone()]);
+    let w = create_keyed(&*s, &assoc("c1", "ns", "a"), &k).await;
     assert_eq!(w, written(a.clone(), true));
     // Positions continue after the reopen.
     let later = create(&*s, &assoc("c1", "ns", "c")).await;
-    assert_eq!(
-        s.list_associations(&query("c1", 10)).await.unwrap().items,
-        vec![a, b, later]
-    );
+    assert_eq!(items(&*s, "c1", 10).await, vec![a, b, later]);
     // And once more (migrations already applied).
     f.reopen().await;
-    assert_eq!(
-        f.store()
-            .list_associations(&query("c1", 10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
+    assert_eq!(items(&*f.store(), "c1", 10).await.len(), 3);
 }
 
 async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
-    let s = f.store();
-    s.insert_cluster(&cluster("c1")).await.unwrap();
+    let s = f.store_with(&["c1"]).await;
     let a = create(&*s, &assoc("c1", "ns", "sa")).await;
 
     // A token left pointing at a missing association counts as unused.
@@ -1401,18 +1291,14 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
         return;
     }
     let fresh = assoc("c1", "ns", "fresh");
-    let w = s
-        .create_association(&fresh, Some(&key("stale", "create", "d")))
-        .await
-        .unwrap();
+    let w = create_keyed(&*s, &fresh, &key("stale", "create", "d")).await;
     assert_eq!(w, written(fresh.clone(), false));
-    let w = s
-        .create_association(
-            &assoc("c1", "ns", "fresh"),
-            Some(&key("stale", "create", "d")),
-        )
-        .await
-        .unwrap();
+    let w = create_keyed(
+        &*s,
+        &assoc("c1", "ns", "fresh"),
+        &key("stale", "create", "d"),
+    )
+    .await;
     assert_eq!(w, written(fresh, true));
 
     f.raw(&format!(
@@ -1421,57 +1307,27 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
     ))
     .await;
     let s = f.store();
-    assert!(matches!(
-        s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        s.find_association("c1", "ns", "sa").await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        s.list_associations(&query("c1", 10)).await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        s.update_tags("c1", &a.id, &Tags::new(), &[]).await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(corrupt(s.get_association("c1", &a.id).await));
+    assert!(corrupt(s.find_association("c1", "ns", "sa").await));
+    assert!(corrupt(s.list_associations(&query("c1", 10)).await));
+    assert!(corrupt(s.update_tags("c1", &a.id, &Tags::new(), &[]).await));
     f.raw(&format!(
         "UPDATE associations SET tags = '[\"list\"]' WHERE id = '{}'",
         a.id
     ))
     .await;
-    assert!(matches!(
-        s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(corrupt(s.get_association("c1", &a.id).await));
     // Deleting it is refused with the damage reported, and deletes nothing.
-    assert!(matches!(
-        s.delete_association("c1", &a.id).await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        s.get_association("c1", &a.id).await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(corrupt(s.delete_association("c1", &a.id).await));
+    assert!(corrupt(s.get_association("c1", &a.id).await));
 
     f.raw("UPDATE clusters SET jwks = 'nope' WHERE name = 'c1'")
         .await;
-    assert!(matches!(
-        s.get_cluster("c1").await,
-        Err(StoreError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        s.list_clusters().await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(corrupt(s.get_cluster("c1").await));
+    assert!(corrupt(s.list_clusters().await));
     f.raw("UPDATE clusters SET jwks = '{}', key_source = 'carrier-pigeon' WHERE name = 'c1'")
         .await;
-    assert!(matches!(
-        s.get_cluster("c1").await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(corrupt(s.get_cluster("c1").await));
 }
 
 // ---------------------------------------------------------------- open()
