@@ -1,5 +1,5 @@
 //! One module per `podid` verb; `connection` holds what the client verbs share,
-//! [`announce_listening`] what the server verbs do.
+//! `announce_listening` what the server verbs do.
 
 pub mod association;
 pub mod audit;
