@@ -235,13 +235,7 @@ async fn http_surface() {
     no_uid["request"].as_object_mut().unwrap().remove("uid");
     bodies.push((no_uid.to_string(), "uid"));
     for (body, needle) in bodies {
-        let r = http
-            .post(format!("{url}/mutate"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = post_mutate(&http, url, body.clone()).await;
         assert_eq!(r.status(), 400, "{body}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["code"], "InvalidAdmissionReview");
@@ -254,7 +248,7 @@ async fn http_surface() {
     // Too large: 413.
     let mut big = pod_review("big", "default", "sa");
     big["request"]["object"]["metadata"]["annotations"] = json!({"filler": "x".repeat(100 * 1024)});
-    let r = post_mutate(&http, url, &big).await;
+    let r = post_mutate(&http, url, big.to_string()).await;
     assert_eq!(r.status(), 413);
 
     // The server still answers, over HTTP/1.1 and HTTP/2 alike.
@@ -266,7 +260,7 @@ async fn http_surface() {
         .build()
         .unwrap();
     let review = pod_review("uid-h2", "default", "s3-reader");
-    let r = post_mutate(&h2, url, &review).await;
+    let r = post_mutate(&h2, url, review.to_string()).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     let (answer, _) = post_review(&http, url, &review).await;

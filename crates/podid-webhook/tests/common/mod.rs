@@ -224,11 +224,16 @@ pub fn pod_review(uid: &str, namespace: &str, service_account: &str) -> Value {
     })
 }
 
-/// Posts `body` as JSON to `/mutate`, whatever the answer's status.
-pub async fn post_mutate(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+/// Posts the JSON `body` to `/mutate`, whatever the answer's status.
+pub async fn post_mutate(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     client
         .post(format!("{url}/mutate"))
-        .json(body)
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await
         .unwrap()
@@ -246,7 +251,7 @@ pub async fn post_review(
     url: &str,
     review: &Value,
 ) -> (AdmissionReviewResponse, Vec<u8>) {
-    let response = post_mutate(client, url, review).await;
+    let response = post_mutate(client, url, review.to_string()).await;
     assert_eq!(response.status(), 200);
     let peer = peer_certificate(&response);
     let answer: AdmissionReviewResponse = response.json().await.unwrap();
