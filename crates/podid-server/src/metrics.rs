@@ -168,12 +168,6 @@ pub struct ServerMetrics {
     pub broker: BrokerMetrics,
 }
 
-impl Default for ServerMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ServerMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
