@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Probe, Secret, Service,
-    ServiceAccount,
+    Capabilities, ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, Probe, Secret,
+    Service, ServiceAccount, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -392,6 +392,42 @@ fn owned(words: &[&str]) -> Option<Vec<String>> {
     Some(words.iter().map(|w| (*w).to_owned()).collect())
 }
 
+/// Container `name` of the Deployment `workload`, whose pods the Service `spec` must select.
+fn selected_container<'a>(
+    objects: &'a [Object],
+    spec: &ServiceSpec,
+    workload: &str,
+    name: &str,
+    overlay: &str,
+) -> &'a Container {
+    let deploy = deployment(objects, workload)
+        .unwrap_or_else(|| panic!("{overlay}: no Deployment {workload}"));
+    let template = &deploy.spec.as_ref().expect("spec").template;
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    assert!(
+        selects(spec.selector.as_ref().expect("selector"), labels),
+        "{overlay}: the Service selects no pod of {workload}"
+    );
+    container(&template.spec.as_ref().expect("pod spec").containers, name)
+}
+
+/// The pod's volume that `mount` mounts.
+fn mounted_volume<'a>(pod: &'a PodSpec, mount: &VolumeMount) -> &'a Volume {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {}", mount.name))
+}
+
+/// The capabilities the container's security context sets.
+fn capabilities(c: &Container) -> &Capabilities {
+    c.security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .unwrap_or_else(|| panic!("{}: no capabilities", c.name))
+}
+
 fn flag(args: &[String], name: &str) -> Option<String> {
     let prefix = format!("{name}=");
     args.iter().enumerate().find_map(|(i, a)| {
@@ -632,17 +668,7 @@ fn webhook_configuration_fails_open_and_skips_system_namespaces() {
         assert_eq!(port.port, 443);
 
         // The Service reaches the webhook's HTTPS port on the webhook's pods.
-        let deploy = deployment(objects, "podid-webhook").expect("webhook Deployment");
-        let template = &deploy.spec.as_ref().expect("spec").template;
-        let pod_labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        assert!(
-            selects(spec.selector.as_ref().expect("selector"), pod_labels),
-            "{overlay}: Service selects no pod"
-        );
-        let c = container(
-            &template.spec.as_ref().expect("pod spec").containers,
-            "webhook",
-        );
+        let c = selected_container(objects, spec, "podid-webhook", "webhook", overlay);
         assert_eq!(
             resolve_port(c, port.target_port.as_ref().expect("targetPort")),
             8443
@@ -699,12 +725,7 @@ fn webhook_runs_two_replicas_with_a_disruption_budget() {
             "a subPath mount never sees a renewed certificate"
         );
         assert_eq!(mount.read_only, Some(true));
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .expect("tls volume");
+        let volume = mounted_volume(pod, mount);
         let secret = volume.secret.as_ref().expect("tls volume is a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("podid-webhook-tls"));
     }
@@ -763,11 +784,7 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
             owned(&["/podid-agent"]),
             "{overlay}: the agent-only executable"
         );
-        let caps = init
-            .security_context
-            .as_ref()
-            .and_then(|s| s.capabilities.as_ref())
-            .expect("init capabilities");
+        let caps = capabilities(init);
         assert_eq!(
             caps.add,
             owned(&["NET_ADMIN"]),
@@ -778,11 +795,7 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
         // agent: NET_BIND_SERVICE only, probes on 127.0.0.1:2703, metrics port 2705.
         assert_eq!(pod.containers.len(), 1, "{overlay}: one agent container");
         let agent = container(&pod.containers, "agent");
-        let caps = agent
-            .security_context
-            .as_ref()
-            .and_then(|s| s.capabilities.as_ref())
-            .expect("agent capabilities");
+        let caps = capabilities(agent);
         assert_eq!(caps.add, owned(&["NET_BIND_SERVICE"]), "{overlay}");
         assert_eq!(caps.drop, owned(&["ALL"]), "{overlay}");
         assert_eq!(
@@ -1258,18 +1271,7 @@ fn in_cluster_overlays_point_at_the_server_service() {
             .flatten()
             .find(|p| p.port.to_string() == port)
             .expect("the endpoint's port");
-        let server =
-            deployment(objects, "podid-server").unwrap_or_else(|| panic!("{overlay}: no server"));
-        let template = &server.spec.as_ref().expect("spec").template;
-        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-        assert!(
-            selects(spec.selector.as_ref().expect("selector"), labels),
-            "{overlay}: Service selects the server"
-        );
-        let c = container(
-            &template.spec.as_ref().expect("pod spec").containers,
-            "server",
-        );
+        let c = selected_container(objects, spec, "podid-server", "server", overlay);
         let target = resolve_port(c, svc_port.target_port.as_ref().expect("targetPort"));
         let args = expanded_args(objects, c);
         assert_eq!(args.first().map(String::as_str), Some("server"));
@@ -1305,19 +1307,14 @@ fn in_cluster_overlays_point_at_the_server_service() {
 
         // The API keys come from the operator's Secret, mounted where --keys-file points.
         let keys_file = flag(&args, "--keys-file").expect("--keys-file");
-        let pod = template.spec.as_ref().expect("pod spec");
+        let pod = pod_spec_of(objects, "Deployment", "podid-server");
         let mount = c
             .volume_mounts
             .iter()
             .flatten()
             .find(|m| keys_file.starts_with(&format!("{}/", m.mount_path)))
             .expect("the keys file is mounted");
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .expect("keys volume");
+        let volume = mounted_volume(pod, mount);
         let secret = volume.secret.as_ref().expect("keys from a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("podid-server-keys"));
         let file = keys_file
@@ -1353,12 +1350,7 @@ fn sqlite_server_is_one_replica_on_a_volume() {
         .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
         .unwrap_or_else(|| panic!("{path} is on no volume"));
     assert_eq!(mount.mount_path, "/var/lib/podid");
-    let volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == mount.name)
-        .expect("data volume");
+    let volume = mounted_volume(pod, mount);
     assert!(
         volume.persistent_volume_claim.is_some(),
         "the database is on a PVC"
