@@ -56,67 +56,59 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// Every object kind the manifests may contain, typed.
-#[derive(Debug)]
-enum Object {
-    Namespace(Namespace),
-    ServiceAccount(ServiceAccount),
-    ConfigMap(ConfigMap),
-    Secret(Secret),
-    Service(Service),
-    PersistentVolumeClaim(PersistentVolumeClaim),
-    Deployment(Deployment),
-    DaemonSet(DaemonSet),
-    PodDisruptionBudget(PodDisruptionBudget),
-    MutatingWebhookConfiguration(MutatingWebhookConfiguration),
-    NetworkPolicy(NetworkPolicy),
-    Role(Role),
-    RoleBinding(RoleBinding),
-    ClusterRole(ClusterRole),
-    ClusterRoleBinding(ClusterRoleBinding),
+/// Defines [`Object`] (every object kind the manifests may contain, typed),
+/// its `meta` and `kind`, and `typed_object`, from one list of apiVersion and kind.
+macro_rules! object_kinds {
+    ($($api_version:literal $kind:ident,)+) => {
+        /// Every object kind the manifests may contain, typed.
+        #[derive(Debug)]
+        enum Object {
+            $($kind($kind),)+
+        }
+
+        impl Object {
+            fn meta(&self) -> &ObjectMeta {
+                match self {
+                    $(Object::$kind(o) => &o.metadata,)+
+                }
+            }
+
+            fn kind(&self) -> &'static str {
+                match self {
+                    $(Object::$kind(_) => stringify!($kind),)+
+                }
+            }
+        }
+
+        /// `doc` read into the type of its apiVersion and kind; `None` for a kind not listed.
+        fn typed_object(doc: &Value, api_version: &str, kind: &str, what: &str) -> Option<Object> {
+            match (api_version, kind) {
+                $(($api_version, stringify!($kind)) => Some(Object::$kind(typed(doc, what))),)+
+                _ => None,
+            }
+        }
+    };
+}
+
+object_kinds! {
+    "v1" Namespace,
+    "v1" ServiceAccount,
+    "v1" ConfigMap,
+    "v1" Secret,
+    "v1" Service,
+    "v1" PersistentVolumeClaim,
+    "apps/v1" Deployment,
+    "apps/v1" DaemonSet,
+    "policy/v1" PodDisruptionBudget,
+    "admissionregistration.k8s.io/v1" MutatingWebhookConfiguration,
+    "networking.k8s.io/v1" NetworkPolicy,
+    "rbac.authorization.k8s.io/v1" Role,
+    "rbac.authorization.k8s.io/v1" RoleBinding,
+    "rbac.authorization.k8s.io/v1" ClusterRole,
+    "rbac.authorization.k8s.io/v1" ClusterRoleBinding,
 }
 
 impl Object {
-    fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::Namespace(o) => &o.metadata,
-            Object::ServiceAccount(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::PersistentVolumeClaim(o) => &o.metadata,
-            Object::Deployment(o) => &o.metadata,
-            Object::DaemonSet(o) => &o.metadata,
-            Object::PodDisruptionBudget(o) => &o.metadata,
-            Object::MutatingWebhookConfiguration(o) => &o.metadata,
-            Object::NetworkPolicy(o) => &o.metadata,
-            Object::Role(o) => &o.metadata,
-            Object::RoleBinding(o) => &o.metadata,
-            Object::ClusterRole(o) => &o.metadata,
-            Object::ClusterRoleBinding(o) => &o.metadata,
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Object::Namespace(_) => "Namespace",
-            Object::ServiceAccount(_) => "ServiceAccount",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::Secret(_) => "Secret",
-            Object::Service(_) => "Service",
-            Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
-            Object::Deployment(_) => "Deployment",
-            Object::DaemonSet(_) => "DaemonSet",
-            Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
-            Object::MutatingWebhookConfiguration(_) => "MutatingWebhookConfiguration",
-            Object::NetworkPolicy(_) => "NetworkPolicy",
-            Object::Role(_) => "Role",
-            Object::RoleBinding(_) => "RoleBinding",
-            Object::ClusterRole(_) => "ClusterRole",
-            Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
-        }
-    }
-
     fn name(&self) -> &str {
         self.meta().name.as_deref().unwrap_or("")
     }
@@ -191,30 +183,9 @@ fn parse_object(doc: &Value, overlay: &str) -> Object {
         "{overlay}: {kind} {}",
         doc["metadata"]["name"].as_str().unwrap_or("?")
     );
-    match (api_version, kind) {
-        ("v1", "Namespace") => Object::Namespace(typed(doc, &what)),
-        ("v1", "ServiceAccount") => Object::ServiceAccount(typed(doc, &what)),
-        ("v1", "ConfigMap") => Object::ConfigMap(typed(doc, &what)),
-        ("v1", "Secret") => Object::Secret(typed(doc, &what)),
-        ("v1", "Service") => Object::Service(typed(doc, &what)),
-        ("v1", "PersistentVolumeClaim") => Object::PersistentVolumeClaim(typed(doc, &what)),
-        ("apps/v1", "Deployment") => Object::Deployment(typed(doc, &what)),
-        ("apps/v1", "DaemonSet") => Object::DaemonSet(typed(doc, &what)),
-        ("policy/v1", "PodDisruptionBudget") => Object::PodDisruptionBudget(typed(doc, &what)),
-        ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
-            Object::MutatingWebhookConfiguration(typed(doc, &what))
-        }
-        ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(typed(doc, &what)),
-        ("rbac.authorization.k8s.io/v1", "Role") => Object::Role(typed(doc, &what)),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding") => Object::RoleBinding(typed(doc, &what)),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => Object::ClusterRole(typed(doc, &what)),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-            Object::ClusterRoleBinding(typed(doc, &what))
-        }
-        _ => {
-            panic!("{what}: unexpected kind {api_version}/{kind}: add it to this test deliberately")
-        }
-    }
+    typed_object(doc, api_version, kind, &what).unwrap_or_else(|| {
+        panic!("{what}: unexpected kind {api_version}/{kind}: add it to this test deliberately")
+    })
 }
 
 /// Splits `kubectl kustomize` output into its documents.
@@ -409,6 +380,15 @@ fn selected_container<'a>(
         "{overlay}: the Service selects no pod of {workload}"
     );
     container(&template.spec.as_ref().expect("pod spec").containers, name)
+}
+
+/// The container's mount whose directory holds the file `path`.
+fn mount_holding<'a>(c: &'a Container, path: &str) -> &'a VolumeMount {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
+        .unwrap_or_else(|| panic!("{}: {path} is on no volume", c.name))
 }
 
 /// The pod's volume that `mount` mounts.
@@ -713,12 +693,7 @@ fn webhook_runs_two_replicas_with_a_disruption_budget() {
         let args = expanded_args(objects, c);
         let cert = flag(&args, "--tls-cert").expect("--tls-cert");
         let key = flag(&args, "--tls-key").expect("--tls-key");
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| cert.starts_with(&format!("{}/", m.mount_path)))
-            .expect("the certificate's directory is mounted");
+        let mount = mount_holding(c, &cert);
         assert!(key.starts_with(&format!("{}/", mount.mount_path)));
         assert_eq!(
             mount.sub_path, None,
@@ -1308,12 +1283,7 @@ fn in_cluster_overlays_point_at_the_server_service() {
         // The API keys come from the operator's Secret, mounted where --keys-file points.
         let keys_file = flag(&args, "--keys-file").expect("--keys-file");
         let pod = pod_spec_of(objects, "Deployment", "podid-server");
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| keys_file.starts_with(&format!("{}/", m.mount_path)))
-            .expect("the keys file is mounted");
+        let mount = mount_holding(c, &keys_file);
         let volume = mounted_volume(pod, mount);
         let secret = volume.secret.as_ref().expect("keys from a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("podid-server-keys"));
@@ -1343,12 +1313,7 @@ fn sqlite_server_is_one_replica_on_a_volume() {
     let c = container(&pod.containers, "server");
     let url = env_value(objects, c, "PODID_DATABASE_URL").expect("PODID_DATABASE_URL");
     let path = url.strip_prefix("sqlite://").expect("SQLite URL");
-    let mount = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
-        .unwrap_or_else(|| panic!("{path} is on no volume"));
+    let mount = mount_holding(c, path);
     assert_eq!(mount.mount_path, "/var/lib/podid");
     let volume = mounted_volume(pod, mount);
     assert!(
@@ -1585,16 +1550,12 @@ fn dockerfile_builds_podid_and_podid_agent_into_a_non_root_distroless_image() {
         2,
         "the runtime stage copies the two executables only: {copies:?}"
     );
-    assert!(
-        copies[0].starts_with("COPY --from=build ") && copies[0].ends_with(" /podid"),
-        "{}",
-        copies[0]
-    );
-    assert!(
-        copies[1].starts_with("COPY --from=build ") && copies[1].ends_with(" /podid-agent"),
-        "{}",
-        copies[1]
-    );
+    for (copy, target) in copies.iter().zip([" /podid", " /podid-agent"]) {
+        assert!(
+            copy.starts_with("COPY --from=build ") && copy.ends_with(target),
+            "{copy}"
+        );
+    }
     assert!(
         text.contains("-p podid-agent-cli"),
         "the agent-only executable is built"
