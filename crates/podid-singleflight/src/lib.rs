@@ -94,11 +94,7 @@ where
     /// lock: `Err(t)` declines (say, a flight that just finished stored what
     /// the caller wanted), `Ok(work)` runs `work` in a new task. Its output
     /// goes to every waiter; the key leaves the table before they see it.
-    pub fn join_or_start<F, T>(
-        &self,
-        key: &K,
-        start: impl FnOnce() -> Result<F, T>,
-    ) -> Joined<V, T>
+    pub fn join_or_start<F, T>(&self, key: &K, start: impl FnOnce() -> Result<F, T>) -> Joined<V, T>
     where
         F: Future<Output = V> + Send + 'static,
     {

@@ -41,8 +41,7 @@ async fn concurrent_callers_share_one_run() {
 async fn the_key_leaves_before_waiters_see_the_result() {
     let flights = Arc::new(Flights::new());
     let seen = flights.clone();
-    let Joined::Started(flight) = flights.join_or_start(&"pod", || Ok::<_, ()>(async { 1 }))
-    else {
+    let Joined::Started(flight) = flights.join_or_start(&"pod", || Ok::<_, ()>(async { 1 })) else {
         panic!("expected a started flight");
     };
     assert_eq!(timeout(BOUND, flight.wait()).await.unwrap(), Some(1));
@@ -114,5 +113,8 @@ async fn start_if_idle_skips_a_key_under_way() {
     assert!(flights.start_if_idle(&"pod", || async { 6 }).is_none());
     assert!(flights.start_if_idle(&"other", || async { 8 }).is_some());
     gate.notify_one();
-    assert_eq!(timeout(BOUND, first.unwrap().wait()).await.unwrap(), Some(5));
+    assert_eq!(
+        timeout(BOUND, first.unwrap().wait()).await.unwrap(),
+        Some(5)
+    );
 }
