@@ -2,8 +2,6 @@
 //! set-up, the async runtime, and the shutdown signal.
 #![forbid(unsafe_code)]
 
-pub mod buffered;
-
 /// Log format on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[non_exhaustive]
@@ -32,11 +30,21 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     init_logging_to(format, filter, std::io::stderr);
 }
 
-/// The same, with lines gathered in memory and written to stderr in blocks
-/// ([`buffered`]): for servers that log every request. Keep the guard until
-/// the end of `main`; dropping it writes what is pending.
-pub fn init_logging_buffered(format: LogFormat, filter: &str) -> buffered::LogGuard {
-    let (writer, guard) = buffered::BufferedStderr::start();
+/// The same, with lines handed to a writer thread (`tracing-appender`, which
+/// never drops a line) that writes them to stderr in blocks: for servers that
+/// log every request. Keep the guard until the end of `main`; dropping it
+/// writes what is pending.
+pub fn init_logging_buffered(
+    format: LogFormat,
+    filter: &str,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("podid-log")
+        .finish(std::io::BufWriter::with_capacity(
+            32 * 1024,
+            std::io::stderr(),
+        ));
     init_logging_to(format, filter, writer);
     guard
 }
