@@ -9,8 +9,8 @@ use aws_sdk_sts::types::Tag;
 
 use crate::{AssumeRoleSpec, IssueError, IssuedCredentials, Issuer, Secret};
 
-/// Issues credentials with aws-sdk-sts, against AWS or any STS-compatible
-/// endpoint (moto, MinIO, Ceph RGW). The broker's own credentials come from
+/// Issues credentials with aws-sdk-sts, against AWS or another STS endpoint
+/// (tested with moto). The broker's own credentials come from
 /// the `SdkConfig` it is built with (the default credential chain).
 #[derive(Debug, Clone)]
 pub struct AwsStsIssuer {
