@@ -51,10 +51,10 @@ pub struct AgentMemoryArgs {
     smoke: bool,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+fn parse_env(s: &str) -> anyhow::Result<(String, String)> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
+        .ok_or_else(|| anyhow::anyhow!("'{s}' is not KEY=VALUE"))
 }
 
 async fn settle() {
