@@ -1,6 +1,7 @@
 //! Does a service account have an association? Asked of podid's server
 //! (`ListPodIdentityAssociations`, `maxResults=1`), with a short cache of positive answers.
 
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,6 @@ impl AssociationLookup for HttpLookup {
 /// same outcome as for a pod created just before the deletion.
 pub struct AssociationCache {
     ttl: Duration,
-    capacity: usize,
     entries: Mutex<LruCache<(String, String), Instant>>,
 }
 
@@ -147,7 +147,7 @@ impl std::fmt::Debug for AssociationCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AssociationCache")
             .field("ttl", &self.ttl)
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.lock().cap())
             .field("len", &self.len())
             .finish()
     }
@@ -159,9 +159,14 @@ impl AssociationCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         AssociationCache {
             ttl,
-            capacity: capacity.max(1),
-            entries: Mutex::new(LruCache::unbounded()),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<(String, String), Instant>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a positive answer for (`namespace`, `service_account`) is still fresh at `now`.
@@ -169,7 +174,7 @@ impl AssociationCache {
         if self.ttl.is_zero() {
             return false;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.lock();
         let key = (namespace.to_owned(), service_account.to_owned());
         match entries.get(&key) {
             Some(stored) if now.saturating_duration_since(*stored) < self.ttl => true,
@@ -186,19 +191,14 @@ impl AssociationCache {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (namespace.to_owned(), service_account.to_owned());
-        if entries.pop(&key).is_none() {
-            while entries.len() >= self.capacity {
-                entries.pop_lru();
-            }
-        }
-        entries.put(key, now);
+        // At capacity, `put` drops the least recently used entry.
+        self.lock()
+            .put((namespace.to_owned(), service_account.to_owned()), now);
     }
 
     /// Number of stored answers.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 
     /// Whether nothing is stored.
