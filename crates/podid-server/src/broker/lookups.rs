@@ -283,10 +283,26 @@ mod tests {
 
     #[tokio::test]
     async fn short_ttls_expire() {
-        let (store, lookups) = store_and_lookups(Duration::from_millis(20)).await;
+        let ttl = Duration::from_millis(20);
+        let (store, lookups) = store_and_lookups(ttl).await;
         assert!(cluster_in(&lookups, &store, "blue").await.is_none());
         store.insert_cluster(&cluster("blue", 5)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The "not found" was kept: it is the answer until the TTL has passed.
+        let kept_at = lock(&lookups.clusters).get("blue").expect("kept").at;
+        let within = lookups.get(
+            &lookups.clusters,
+            "blue",
+            kept_at + ttl - Duration::from_millis(1),
+        );
+        assert!(
+            matches!(within, Some(None)),
+            "served from memory within the TTL"
+        );
+        assert!(lookups
+            .get(&lookups.clusters, "blue", kept_at + ttl)
+            .is_none());
+        // Once it has passed, the store is read again.
+        tokio::time::sleep_until((kept_at + ttl).into()).await;
         assert_eq!(
             cluster_in(&lookups, &store, "blue")
                 .await
