@@ -1,14 +1,15 @@
 //! Keeps the agent benchmarks from rotting: runs `podid-bench agent-memory
 //! --smoke` and `podid-bench agent-hot-path --smoke` (1 s, no verdict)
 //! against the workspace's own `podid-agent` build. Skipped, saying why, when that
-//! build is missing; the hot-path one also when `wrk` is not installed.
+//! build is missing; the hot-path one also when `wrk` is not installed; under
+//! `CI` both fail instead (`skip_or_fail`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use podid_test_support::run_to_success;
+use podid_test_support::{run_to_success, skip_or_fail};
 
 fn bench() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_podid-bench"))
@@ -20,10 +21,10 @@ fn agent() -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!(
-            "skipped: {} is not built (cargo build -p podid-agent-cli)",
+        skip_or_fail(&format!(
+            "{} is not built (cargo build -p podid-agent-cli)",
             path.display()
-        );
+        ));
         None
     }
 }
@@ -49,7 +50,7 @@ fn agent_memory_smoke() {
 fn agent_hot_path_smoke() {
     let Some(agent) = agent() else { return };
     if Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("skipped: wrk is not installed (apt-get install wrk)");
+        skip_or_fail("wrk is not installed (scripts/setup.sh installs it)");
         return;
     }
     let out = run(&["agent-hot-path", "--smoke", "--no-pin"], &agent);

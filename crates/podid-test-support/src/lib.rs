@@ -4,13 +4,17 @@
 //! `podid-bench`.
 
 pub mod agent;
+pub mod ci;
 mod error;
 pub mod fake_eks_auth;
+pub mod fake_sts;
 pub mod keys;
 pub mod podid;
 pub mod process;
+pub mod sts_broker;
 pub mod tokens;
 
+pub use ci::{in_ci, skip_or_fail};
 pub use error::HarnessError;
 pub use fake_eks_auth::{FakeEksAuthServer, FakeEksAuthSettings, FakeReply, SessionTokens};
 pub use keys::{write_keys_file, TestKey, ACCOUNT_ID, ADMIN, NODE, READER};
