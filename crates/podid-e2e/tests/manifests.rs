@@ -3,8 +3,9 @@
 //! (an unknown kind or a field k8s-openapi does not know fails), and the
 //! invariants the design asks for are checked on the typed objects.
 //!
-//! Without kubectl the tests are skipped with a message, unless `CI` is set:
-//! then they fail. `KUBECTL` names another kubectl; `PODID_BIN` another podid
+//! Without kubectl the tests are skipped with a message, and so is the flag
+//! cross-check without a fresh podid build or when `podid VERB --help` fails,
+//! unless `CI` is set: then they fail (`skip_or_fail`). `KUBECTL` names another kubectl; `PODID_BIN` another podid
 //! binary for the flag cross-check (default `target/debug/podid`).
 #![allow(missing_docs)]
 
@@ -25,6 +26,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use podid_test_support::skip_or_fail;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,10 +52,6 @@ fn workspace() -> PathBuf {
 
 fn deploy() -> PathBuf {
     workspace().join("deploy")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// Defines [`Object`] (every object kind the manifests may contain, typed),
@@ -226,11 +224,13 @@ fn render_all() -> Option<BTreeMap<String, Vec<Object>>> {
         let dir = overlays_dir.join(&name);
         let output = match Command::new(&kubectl).arg("kustomize").arg(&dir).output() {
             Ok(output) => output,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !in_ci() => {
-                eprintln!("SKIPPED: `{kubectl}` not found ({e}); the manifest tests need kubectl (CI fails here)");
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                skip_or_fail(&format!(
+                    "`{kubectl}` not found ({e}); the manifest tests need kubectl"
+                ));
                 return None;
             }
-            Err(e) => panic!("cannot run `{kubectl} kustomize`: {e} (CI needs kubectl on PATH)"),
+            Err(e) => panic!("cannot run `{kubectl} kustomize`: {e}"),
         };
         assert!(
             output.status.success(),
@@ -1418,17 +1418,17 @@ fn args_use_flags_the_binary_has() {
             .join("debug/podid")
     });
     let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified()) else {
-        eprintln!(
-            "SKIPPED: {} not built; flags not cross-checked (cargo build -p podid)",
+        skip_or_fail(&format!(
+            "{} not built; flags not cross-checked (cargo build -p podid)",
             bin.display()
-        );
+        ));
         return;
     };
     if explicit.is_none() && newest_source(&workspace().join("crates")) > built {
-        eprintln!(
-            "SKIPPED: {} is older than the sources; flags not cross-checked",
+        skip_or_fail(&format!(
+            "{} is older than the sources; flags not cross-checked (cargo build -p podid)",
             bin.display()
-        );
+        ));
         return;
     }
     // (executable, subcommand path) → flags used.
@@ -1465,10 +1465,11 @@ fn args_use_flags_the_binary_has() {
             .output()
             .expect("run it");
         if !output.status.success() {
-            eprintln!(
-                "NOTE: `{program} {} --help` fails: this binary has no such subcommand yet; flags unchecked",
-                path.join(" ")
-            );
+            skip_or_fail(&format!(
+                "`{program} {} --help` fails: this binary has no such subcommand; flags unchecked\n{}",
+                path.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            ));
             continue;
         }
         let help = String::from_utf8_lossy(&output.stdout);

@@ -10,7 +10,8 @@ pub fn in_ci() -> bool {
 /// `skipped: <reason>` (the caller then returns).
 ///
 /// # Panics
-/// Under CI, always.
+/// Under CI, always (at the caller's line).
+#[track_caller]
 pub fn skip_or_fail(reason: &str) {
     assert!(
         !in_ci(),
