@@ -28,6 +28,10 @@ pub enum ErrorKind {
     UnrecognizedClient,
     /// The signature does not match, or the request is too old or too new. 403.
     InvalidSignature,
+    /// The SigV4 `Authorization` header lacks a part (`Credential`,
+    /// `SignedHeaders`, `Signature`, `X-Amz-Date`) or has a malformed one.
+    /// 400, as AWS's Common Errors list `IncompleteSignature`.
+    IncompleteSignature,
     /// The caller is authenticated but its role does not allow the operation. 403.
     AccessDenied,
     /// No operation exists at this path and method. 404.
@@ -64,6 +68,7 @@ impl ErrorKind {
             ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
             ErrorKind::InvalidSignature => "InvalidSignatureException",
+            ErrorKind::IncompleteSignature => "IncompleteSignatureException",
             ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
             ErrorKind::RequestEntityTooLarge => "RequestEntityTooLargeException",
@@ -83,7 +88,8 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound | ErrorKind::UnknownOperation => 404,
             ErrorKind::InvalidParameter
             | ErrorKind::InvalidRequest
-            | ErrorKind::ResourceLimitExceeded => 400,
+            | ErrorKind::ResourceLimitExceeded
+            | ErrorKind::IncompleteSignature => 400,
             ErrorKind::ResourceInUse => 409,
             ErrorKind::Server => 500,
             ErrorKind::MissingAuthenticationToken
@@ -110,6 +116,7 @@ impl ErrorKind {
         ErrorKind::MissingAuthenticationToken,
         ErrorKind::UnrecognizedClient,
         ErrorKind::InvalidSignature,
+        ErrorKind::IncompleteSignature,
         ErrorKind::AccessDenied,
         ErrorKind::UnknownOperation,
         ErrorKind::RequestEntityTooLarge,

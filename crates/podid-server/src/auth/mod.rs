@@ -13,7 +13,10 @@ use podid_api::{ApiError, ErrorKind};
 use subtle::ConstantTimeEq;
 
 use self::fast::SigningKeyCache;
-use self::header::{parse_amz_date, parse_authorization, AuthorizationHeader};
+use self::header::{
+    check_scope, format_amz_date, is_canonical_list, parse_amz_date, parse_authorization,
+    split_credential, AuthorizationHeader, Credential,
+};
 use crate::authz::Principal;
 use crate::keys::{ApiKey, KeyRing};
 
@@ -83,10 +86,15 @@ impl SigV4Verifier {
     /// Verifies a SigV4-signed request and says who sent it.
     ///
     /// `uri` is the request target as received (path and query, still
-    /// percent-encoded); `body` the complete body. Errors are the AWS ones:
-    /// `MissingAuthenticationTokenException`, `UnrecognizedClientException`,
-    /// `InvalidSignatureException` — all 403, and none reveals what the server
-    /// expected.
+    /// percent-encoded); `body` the complete body. Checks and errors follow
+    /// AWS's order and names: no AWS4 `Authorization` →
+    /// `MissingAuthenticationTokenException`; a missing or malformed part →
+    /// `IncompleteSignatureException`; too old or too new, `host` unsigned, a
+    /// wrong scope → `InvalidSignatureException`; an unknown key →
+    /// `UnrecognizedClientException`; a wrong signature →
+    /// `InvalidSignatureException`; then any `X-Amz-Security-Token` (podid
+    /// issues none) → `UnrecognizedClientException`. No error reveals what the
+    /// server expected.
     pub fn verify(
         &self,
         now: SystemTime,
@@ -106,50 +114,32 @@ impl SigV4Verifier {
             .to_str()
             .map_err(|_| {
                 ApiError::new(
-                    ErrorKind::InvalidSignature,
+                    ErrorKind::IncompleteSignature,
                     "Authorization header is not ASCII",
                 )
             })?;
-        let auth = parse_authorization(authorization)?;
-        let key = self.keys.get(auth.access_key_id).ok_or_else(|| {
+        let amz_date = headers
+            .get("x-amz-date")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let (auth, amz_date) = parse_authorization(authorization, amz_date)?;
+        let signed_at = parse_amz_date(amz_date)?;
+        check_skew(now, signed_at, amz_date)?;
+        if !auth.signed_headers.contains(&"host") {
+            return Err(ApiError::new(
+                ErrorKind::InvalidSignature,
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+            ));
+        }
+        let credential = split_credential(auth.credential)?;
+        check_scope(&credential, amz_date)?;
+        let key = self.keys.get(credential.access_key_id).ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnrecognizedClient,
                 "The security token included in the request is invalid.",
             )
         })?;
-
-        let amz_date = headers
-            .get("x-amz-date")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::InvalidSignature,
-                    "the request must carry an X-Amz-Date header",
-                )
-            })?;
-        let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::InvalidSignature,
-                "X-Amz-Date must be YYYYMMDDTHHMMSSZ",
-            )
-        })?;
-        if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
-            return Err(ApiError::new(
-                ErrorKind::InvalidSignature,
-                "the credential scope date does not match X-Amz-Date",
-            ));
-        }
-        let skew = now
-            .duration_since(signed_at)
-            .unwrap_or_else(|e| e.duration());
-        if skew > MAX_CLOCK_SKEW {
-            return Err(ApiError::new(
-                ErrorKind::InvalidSignature,
-                format!(
-                    "Signature expired: {amz_date} is more than 5 minutes away \
-                     from the server's time"
-                ),
-            ));
+        if !is_canonical_list(&auth.signed_headers) {
+            return Err(mismatch());
         }
 
         let request = RequestToVerify {
@@ -161,34 +151,65 @@ impl SigV4Verifier {
         let expected = match fast::signature(
             &self.signing_keys,
             key,
+            &credential,
             &auth,
             &request,
             amz_date,
             signed_at,
         ) {
             Some(signature) => signature,
-            None => sdk_signature(key, &auth, signed_at, &request)?,
+            None => sdk_signature(key, &credential, &auth, signed_at, &request)?,
         };
-        if expected
-            .as_bytes()
-            .ct_eq(auth.signature.to_ascii_lowercase().as_bytes())
-            .into()
-        {
-            Ok(Principal {
-                access_key_id: key.access_key_id.clone(),
-                role: key.role,
-            })
-        } else {
-            Err(mismatch())
+        if !bool::from(
+            expected
+                .as_bytes()
+                .ct_eq(auth.signature.to_ascii_lowercase().as_bytes()),
+        ) {
+            return Err(mismatch());
         }
+        if headers.contains_key("x-amz-security-token") {
+            return Err(ApiError::new(
+                ErrorKind::UnrecognizedClient,
+                "The security token included in the request is invalid",
+            ));
+        }
+        Ok(Principal {
+            access_key_id: key.access_key_id.clone(),
+            role: key.role,
+        })
     }
 }
 
-/// The answer to a wrong signature, saying nothing of what was expected.
+/// Refuses a request signed more than [`MAX_CLOCK_SKEW`] before or after
+/// `now`, in AWS's words.
+fn check_skew(now: SystemTime, signed_at: SystemTime, amz_date: &str) -> Result<(), ApiError> {
+    let (earliest, latest) = (now - MAX_CLOCK_SKEW, now + MAX_CLOCK_SKEW);
+    let message = if signed_at < earliest {
+        format!(
+            "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
+            format_amz_date(earliest),
+            format_amz_date(now)
+        )
+    } else if signed_at > latest {
+        format!(
+            "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+            format_amz_date(latest),
+            format_amz_date(now)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(ErrorKind::InvalidSignature, message))
+}
+
+/// The answer to a wrong signature (AWS's words), saying nothing of what was
+/// expected.
 fn mismatch() -> ApiError {
     ApiError::new(
         ErrorKind::InvalidSignature,
-        "The request signature we calculated does not match the signature you provided.",
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method. \
+         Consult the service documentation for details.",
     )
 }
 
@@ -197,41 +218,29 @@ fn mismatch() -> ApiError {
 /// it signed: every request the fast path ([`fast::signature`]) does not take.
 fn sdk_signature(
     key: &ApiKey,
+    credential: &Credential<'_>,
     auth: &AuthorizationHeader<'_>,
     signed_at: SystemTime,
     request: &RequestToVerify<'_>,
 ) -> Result<String, ApiError> {
-    // Hand the signer exactly the headers the client signed; it adds host and
-    // x-amz-date itself from what we pass.
+    // Hand the signer exactly the headers the client signed (a session token
+    // among them is one more header); it adds host and x-amz-date itself from
+    // what we pass. A signed header that is missing or not ASCII cannot match.
     let mut signed_headers: Vec<(&str, &str)> = Vec::with_capacity(auth.signed_headers.len());
     for name in &auth.signed_headers {
         let mut found = false;
         for value in request.headers.get_all(*name) {
-            let value = value.to_str().map_err(|_| {
-                ApiError::new(
-                    ErrorKind::InvalidSignature,
-                    format!("signed header '{name}' is not ASCII"),
-                )
-            })?;
-            signed_headers.push((name, value));
+            signed_headers.push((name, value.to_str().map_err(|_| mismatch())?));
             found = true;
         }
         if !found {
-            return Err(ApiError::new(
-                ErrorKind::InvalidSignature,
-                format!("signed header '{name}' is missing"),
-            ));
+            return Err(mismatch());
         }
     }
-    let session_token = request
-        .headers
-        .get("x-amz-security-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let identity: Identity = Credentials::new(
         key.access_key_id.clone(),
         key.secret_access_key.expose().to_owned(),
-        session_token,
+        None,
         None,
         "podid-keys-file",
     )
@@ -241,8 +250,8 @@ fn sdk_signature(
     settings.excluded_headers = Some(Vec::<Cow<'static, str>>::new());
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region(auth.region)
-        .name(auth.service)
+        .region(credential.region)
+        .name(credential.service)
         .time(signed_at)
         .settings(settings)
         .build()
