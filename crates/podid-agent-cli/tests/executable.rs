@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use podid_test_support::agent::{loopback_agent_args, AGENT_LISTENING, AGENT_PROBES};
-use podid_test_support::ChildProcess;
+use podid_test_support::{run_to_success, skip_or_fail, ChildProcess, HarnessError};
 
 /// `podid-agent`, and `podid agent` (the same command line in the multi-call
 /// binary) when the workspace's `podid` is built next to it.
@@ -22,10 +22,10 @@ fn agents() -> Vec<Command> {
         cmd.arg("agent");
         all.push(agent(cmd));
     } else {
-        eprintln!(
+        skip_or_fail(&format!(
             "`podid agent` not checked: {} is not built (cargo build -p podid)",
             podid.display()
-        );
+        ));
     }
     all
 }
@@ -43,8 +43,12 @@ fn agent(mut cmd: Command) -> Command {
     cmd
 }
 
+/// The bound of every wait here: a child's exit, its first lines, an answer.
+const WAIT: Duration = Duration::from_secs(60);
+
 fn http_get(addr: &str, path: &str, headers: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
@@ -58,8 +62,9 @@ fn http_get(addr: &str, path: &str, headers: &str) -> String {
 #[test]
 fn help_lists_the_agent_flags_and_init() {
     for mut agent in agents() {
-        let out = agent.arg("--help").output().unwrap();
-        assert!(out.status.success());
+        agent.arg("--help");
+        let what = format!("{agent:?}");
+        let out = run_to_success(&what, agent, WAIT).unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&out.stdout);
         for flag in [
             "--cluster-name",
@@ -69,10 +74,7 @@ fn help_lists_the_agent_flags_and_init() {
             "--max-refresh-ahead",
             "init",
         ] {
-            assert!(
-                text.contains(flag),
-                "{agent:?}: --help lacks {flag}:\n{text}"
-            );
+            assert!(text.contains(flag), "{what}: --help lacks {flag}:\n{text}");
         }
     }
 }
@@ -98,10 +100,16 @@ fn bad_flags_are_refused_with_a_message() {
         ),
     ] {
         for mut agent in agents() {
-            let out = agent.args(args).stdin(Stdio::null()).output().unwrap();
-            assert!(!out.status.success(), "{agent:?} {args:?} was accepted");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(stderr.contains(says), "{agent:?} {args:?}: {stderr}");
+            agent.args(args);
+            let what = format!("{agent:?}");
+            // An accepted command line serves until killed: a timeout, not a hang.
+            match run_to_success(&what, agent, WAIT) {
+                Err(HarnessError::Failed { stderr, .. }) => {
+                    assert!(stderr.contains(says), "{what}: {stderr}");
+                }
+                Ok(_) => panic!("{what} exited 0: accepted"),
+                Err(e) => panic!("{what}: accepted? {e}"),
+            }
         }
     }
 }
@@ -120,7 +128,7 @@ fn serves_probes_and_refuses_a_request_without_a_token(mut agent: Command) {
         .stderr(Stdio::null());
     let mut process = ChildProcess::spawn("podid-agent", agent, false).unwrap();
     let addresses = process
-        .wait_for_lines(&[AGENT_LISTENING, AGENT_PROBES], Duration::from_secs(60))
+        .wait_for_lines(&[AGENT_LISTENING, AGENT_PROBES], WAIT)
         .expect("the agent printed its addresses");
     let (listening, probes) = (&addresses[0], &addresses[1]);
     let health = http_get(probes, "/healthz", "");

@@ -147,7 +147,10 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     })
     .await;
     stop.store(true, Ordering::Relaxed);
-    background.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), background)
+        .await
+        .expect("the background requests stopped within 30 s of being told")
+        .unwrap();
     assert!(answered.load(Ordering::Relaxed) > 0);
     let text = server.metrics.encode();
     assert_eq!(

@@ -19,11 +19,10 @@ fn database(dir: &std::path::Path, postgres: bool) -> Option<String> {
     }
     let base = match std::env::var("PODID_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("PODID_TEST_POSTGRES_URL must be set in CI")
-        }
         _ => {
-            println!("PostgreSQL durability tests skipped: PODID_TEST_POSTGRES_URL is not set");
+            podid_test_support::skip_or_fail(
+                "PostgreSQL durability tests: PODID_TEST_POSTGRES_URL is not set",
+            );
             return None;
         }
     };
@@ -43,6 +42,14 @@ fn database(dir: &std::path::Path, postgres: bool) -> Option<String> {
     assert!(status.success(), "psql could not create schema {schema}");
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// The bound of every wait here: a request, the burst, the workers after the kill.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// An HTTP client whose requests give up after [`WAIT`].
+fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(WAIT)
 }
 
 async fn register(http: &reqwest::Client, endpoint: &str) {
@@ -94,7 +101,7 @@ async fn restart_keeps_data(postgres: bool) {
     let Some(db) = database(dir.path(), postgres) else {
         return;
     };
-    let http = reqwest::Client::new();
+    let http = client().build().unwrap();
     let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     register(&http, &server.endpoint).await;
     let mut created = BTreeMap::new();
@@ -150,10 +157,7 @@ async fn kill9_during_burst(postgres: bool) {
     let Some(db) = database(dir.path(), postgres) else {
         return;
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let http = client().pool_max_idle_per_host(0).build().unwrap();
     let server = start_server(&["--insecure-no-auth", "--database-url", &db]);
     let endpoint = server.endpoint.clone();
     register(&http, &endpoint).await;
@@ -194,10 +198,20 @@ async fn kill9_during_burst(postgres: bool) {
             }
         }));
     }
-    threshold.notified().await;
+    tokio::time::timeout(WAIT, threshold.notified())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{KILL_AFTER} acknowledged creates within {WAIT:?}: only {}",
+                count.load(Ordering::SeqCst)
+            )
+        });
     server.kill();
     for w in workers {
-        w.await.unwrap();
+        tokio::time::timeout(WAIT, w)
+            .await
+            .unwrap_or_else(|_| panic!("a worker did not stop within {WAIT:?} of the kill"))
+            .unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= KILL_AFTER);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use aws_sdk_eks::config::timeout::TimeoutConfig;
 use aws_sdk_eks::config::{BehaviorVersion, Credentials, Region};
 use common::*;
 use podid_test_support::{run_to_success, TestKey, ADMIN, READER};
@@ -17,6 +18,12 @@ fn secret_eks_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_eks::Cl
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        // A hung server fails the call instead of hanging the test.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        )
         .build();
     aws_sdk_eks::Client::from_conf(config)
 }
