@@ -101,6 +101,11 @@ fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
                         429 => IssueError::Throttled(detail),
                         400 => IssueError::InvalidRequest(detail),
                         s if s >= 500 => IssueError::Unavailable(detail),
+                        // A success the SDK could not read: STS (or what is
+                        // in front of it) answered junk.
+                        s if (200..300).contains(&s) => IssueError::Unavailable(format!(
+                            "STS answered HTTP {status} with a body that is not an AssumeRole answer"
+                        )),
                         _ => IssueError::Internal(detail),
                     }
                 }
@@ -162,6 +167,17 @@ impl Issuer for AwsStsIssuer {
         let expiration = SystemTime::try_from(*credentials.expiration()).map_err(|_| {
             IssueError::Unavailable("STS answered an unreadable expiration".to_owned())
         })?;
+        // The SDK fills fields missing from a cut-off answer with defaults
+        // (empty strings, an expiration in 1970): never hand those to a pod.
+        if credentials.access_key_id().is_empty()
+            || credentials.secret_access_key().is_empty()
+            || credentials.session_token().is_empty()
+            || expiration <= SystemTime::now()
+        {
+            return Err(IssueError::Unavailable(
+                "STS answered incomplete or already expired credentials".to_owned(),
+            ));
+        }
         Ok(IssuedCredentials {
             access_key_id: credentials.access_key_id().to_owned(),
             secret_access_key: Secret::new(credentials.secret_access_key()),

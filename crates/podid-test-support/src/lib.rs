@@ -7,9 +7,11 @@ pub mod agent;
 pub mod ci;
 mod error;
 pub mod fake_eks_auth;
+pub mod fake_sts;
 pub mod keys;
 pub mod podid;
 pub mod process;
+pub mod sts_broker;
 pub mod tokens;
 
 pub use ci::{in_ci, skip_or_fail};
