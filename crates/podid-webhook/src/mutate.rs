@@ -444,7 +444,8 @@ mod tests {
             let (a, w) = token_expiration(&p, &seed);
             assert!(w.is_none());
             assert_eq!(a, token_expiration(&p, &seed).0);
-            assert!(DEFAULT_TOKEN_EXPIRATION.contains(&a), "{a}");
+            // EKS's default lifetime, jittered: 22 h to 24 h.
+            assert!((79_200..=86_400).contains(&a), "{a}");
             seen.insert(a);
         }
         assert!(
@@ -458,7 +459,7 @@ mod tests {
     fn expiration_annotation_rules() {
         let with = |v: &str| {
             pod(
-                serde_json::json!({"metadata": {"annotations": {TOKEN_EXPIRATION_ANNOTATION: v}}, "spec": {"containers": []}}),
+                serde_json::json!({"metadata": {"annotations": {"eks.amazonaws.com/token-expiration": v}}, "spec": {"containers": []}}),
             )
         };
         assert_eq!(token_expiration(&with("3600"), "s"), (3600, None));
@@ -468,12 +469,10 @@ mod tests {
         assert_eq!(v, 600);
         assert!(w.unwrap().contains("below the minimum"));
         assert_eq!(token_expiration(&with("-5"), "s").0, 600);
-        assert_eq!(
-            token_expiration(&with("99999999999"), "s").0,
-            MAX_TOKEN_EXPIRATION
-        );
+        // The kube-apiserver's largest expirationSeconds: 2^32.
+        assert_eq!(token_expiration(&with("99999999999"), "s").0, 4_294_967_296);
         let (v, w) = token_expiration(&with("1h"), "s");
-        assert!(DEFAULT_TOKEN_EXPIRATION.contains(&v));
+        assert!((79_200..=86_400).contains(&v), "{v}");
         assert!(w.unwrap().contains("not a number"));
     }
 
@@ -497,7 +496,7 @@ mod tests {
     #[test]
     fn skip_list_is_trimmed() {
         let p = pod(serde_json::json!({
-            "metadata": {"annotations": {SKIP_CONTAINERS_ANNOTATION: " a, b ,,c"}},
+            "metadata": {"annotations": {"eks.amazonaws.com/skip-containers": " a, b ,,c"}},
             "spec": {"containers": []}
         }));
         assert_eq!(

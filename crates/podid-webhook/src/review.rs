@@ -315,6 +315,6 @@ mod tests {
             json["response"].get("patch").is_none() && json["response"].get("patchType").is_none()
         );
         assert_eq!(json["response"]["warnings"][0], "w");
-        assert_eq!(json["apiVersion"], API_VERSION);
+        assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
     }
 }

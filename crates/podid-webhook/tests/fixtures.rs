@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use podid_webhook::mutate::{
-    self, AUDIENCE, CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI, DEFAULT_TOKEN_EXPIRATION,
-    MOUNT_PATH, POD_IDENTITY_LABEL, TOKEN_FILE, TOKEN_FILE_ENV, TOKEN_PATH, VOLUME_NAME,
-    WINDOWS_TOKEN_FILE,
-};
+use podid_webhook::mutate;
 use podid_webhook::review::{parse_review, Admission, AdmissionReviewResponse};
 use podid_webhook::{
     AssociationLookup, CertStore, MutationSettings, Webhook, WebhookError, WebhookMetrics,
@@ -24,6 +20,49 @@ use serde_json::Value;
 
 /// The one service account without an association.
 const UNASSOCIATED: &str = "unassociated";
+
+/// What EKS Pod Identity injects, written here as AWS documents it — never
+/// taken from `podid_webhook::mutate`'s constants, so a wrong constant there
+/// fails these tests. Sources:
+/// - EKS User Guide, "Understand how EKS Pod Identity works"
+///   (docs.aws.amazon.com/eks/latest/userguide/pod-id-how-it-works.html): the
+///   two env vars, the token file, the audience `pods.eks.amazonaws.com`;
+/// - AWS SDKs and Tools Reference Guide, "Container credential provider"
+///   (docs.aws.amazon.com/sdkref/latest/guide/feature-container-credentials.html):
+///   EKS sets `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+///   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`;
+/// - the stock webhook, github.com/aws/amazon-eks-pod-identity-webhook:
+///   `main.go`'s `--container-credentials-*` flag defaults (audience, mount
+///   path, volume name, token path, full URI), `pkg/constants.go`
+///   (`DefaultTokenExpiration` 86400, `DefaultMinTokenExpiration` 79200,
+///   `MinTokenExpiration` 600), `pkg/handler/handler.go` (the
+///   `eks.amazonaws.com/pod-identity: enabled` label, the Windows path
+///   `"C:" + path with / turned into \`);
+/// - the IPv6 agent address: aws/secrets-store-csi-driver-provider-aws
+///   (`podIdentityAgentEndpointIPv6`) and the AWS SDK for Rust's ECS provider
+///   docs (EKS Pod Identity addresses 169.254.170.23 and fd00:ec2::23);
+/// - the kube-apiserver's bounds on `expirationSeconds`
+///   (kubernetes `pkg/apis/core/validation`: "may not specify a duration less
+///   than 10 minutes", "… larger than 2^32 seconds").
+mod eks {
+    use std::ops::RangeInclusive;
+
+    pub const FULL_URI_ENV: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+    pub const TOKEN_FILE_ENV: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+    pub const FULL_URI: &str = "http://169.254.170.23/v1/credentials";
+    pub const FULL_URI_IPV6: &str = "http://[fd00:ec2::23]/v1/credentials";
+    pub const TOKEN_FILE: &str =
+        "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token";
+    pub const WINDOWS_TOKEN_FILE: &str =
+        r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token";
+    pub const MOUNT_PATH: &str = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+    pub const VOLUME_NAME: &str = "eks-pod-identity-token";
+    pub const TOKEN_PATH: &str = "eks-pod-identity-token";
+    pub const AUDIENCE: &str = "pods.eks.amazonaws.com";
+    pub const LABEL: &str = "eks.amazonaws.com/pod-identity";
+    /// The default lifetime, jittered down from 86400 (22 h to 24 h).
+    pub const DEFAULT_EXPIRATION: RangeInclusive<i64> = 79_200..=86_400;
+}
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,8 +103,8 @@ impl Outcome {
 
     fn volume_expiration(&self) -> i64 {
         let vols = self.after.spec.as_ref().unwrap().volumes.as_ref().unwrap();
-        let ours: Vec<_> = vols.iter().filter(|v| v.name == VOLUME_NAME).collect();
-        assert_eq!(ours.len(), 1, "exactly one {VOLUME_NAME} volume");
+        let ours: Vec<_> = vols.iter().filter(|v| v.name == eks::VOLUME_NAME).collect();
+        assert_eq!(ours.len(), 1, "exactly one {} volume", eks::VOLUME_NAME);
         let sources = ours[0]
             .projected
             .as_ref()
@@ -75,8 +114,8 @@ impl Outcome {
             .unwrap();
         assert_eq!(sources.len(), 1);
         let token = sources[0].service_account_token.as_ref().unwrap();
-        assert_eq!(token.audience.as_deref(), Some(AUDIENCE));
-        assert_eq!(token.path, TOKEN_PATH);
+        assert_eq!(token.audience.as_deref(), Some(eks::AUDIENCE));
+        assert_eq!(token.path, eks::TOKEN_PATH);
         token.expiration_seconds.unwrap()
     }
 
@@ -85,7 +124,7 @@ impl Outcome {
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(POD_IDENTITY_LABEL))
+            .and_then(|l| l.get(eks::LABEL))
             .map(String::as_str)
     }
 }
@@ -151,8 +190,8 @@ fn admit(name: &str) -> Outcome {
 fn assert_injected(c: &Container, token_file: &str) {
     let env = c.env.as_deref().unwrap_or_default();
     for (name, value) in [
-        (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
-        (TOKEN_FILE_ENV, token_file),
+        (eks::FULL_URI_ENV, eks::FULL_URI),
+        (eks::TOKEN_FILE_ENV, token_file),
     ] {
         let found: Vec<_> = env.iter().filter(|e| e.name == name).collect();
         assert_eq!(found.len(), 1, "{}: one {name}", c.name);
@@ -166,16 +205,19 @@ fn assert_mounted(c: &Container) {
         .volume_mounts
         .iter()
         .flatten()
-        .filter(|m| m.name == VOLUME_NAME)
+        .filter(|m| m.name == eks::VOLUME_NAME)
         .collect();
     assert_eq!(mounts.len(), 1, "{}: one mount", c.name);
-    assert_eq!(mounts[0].mount_path, MOUNT_PATH);
+    assert_eq!(mounts[0].mount_path, eks::MOUNT_PATH);
     assert_eq!(mounts[0].read_only, Some(true));
 }
 
 fn assert_not_injected(c: &Container) {
     assert!(
-        !c.env.iter().flatten().any(|e| e.name == TOKEN_FILE_ENV),
+        !c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == eks::TOKEN_FILE_ENV),
         "{}: no token env",
         c.name
     );
@@ -183,7 +225,7 @@ fn assert_not_injected(c: &Container) {
         !c.volume_mounts
             .iter()
             .flatten()
-            .any(|m| m.name == VOLUME_NAME),
+            .any(|m| m.name == eks::VOLUME_NAME),
         "{}: no mount",
         c.name
     );
@@ -194,12 +236,12 @@ fn assert_not_injected(c: &Container) {
 fn strip(pod: &Pod, injected_env: &[(&str, &str)]) -> Pod {
     let mut p = pod.clone();
     if let Some(labels) = p.metadata.labels.as_mut() {
-        labels.remove(POD_IDENTITY_LABEL);
+        labels.remove(eks::LABEL);
     }
     p.metadata.labels = p.metadata.labels.filter(|l| !l.is_empty());
     let spec = p.spec.as_mut().unwrap();
     if let Some(v) = spec.volumes.as_mut() {
-        v.retain(|v| v.name != VOLUME_NAME);
+        v.retain(|v| v.name != eks::VOLUME_NAME);
     }
     spec.volumes = spec.volumes.take().filter(|v| !v.is_empty());
     let clean = |c: &mut Container| {
@@ -212,7 +254,7 @@ fn strip(pod: &Pod, injected_env: &[(&str, &str)]) -> Pod {
         }
         c.env = c.env.take().filter(|e| !e.is_empty());
         if let Some(m) = c.volume_mounts.as_mut() {
-            m.retain(|m| m.name != VOLUME_NAME);
+            m.retain(|m| m.name != eks::VOLUME_NAME);
         }
         c.volume_mounts = c.volume_mounts.take().filter(|m| !m.is_empty());
     };
@@ -223,8 +265,8 @@ fn strip(pod: &Pod, injected_env: &[(&str, &str)]) -> Pod {
 
 fn linux_env() -> [(&'static str, &'static str); 2] {
     [
-        (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
-        (TOKEN_FILE_ENV, TOKEN_FILE),
+        (eks::FULL_URI_ENV, eks::FULL_URI),
+        (eks::TOKEN_FILE_ENV, eks::TOKEN_FILE),
     ]
 }
 
@@ -242,13 +284,13 @@ fn plain_pod_gets_whole_arrays() {
         o.before.metadata.labels.is_none() && o.before.spec.as_ref().unwrap().volumes.is_none()
     );
     assert_eq!(o.label(), Some("enabled"));
-    assert!(DEFAULT_TOKEN_EXPIRATION.contains(&o.volume_expiration()));
-    assert_injected(o.container("app"), TOKEN_FILE);
+    assert!(eks::DEFAULT_EXPIRATION.contains(&o.volume_expiration()));
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
     // Env order: the URI first, then the token file.
     let env = o.container("app").env.as_ref().unwrap();
     assert_eq!(
         env.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-        [CREDENTIALS_FULL_URI_ENV, TOKEN_FILE_ENV]
+        [eks::FULL_URI_ENV, eks::TOKEN_FILE_ENV]
     );
     assert!(o.response.response.warnings.is_empty());
     // label, volume, env, mount: four whole-value adds.
@@ -283,14 +325,14 @@ fn jitter_is_reproducible_per_admission() {
     // A different admission of the same pod (another request uid) may differ;
     // the value depends only on the review.
     let other = admit("deployment-pod.json").volume_expiration();
-    assert!(DEFAULT_TOKEN_EXPIRATION.contains(&other));
+    assert!(eks::DEFAULT_EXPIRATION.contains(&other));
 }
 
 #[test]
 fn own_env_volumes_and_mounts_are_kept() {
     let o = admit("own-env-volumes-mounts.json");
     let app = o.container("app");
-    assert_injected(app, TOKEN_FILE);
+    assert_injected(app, eks::TOKEN_FILE);
     let env = app.env.as_ref().unwrap();
     assert_eq!(env[0].name, "AWS_REGION");
     assert_eq!(env[1].name, "POD_NAME");
@@ -317,7 +359,7 @@ fn own_env_volumes_and_mounts_are_kept() {
 fn init_containers_are_injected() {
     let o = admit("init-containers.json");
     for name in ["migrate", "wait", "app"] {
-        assert_injected(o.container(name), TOKEN_FILE);
+        assert_injected(o.container(name), eks::TOKEN_FILE);
     }
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
@@ -327,15 +369,15 @@ fn native_sidecar_keeps_its_restart_policy() {
     let o = admit("native-sidecar.json");
     let sidecar = o.container("log-shipper");
     assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
-    assert_injected(sidecar, TOKEN_FILE);
-    assert_injected(o.container("app"), TOKEN_FILE);
+    assert_injected(sidecar, eks::TOKEN_FILE);
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
 
 #[test]
 fn skip_annotation_leaves_named_containers_alone() {
     let o = admit("skip-containers.json");
-    assert_injected(o.container("app"), TOKEN_FILE);
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
     for name in ["istio-proxy", "istio-init"] {
         assert_not_injected(o.container(name));
     }
@@ -345,7 +387,7 @@ fn skip_annotation_leaves_named_containers_alone() {
         }
     }
     // The volume is still added (exactly once).
-    assert!(DEFAULT_TOKEN_EXPIRATION.contains(&o.volume_expiration()));
+    assert!(eks::DEFAULT_EXPIRATION.contains(&o.volume_expiration()));
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
 
@@ -354,7 +396,7 @@ fn custom_token_expiration_is_used() {
     let o = admit("token-expiration-custom.json");
     assert_eq!(o.volume_expiration(), 3600);
     assert!(o.response.response.warnings.is_empty());
-    assert_injected(o.container("app"), TOKEN_FILE);
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
 }
 
 #[test]
@@ -375,7 +417,7 @@ fn token_expiration_below_minimum_is_raised() {
 fn host_network_pod_is_injected() {
     let o = admit("host-network.json");
     assert_eq!(o.after.spec.as_ref().unwrap().host_network, Some(true));
-    assert_injected(o.container("app"), TOKEN_FILE);
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
     assert_eq!(o.label(), Some("enabled"));
     assert_only_additions_and_idempotent(&o, &linux_env());
 }
@@ -394,7 +436,7 @@ fn deployment_pod_without_a_name_is_injected() {
     );
     assert_eq!(pod.display_name(), "shop/web-7d9f8b6c5d-*");
     let o = admit("deployment-pod.json");
-    assert_injected(o.container("web"), TOKEN_FILE);
+    assert_injected(o.container("web"), eks::TOKEN_FILE);
     assert_eq!(
         o.after.metadata.generate_name.as_deref(),
         Some("web-7d9f8b6c5d-")
@@ -413,18 +455,15 @@ fn windows_pod_gets_the_windows_token_path() {
     for name in ["windows-pod.json", "windows-os-field.json"] {
         let o = admit(name);
         let app = o.container("app");
-        assert_injected(app, WINDOWS_TOKEN_FILE);
-        // Like EKS: only the env var changes; the kubelet maps the mount path
-        // to C:\var\run\... in a Windows container.
-        assert_eq!(
-            WINDOWS_TOKEN_FILE,
-            r"C:\var\run\secrets\pods.eks.amazonaws.com\serviceaccount\eks-pod-identity-token"
-        );
+        assert_injected(app, eks::WINDOWS_TOKEN_FILE);
+        // Like EKS: only the env var changes; the mount path stays the Linux
+        // one (checked by assert_injected), which the kubelet maps to
+        // C:\var\run\... in a Windows container.
         assert_only_additions_and_idempotent(
             &o,
             &[
-                (CREDENTIALS_FULL_URI_ENV, DEFAULT_CREDENTIALS_URI),
-                (TOKEN_FILE_ENV, WINDOWS_TOKEN_FILE),
+                (eks::FULL_URI_ENV, eks::FULL_URI),
+                (eks::TOKEN_FILE_ENV, eks::WINDOWS_TOKEN_FILE),
             ],
         );
     }
@@ -444,8 +483,8 @@ fn already_mutated_pod_gets_an_empty_patch() {
     assert_eq!(o.patch_ops, 0);
     assert!(o.response.response.patch.is_none());
     assert_eq!(o.after, o.before);
-    assert_injected(o.container("app"), TOKEN_FILE);
-    assert_injected(o.container("setup"), TOKEN_FILE);
+    assert_injected(o.container("app"), eks::TOKEN_FILE);
+    assert_injected(o.container("setup"), eks::TOKEN_FILE);
 }
 
 #[test]
@@ -457,8 +496,144 @@ fn container_with_its_own_credentials_uri_keeps_it() {
     assert_eq!(env[0].value.as_deref(), Some("http://127.0.0.1:9911/creds"));
     // Like EKS, the token is still mounted there.
     assert_mounted(custom);
-    assert_injected(o.container("plain"), TOKEN_FILE);
+    assert_injected(o.container("plain"), eks::TOKEN_FILE);
     assert_only_additions_and_idempotent(&o, &linux_env());
+}
+
+/// `pod` (JSON) mutated with an association: the patched pod as JSON, and
+/// the mutation's warnings.
+fn mutated_json(pod: Value, settings: &MutationSettings) -> (Value, Vec<String>) {
+    let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let m = mutate::mutate(&typed, true, "uid-1/default/p", settings);
+    let mut doc = pod;
+    json_patch::patch(&mut doc, &m.patch).unwrap();
+    (doc, m.warnings)
+}
+
+/// The volume, env and mount are exactly the objects the stock webhook writes
+/// in container-credentials mode (compare its
+/// `pkg/handler/testdata/containercredentials/rawPodWithoutVolumes.pod.yaml`
+/// expected patch, with the EKS flag defaults in place of its test values).
+#[test]
+fn injected_objects_are_the_ones_eks_writes() {
+    let o = admit("plain-pod.json");
+    let after = serde_json::to_value(&o.after).unwrap();
+    let seconds = o.volume_expiration();
+    assert!((79_200..=86_400).contains(&seconds), "{seconds}");
+    assert_eq!(
+        after["spec"]["volumes"],
+        serde_json::json!([{
+            "name": "eks-pod-identity-token",
+            "projected": {"sources": [{"serviceAccountToken": {
+                "audience": "pods.eks.amazonaws.com",
+                "expirationSeconds": seconds,
+                "path": "eks-pod-identity-token"
+            }}]}
+        }])
+    );
+    let app = &after["spec"]["containers"][0];
+    assert_eq!(
+        app["env"],
+        serde_json::json!([
+            {"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+             "value": "http://169.254.170.23/v1/credentials"},
+            {"name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+             "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"}
+        ])
+    );
+    assert_eq!(
+        app["volumeMounts"],
+        serde_json::json!([{
+            "name": "eks-pod-identity-token",
+            "readOnly": true,
+            "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+        }])
+    );
+    assert_eq!(
+        after["metadata"]["labels"],
+        serde_json::json!({"eks.amazonaws.com/pod-identity": "enabled"})
+    );
+}
+
+/// An IPv6 cluster's agent address, as EKS documents it, reaches every
+/// container; the token file does not change.
+#[test]
+fn ipv6_credentials_uri_is_injected_as_configured() {
+    let settings = MutationSettings {
+        credentials_uri: "http://[fd00:ec2::23]/v1/credentials".to_owned(),
+    };
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"initContainers": [{"name": "init"}], "containers": [{"name": "app"}]}
+    });
+    let (doc, _) = mutated_json(pod, &settings);
+    for path in ["/spec/initContainers/0/env", "/spec/containers/0/env"] {
+        assert_eq!(
+            doc.pointer(path).unwrap(),
+            &serde_json::json!([
+                {"name": eks::FULL_URI_ENV, "value": eks::FULL_URI_IPV6},
+                {"name": eks::TOKEN_FILE_ENV, "value": eks::TOKEN_FILE}
+            ]),
+            "{path}"
+        );
+    }
+}
+
+/// `eks.amazonaws.com/token-expiration`: the kube-apiserver accepts
+/// 600..=2^32 seconds (kubernetes `pkg/apis/core/validation`); EKS raises a
+/// smaller value to 600 (aws/amazon-eks-pod-identity-webhook
+/// `ValidateMinTokenExpiration`, its testdata `rawPodMinTokenExpiration`: "0"
+/// gives 600) and ignores a non-integer (the default, jittered 79200..=86400).
+/// podid also lowers a value above 2^32 to 2^32, which the apiserver would
+/// otherwise refuse, and honours an explicit 86400 (EKS jitters it; 86400 is
+/// in EKS's range either way).
+#[test]
+fn token_expiration_annotation_gives_what_the_apiserver_accepts() {
+    let expiration = |annotation: Option<&str>| {
+        let mut pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "app"}]}
+        });
+        if let Some(v) = annotation {
+            pod["metadata"]["annotations"] =
+                serde_json::json!({"eks.amazonaws.com/token-expiration": v});
+        }
+        let (doc, warnings) = mutated_json(pod, &MutationSettings::default());
+        let source = &doc["spec"]["volumes"][0]["projected"]["sources"][0];
+        let seconds = source["serviceAccountToken"]["expirationSeconds"]
+            .as_i64()
+            .unwrap();
+        (seconds, warnings)
+    };
+    for (annotation, want, warned) in [
+        ("600", 600, false),
+        ("601", 601, false),
+        ("3600", 3_600, false),
+        ("86399", 86_399, false),
+        ("86400", 86_400, false),
+        ("4294967296", 4_294_967_296, false),
+        ("599", 600, true),
+        ("0", 600, true),
+        ("-1", 600, true),
+        ("4294967297", 4_294_967_296, true),
+        ("99999999999", 4_294_967_296, true),
+    ] {
+        let (seconds, warnings) = expiration(Some(annotation));
+        assert_eq!(seconds, want, "{annotation:?}");
+        assert_eq!(!warnings.is_empty(), warned, "{annotation:?}: {warnings:?}");
+        assert!(
+            (600..=4_294_967_296).contains(&seconds),
+            "{annotation:?}: {seconds} outside what the apiserver accepts"
+        );
+    }
+    for annotation in [None, Some("1h"), Some(""), Some("3600s"), Some("1e4")] {
+        let (seconds, warnings) = expiration(annotation);
+        assert!(
+            (79_200..=86_400).contains(&seconds),
+            "{annotation:?}: {seconds} is not EKS's default 79200..=86400"
+        );
+        assert_eq!(warnings.is_empty(), annotation.is_none(), "{annotation:?}");
+    }
 }
 
 #[test]
