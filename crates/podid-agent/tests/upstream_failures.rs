@@ -1,6 +1,7 @@
-//! The agent when STS fails behind the broker: the agent in-process on
-//! 127.0.0.1:0, asking a real `podid server` process (built with `cargo build
-//! -p podid`) through aws-sdk-eksauth, whose broker asks a fake STS
+//! The agent when STS fails behind the broker: `podid agent` on 127.0.0.1:0
+//! (the agent library with its default upstream settings, in the binary
+//! built with `cargo build -p podid`) asking a real `podid server` process,
+//! whose broker asks a fake STS
 //! (`podid_test_support::fake_sts`). The broker's STS timeout is 100 ms, so it
 //! answers every failure within its 200 ms operation timeout: well inside the
 //! agent's 1 s per attempt.
@@ -12,15 +13,12 @@
 //! audit trail.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podid_agent::{Agent, AgentConfig, EksAuthUpstream, SystemClock, UpstreamSettings};
 use podid_test_support::fake_sts::StsBehaviour;
 use podid_test_support::sts_broker::{StsBroker, CLUSTER};
-use podid_test_support::NODE;
+use podid_test_support::ChildProcess;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// The promise of docs/agent.md ("New pods get 503 within 1.5 s").
 const PROMISED_503: Duration = Duration::from_millis(1500);
@@ -29,45 +27,16 @@ const LOAD_MARGIN: Duration = Duration::from_millis(1500);
 
 struct RunningAgent {
     url: String,
-    _stop: oneshot::Sender<()>,
+    _process: ChildProcess,
 }
 
-/// The agent with its default upstream settings, signing with the node key.
+/// `podid agent` with its default upstream settings, signing with the node key.
 async fn start_agent(broker: &StsBroker) -> RunningAgent {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            NODE.access_key_id,
-            NODE.secret_access_key,
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
-    let config = AgentConfig {
-        bind_hosts: vec!["127.0.0.1".parse().unwrap()],
-        port: 0,
-        probe_port: 0,
-        metrics_address: "127.0.0.1".parse().unwrap(),
-        metrics_port: 0,
-        ..AgentConfig::default()
-    };
-    let source = EksAuthUpstream::new(
-        &sdk,
-        Some(&broker.endpoint()),
-        CLUSTER,
-        &UpstreamSettings::default(),
-    );
-    let agent = Agent::bind(config, Arc::new(source), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let url = format!("http://{}/v1/credentials", agent.credential_addrs()[0]);
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(agent.serve(async move {
-        let _ = stopped.await;
-    }));
-    RunningAgent { url, _stop: stop }
+    let (process, addr) = broker.start_agent().unwrap();
+    RunningAgent {
+        url: format!("http://{addr}/v1/credentials"),
+        _process: process,
+    }
 }
 
 async fn get(agent: &RunningAgent, token: &str) -> (u16, Value) {

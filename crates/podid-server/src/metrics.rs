@@ -55,7 +55,8 @@ pub struct BrokerMetrics {
     pub limiter_wait_seconds: Histogram,
     /// `podid_broker_sts_rate_limit_refusals_total`: calls refused at their deadline.
     pub limiter_refusals: Counter,
-    /// `podid_broker_audit_dropped_total`: audit events dropped because the queue stayed full.
+    /// `podid_broker_audit_dropped_total`: audit events dropped because the queue stayed full
+    /// or the store failed every retry.
     pub audit_dropped: Counter,
 }
 
@@ -103,7 +104,7 @@ impl BrokerMetrics {
         );
         r.register(
             "audit_dropped",
-            "Audit events dropped because the queue stayed full",
+            "Audit events dropped because the queue stayed full or the store failed every retry",
             m.audit_dropped.clone(),
         );
         m

@@ -183,97 +183,92 @@ fn assert_log_clean(mut broker: StsBroker, tokens: &[String]) {
     assert_no_secret("the server's log", &log, &tokens);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_timing_out_is_service_unavailable() {
-    let broker = StsBroker::start(&["--sts-timeout-ms", "300"]).unwrap();
-    // Attempts time out after 300 ms, the call after 600 ms: STS sees one
-    // request or two (the retry waits a random back-off).
-    let token = fails_then_recovers(
-        &broker,
-        "hang",
-        StsBehaviour::Hang,
-        503,
-        "ServiceUnavailableException",
-        None,
-    )
-    .await;
-    assert_log_clean(broker, &[token]);
-}
+/// One failure case: a new pod, what STS does, the broker's status and
+/// `__type`, and how many STS requests the failed call made (when fixed).
+type Case = (&'static str, StsBehaviour, u16, &'static str, Option<usize>);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_5xx_is_service_unavailable_after_one_retry() {
-    let broker = StsBroker::start(&[]).unwrap();
-    // docs/broker.md: "one retry" of an STS call.
+/// A server with `args` through `cases`, one after another; then its log.
+async fn run(args: &[&str], cases: &[Case]) {
+    let broker = StsBroker::start(args).unwrap();
     let mut tokens = Vec::new();
-    for (pod, behaviour) in [
-        ("internal-failure", StsBehaviour::ServerError(500)),
-        ("unavailable", StsBehaviour::ServerError(503)),
-        ("bad-gateway", StsBehaviour::ErrorPage(502)),
-    ] {
-        let token = fails_then_recovers(
-            &broker,
-            pod,
-            behaviour,
-            503,
-            "ServiceUnavailableException",
-            Some(2),
-        )
-        .await;
+    for &(pod, behaviour, status, error_type, sts_requests) in cases {
+        let token =
+            fails_then_recovers(&broker, pod, behaviour, status, error_type, sts_requests).await;
         tokens.push(token);
     }
     assert_log_clean(broker, &tokens);
 }
 
+const UNAVAILABLE: &str = "ServiceUnavailableException";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_throttling_is_throttling_exception() {
-    let broker = StsBroker::start(&[]).unwrap();
-    let token = fails_then_recovers(
-        &broker,
+async fn sts_timing_out_is_service_unavailable() {
+    // Attempts time out after 300 ms, the call after 600 ms: STS sees one
+    // request or two (the retry waits a random back-off).
+    let case = ("hang", StsBehaviour::Hang, 503, UNAVAILABLE, None);
+    run(&["--sts-timeout-ms", "300"], &[case]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_5xx_is_service_unavailable_after_one_retry() {
+    // docs/broker.md: "one retry" of an STS call.
+    let cases = [
+        (
+            "internal",
+            StsBehaviour::ServerError(500),
+            503,
+            UNAVAILABLE,
+            Some(2),
+        ),
+        (
+            "unavailable",
+            StsBehaviour::ServerError(503),
+            503,
+            UNAVAILABLE,
+            Some(2),
+        ),
+        (
+            "bad-gateway",
+            StsBehaviour::ErrorPage(502),
+            503,
+            UNAVAILABLE,
+            Some(2),
+        ),
+    ];
+    run(&[], &cases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_throttling_is_throttling_exception_after_one_retry() {
+    let case = (
         "throttled",
         StsBehaviour::Throttling,
         429,
         "ThrottlingException",
         Some(2),
-    )
-    .await;
-    assert_log_clean(broker, &[token]);
+    );
+    run(&[], &[case]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_refusing_connections_is_service_unavailable() {
-    let broker = StsBroker::start(&[]).unwrap();
-    let token = fails_then_recovers(
-        &broker,
-        "refused",
-        StsBehaviour::Refused,
-        503,
-        "ServiceUnavailableException",
-        Some(0),
-    )
-    .await;
-    assert_log_clean(broker, &[token]);
+    let case = ("refused", StsBehaviour::Refused, 503, UNAVAILABLE, Some(0));
+    run(&[], &[case]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_answering_junk_is_service_unavailable() {
-    let broker = StsBroker::start(&[]).unwrap();
-    let mut tokens = Vec::new();
-    // Neither is retried: a 200 the SDK cannot parse, and one it parses with
-    // fields missing (cut off before the expiration), which the broker refuses.
-    for (pod, behaviour) in [
-        ("junk", StsBehaviour::Junk),
-        ("cut-off", StsBehaviour::Malformed),
-    ] {
-        let token = fails_then_recovers(
-            &broker,
-            pod,
-            behaviour,
+async fn sts_answering_junk_is_service_unavailable_without_a_retry() {
+    // A 200 the SDK cannot parse, and one it parses with fields missing (cut
+    // off before the expiration), which the broker refuses.
+    let cases = [
+        ("junk", StsBehaviour::Junk, 503, UNAVAILABLE, Some(1)),
+        (
+            "cut-off",
+            StsBehaviour::Malformed,
             503,
-            "ServiceUnavailableException",
+            UNAVAILABLE,
             Some(1),
-        )
-        .await;
-        tokens.push(token);
-    }
-    assert_log_clean(broker, &tokens);
+        ),
+    ];
+    run(&[], &cases).await;
 }

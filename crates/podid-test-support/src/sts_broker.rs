@@ -1,19 +1,21 @@
 //! A `podid server` whose broker asks a [`FakeSts`]: keys file, SQLite in a
 //! directory of its own, one cluster with an RS256 signing key and one
-//! association, both made with the `podid` CLI; and pod tokens signed with
-//! that key, so the broker accepts them.
+//! association, both made with the `podid` CLI; pod tokens signed with that
+//! key, so the broker accepts them; and a `podid agent` in front of it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 
+use crate::agent::{loopback_agent_args, AGENT_LISTENING};
 use crate::fake_sts::FakeSts;
-use crate::keys::{write_keys_file, TestKey, ADMIN};
+use crate::keys::{write_keys_file, TestKey, ADMIN, NODE};
 use crate::podid::{podid_binary, PodidServerLaunch, PodidServerProcess, StderrTo};
-use crate::process::run_to_success;
+use crate::process::{run_to_success, ChildProcess};
 use crate::HarnessError;
 
 /// The registered cluster.
@@ -152,22 +154,38 @@ impl StsBroker {
     /// When it fails or does not finish in time.
     pub fn cli(&self, args: &[&str]) -> Result<Output, HarnessError> {
         let mut command = Command::new(podid_binary());
-        command
-            .args(args)
-            .args(["--endpoint", &self.endpoint()])
-            .env("AWS_ACCESS_KEY_ID", ADMIN.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", ADMIN.secret_access_key)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/podid-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/podid-test")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
+        command.args(args).args(["--endpoint", &self.endpoint()]);
+        with_aws_key(&mut command, &ADMIN);
         run_to_success(
             &format!("podid {}", args.join(" ")),
             command,
             Duration::from_secs(60),
         )
+    }
+
+    /// Starts `podid agent` for [`CLUSTER`] on 127.0.0.1 (port 0) asking
+    /// this server, signing with the node key, with its default upstream
+    /// settings; returns it (killed on drop) and its credential address.
+    ///
+    /// # Errors
+    /// When it does not start or print its address within 60 s.
+    pub fn start_agent(&self) -> Result<(ChildProcess, SocketAddr), HarnessError> {
+        let mut command = Command::new(podid_binary());
+        command
+            .arg("agent")
+            .args(loopback_agent_args(CLUSTER, &self.endpoint()))
+            .env("PODID_LOG", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        with_aws_key(&mut command, &NODE);
+        let mut agent = ChildProcess::spawn("podid agent", command, false)?;
+        let line = agent.wait_for_line(AGENT_LISTENING, Duration::from_secs(60))?;
+        let addr = line.parse().map_err(|source| HarnessError::Address {
+            what: "podid agent".into(),
+            line,
+            source,
+        })?;
+        Ok((agent, addr))
     }
 
     /// A projected token of pod `pod` (uid `uid-{pod}`) of
@@ -204,6 +222,20 @@ impl StsBroker {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The process's AWS credentials are `key` and nothing else: no profile,
+/// session token, config files or instance metadata.
+fn with_aws_key(command: &mut Command, key: &TestKey) {
+    command
+        .env("AWS_ACCESS_KEY_ID", key.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/podid-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/podid-test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
 }
 
 impl Drop for StsBroker {
