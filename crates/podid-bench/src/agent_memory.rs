@@ -63,7 +63,7 @@ async fn settle() {
 
 /// Asks for every token once over `concurrency` connections; returns the
 /// largest answer seen.
-async fn ask_all(
+pub(crate) async fn ask_all(
     addr: std::net::SocketAddr,
     tokens: Arc<Vec<String>>,
     concurrency: usize,
