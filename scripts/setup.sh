@@ -19,6 +19,12 @@ if ! command -v ip >/dev/null && ! { [ "${1:-}" = demo ] && [ "$(id -u)" != 0 ];
     missing+=(iproute2)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ "${1:-}" != demo ]; then
+    # wrk: the agent hot-path benchmark's smoke test; curl: the node suite's
+    # plain-HTTP pod. Under CI a test without its tool fails, it does not skip.
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+fi
 if [ "${1:-}" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     missing+=(postgresql)
 fi

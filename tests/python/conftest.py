@@ -4,6 +4,12 @@ Every test module gets its own `podid server` process with a fresh SQLite
 database (module scope); tests inside a module keep apart by using clusters
 with unique names. Tests that must see a pristine server use `fresh_podid`.
 The server is stopped with SIGTERM at the end and must exit with status 0.
+
+The suite's rule for tests that cannot run here: with `CI` set (to anything
+but empty, `0` or `false`) a skip — a skip mark, `pytest.skip()` in a test or a
+fixture, a skipped module — is turned into a failure carrying its reason, so
+nothing can silently not run in CI. Every test is bounded by pytest-timeout
+(pytest.ini).
 """
 
 from __future__ import annotations
@@ -24,6 +30,38 @@ from podid_helpers import (
     podid_bin,
     write_keys_file,
 )
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def _skip_reason(longrepr) -> str:
+    """The reason of a skip report (pytest keeps it as (path, line, "Skipped: …"))."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_skip_in_ci(report) -> None:
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test that cannot run here fails instead of skipping: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test (mark or pytest.skip in setup or call) fails under CI."""
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module that skips itself at collection fails under CI."""
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
 
 
 @pytest.fixture(scope="session", autouse=True)

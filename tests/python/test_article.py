@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -271,28 +273,41 @@ def test_the_demo_cleans_up_after_ctrl_c():
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=REPO_ROOT)
     lines: list[str] = []
     workdir = None
+    # A reader thread hands the lines over, so a silent demo cannot hang the
+    # wait: the deadline holds whether lines come or not.
+    assert proc.stdout is not None
+    received: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, received), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        while True:
+            try:
+                line = received.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("the demo did not reach step 10 within 120 s:\n" + "\n".join(lines))
+            if line is None:
+                pytest.fail("the demo ended before step 10:\n" + "\n".join(lines))
             lines.append(line.rstrip("\n"))
             m = re.search(r"work directory \$WORK = (\S+)", line)
             if m:
                 workdir = m.group(1)
             if "==> [10/15]" in line:  # node, agent, webhook, server, moto all running
                 break
-            assert time.monotonic() < deadline, "\n".join(lines)
-        else:
-            pytest.fail("the demo ended before step 10:\n" + "\n".join(lines))
         assert workdir and Path(workdir).is_dir()
         assert _processes_under(workdir), "the demo's processes should be running now"
         os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        assert not reader.is_alive(), "the demo's stdout stayed open after it exited"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    lines += rest.splitlines()
+            proc.wait(timeout=30)
+    while not received.empty():
+        rest = received.get_nowait()
+        if rest is not None:
+            lines.append(rest.rstrip("\n"))
     assert proc.returncode == 130, "\n".join(lines)
     assert re.match(r"demo interrupted during step 1[0-5] \(.*\): every process it started is stopped",
                     lines[-1]), lines[-1]
@@ -300,6 +315,13 @@ def test_the_demo_cleans_up_after_ctrl_c():
     assert _processes_under(workdir) == []
     listed = _netns_list()
     assert f"-{proc.pid}" not in listed, listed
+
+
+def _read_lines(stream, into: "queue.Queue[str | None]") -> None:
+    """Puts each line of `stream` into `into`, then None at its end."""
+    for line in stream:
+        into.put(line)
+    into.put(None)
 
 
 def _netns_list() -> str:

@@ -60,6 +60,14 @@ URIS = {
 }
 HOSTS = {"ipv4": AGENT_V4, "ipv6": f"[{AGENT_V6}]"}
 
+# docs/agent.md: "New pods get 503 within 1.5 s, not a hang"; a loaded 2-core
+# machine may add scheduling and the test's own client on top.
+PROMISED_503_S = 1.5
+LOAD_MARGIN_S = 1.5
+# docs/agent.md: SIGTERM drains in-flight requests for up to 10 s; an idle
+# keep-alive connection is not in flight, so the agent must not wait that out.
+DRAIN_TIMEOUT_S = 10
+
 # The article's pod code, and how its credentials were found.
 BOTO3_POD = """\
 import boto3
@@ -491,7 +499,8 @@ def test_agent_exits_0_on_sigterm_and_restarts(node):
     finally:
         node.ns.call(held.close)
     assert rc == 0, node.agent.log()[-3000:]
-    assert took < 5, f"SIGTERM took {took:.1f}s with one idle keep-alive connection open"
+    # Well below the drain timeout: the idle connection was not waited for.
+    assert took < DRAIN_TIMEOUT_S - 2, f"SIGTERM took {took:.1f}s with one idle keep-alive connection open"
 
     old = node.agent
     node.agent = AgentProcess(node.ns, old.workdir, old.key, old.cluster, old.endpoint).start()
@@ -517,7 +526,7 @@ def test_unreachable_broker_is_503(node, tmp_path):
         assert resp.status_code == 503, resp.text
         assert set(resp.json()) == {"code", "message"}, resp.text
         assert resp.json()["code"] == "ServiceUnavailableException", resp.text
-        assert took < 2, f"503 took {took:.1f}s (SDKs give the agent 1-2 s)"
+        assert took < PROMISED_503_S + LOAD_MARGIN_S, f"503 took {took:.1f}s (promised: within 1.5 s)"
 
         # Three outages in a row: the agent reports itself degraded.
         probes = f"http://{other.probes}/readyz"
@@ -543,12 +552,16 @@ def _closed_port() -> int:
 
 def test_no_token_or_credential_in_the_logs(node):
     """Last: every token and credential the module handled stays out of the
-    agent's and the server's logs (info level)."""
+    agent's and the server's logs (info level). The logs are read after both
+    were stopped with SIGTERM and exited 0, so everything they wrote is there."""
     body = node.get(node.token).json()
     header, payload, signature = node.token.split(".")
     secrets = {"token payload": payload, "token signature": signature,
                "SecretAccessKey": body["SecretAccessKey"], "session token": body["Token"]}
+    assert node.agent.stop() == 0, node.agent.log()[-3000:]
+    assert node.podid.server.stop() == 0, node.podid.server.log_tail()
     for log in (node.agent.log_path, node.podid.server.log_path):
         text = log.read_text(errors="replace")
+        assert text.strip(), f"{log.name} is empty: nothing was checked"
         leaked = [name for name, secret in secrets.items() if secret in text]
         assert not leaked, f"{log.name} holds: {leaked}"
