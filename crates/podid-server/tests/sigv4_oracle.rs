@@ -17,10 +17,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
+use podid_test_support::sigv4::Signer;
 use podid_test_support::{
     podid_binary, write_keys_file, PodidServerLaunch, PodidServerProcess, TestKey, ADMIN, NODE,
     TEST_JWKS,
@@ -151,34 +148,26 @@ fn sign_as(
     at: SystemTime,
     token: Option<&str>,
 ) -> Sent {
-    let identity: Identity = Credentials::new(
-        key.access_key_id,
-        key.secret_access_key,
-        token.map(str::to_owned),
-        None,
-        "test",
-    )
-    .into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name(service)
-        .time(at)
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
+    let signer = Signer {
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        session_token: token,
+        region: "us-east-1",
+        service,
+        time: at,
+        every_header: false,
+    };
     let url = format!("http://{}{}", sent.get("host"), sent.target());
-    let request = SignableRequest::new(
-        sent.method,
-        url,
-        sent.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(&sent.body),
-    )
-    .unwrap();
-    let (instructions, _) = sign(request, &params).unwrap().into_parts();
-    for (name, value) in instructions.headers() {
-        sent = sent.set(name, value);
+    let headers: Vec<(&str, &str)> = sent
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let added = signer
+        .headers(sent.method, &url, &headers, &sent.body)
+        .unwrap();
+    for (name, value) in added {
+        sent = sent.set(&name, &value);
     }
     sent
 }

@@ -1,3 +1,5 @@
+use podid_test_support::sigv4::Signer;
+
 use super::*;
 use crate::authz::Role;
 
@@ -50,39 +52,24 @@ fn signed_as(
     (region, service): (&str, &str),
     headers: &[(&str, &str)],
 ) -> (http::Uri, http::HeaderMap) {
-    let identity: Identity = Credentials::new(
-        "AKIDEXAMPLE",
-        secret,
-        token.map(str::to_owned),
-        None,
-        "test",
-    )
-    .into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(at)
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
+    let signer = Signer {
+        access_key_id: "AKIDEXAMPLE",
+        secret_access_key: secret,
+        session_token: token,
+        region,
+        service,
+        time: at,
+        every_header: false,
+    };
     let full = format!("http://localhost:8080{uri}");
-    let req = SignableRequest::new(
-        method,
-        full.clone(),
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .unwrap();
-    let (instructions, _) = sign(req, &params).unwrap().into_parts();
     let mut request = http::Request::builder().method(method).uri(&full);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let mut request = request.body(()).unwrap();
-    instructions.apply_to_request_http1x(&mut request);
-    let (parts, ()) = request.into_parts();
+    for (k, v) in signer.headers(method, &full, headers, body).unwrap() {
+        request = request.header(k, v);
+    }
+    let (parts, ()) = request.body(()).unwrap().into_parts();
     (parts.uri, parts.headers)
 }
 
@@ -469,31 +456,23 @@ fn sdk_authorization(
             signed_headers.push((name, value.to_str().ok()?));
         }
     }
-    let identity: Identity = Credentials::new(scope[0], SECRET, None, None, "oracle").into();
-    let mut settings = SigningSettings::default();
-    settings.excluded_headers = Some(Vec::new());
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(scope[2])
-        .name(scope[3])
-        .time(SystemTime::from(at.assume_utc()))
-        .settings(settings)
-        .build()
-        .ok()?
-        .into();
+    let signer = Signer {
+        access_key_id: scope[0],
+        secret_access_key: SECRET,
+        session_token: None,
+        region: scope[2],
+        service: scope[3],
+        time: SystemTime::from(at.assume_utc()),
+        every_header: true,
+    };
     let target = format!("http://localhost:8080{uri}");
-    let request = SignableRequest::new(
-        method,
-        target,
-        signed_headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .ok()?;
-    let (instructions, _) = sign(request, &params).ok()?.into_parts();
-    let (_, value) = instructions
-        .headers()
+    let signed = signer
+        .headers(method, &target, &signed_headers, body)
+        .ok()?;
+    let (_, value) = signed
+        .into_iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))?;
-    Some(value.to_owned())
+    Some(value)
 }
 
 /// The signature of an `Authorization` header.
