@@ -445,10 +445,10 @@ fn print_summary(summaries: &[CountSummary], smoke: bool) {
             s.pods.to_string(),
             format!("{:.3}", s.saturated.rps_ratio),
             format!("{:.3}", s.saturated.p99_ratio),
-            if smoke {
-                "smoke".to_owned()
-            } else {
-                verdict(s.saturated.pass).to_owned()
+            match (smoke, s.saturated.noisy) {
+                (true, _) => "smoke".to_owned(),
+                (false, true) => format!("{} (noisy)", verdict(s.saturated.pass)),
+                (false, false) => verdict(s.saturated.pass).to_owned(),
             },
             paced(|p| p.p50_ratio),
             paced(|p| p.p99_ratio),
@@ -667,6 +667,7 @@ impl Phase {
         print!("{}", summary.render());
         Judged {
             pass: all_pass,
+            noisy,
             rps_ratio: median(&paired(|r| r.result.rps())),
             p50_ratio: median(&paired(|r| r.result.p50_us)),
             p99_ratio: median(&paired(|r| r.result.p99_us)),
@@ -677,6 +678,8 @@ impl Phase {
 /// A phase's verdict and its median agent/baseline ratios.
 struct Judged {
     pass: bool,
+    /// Judged on every round: too few were quiet.
+    noisy: bool,
     rps_ratio: f64,
     p50_ratio: f64,
     p99_ratio: f64,
