@@ -31,6 +31,8 @@ fi
 
 step "build (once; every later stage reuses it)"
 cargo build --workspace --all-targets --locked
+# The podid just built: the manifest test's flag cross-check and the Python suites use it.
+export PODID_BIN="$PWD/target/debug/podid"
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -42,7 +44,7 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$logs/rust.log" || ru
 
 step "Python tests (aws CLI, boto3)"
 py_rc=0
-PODID_BIN="$PWD/target/debug/podid" .venv/bin/python -m pytest tests/python -q -p no:cacheprovider \
+.venv/bin/python -m pytest tests/python -q -p no:cacheprovider \
     -rs --timeout 300 2>&1 | tee "$logs/python.log" || py_rc=$?
 
 # cargo: "test result: ok. 5 passed; 0 failed; 1 ignored; …", one line per binary.
@@ -53,7 +55,9 @@ read -r rust_passed rust_failed rust_skipped < <(
          END { print p + 0, f + 0, s + 0 }' "$logs/rust.log")
 # pytest -q: its last line, e.g. "300 passed, 2 skipped, 1 error in 95.2s".
 py_count() {
-    tail -n 1 "$logs/python.log" | grep -Eo "[0-9]+ ($1)" | awk '{ n += $1 } END { print n + 0 }'
+    tail -n 1 "$logs/python.log" | awk -v words="^($1)$" '{
+        for (i = 2; i <= NF; i++) { w = $i; sub(/,$/, "", w); if (w ~ words) n += $(i - 1) } }
+        END { print n + 0 }'
 }
 py_passed=$(py_count 'passed')
 py_failed=$(py_count 'failed|errors?')

@@ -5,8 +5,9 @@
 //!
 //! Without kubectl the tests are skipped with a message, and so is the flag
 //! cross-check without a fresh podid build or when `podid VERB --help` fails,
-//! unless `CI` is set: then they fail (`skip_or_fail`). `KUBECTL` names another kubectl; `PODID_BIN` another podid
-//! binary for the flag cross-check (default `target/debug/podid`).
+//! unless `CI` is set: then they fail (`skip_or_fail`). `KUBECTL` names
+//! another kubectl; `PODID_BIN` another podid binary for the flag cross-check
+//! (default `target/debug/podid`, trusted only when newer than the sources).
 #![allow(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
