@@ -18,11 +18,6 @@ impl HostGuard {
         HostGuard { allowed }
     }
 
-    /// The allowed addresses.
-    pub fn allowed(&self) -> &[IpAddr] {
-        &self.allowed
-    }
-
     /// Whether `host` (a `Host` header's value) names an allowed address:
     /// `1.2.3.4`, `1.2.3.4:80`, `[fd00::23]`, `[fd00::23]:80` (an unbracketed
     /// IPv6 literal is tolerated, as the stock agent does).

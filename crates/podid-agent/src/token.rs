@@ -113,12 +113,6 @@ impl TokenRejection {
     }
 }
 
-impl fmt::Display for TokenRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message())
-    }
-}
-
 #[derive(Deserialize)]
 struct Header {
     alg: Option<String>,
@@ -251,12 +245,15 @@ pub(crate) mod tests {
         let array = URL_SAFE_NO_PAD.encode(b"[1,2]");
         let no_alg = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
         let bad_exp = URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#);
+        let negative_exp = URL_SAFE_NO_PAD.encode(br#"{"exp":-1}"#);
         let cases = [
             (String::new(), Missing),
             ("garbage".to_owned(), NotThreeSegments),
             ("a.b".to_owned(), NotThreeSegments),
             ("a.b.c.d".to_owned(), NotThreeSegments),
             ("..sig".to_owned(), NotThreeSegments),
+            (format!(".{p}.{s}"), NotThreeSegments),
+            (format!("{h}..{s}"), NotThreeSegments),
             ("a".repeat(MAX_TOKEN_LEN + 1), TooLong),
             ("Bearer x.y.z".to_owned(), BadBase64("header")),
             (format!("{h}.%%%.{s}"), BadBase64("payload")),
@@ -266,10 +263,24 @@ pub(crate) mod tests {
             (format!("{h}.{array}.{s}"), NotJson("payload")),
             (format!("{no_alg}.{p}.{s}"), NoAlgorithm),
             (format!("{h}.{bad_exp}.{s}"), NotJson("payload")),
+            // A NumericDate before 1970 is not an expiry (RFC 7519 section 2).
+            (format!("{h}.{negative_exp}.{s}"), NotJson("payload")),
         ];
         for (token, rejection) in cases {
             assert_eq!(inspect(&token, now), Err(rejection), "{token:?}");
         }
+    }
+
+    /// docs/agent.md: tokens up to 16 KiB are read, longer ones refused unread.
+    #[test]
+    fn tokens_up_to_16_kib_are_read() {
+        let token = make_token(Some(2_000), Some("uid-1"));
+        let padded = |len: usize| format!("{token}{}", "A".repeat(len - token.len()));
+        assert!(inspect(&padded(16_384), at(1_000)).is_ok());
+        assert_eq!(
+            inspect(&padded(16_385), at(1_000)),
+            Err(TokenRejection::TooLong)
+        );
     }
 
     #[test]
