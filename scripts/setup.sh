@@ -21,9 +21,17 @@ fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ "${1:-}" != demo ]; then
     # wrk: the agent hot-path benchmark's smoke test; curl: the node suite's
-    # plain-HTTP pod. Under CI a test without its tool fails, it does not skip.
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v curl >/dev/null || missing+=(curl)
+    # plain-HTTP pod. Installed as root (CI, where a test without its tool
+    # fails); without root their tests skip, saying so.
+    for tool in wrk curl; do
+        if ! command -v "$tool" >/dev/null; then
+            if [ "$(id -u)" = 0 ]; then
+                missing+=("$tool")
+            else
+                log "$tool is missing: its tests will skip (as root: apt-get install $tool)"
+            fi
+        fi
+    done
 fi
 if [ "${1:-}" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     missing+=(postgresql)
