@@ -298,6 +298,13 @@ pub(crate) mod tests {
         let header = base64::engine::general_purpose::URL_SAFE.encode(br#"{"alg":"ES256"}"#);
         let payload = base64::engine::general_purpose::URL_SAFE.encode(br#"{"exp":3000}"#);
         assert!(inspect(&format!("{header}.{payload}.c2ln"), at(1)).is_ok());
+        // base64url's alphabet has '-' and '_' (RFC 4648 section 5); at most two '='.
+        assert!(inspect(&format!("{header}.{payload}.c-2_ln"), at(1)).is_ok());
+        assert!(inspect(&format!("{header}.{payload}.c2l=="), at(1)).is_ok());
+        assert_eq!(
+            inspect(&format!("{header}.{payload}.c2ln==="), at(1)),
+            Err(TokenRejection::BadBase64("signature"))
+        );
         assert_eq!(
             format!("{:?}", SecretToken::new("eyJ.secret.x")),
             "**redacted**"
