@@ -111,6 +111,26 @@ impl TokenCache {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::time::Duration;
+
+    /// Runs `body` on a thread of its own and fails, naming `what`, if it has not returned within
+    /// 10 s (it takes milliseconds): an eviction loop that never ends fails the test instead of
+    /// hanging the suite.
+    fn bounded(what: &str, body: impl FnOnce() + Send + 'static) {
+        let (done, finished) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            body();
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => worker.join().unwrap(),
+            Err(RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(worker.join().unwrap_err())
+            }
+            Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within 10 s"),
+        }
+    }
 
     fn identity(exp: i64) -> Arc<PodIdentity> {
         Arc::new(PodIdentity {
@@ -160,6 +180,13 @@ mod tests {
 
     #[test]
     fn evicts_expired_first_then_lru() {
+        bounded(
+            "inserting into a full cache",
+            evicts_expired_first_then_lru_body,
+        );
+    }
+
+    fn evicts_expired_first_then_lru_body() {
         let mut c = TokenCache::new(3);
         c.insert(d(1), identity(1000), 0);
         c.insert(d(2), identity(50), 0);
@@ -190,12 +217,49 @@ mod tests {
 
     #[test]
     fn bounded_under_many_inserts() {
-        let mut c = TokenCache::new(100);
-        for i in 0..20_000u32 {
-            c.insert(d(i), identity(i64::from(i % 500)), i64::from(i % 300));
-            assert!(c.len() <= 100);
-        }
+        bounded("20,000 inserts into a cache of 100", || {
+            let mut c = TokenCache::new(100);
+            for i in 0..20_000u32 {
+                c.insert(d(i), identity(i64::from(i % 500)), i64::from(i % 300));
+                assert!(c.len() <= 100);
+            }
+            consistent(&c);
+        });
+    }
+
+    #[test]
+    fn token_expiring_now_is_cached_until_then() {
+        // A token is valid through its `exp` second (`get`: now <= exp), so one verified in
+        // that very second is cached for it.
+        let mut c = TokenCache::new(10);
+        c.insert(d(1), identity(100), 100);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(&d(1), 100).unwrap().expires_at, 100);
+        assert!(c.get(&d(1), 101).is_none());
         consistent(&c);
+    }
+
+    #[test]
+    fn entry_expiring_now_is_not_evicted_as_expired() {
+        bounded("inserting into a full cache", || {
+            let mut c = TokenCache::new(2);
+            c.insert(d(1), identity(1000), 0);
+            c.insert(d(2), identity(60), 0);
+            // At 60, entry 2 is still valid (60 <= exp): the least recently used entry, 1,
+            // makes room, not 2.
+            c.insert(d(3), identity(1000), 60);
+            assert!(c.get(&d(1), 60).is_none());
+            assert_eq!(c.get(&d(2), 60).unwrap().expires_at, 60);
+            assert!(c.get(&d(3), 60).is_some());
+            consistent(&c);
+            // Reading 2 makes 3 the least recently used; at 61, 2 has expired and goes first.
+            assert!(c.get(&d(2), 60).is_some());
+            c.insert(d(4), identity(1000), 61);
+            assert!(c.get(&d(2), 61).is_none());
+            assert!(c.get(&d(3), 61).is_some());
+            assert!(c.get(&d(4), 61).is_some());
+            consistent(&c);
+        });
     }
 
     #[test]

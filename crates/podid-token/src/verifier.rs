@@ -327,6 +327,33 @@ impl TokenVerifier {
 mod tests {
     use super::*;
     use crate::dev::{DevAlgorithm, ProjectedToken, SigningKey};
+    use std::sync::atomic::AtomicI64;
+
+    /// A fetcher serving one JWKS document, counting its calls.
+    struct Serving {
+        doc: serde_json::Value,
+        calls: AtomicU64,
+    }
+
+    impl Serving {
+        fn new(doc: serde_json::Value) -> Arc<Self> {
+            Arc::new(Serving {
+                doc,
+                calls: AtomicU64::new(0),
+            })
+        }
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl JwksFetcher for Serving {
+        async fn fetch_jwks(&self, _uri: &str) -> Result<serde_json::Value, JwksFetchError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(self.doc.clone())
+        }
+    }
 
     fn trust(key: &SigningKey, uri: Option<&str>) -> ClusterTrust {
         ClusterTrust {
@@ -397,5 +424,69 @@ mod tests {
             v.verify(&trust(&key, None), &old).await,
             Err(TokenError::Expired)
         );
+    }
+
+    #[tokio::test]
+    async fn a_fetch_is_allowed_again_60_s_after_the_last() {
+        // docs/broker.md: the JWKS is fetched again at most once a minute per cluster.
+        let known = SigningKey::generate(DevAlgorithm::Es256, "known").unwrap();
+        let stranger = SigningKey::generate(DevAlgorithm::Es256, "stranger").unwrap();
+        let fetcher = Serving::new(known.jwks());
+        let now = Arc::new(AtomicI64::new(1000));
+        let clock: SecondsClock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let v = TokenVerifier::new(fetcher.clone(), clock, 0);
+        let t = trust(&known, Some("https://iss/jwks"));
+        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&stranger);
+        let unknown = Err(TokenError::UnknownKey {
+            kid: Some("stranger".into()),
+        });
+        // (time, fetches made by then): a fetch at 1000, none at 1059, one at 1060 (60 s
+        // later), none at 1119, one at 1120.
+        for (at, fetches) in [(1000, 1), (1059, 1), (1060, 2), (1119, 2), (1120, 3)] {
+            now.store(at, Ordering::SeqCst);
+            assert_eq!(v.verify(&t, &token).await, unknown, "at {at}");
+            assert_eq!(fetcher.calls(), fetches, "at {at}");
+        }
+        assert_eq!(v.stats().jwks_refreshes, 3);
+        assert_eq!(v.stats().jwks_refreshes_rate_limited, 2);
+    }
+
+    #[tokio::test]
+    async fn rate_limited_refresh_offers_keys_fetched_since() {
+        // While rate-limited, `refresh` offers the cluster's current keys only when they are
+        // newer than the ones the caller used (another caller fetched them meanwhile) and belong
+        // to the caller's version of the cluster; otherwise there is nothing to retry with.
+        let key = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
+        let fetcher = Serving::new(key.jwks());
+        let v = TokenVerifier::new(fetcher.clone(), fixed_clock(1000), 0);
+        let t = trust(&key, Some("https://iss/jwks"));
+        let stored = v.key_set(&t).unwrap();
+        let fetched = v.refresh(&t, 1000, Some(&stored)).await.unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&stored, &fetched));
+        assert_eq!(fetcher.calls(), 1);
+
+        // The caller used the stored set, since replaced: retry with the fetched one.
+        let offered = v.refresh(&t, 1010, Some(&stored)).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&offered, &fetched));
+        // The caller had no usable set: the current one.
+        let offered = v.refresh(&t, 1010, None).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&offered, &fetched));
+        // The caller used the current set: nothing newer.
+        assert!(v.refresh(&t, 1010, Some(&fetched)).await.unwrap().is_none());
+        // Another version of the cluster: the cached keys are not its keys.
+        let mut newer = t.clone();
+        newer.version = 8;
+        assert!(v
+            .refresh(&newer, 1010, Some(&stored))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(v.refresh(&newer, 1010, None).await.unwrap().is_none());
+
+        assert_eq!(fetcher.calls(), 1);
+        assert_eq!(v.stats().jwks_refreshes_rate_limited, 5);
     }
 }
