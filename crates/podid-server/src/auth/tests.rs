@@ -551,36 +551,51 @@ pub(super) fn date_of(at: SystemTime) -> String {
 
 #[test]
 fn signing_keys_are_kept_per_scope_and_bounded() {
-    let verifier = verifier();
-    let key = verifier.keys().get("AKIDEXAMPLE").unwrap();
+    const OTHER_SECRET: &str = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY";
+    let verifier = SigV4Verifier::new(
+        KeyRing::parse(&format!(
+            "[[key]]\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"{SECRET}\"\nrole = \"admin\"\n\
+             [[key]]\naccess_key_id = \"AKIDOTHER\"\nsecret_access_key = \"{OTHER_SECRET}\"\nrole = \"node\"\n"
+        ))
+        .unwrap(),
+    );
     let day = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
-    let a = verifier
-        .signing_keys
-        .derived_for_test(key, day, "us-east-1", "eks");
-    assert_eq!(
-        verifier.signing_keys.derived_for_test(
-            key,
+    // Each key of each scope is the one aws-sigv4 derives, however the cache
+    // was filled before: by the other key, another day, region or service.
+    let scopes = [
+        ("AKIDEXAMPLE", SECRET, day, "us-east-1", "eks"),
+        ("AKIDOTHER", OTHER_SECRET, day, "us-east-1", "eks"),
+        (
+            "AKIDEXAMPLE",
+            SECRET,
             day + Duration::from_secs(60),
             "us-east-1",
-            "eks"
+            "eks",
         ),
-        a
-    );
-    assert_ne!(
-        verifier.signing_keys.derived_for_test(
-            key,
+        (
+            "AKIDEXAMPLE",
+            SECRET,
             day + Duration::from_secs(86_400),
             "us-east-1",
-            "eks"
+            "eks",
         ),
-        a
-    );
-    assert_ne!(
-        verifier
-            .signing_keys
-            .derived_for_test(key, day, "us-east-1", "eks-auth"),
-        a
-    );
+        ("AKIDEXAMPLE", SECRET, day, "us-east-1", "eks-auth"),
+        ("AKIDEXAMPLE", SECRET, day, "eu-west-1", "eks"),
+        ("AKIDOTHER", OTHER_SECRET, day, "us-east-1", "eks-auth"),
+        ("AKIDEXAMPLE", SECRET, day, "us-east-1", "eks"),
+    ];
+    for (id, secret, at, region, service) in scopes {
+        let key = verifier.keys().get(id).unwrap();
+        let expected = aws_sigv4::sign::v4::generate_signing_key(secret, at, region, service);
+        assert_eq!(
+            verifier
+                .signing_keys
+                .derived_for_test(key, at, region, service),
+            expected.as_ref(),
+            "{id} {region} {service}"
+        );
+    }
+    let key = verifier.keys().get("AKIDEXAMPLE").unwrap();
     for i in 0..100 {
         verifier
             .signing_keys
@@ -588,4 +603,34 @@ fn signing_keys_are_kept_per_scope_and_bounded() {
     }
     assert!(verifier.signing_keys.len() <= 16);
     assert!(!format!("{:?}", verifier).contains(SECRET));
+}
+
+/// docs/api.md: refused only when *more than* 5 minutes off, in AWS's words.
+#[test]
+fn skew_of_exactly_five_minutes_is_accepted() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
+    let at = |offset: i64| {
+        let by = Duration::from_secs(offset.unsigned_abs());
+        let shifted = if offset < 0 { now - by } else { now + by };
+        (shifted, format_amz_date(shifted))
+    };
+    for offset in [-300, 0, 300] {
+        let (signed_at, amz_date) = at(offset);
+        assert_eq!(check_skew(now, signed_at, &amz_date), Ok(()), "{offset}");
+    }
+    let (signed_at, amz_date) = at(-301);
+    let e = check_skew(now, signed_at, &amz_date).unwrap_err();
+    assert_eq!(e.kind.name(), "InvalidSignatureException");
+    assert_eq!(
+        e.message,
+        "Signature expired: 20231114T220819Z is now earlier than 20231114T220820Z \
+         (20231114T221320Z - 5 min.)"
+    );
+    let (signed_at, amz_date) = at(301);
+    let e = check_skew(now, signed_at, &amz_date).unwrap_err();
+    assert_eq!(
+        e.message,
+        "Signature not yet current: 20231114T221821Z is still later than 20231114T221820Z \
+         (20231114T221320Z + 5 min.)"
+    );
 }
