@@ -231,6 +231,24 @@ fn each_malformed_part_gets_the_aws_error() {
         ),
         (
             format!(
+                "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host;x-amz-date, Signature="
+            ),
+            day,
+            incomplete,
+            "Authorization header requires 'Signature' parameter.".into(),
+        ),
+        (
+            format!(
+                "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host;x-amz-date, Signature={sig}"
+            ),
+            Some("+20260101T000000Z"),
+            incomplete,
+            "Date must be in ISO-8601 'basic format'. Got '+20260101T000000Z'. \
+             See http://en.wikipedia.org/wiki/ISO_8601"
+                .into(),
+        ),
+        (
+            format!(
                 "AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host;x-amz-date, Signature={sig}"
             ),
             None,
@@ -397,6 +415,8 @@ fn vary(out: &mut Vec<Variant>, method: &'static str, uri: &str, h: &http::Heade
     // Header values, as a proxy or an attacker may change them.
     let values = [
         ("content-type", " application/json "),
+        ("content-type", " application/json"),
+        ("content-type", "application/json "),
         ("amz-sdk-request", "attempt=1;  max=3"),
         ("x-amz-security-token", "another-token"),
         ("host", "localhost:8081"),
