@@ -654,3 +654,26 @@ fn skew_of_exactly_five_minutes_is_accepted() {
          (20231114T221320Z + 5 min.)"
     );
 }
+
+/// docs/api.md: `SignedHeaders` as the SDKs write it — lowercase, sorted, each
+/// name once, `x-amz-date` among them.
+#[test]
+fn signed_headers_must_be_listed_as_sdks_list_them() {
+    use super::header::is_canonical_list;
+    assert!(is_canonical_list(&["host", "x-amz-date"]));
+    assert!(is_canonical_list(&[
+        "content-type",
+        "host",
+        "x-amz-date",
+        "x-amz-security-token"
+    ]));
+    for list in [
+        &["host", "host", "x-amz-date"][..],
+        &["x-amz-date", "host"],
+        &["Host", "x-amz-date"],
+        &["host"],
+        &["", "host", "x-amz-date"],
+    ] {
+        assert!(!is_canonical_list(list), "{list:?}");
+    }
+}
