@@ -435,6 +435,17 @@ mod tests {
         assert!(mutate(&p, false, "seed", &MutationSettings::default()).is_empty());
     }
 
+    /// The jitter reaches both ends of EKS's 22 h to 24 h range.
+    #[test]
+    fn jitter_covers_the_whole_range() {
+        let p = pod(serde_json::json!({"metadata": {}, "spec": {"containers": []}}));
+        let values: Vec<i64> = (0..100_000)
+            .map(|i| token_expiration(&p, &format!("uid-{i}")).0)
+            .collect();
+        assert_eq!(values.iter().min(), Some(&79_200));
+        assert_eq!(values.iter().max(), Some(&86_400));
+    }
+
     #[test]
     fn jitter_is_deterministic_and_in_range() {
         let p = pod(serde_json::json!({"metadata": {}, "spec": {"containers": []}}));
