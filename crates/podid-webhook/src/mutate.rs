@@ -435,6 +435,30 @@ mod tests {
         assert!(mutate(&p, false, "seed", &MutationSettings::default()).is_empty());
     }
 
+    /// A container that already mounts the token volume elsewhere, or mounts
+    /// another volume at the token's path, gets no second mount (the API
+    /// server refuses two mounts at one path).
+    #[test]
+    fn an_existing_mount_of_the_volume_or_the_path_is_kept() {
+        let dir = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount";
+        let p = pod(serde_json::json!({"metadata": {}, "spec": {"containers": [
+            {"name": "by-name", "volumeMounts": [{"name": "eks-pod-identity-token", "mountPath": "/custom"}]},
+            {"name": "by-path", "volumeMounts": [{"name": "mine", "mountPath": format!("{dir}/")}]},
+            {"name": "neither", "volumeMounts": [{"name": "mine", "mountPath": "/data"}]},
+        ]}}));
+        let m = mutate(&p, true, "seed", &MutationSettings::default());
+        let text = serde_json::to_string(&m.patch).unwrap();
+        let mounts: Vec<&str> = [
+            "/spec/containers/0/volumeMounts",
+            "/spec/containers/1/volumeMounts",
+            "/spec/containers/2/volumeMounts",
+        ]
+        .into_iter()
+        .filter(|path| text.contains(&format!(r#""path":"{path}/-""#)))
+        .collect();
+        assert_eq!(mounts, ["/spec/containers/2/volumeMounts"], "{text}");
+    }
+
     /// The jitter reaches both ends of EKS's 22 h to 24 h range.
     #[test]
     fn jitter_covers_the_whole_range() {
