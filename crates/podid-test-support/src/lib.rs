@@ -14,6 +14,7 @@ pub mod process;
 pub mod sigv4;
 pub mod sts_broker;
 pub mod tokens;
+pub mod wait;
 
 pub use ci::{in_ci, skip_or_fail};
 pub use error::HarnessError;
@@ -22,3 +23,4 @@ pub use keys::{write_keys_file, TestKey, ACCOUNT_ID, ADMIN, NODE, READER};
 pub use podid::{podid_binary, PodidServerLaunch, PodidServerProcess, StderrTo};
 pub use process::{run_to_success, ChildProcess};
 pub use tokens::{pod_token, unsigned_token, TEST_JWKS};
+pub use wait::yield_until;

@@ -55,3 +55,27 @@ fn run_to_success_returns_the_output_or_says_why_not() {
     let err = run_to_success("sh", sh("exec sleep 30"), Duration::from_millis(200)).unwrap_err();
     assert!(matches!(err, HarnessError::Timeout { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn yield_until_returns_once_true_and_gives_up_naming_what() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = {
+        let flag = flag.clone();
+        tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) })
+    };
+    podid_test_support::yield_until("the flag", || {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    setter.await.unwrap();
+    let never = tokio::spawn(podid_test_support::yield_until(
+        "a thing that never happens",
+        || false,
+    ));
+    let panic = never.await.unwrap_err().into_panic();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("waiting for a thing that never happens"),
+        "{message}"
+    );
+}

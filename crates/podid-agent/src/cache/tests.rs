@@ -1,5 +1,6 @@
 //! The cache with a fake broker, on tokio's paused clock.
 
+use podid_test_support::yield_until;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -140,9 +141,7 @@ impl CacheFixture {
     }
 
     async fn settle(&self) {
-        while !self.cache.flights.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        yield_until("every flight to land", || self.cache.flights.is_empty()).await;
     }
 }
 
@@ -184,9 +183,10 @@ async fn concurrent_first_requests_share_one_call() {
         let (cache, token) = (f.cache.clone(), token.clone());
         requests.push(tokio::spawn(async move { cache.get(&token).await }));
     }
-    while f.metrics.cache_joined.get() + f.metrics.cache_miss.get() < 500 {
-        tokio::task::yield_now().await;
-    }
+    yield_until("500 requests to miss or join", || {
+        f.metrics.cache_joined.get() + f.metrics.cache_miss.get() == 500
+    })
+    .await;
     assert_eq!(f.source.calls(), 1);
     f.source.gate.as_ref().unwrap().add_permits(1);
     let mut outcomes = HashMap::new();
@@ -208,17 +208,13 @@ async fn a_hung_up_leader_does_not_cancel_the_call() {
         let (cache, token) = (f.cache.clone(), token.clone());
         tokio::spawn(async move { cache.get(&token).await })
     };
-    while f.source.calls() == 0 {
-        tokio::task::yield_now().await;
-    }
+    yield_until("the leader's broker call", || f.source.calls() > 0).await;
     leader.abort();
     let follower = {
         let (cache, token) = (f.cache.clone(), token.clone());
         tokio::spawn(async move { cache.get(&token).await })
     };
-    while f.metrics.cache_joined.get() == 0 {
-        tokio::task::yield_now().await;
-    }
+    yield_until("the follower to join", || f.metrics.cache_joined.get() > 0).await;
     f.source.gate.as_ref().unwrap().add_permits(1);
     assert_eq!(
         follower.await.unwrap().unwrap().outcome,

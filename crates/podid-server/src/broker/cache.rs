@@ -260,9 +260,10 @@ mod tests {
             }));
         }
         // Release the one issuance once it has started.
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        podid_test_support::yield_until("the issuance to start", || {
+            calls.load(Ordering::SeqCst) > 0
+        })
+        .await;
         gate.notify_one();
         let mut outcomes = Vec::new();
         for t in tasks {
