@@ -25,6 +25,27 @@ impl std::fmt::Debug for TestKey {
     }
 }
 
+/// The environment that makes a key a process's only AWS credentials: no
+/// profile, session token, config files or instance metadata (`None`: removed).
+pub fn aws_key_env<'a>(
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+) -> [(&'static str, Option<&'a str>); 8] {
+    [
+        ("AWS_ACCESS_KEY_ID", Some(access_key_id)),
+        ("AWS_SECRET_ACCESS_KEY", Some(secret_access_key)),
+        ("AWS_REGION", Some("us-east-1")),
+        ("AWS_EC2_METADATA_DISABLED", Some("true")),
+        ("AWS_CONFIG_FILE", Some("/nonexistent/podid-test")),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            Some("/nonexistent/podid-test"),
+        ),
+        ("AWS_PROFILE", None),
+        ("AWS_SESSION_TOKEN", None),
+    ]
+}
+
 /// The admin key: association and cluster calls.
 pub const ADMIN: TestKey = TestKey {
     access_key_id: "PODIDADMIN",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::keys::{TestKey, ACCOUNT_ID};
+use crate::keys::{aws_key_env, TestKey, ACCOUNT_ID};
 use crate::process::ChildProcess;
 use crate::HarnessError;
 
@@ -118,14 +118,12 @@ impl PodidServerLaunch {
     /// The AWS credentials of the process are `key` and nothing else: no
     /// profile, no session token, no config files, no instance metadata.
     pub fn aws_key(self, access_key_id: &str, secret_access_key: &str) -> PodidServerLaunch {
-        self.env("AWS_ACCESS_KEY_ID", access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", secret_access_key)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/podid-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/podid-test")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
+        aws_key_env(access_key_id, secret_access_key)
+            .into_iter()
+            .fold(self, |launch, (name, value)| match value {
+                Some(value) => launch.env(name, value),
+                None => launch.env_remove(name),
+            })
     }
 
     /// [`PodidServerLaunch::aws_key`] with a test key.

@@ -13,7 +13,7 @@ use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 
 use crate::agent::{loopback_agent_args, AGENT_LISTENING};
 use crate::fake_sts::FakeSts;
-use crate::keys::{write_keys_file, TestKey, ADMIN, NODE};
+use crate::keys::{aws_key_env, write_keys_file, TestKey, ADMIN, NODE};
 use crate::podid::{podid_binary, PodidServerLaunch, PodidServerProcess, StderrTo};
 use crate::process::{run_to_success, ChildProcess};
 use crate::HarnessError;
@@ -224,18 +224,14 @@ impl StsBroker {
     }
 }
 
-/// The process's AWS credentials are `key` and nothing else: no profile,
-/// session token, config files or instance metadata.
+/// The process's AWS credentials are `key` and nothing else.
 fn with_aws_key(command: &mut Command, key: &TestKey) {
-    command
-        .env("AWS_ACCESS_KEY_ID", key.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/podid-test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/podid-test")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN");
+    for (name, value) in aws_key_env(key.access_key_id, key.secret_access_key) {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
 }
 
 impl Drop for StsBroker {
