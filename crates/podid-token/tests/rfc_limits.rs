@@ -1,7 +1,6 @@
 //! Rules of key parsing and token verification, each checked against an oracle of its own: the
 //! RFC 7515 Appendix A.2 RSA key and signature, the key sizes and coordinate lengths of RFC 7518,
-//! the limits docs/broker.md states, and hand-written JWKs, claims and tokens. (Mutation testing
-//! found these rules unpinned; docs/testing.md.)
+//! the limits docs/broker.md states, and hand-written JWKs, claims and tokens.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
