@@ -55,7 +55,8 @@ pub struct AgentMetrics {
     pub cache_joined: Counter,
     /// `podid_agent_cache_refreshes_total{result}`: `ok`, `failed` (served on), `dropped`.
     pub refreshes: Family<FetchLabels, Counter>,
-    /// `podid_agent_cache_evictions_total{result}`: `lru`, `expired`, `dropped`, `replaced`.
+    /// `podid_agent_cache_evictions_total{result}`: `lru`, `expired`, `dropped`,
+    /// `replaced`; `refused`: a remembered refusal forgotten to make room.
     pub evictions: Family<FetchLabels, Counter>,
     /// `podid_agent_cached_entries`.
     pub cached_entries: Gauge,
@@ -67,6 +68,15 @@ pub struct AgentMetrics {
     pub upstream_up: Gauge,
     /// `podid_agent_rate_limited_total`: requests refused by the listener rate limit.
     pub rate_limited: Counter,
+    /// `podid_agent_cache_lookups_total{result="refused"}`: a token the broker
+    /// refused, answered from memory (the negative cache) without a broker call.
+    pub cache_refused: Counter,
+    /// `podid_agent_refused_tokens`: refusals remembered.
+    pub refused_tokens: Gauge,
+    /// `podid_agent_client_rate_limited_total`: requests refused by the per-client limit.
+    pub client_rate_limited: Counter,
+    /// `podid_agent_rate_limit_clients`: source addresses the per-client limit tracks.
+    pub rate_limit_clients: Gauge,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -143,7 +153,29 @@ impl AgentMetrics {
             "Requests refused by the listener rate limit",
             Counter::default(),
         );
+        let refused_tokens = registered(
+            &mut registry,
+            "refused_tokens",
+            "Tokens the broker refused, remembered to answer their retries",
+            Gauge::default(),
+        );
+        let client_rate_limited = registered(
+            &mut registry,
+            "client_rate_limited",
+            "Requests refused by the per-client (source address) rate limit",
+            Counter::default(),
+        );
+        let rate_limit_clients = registered(
+            &mut registry,
+            "rate_limit_clients",
+            "Source addresses tracked by the per-client rate limit",
+            Gauge::default(),
+        );
         AgentMetrics {
+            cache_refused: lookup("refused"),
+            refused_tokens,
+            client_rate_limited,
+            rate_limit_clients,
             cache_hit: lookup("hit"),
             cache_stale: lookup("stale"),
             cache_miss: lookup("miss"),
@@ -228,6 +260,10 @@ mod tests {
         m.evicted("lru", 2);
         m.upstream_error("ResourceNotFoundException");
         m.upstream_latency.observe(0.01);
+        m.cache_refused.inc();
+        m.client_rate_limited.inc();
+        m.refused_tokens.set(3);
+        m.rate_limit_clients.set(2);
         let text = m.encode();
         for needle in [
             "podid_agent_requests_total{status=\"200\"} 1",
@@ -239,6 +275,10 @@ mod tests {
             "podid_agent_upstream_duration_seconds_count 1",
             "podid_agent_cached_entries 0",
             "podid_agent_upstream_up 1",
+            "podid_agent_cache_lookups_total{result=\"refused\"} 1",
+            "podid_agent_client_rate_limited_total 1",
+            "podid_agent_refused_tokens 3",
+            "podid_agent_rate_limit_clients 2",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

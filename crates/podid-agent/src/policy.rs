@@ -46,6 +46,12 @@ pub struct CachePolicy {
     /// Consecutive failed broker calls (unreachable, timeout, 5xx) after which
     /// the broker counts as down (`/readyz` 503, `podid_agent_upstream_up` 0).
     pub unhealthy_after: u32,
+    /// How long a token the broker refused (ResourceNotFound, AccessDenied,
+    /// InvalidToken, ExpiredToken) is answered from memory, never past the
+    /// token's own `exp`; zero turns this negative cache off.
+    pub refused_ttl: Duration,
+    /// Most refused tokens remembered (the oldest forgotten first); 0 turns it off.
+    pub max_refused: usize,
 }
 
 impl Default for CachePolicy {
@@ -61,6 +67,8 @@ impl Default for CachePolicy {
             refresh_concurrency: 8,
             maintenance_interval: Duration::from_secs(5),
             unhealthy_after: 3,
+            refused_ttl: Duration::from_secs(30),
+            max_refused: 4096,
         }
     }
 }
@@ -101,6 +109,21 @@ impl CachePolicy {
         } else {
             Freshness::Fresh
         }
+    }
+
+    /// Until when a refusal at `now` of a token expiring at `token_expires` is
+    /// remembered: `refused_ttl`, cut at the token's expiry; `None` when not at all.
+    pub fn refused_until(
+        &self,
+        now: SystemTime,
+        token_expires: Option<SystemTime>,
+    ) -> Option<SystemTime> {
+        if self.refused_ttl.is_zero() || self.max_refused == 0 {
+            return None;
+        }
+        let until = now.checked_add(self.refused_ttl)?;
+        let until = token_expires.map_or(until, |exp| exp.min(until));
+        (until > now).then_some(until)
     }
 
     /// The wait before the next refresh attempt after `failures` consecutive failures (≥ 1).
@@ -166,6 +189,30 @@ mod tests {
             p.freshness(exp + MIN, refresh, until),
             Freshness::Unservable
         );
+    }
+
+    #[test]
+    fn refusals_are_remembered_for_the_ttl_but_never_past_the_tokens_exp() {
+        let p = CachePolicy::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ttl = Duration::from_secs(30);
+        assert_eq!(p.refused_until(t0, None), Some(t0 + ttl));
+        assert_eq!(p.refused_until(t0, Some(t0 + MIN)), Some(t0 + ttl));
+        assert_eq!(
+            p.refused_until(t0, Some(t0 + Duration::from_secs(10))),
+            Some(t0 + Duration::from_secs(10))
+        );
+        assert_eq!(p.refused_until(t0, Some(t0)), None, "expired now");
+        let off = CachePolicy {
+            refused_ttl: Duration::ZERO,
+            ..CachePolicy::default()
+        };
+        assert_eq!(off.refused_until(t0, None), None);
+        let none = CachePolicy {
+            max_refused: 0,
+            ..CachePolicy::default()
+        };
+        assert_eq!(none.refused_until(t0, None), None);
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub(crate) struct EntryClaims {
     pod: Option<PodKey>,
 }
 
+impl EntryClaims {
+    /// The token's `exp`, when it has one.
+    pub(crate) fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+}
+
 impl From<&TokenInfo> for EntryClaims {
     fn from(info: &TokenInfo) -> Self {
         EntryClaims {

@@ -1,8 +1,11 @@
 //! Pods' credentials in memory: answers a token from the pure `index` or the
-//! broker, refreshes by the `refresh` rules, and counts it all in the metrics.
+//! broker, refreshes by the `refresh` rules, answers the broker's refusals
+//! again from `refused` for a while, and counts it all in the metrics.
 
+mod expiring;
 mod index;
 mod refresh;
+mod refused;
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
@@ -15,6 +18,7 @@ use self::index::{
     CachedEntry, CredentialIndex, EntryClaims, FrontHasher, KeptToken, Origin, Prehashed,
 };
 use self::refresh::{AfterFailure, HealthChange, UpstreamHealth};
+use self::refused::RefusedTokens;
 use crate::metrics::AgentMetrics;
 use crate::policy::{CachePolicy, Freshness};
 use crate::response::{credentials_body, StoredAnswer};
@@ -102,6 +106,8 @@ pub struct PodCredentialCache {
     front_hash: FrontHasher,
     refresh_permits: Arc<Semaphore>,
     health: UpstreamHealth,
+    /// Tokens the broker refused, answered again without asking it.
+    refused: RefusedTokens,
 }
 
 impl std::fmt::Debug for PodCredentialCache {
@@ -123,6 +129,7 @@ impl PodCredentialCache {
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(policy.refresh_concurrency.max(1)));
         let health = UpstreamHealth::new(policy.unhealthy_after);
+        let refused = RefusedTokens::new(policy.max_refused);
         Arc::new(PodCredentialCache {
             policy,
             source,
@@ -133,6 +140,7 @@ impl PodCredentialCache {
             front_hash: FrontHasher::default(),
             refresh_permits: permits,
             health,
+            refused,
         })
     }
 
@@ -198,15 +206,21 @@ impl PodCredentialCache {
         match self.lookup(&digest, token, tag, now) {
             Lookup::Served(served) => Step::Done(Ok(served)),
             Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
-            Lookup::Miss => match token::inspect(token, now) {
-                Ok(info) => Step::Fetch(Pending {
-                    digest,
-                    tag,
-                    info,
-                    now,
-                }),
-                Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
-            },
+            Lookup::Miss => {
+                if let Some(refusal) = self.refused.get(&digest, now) {
+                    self.metrics.cache_refused.inc();
+                    return Step::Done(Err(Refusal::Upstream(refusal)));
+                }
+                match token::inspect(token, now) {
+                    Ok(info) => Step::Fetch(Pending {
+                        digest,
+                        tag,
+                        info,
+                        now,
+                    }),
+                    Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
+                }
+            }
         }
     }
 
@@ -382,6 +396,7 @@ impl PodCredentialCache {
             Ok(credentials) => self.store(digest, kept, claims, &credentials, now, origin),
             Err(e) => {
                 self.failed(&digest, &e, now, origin);
+                self.remember_refusal(digest, &e, claims.expires(), now);
                 Err(e)
             }
         }
@@ -414,6 +429,28 @@ impl PodCredentialCache {
             }
             AfterFailure::ServeOn => {}
         }
+    }
+
+    /// Remembers the broker's refusal of a token expiring at `token_expires`
+    /// (if it is one to remember) for the policy's time.
+    fn remember_refusal(
+        &self,
+        digest: TokenDigest,
+        e: &UpstreamError,
+        token_expires: Option<SystemTime>,
+        now: SystemTime,
+    ) {
+        if !refused::remembered(e) {
+            return;
+        }
+        let Some(until) = self.policy.refused_until(now, token_expires) else {
+            return;
+        };
+        let evicted = self.refused.remember(digest, e, until, now);
+        self.metrics.evicted("refused", evicted as u64);
+        self.metrics
+            .refused_tokens
+            .set(i64::try_from(self.refused.len()).unwrap_or(i64::MAX));
     }
 
     fn note_upstream(&self, error: Option<&UpstreamError>) {
