@@ -1,5 +1,6 @@
 //! A bounded cache of verified tokens, keyed by digest: entries live until the token's `exp`;
 //! when the cache is full, expired entries go first, then the least recently used (`lru`).
+//! Each entry names the key that verified it, so the verifier can check that key is still trusted.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest::{Context, SHA256};
 use lru::LruCache;
 
+use crate::jwks::KeyFingerprint;
 use crate::{ClusterTrust, PodIdentity};
 
 /// A SHA-256 digest naming one (cluster, token) pair.
@@ -34,6 +36,8 @@ pub(crate) fn token_digest(trust: &ClusterTrust, token: &str) -> Digest {
 
 struct Entry {
     identity: Arc<PodIdentity>,
+    /// The key that verified the token.
+    key: KeyFingerprint,
     expires_at: i64,
 }
 
@@ -61,25 +65,37 @@ impl TokenCache {
         self.entries.len()
     }
 
-    fn remove(&mut self, digest: &Digest) {
+    pub(crate) fn remove(&mut self, digest: &Digest) {
         if let Some(entry) = self.entries.pop(digest) {
             self.by_expiry.remove(&(entry.expires_at, *digest));
         }
     }
 
-    /// The identity cached for `digest`, if its token has not expired at
-    /// `now` (`now <= exp`); an expired entry is dropped.
-    pub(crate) fn get(&mut self, digest: &Digest, now: i64) -> Option<Arc<PodIdentity>> {
+    /// The identity cached for `digest` and the key that verified it, if its token has not
+    /// expired at `now` (`now <= exp`); an expired entry is dropped.
+    pub(crate) fn get(
+        &mut self,
+        digest: &Digest,
+        now: i64,
+    ) -> Option<(Arc<PodIdentity>, KeyFingerprint)> {
         if now > self.entries.peek(digest)?.expires_at {
             self.remove(digest);
             return None;
         }
-        self.entries.get(digest).map(|e| e.identity.clone())
+        self.entries
+            .get(digest)
+            .map(|e| (e.identity.clone(), e.key))
     }
 
-    /// Caches `identity` until its `expires_at`; does nothing for a token
+    /// Caches `identity`, verified with `key`, until its `expires_at`; does nothing for a token
     /// already expired at `now` or for a zero capacity.
-    pub(crate) fn insert(&mut self, digest: Digest, identity: Arc<PodIdentity>, now: i64) {
+    pub(crate) fn insert(
+        &mut self,
+        digest: Digest,
+        identity: Arc<PodIdentity>,
+        key: KeyFingerprint,
+        now: i64,
+    ) {
         if self.capacity == 0 || now > identity.expires_at {
             return;
         }
@@ -101,6 +117,7 @@ impl TokenCache {
             digest,
             Entry {
                 identity,
+                key,
                 expires_at,
             },
         );
@@ -147,6 +164,8 @@ mod tests {
         })
     }
 
+    const KEY: KeyFingerprint = [7; 32];
+
     fn d(i: u32) -> Digest {
         let mut out = [0u8; 32];
         out[..4].copy_from_slice(&i.to_be_bytes());
@@ -161,7 +180,7 @@ mod tests {
     #[test]
     fn hit_until_expiry() {
         let mut c = TokenCache::new(10);
-        c.insert(d(1), identity(100), 0);
+        c.insert(d(1), identity(100), KEY, 0);
         assert!(c.get(&d(1), 100).is_some());
         assert!(c.get(&d(1), 101).is_none());
         assert_eq!(c.len(), 0);
@@ -171,10 +190,10 @@ mod tests {
     #[test]
     fn expired_identity_is_not_inserted() {
         let mut c = TokenCache::new(10);
-        c.insert(d(1), identity(100), 101);
+        c.insert(d(1), identity(100), KEY, 101);
         assert_eq!(c.len(), 0);
         let mut zero = TokenCache::new(0);
-        zero.insert(d(1), identity(100), 0);
+        zero.insert(d(1), identity(100), KEY, 0);
         assert_eq!(zero.len(), 0);
     }
 
@@ -188,16 +207,16 @@ mod tests {
 
     fn evicts_expired_first_then_lru_body() {
         let mut c = TokenCache::new(3);
-        c.insert(d(1), identity(1000), 0);
-        c.insert(d(2), identity(50), 0);
-        c.insert(d(3), identity(1000), 0);
+        c.insert(d(1), identity(1000), KEY, 0);
+        c.insert(d(2), identity(50), KEY, 0);
+        c.insert(d(3), identity(1000), KEY, 0);
         // At 60, entry 2 has expired: it goes, not the LRU entry 1.
-        c.insert(d(4), identity(1000), 60);
+        c.insert(d(4), identity(1000), KEY, 60);
         assert!(c.get(&d(1), 60).is_some());
         assert!(c.get(&d(2), 60).is_none());
         consistent(&c);
         // Now 3 is least recently used (1 was just read).
-        c.insert(d(5), identity(1000), 60);
+        c.insert(d(5), identity(1000), KEY, 60);
         assert!(c.get(&d(3), 60).is_none());
         assert!(c.get(&d(1), 60).is_some());
         assert!(c.get(&d(4), 60).is_some());
@@ -206,12 +225,25 @@ mod tests {
     }
 
     #[test]
+    fn the_verifying_key_is_kept_with_the_identity() {
+        let mut c = TokenCache::new(10);
+        c.insert(d(1), identity(100), [1; 32], 0);
+        c.insert(d(2), identity(100), [2; 32], 0);
+        assert_eq!(c.get(&d(1), 0).unwrap().1, [1; 32]);
+        assert_eq!(c.get(&d(2), 0).unwrap().1, [2; 32]);
+        c.remove(&d(1));
+        assert!(c.get(&d(1), 0).is_none());
+        assert_eq!(c.len(), 1);
+        consistent(&c);
+    }
+
+    #[test]
     fn reinsert_replaces() {
         let mut c = TokenCache::new(2);
-        c.insert(d(1), identity(10), 0);
-        c.insert(d(1), identity(20), 0);
+        c.insert(d(1), identity(10), KEY, 0);
+        c.insert(d(1), identity(20), KEY, 0);
         assert_eq!(c.len(), 1);
-        assert_eq!(c.get(&d(1), 15).unwrap().expires_at, 20);
+        assert_eq!(c.get(&d(1), 15).unwrap().0.expires_at, 20);
         consistent(&c);
     }
 
@@ -220,7 +252,7 @@ mod tests {
         bounded("20,000 inserts into a cache of 100", || {
             let mut c = TokenCache::new(100);
             for i in 0..20_000u32 {
-                c.insert(d(i), identity(i64::from(i % 500)), i64::from(i % 300));
+                c.insert(d(i), identity(i64::from(i % 500)), KEY, i64::from(i % 300));
                 assert!(c.len() <= 100);
             }
             consistent(&c);
@@ -232,9 +264,9 @@ mod tests {
         // A token is valid through its `exp` second (`get`: now <= exp), so one verified in
         // that very second is cached for it.
         let mut c = TokenCache::new(10);
-        c.insert(d(1), identity(100), 100);
+        c.insert(d(1), identity(100), KEY, 100);
         assert_eq!(c.len(), 1);
-        assert_eq!(c.get(&d(1), 100).unwrap().expires_at, 100);
+        assert_eq!(c.get(&d(1), 100).unwrap().0.expires_at, 100);
         assert!(c.get(&d(1), 101).is_none());
         consistent(&c);
     }
@@ -243,18 +275,18 @@ mod tests {
     fn entry_expiring_now_is_not_evicted_as_expired() {
         bounded("inserting into a full cache", || {
             let mut c = TokenCache::new(2);
-            c.insert(d(1), identity(1000), 0);
-            c.insert(d(2), identity(60), 0);
+            c.insert(d(1), identity(1000), KEY, 0);
+            c.insert(d(2), identity(60), KEY, 0);
             // At 60, entry 2 is still valid (60 <= exp): the least recently used entry, 1,
             // makes room, not 2.
-            c.insert(d(3), identity(1000), 60);
+            c.insert(d(3), identity(1000), KEY, 60);
             assert!(c.get(&d(1), 60).is_none());
-            assert_eq!(c.get(&d(2), 60).unwrap().expires_at, 60);
+            assert_eq!(c.get(&d(2), 60).unwrap().0.expires_at, 60);
             assert!(c.get(&d(3), 60).is_some());
             consistent(&c);
             // Reading 2 makes 3 the least recently used; at 61, 2 has expired and goes first.
             assert!(c.get(&d(2), 60).is_some());
-            c.insert(d(4), identity(1000), 61);
+            c.insert(d(4), identity(1000), KEY, 61);
             assert!(c.get(&d(2), 61).is_none());
             assert!(c.get(&d(3), 61).is_some());
             assert!(c.get(&d(4), 61).is_some());

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use aws_lc_rs::digest::{Context, SHA256};
 use aws_lc_rs::signature::{
     ParsedPublicKey, RsaPublicKeyComponents, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED,
     RSA_PKCS1_2048_8192_SHA256,
@@ -79,16 +80,25 @@ enum Material {
     Ec { curve: Curve, key: ParsedPublicKey },
 }
 
+/// The SHA-256 of what makes a key verify a token (its `kid`, `alg` and public material): a
+/// cached verdict names the key that verified it by this, to check that the key is still trusted.
+pub(crate) type KeyFingerprint = [u8; 32];
+
 /// One usable public key of a key set.
 pub(crate) struct Key {
     kid: Option<String>,
     alg: Option<Alg>,
     material: Material,
+    fingerprint: KeyFingerprint,
 }
 
 impl Key {
     pub(crate) fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    pub(crate) fn fingerprint(&self) -> &KeyFingerprint {
+        &self.fingerprint
     }
 
     /// Whether this key may verify a token signed with `alg`: the key type
@@ -206,6 +216,21 @@ impl KeySet {
         self.keys.iter().any(|k| k.kid() == Some(kid))
     }
 
+    /// Whether the set holds the key with this fingerprint (same `kid`, `alg` and material).
+    pub(crate) fn contains_fingerprint(&self, fingerprint: &KeyFingerprint) -> bool {
+        self.keys.iter().any(|k| k.fingerprint() == fingerprint)
+    }
+
+    /// Whether both sets hold the same keys (same `kid`, `alg` and material), in any order.
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        let within = |a: &KeySet, b: &KeySet| {
+            a.keys
+                .iter()
+                .all(|k| b.contains_fingerprint(k.fingerprint()))
+        };
+        within(self, other) && within(other, self)
+    }
+
     /// The keys a token with `kid` and `alg` may be verified with.
     ///
     /// With a `kid`: the keys with that id that fit `alg`
@@ -270,6 +295,31 @@ fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// The fingerprint of a key: its `kid`, `alg`, type and public material, each length-prefixed.
+fn fingerprint(kid: Option<&str>, alg: Option<Alg>, material: &[&[u8]]) -> KeyFingerprint {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(b"podid-jwk-v1\0");
+    let kid = kid.map(str::as_bytes);
+    let alg = alg.map(|a| a.name().as_bytes());
+    for part in [kid, alg] {
+        match part {
+            Some(bytes) => {
+                ctx.update(&[1]);
+                ctx.update(&(bytes.len() as u64).to_be_bytes());
+                ctx.update(bytes);
+            }
+            None => ctx.update(&[0]),
+        }
+    }
+    for part in material {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 fn parse_key(entry: &Value) -> Result<Key, KeyRejection> {
     let obj = entry.as_object().ok_or(KeyRejection::NotObject)?;
     if let Some(usage) = optional_str(obj, "use")? {
@@ -283,7 +333,7 @@ fn parse_key(entry: &Value) -> Result<Key, KeyRejection> {
         Some(name) => Some(Alg::parse(name).ok_or_else(|| KeyRejection::Alg(shorten(name, 16)))?),
     };
     let kty = optional_str(obj, "kty")?.ok_or(KeyRejection::Missing("kty"))?;
-    let material = match kty {
+    let (material, fingerprint) = match kty {
         "RSA" => {
             let n = strip_leading_zeros(required_b64(obj, "n")?);
             let e = strip_leading_zeros(required_b64(obj, "e")?);
@@ -300,7 +350,8 @@ fn parse_key(entry: &Value) -> Result<Key, KeyRejection> {
             let rs256 = RsaPublicKeyComponents { n: &n, e: &e }
                 .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
                 .map_err(|_| KeyRejection::RsaKey)?;
-            Material::Rsa { n, e, rs256 }
+            let fingerprint = fingerprint(kid.as_deref(), alg, &[b"RSA", &n, &e]);
+            (Material::Rsa { n, e, rs256 }, fingerprint)
         }
         "EC" => {
             let crv = optional_str(obj, "crv")?.ok_or(KeyRejection::Missing("crv"))?;
@@ -320,11 +371,17 @@ fn parse_key(entry: &Value) -> Result<Key, KeyRejection> {
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             let key = ParsedPublicKey::new(algorithm, &point).map_err(|_| KeyRejection::EcPoint)?;
-            Material::Ec { curve, key }
+            let fingerprint = fingerprint(kid.as_deref(), alg, &[b"EC", crv.as_bytes(), &point]);
+            (Material::Ec { curve, key }, fingerprint)
         }
         other => return Err(KeyRejection::Kty(shorten(other, 16))),
     };
-    let key = Key { kid, alg, material };
+    let key = Key {
+        kid,
+        alg,
+        material,
+        fingerprint,
+    };
     if let Some(alg) = key.alg {
         if !key.fits(alg) {
             return Err(KeyRejection::AlgDoesNotFit(alg.name()));
@@ -453,6 +510,37 @@ mod tests {
         let mut jwk = rsa_jwk();
         jwk["e"] = json!("AQAB=");
         assert!(KeySet::from_jwks(&json!({ "keys": [jwk] })).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_follow_kid_alg_and_material() {
+        let a = SigningKey::generate(DevAlgorithm::Rs256, "a").unwrap();
+        let e = SigningKey::generate(DevAlgorithm::Es256, "e").unwrap();
+        let set = KeySet::from_jwks(&json!({"keys": [a.jwk(), e.jwk()]})).unwrap();
+        // The same keys, in another order and padded: the same set.
+        let mut padded = a.jwk();
+        padded["e"] = json!("AQAB=");
+        let reordered = KeySet::from_jwks(&json!({"keys": [e.jwk(), padded]})).unwrap();
+        assert!(set.same_keys(&reordered) && reordered.same_keys(&set));
+        for key in &set.keys {
+            assert!(reordered.contains_fingerprint(key.fingerprint()));
+        }
+        // Another kid, alg or material is another key.
+        let mut renamed = a.jwk();
+        renamed["kid"] = json!("b");
+        let mut no_alg = a.jwk();
+        no_alg.as_object_mut().unwrap().remove("alg");
+        let other = SigningKey::generate(DevAlgorithm::Rs256, "a")
+            .unwrap()
+            .jwk();
+        for changed in [renamed, no_alg, other] {
+            let one = KeySet::from_jwks(&json!({ "keys": [changed] })).unwrap();
+            assert!(!set.contains_fingerprint(one.keys[0].fingerprint()));
+            assert!(!one.same_keys(&KeySet::from_jwks(&json!({"keys": [a.jwk()]})).unwrap()));
+        }
+        // A subset is not the same set, either way round.
+        let only_a = KeySet::from_jwks(&json!({"keys": [a.jwk()]})).unwrap();
+        assert!(!set.same_keys(&only_a) && !only_a.same_keys(&set));
     }
 
     #[test]

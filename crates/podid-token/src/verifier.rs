@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::cache::{token_digest, TokenCache};
 use crate::error::{JwksFetchError, KeySetError};
-use crate::jwks::KeySet;
+use crate::jwks::{KeyFingerprint, KeySet};
 use crate::verify::{decode, verify_decoded};
 use crate::{
     ClusterTrust, PodIdentity, TokenError, DEFAULT_MAX_CACHED_TOKENS, JWKS_REFRESH_INTERVAL_SECS,
@@ -55,11 +55,15 @@ pub struct VerifierStats {
     pub token_cache_hits: u64,
     /// Verifications that had to check the token.
     pub token_cache_misses: u64,
+    /// Cached verdicts dropped because the key that verified them has left the cluster's key
+    /// set (the token was checked again, with the current keys).
+    pub token_cache_key_gone: u64,
     /// Tokens in the cache now.
     pub cached_tokens: u64,
     /// Key sets parsed from a cluster's stored JWKS.
     pub key_sets_parsed: u64,
-    /// JWKS fetches started (each counts once, success or not).
+    /// JWKS fetches started (each counts once, success or not; on an unknown key or by
+    /// [`TokenVerifier::refresh_keys`]).
     pub jwks_refreshes: u64,
     /// JWKS fetches that failed or returned an unusable document.
     pub jwks_refresh_failures: u64,
@@ -82,6 +86,7 @@ struct ClusterKeys {
 struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
+    key_gone: AtomicU64,
     parsed: AtomicU64,
     refreshes: AtomicU64,
     refresh_failures: AtomicU64,
@@ -103,9 +108,15 @@ struct VerifierState {
 ///   fetched through the [`JwksFetcher`], at most once per
 ///   [`JWKS_REFRESH_INTERVAL_SECS`] per cluster, and the token is checked
 ///   again with the fetched set, which then replaces the cached one;
+/// - [`TokenVerifier::refresh_keys`] fetches a cluster's JWKS whenever its
+///   caller (the server's periodic refresh) says, and makes it the cluster's
+///   key set; a failed fetch keeps the keys there are;
 /// - verified tokens, by SHA-256 digest of (cluster name, version, issuer,
 ///   audience, token), until the token's `exp`; bounded, evicting expired
-///   entries first, then the least recently used.
+///   entries first, then the least recently used. Each names the key that
+///   verified it: a hit counts only while that key (same `kid`, `alg` and
+///   material) is in the cluster's current key set, so a key removed from the
+///   set takes every token it signed with it, cached or not.
 ///
 /// Cloning is cheap and clones share the caches.
 #[derive(Clone)]
@@ -169,9 +180,14 @@ impl TokenVerifier {
         }
         let now = (self.inner.clock)();
         let digest = token_digest(trust, token);
-        if let Some(identity) = lock(&self.inner.tokens).get(&digest, now) {
-            self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(identity);
+        let hit = lock(&self.inner.tokens).get(&digest, now);
+        if let Some((identity, key)) = hit {
+            if self.still_trusted(trust, &key) {
+                self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(identity);
+            }
+            lock(&self.inner.tokens).remove(&digest);
+            self.inner.counters.key_gone.fetch_add(1, Ordering::Relaxed);
         }
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
 
@@ -199,9 +215,16 @@ impl TokenVerifier {
             }
             (result, _) => result,
         };
-        let identity = Arc::new(result?);
-        lock(&self.inner.tokens).insert(digest, identity.clone(), now);
+        let (identity, key) = result?;
+        let identity = Arc::new(identity);
+        lock(&self.inner.tokens).insert(digest, identity.clone(), key, now);
         Ok(identity)
+    }
+
+    /// Whether the key with this fingerprint is in the cluster's current key set.
+    fn still_trusted(&self, trust: &ClusterTrust, key: &KeyFingerprint) -> bool {
+        self.key_set(trust)
+            .is_ok_and(|keys| keys.contains_fingerprint(key))
     }
 
     /// The cached key set of the cluster, parsed from `trust.jwks` when the
@@ -271,27 +294,7 @@ impl TokenVerifier {
             entry.last_fetch = Some(now);
         }
 
-        self.inner
-            .counters
-            .refreshes
-            .fetch_add(1, Ordering::Relaxed);
-        let fetched = self
-            .inner
-            .fetcher
-            .fetch_jwks(uri)
-            .await
-            .map_err(|why| TokenError::KeySet(KeySetError::Fetch(why)))
-            .and_then(|doc| KeySet::from_jwks(&doc));
-        let keys = match fetched {
-            Ok(keys) => Arc::new(keys),
-            Err(e) => {
-                self.inner
-                    .counters
-                    .refresh_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
+        let (_, keys) = self.fetch(uri).await?;
         let mut clusters = lock(&self.inner.clusters);
         if let Some(entry) = clusters.get_mut(&trust.name) {
             if entry.version == trust.version {
@@ -299,6 +302,63 @@ impl TokenVerifier {
             }
         }
         Ok(Some(keys))
+    }
+
+    /// Fetches `uri` and parses it, counting the fetch (and its failure).
+    async fn fetch(&self, uri: &str) -> Result<(serde_json::Value, Arc<KeySet>), TokenError> {
+        let c = &self.inner.counters;
+        c.refreshes.fetch_add(1, Ordering::Relaxed);
+        let fetched = self
+            .inner
+            .fetcher
+            .fetch_jwks(uri)
+            .await
+            .map_err(|why| TokenError::KeySet(KeySetError::Fetch(why)))
+            .and_then(|doc| Ok((KeySet::from_jwks(&doc)?, doc)));
+        match fetched {
+            Ok((keys, doc)) => Ok((doc, Arc::new(keys))),
+            Err(e) => {
+                c.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches the cluster's JWKS now, whatever the rate limit, and makes it the key set of
+    /// `trust.version` of the cluster (unless a newer version is known): from then on a token
+    /// signed with a key the set no longer holds is refused, cached or not. Returns the document
+    /// fetched; `Ok(None)` for a cluster without a `jwks_uri`.
+    ///
+    /// # Errors
+    /// [`TokenError::KeySet`] when the fetch fails or the document has no usable key; the
+    /// cluster's keys stay as they were.
+    pub async fn refresh_keys(
+        &self,
+        trust: &ClusterTrust,
+    ) -> Result<Option<serde_json::Value>, TokenError> {
+        let Some(uri) = trust.jwks_uri.as_deref() else {
+            return Ok(None);
+        };
+        let (doc, keys) = self.fetch(uri).await?;
+        let mut clusters = lock(&self.inner.clusters);
+        match clusters.get_mut(&trust.name) {
+            Some(entry) if entry.version > trust.version => {}
+            Some(entry) => {
+                entry.version = trust.version;
+                entry.keys = Ok(keys);
+            }
+            None => {
+                clusters.insert(
+                    trust.name.clone(),
+                    ClusterKeys {
+                        version: trust.version,
+                        keys: Ok(keys),
+                        last_fetch: None,
+                    },
+                );
+            }
+        }
+        Ok(Some(doc))
     }
 
     /// Drops the cached keys of a cluster (e.g. when it is deregistered).
@@ -314,6 +374,7 @@ impl TokenVerifier {
         VerifierStats {
             token_cache_hits: c.hits.load(Ordering::Relaxed),
             token_cache_misses: c.misses.load(Ordering::Relaxed),
+            token_cache_key_gone: c.key_gone.load(Ordering::Relaxed),
             cached_tokens: lock(&self.inner.tokens).len() as u64,
             key_sets_parsed: c.parsed.load(Ordering::Relaxed),
             jwks_refreshes: c.refreshes.load(Ordering::Relaxed),
@@ -324,169 +385,4 @@ impl TokenVerifier {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dev::{DevAlgorithm, ProjectedToken, SigningKey};
-    use std::sync::atomic::AtomicI64;
-
-    /// A fetcher serving one JWKS document, counting its calls.
-    struct Serving {
-        doc: serde_json::Value,
-        calls: AtomicU64,
-    }
-
-    impl Serving {
-        fn new(doc: serde_json::Value) -> Arc<Self> {
-            Arc::new(Serving {
-                doc,
-                calls: AtomicU64::new(0),
-            })
-        }
-        fn calls(&self) -> u64 {
-            self.calls.load(Ordering::SeqCst)
-        }
-    }
-
-    #[async_trait]
-    impl JwksFetcher for Serving {
-        async fn fetch_jwks(&self, _uri: &str) -> Result<serde_json::Value, JwksFetchError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(self.doc.clone())
-        }
-    }
-
-    fn trust(key: &SigningKey, uri: Option<&str>) -> ClusterTrust {
-        ClusterTrust {
-            name: "c".into(),
-            issuer: "https://iss".into(),
-            audience: "pods.eks.amazonaws.com".into(),
-            jwks: key.jwks(),
-            jwks_uri: uri.map(str::to_string),
-            version: 7,
-        }
-    }
-
-    fn fixed_clock(t: i64) -> SecondsClock {
-        Arc::new(move || t)
-    }
-
-    #[test]
-    fn system_clock_is_now() {
-        let now = system_clock()();
-        assert!(now > 1_700_000_000 && now < 4_000_000_000, "{now}");
-    }
-
-    #[tokio::test]
-    async fn no_fetcher_turns_unknown_keys_into_key_set_errors() {
-        let key = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
-        let other = SigningKey::generate(DevAlgorithm::Es256, "other").unwrap();
-        let v = TokenVerifier::new(Arc::new(NoJwksFetcher), fixed_clock(1000), 10);
-        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&other);
-        let err = v
-            .verify(&trust(&key, Some("https://iss/jwks")), &token)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, TokenError::KeySet(_)), "{err}");
-        assert_eq!(v.stats().jwks_refreshes, 1);
-        assert_eq!(v.stats().jwks_refresh_failures, 1);
-    }
-
-    #[tokio::test]
-    async fn forget_cluster_drops_its_keys() {
-        let key = SigningKey::generate(DevAlgorithm::Rs256, "k").unwrap();
-        let v = TokenVerifier::new(Arc::new(NoJwksFetcher), fixed_clock(1000), 0);
-        let t = trust(&key, None);
-        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&key);
-        v.verify(&t, &token).await.unwrap();
-        v.verify(&t, &token).await.unwrap();
-        assert_eq!(v.stats().key_sets_parsed, 1);
-        v.forget_cluster("c");
-        v.verify(&t, &token).await.unwrap();
-        assert_eq!(v.stats().key_sets_parsed, 2);
-        assert!(format!("{v:?}").contains("key_sets_parsed: 2"));
-    }
-
-    #[tokio::test]
-    async fn with_fetcher_uses_the_system_clock() {
-        let key = SigningKey::generate(DevAlgorithm::Es384, "k").unwrap();
-        let v = TokenVerifier::with_fetcher(Arc::new(NoJwksFetcher));
-        let now = system_clock()();
-        let token = ProjectedToken::new("https://iss", "ns", "sa", now).sign(&key);
-        assert_eq!(
-            v.verify(&trust(&key, None), &token)
-                .await
-                .unwrap()
-                .namespace,
-            "ns"
-        );
-        let old = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&key);
-        assert_eq!(
-            v.verify(&trust(&key, None), &old).await,
-            Err(TokenError::Expired)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_fetch_is_allowed_again_60_s_after_the_last() {
-        // docs/broker.md: the JWKS is fetched again at most once a minute per cluster.
-        let known = SigningKey::generate(DevAlgorithm::Es256, "known").unwrap();
-        let stranger = SigningKey::generate(DevAlgorithm::Es256, "stranger").unwrap();
-        let fetcher = Serving::new(known.jwks());
-        let now = Arc::new(AtomicI64::new(1000));
-        let clock: SecondsClock = {
-            let now = now.clone();
-            Arc::new(move || now.load(Ordering::SeqCst))
-        };
-        let v = TokenVerifier::new(fetcher.clone(), clock, 0);
-        let t = trust(&known, Some("https://iss/jwks"));
-        let token = ProjectedToken::new("https://iss", "ns", "sa", 1000).sign(&stranger);
-        let unknown = Err(TokenError::UnknownKey {
-            kid: Some("stranger".into()),
-        });
-        // (time, fetches made by then): a fetch at 1000, none at 1059, one at 1060 (60 s
-        // later), none at 1119, one at 1120.
-        for (at, fetches) in [(1000, 1), (1059, 1), (1060, 2), (1119, 2), (1120, 3)] {
-            now.store(at, Ordering::SeqCst);
-            assert_eq!(v.verify(&t, &token).await, unknown, "at {at}");
-            assert_eq!(fetcher.calls(), fetches, "at {at}");
-        }
-        assert_eq!(v.stats().jwks_refreshes, 3);
-        assert_eq!(v.stats().jwks_refreshes_rate_limited, 2);
-    }
-
-    #[tokio::test]
-    async fn rate_limited_refresh_offers_keys_fetched_since() {
-        // While rate-limited, `refresh` offers the cluster's current keys only when they are
-        // newer than the ones the caller used (another caller fetched them meanwhile) and belong
-        // to the caller's version of the cluster; otherwise there is nothing to retry with.
-        let key = SigningKey::generate(DevAlgorithm::Es256, "k").unwrap();
-        let fetcher = Serving::new(key.jwks());
-        let v = TokenVerifier::new(fetcher.clone(), fixed_clock(1000), 0);
-        let t = trust(&key, Some("https://iss/jwks"));
-        let stored = v.key_set(&t).unwrap();
-        let fetched = v.refresh(&t, 1000, Some(&stored)).await.unwrap().unwrap();
-        assert!(!Arc::ptr_eq(&stored, &fetched));
-        assert_eq!(fetcher.calls(), 1);
-
-        // The caller used the stored set, since replaced: retry with the fetched one.
-        let offered = v.refresh(&t, 1010, Some(&stored)).await.unwrap().unwrap();
-        assert!(Arc::ptr_eq(&offered, &fetched));
-        // The caller had no usable set: the current one.
-        let offered = v.refresh(&t, 1010, None).await.unwrap().unwrap();
-        assert!(Arc::ptr_eq(&offered, &fetched));
-        // The caller used the current set: nothing newer.
-        assert!(v.refresh(&t, 1010, Some(&fetched)).await.unwrap().is_none());
-        // Another version of the cluster: the cached keys are not its keys.
-        let mut newer = t.clone();
-        newer.version = 8;
-        assert!(v
-            .refresh(&newer, 1010, Some(&stored))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(v.refresh(&newer, 1010, None).await.unwrap().is_none());
-
-        assert_eq!(fetcher.calls(), 1);
-        assert_eq!(v.stats().jwks_refreshes_rate_limited, 5);
-    }
-}
+mod tests;

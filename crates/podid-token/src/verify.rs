@@ -5,7 +5,7 @@ use base64::Engine as _;
 use std::borrow::Cow;
 
 use crate::error::shorten;
-use crate::jwks::{Alg, KeySet};
+use crate::jwks::{Alg, KeyFingerprint, KeySet};
 use crate::{ClusterTrust, PodIdentity, TokenError, CLOCK_SKEW_SECS, MAX_TOKEN_BYTES};
 
 /// The prefix of a service account token's `sub`.
@@ -41,22 +41,20 @@ impl Decoded<'_> {
         Ok(Parsed { claims, signature })
     }
 
-    /// Verifies the signature with the keys of `keys` that fit the token.
+    /// Verifies the signature with the keys of `keys` that fit the token; the fingerprint of
+    /// the key that verified it.
     pub(crate) fn check_signature(
         &self,
         parsed: &Parsed<'_>,
         keys: &KeySet,
-    ) -> Result<(), TokenError> {
+    ) -> Result<KeyFingerprint, TokenError> {
         let candidates = keys.candidates(self.kid.as_deref(), self.alg)?;
         let message = self.signing_input.as_bytes();
-        if candidates
+        candidates
             .iter()
-            .any(|key| key.verify(self.alg, message, &parsed.signature))
-        {
-            Ok(())
-        } else {
-            Err(TokenError::BadSignature)
-        }
+            .find(|key| key.verify(self.alg, message, &parsed.signature))
+            .map(|key| *key.fingerprint())
+            .ok_or(TokenError::BadSignature)
     }
 }
 
@@ -444,16 +442,17 @@ pub fn verify_token(
     check_claims(&parsed.claims, trust, now_epoch_secs)
 }
 
-/// Checks a decoded token: signature with `keys`, then claims.
+/// Checks a decoded token: signature with `keys`, then claims; the identity and the
+/// fingerprint of the key that signed it.
 pub(crate) fn verify_decoded(
     decoded: &Decoded<'_>,
     parsed: &Parsed<'_>,
     trust: &ClusterTrust,
     keys: &KeySet,
     now: i64,
-) -> Result<PodIdentity, TokenError> {
-    decoded.check_signature(parsed, keys)?;
-    check_claims(&parsed.claims, trust, now)
+) -> Result<(PodIdentity, KeyFingerprint), TokenError> {
+    let key = decoded.check_signature(parsed, keys)?;
+    Ok((check_claims(&parsed.claims, trust, now)?, key))
 }
 
 #[cfg(test)]
