@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,6 +133,10 @@ pub struct AgentArgs {
     /// Region used to sign broker calls (default: the AWS region chain, else us-east-1).
     #[arg(long, env = "PODID_AGENT_REGION")]
     region: Option<String>,
+    /// PEM file of a private CA to trust, besides the system roots, for an
+    /// https:// --endpoint (e.g. the CA that signed podid server's certificate).
+    #[arg(long, env = "PODID_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// A `--bind-hosts` item that is not an IP address.
@@ -169,6 +174,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(path) = &args.ca_file {
+        // Every HTTPS call of the SDK config (the broker's included) trusts it.
+        let ca = podid_ca::CaBundle::read(path)?;
+        tracing::info!(ca_file = %path.display(), certificates = ca.certificates().len(), "trusting a private CA besides the system roots");
+        loader = loader.http_client(ca.sdk_http_client()?);
+    }
     if let Some(region) = &args.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

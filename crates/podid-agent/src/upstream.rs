@@ -127,7 +127,8 @@ pub struct EksAuthUpstream {
 }
 
 impl EksAuthUpstream {
-    /// A client from a loaded `SdkConfig` (region and the node's credentials),
+    /// A client from a loaded `SdkConfig` (region, the node's credentials and
+    /// its HTTP client: `podid_ca::CaBundle::sdk_http_client` for a private CA),
     /// at `endpoint` when given (podid's server) or AWS's EKS Auth otherwise.
     pub fn new(
         sdk: &aws_types::SdkConfig,

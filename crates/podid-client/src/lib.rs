@@ -11,6 +11,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::de::DeserializeOwned;
 
+pub use podid_ca::{CaBundle, CaError};
+
 /// Failures of a client call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -89,6 +91,7 @@ pub struct ApiClientBuilder {
     credentials: Option<Credentials>,
     connect_timeout: Duration,
     timeout: Duration,
+    ca: Option<CaBundle>,
 }
 
 impl ApiClientBuilder {
@@ -101,6 +104,12 @@ impl ApiClientBuilder {
     /// Signs requests with these credentials; without, requests go unsigned.
     pub fn credentials(mut self, credentials: Option<Credentials>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Trusts this private CA besides the built-in roots (`--ca-file`).
+    pub fn ca(mut self, ca: Option<CaBundle>) -> Self {
+        self.ca = ca;
         self
     }
 
@@ -126,13 +135,18 @@ impl ApiClientBuilder {
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
             return Err(ClientError::EndpointNotHttp(endpoint.to_string()));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout.min(self.timeout))
             .timeout(self.timeout)
             // The API never redirects; a redirect would carry a signature elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(ClientError::HttpClient)?;
+            .redirect(reqwest::redirect::Policy::none());
+        // Added to reqwest's built-in roots (webpki-roots), which stay trusted.
+        for der in self.ca.iter().flat_map(CaBundle::certificates) {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_der(der).map_err(ClientError::HttpClient)?,
+            );
+        }
+        let http = http.build().map_err(ClientError::HttpClient)?;
         Ok(ApiClient {
             endpoint,
             region: self.region,
@@ -166,16 +180,8 @@ impl ApiClient {
             credentials: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            ca: None,
         }
-    }
-
-    /// A client for `endpoint`, signing with the default AWS credential chain
-    /// (environment, shared profile, …) when it finds credentials.
-    pub async fn from_environment(endpoint: &str, region: &str) -> Result<Self, ClientError> {
-        ApiClient::builder(endpoint)
-            .region(region)
-            .credentials(credentials_from_environment().await)
-            .build()
     }
 
     /// The endpoint.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use lru::LruCache;
-use podid_client::{segment, ApiClient, ClientError};
+use podid_client::{segment, ApiClient, CaBundle, ClientError};
 use serde::Deserialize;
 
 use crate::WebhookError;
@@ -54,6 +54,19 @@ impl HttpLookup {
         credentials: Option<Credentials>,
         timeout: Duration,
     ) -> Result<Self, WebhookError> {
+        HttpLookup::with_ca(endpoint, cluster, region, credentials, timeout, None)
+    }
+
+    /// [`HttpLookup::new`] trusting `ca` besides the built-in roots, for an
+    /// `https://` endpoint whose certificate a private CA signed (`--ca-file`).
+    pub fn with_ca(
+        endpoint: &str,
+        cluster: &str,
+        region: &str,
+        credentials: Option<Credentials>,
+        timeout: Duration,
+        ca: Option<CaBundle>,
+    ) -> Result<Self, WebhookError> {
         if cluster.is_empty() {
             return Err(WebhookError::EmptyCluster);
         }
@@ -62,6 +75,7 @@ impl HttpLookup {
             .credentials(credentials)
             .connect_timeout(timeout)
             .timeout(timeout)
+            .ca(ca)
             .build()
             .map_err(|e| WebhookError::Client(Box::new(e)))?;
         Ok(HttpLookup {

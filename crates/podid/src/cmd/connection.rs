@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use podid_client::ApiClient;
+use std::path::PathBuf;
+
+use podid_client::{credentials_from_environment, ApiClient, CaBundle};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,6 +28,10 @@ pub struct Connection {
     /// Region used in request signatures.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1", global = true)]
     region: String,
+    /// PEM file of a private CA to trust, besides the built-in roots, for an
+    /// https:// endpoint (e.g. the CA that signed the server's certificate).
+    #[arg(long, env = "PODID_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     pub(crate) output: OutputFormat,
@@ -37,7 +43,12 @@ impl Connection {
             .endpoint
             .as_deref()
             .context("no server given: pass --endpoint URL or set PODID_ENDPOINT")?;
-        Ok(ApiClient::from_environment(endpoint, &self.region).await?)
+        let ca = self.ca_file.as_deref().map(CaBundle::read).transpose()?;
+        Ok(ApiClient::builder(endpoint)
+            .region(&self.region)
+            .credentials(credentials_from_environment().await)
+            .ca(ca)
+            .build()?)
     }
 
     /// Makes one call to the server, with a JSON body or none.

@@ -35,6 +35,10 @@ pub struct WebhookArgs {
     /// Region used in request signatures.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
+    /// PEM file of a private CA to trust, besides the built-in roots, for an
+    /// https:// --endpoint (e.g. the CA that signed podid server's certificate).
+    #[arg(long, env = "PODID_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Bound on one association lookup, in milliseconds; past it the pod is
     /// admitted without pod identity and with a warning. Keep it well under
     /// the MutatingWebhookConfiguration's timeoutSeconds.
@@ -62,6 +66,11 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     if uri.scheme() != "http" {
         bail!("--credentials-uri must be an http:// URL (the agent's link-local address)");
     }
+    let ca = args
+        .ca_file
+        .as_deref()
+        .map(podid_client::CaBundle::read)
+        .transpose()?;
     let credentials = podid_client::credentials_from_environment().await;
     if credentials.is_none() {
         tracing::warn!(
@@ -70,12 +79,13 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         );
     }
     let timeout = Duration::from_millis(args.lookup_timeout_ms);
-    let lookup = HttpLookup::new(
+    let lookup = HttpLookup::with_ca(
         &args.endpoint,
         &args.cluster_name,
         &args.region,
         credentials,
         timeout,
+        ca,
     )?;
     let settings = WebhookSettings {
         mutation: MutationSettings {
@@ -98,6 +108,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         endpoint = %args.endpoint,
         lookup_timeout_ms = args.lookup_timeout_ms,
         cache_seconds = args.cache_seconds,
+        ca_file = args.ca_file.as_ref().map(|p| p.display().to_string()),
         "webhook starting"
     );
     podid_webhook::serve(
