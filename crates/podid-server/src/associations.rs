@@ -17,9 +17,11 @@ use podid_store::{IdempotencyKey, ListQuery, StoredAssociation};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::authz::{Operation, Principal};
+use crate::authz::{Operation, Principal, Role};
+use crate::broker::audit::change::{association_state, tag_keys, Change, Changer};
 use crate::wire::{
-    answer, parse_json, path_error, query_pairs, store_error, SubjectFilter, MAX_UPDATE_ATTEMPTS,
+    answer, parse_json, path_error, query_pairs, store_error, RequestId, SubjectFilter,
+    MAX_UPDATE_ATTEMPTS,
 };
 use crate::{AppState, SharedState};
 
@@ -34,7 +36,9 @@ pub fn new_association_id() -> String {
     format!("a-{tail}")
 }
 
-fn to_wire(state: &AppState, a: StoredAssociation) -> PodIdentityAssociation {
+/// The association as the API shows it to `viewer`: its `externalId` only to admins.
+fn to_wire(state: &AppState, viewer: &Principal, a: StoredAssociation) -> PodIdentityAssociation {
+    let external_id = (viewer.role == Role::Admin).then_some(a.external_id);
     PodIdentityAssociation {
         association_arn: state.scope.association_arn(&a.cluster, &a.id),
         cluster_name: a.cluster,
@@ -48,7 +52,7 @@ fn to_wire(state: &AppState, a: StoredAssociation) -> PodIdentityAssociation {
         owner_arn: None,
         disable_session_tags: a.disable_session_tags,
         target_role_arn: a.target_role_arn,
-        external_id: Some(a.external_id),
+        external_id,
         policy: a.policy,
     }
 }
@@ -74,6 +78,7 @@ fn digest(parts: &[&str]) -> String {
 pub async fn create(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     cluster: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -129,9 +134,18 @@ pub async fn create(
         let written = state
             .store
             .create_association(&record, idempotency.as_ref())
-            .await;
+            .await
+            .map_err(store_error);
         state.forget_lookups();
-        let written = written.map_err(store_error)?;
+        // A replay wrote nothing: no change to record.
+        if !matches!(&written, Ok(w) if w.replayed) {
+            let made = written.as_ref().ok().map(|w| w.association.id.as_str());
+            let mut change = Change::new(Operation::CreatePodIdentityAssociation, &cluster, made);
+            change.after = Some(association_state(&record));
+            let who = Changer::of(&principal, &request_id);
+            change.record(&state, &who, written.as_ref().err()).await;
+        }
+        let written = written?;
         if !written.replayed {
             tracing::info!(
                 cluster = %cluster,
@@ -142,7 +156,7 @@ pub async fn create(
             );
         }
         Ok(AssociationResponse {
-            association: to_wire(&state, written.association),
+            association: to_wire(&state, &principal, written.association),
         })
     })
     .await
@@ -161,7 +175,7 @@ pub async fn describe(
             let Path((cluster, id)) = params.map_err(path_error)?;
             let found = load(&state, &cluster, &id).await?;
             Ok(AssociationResponse {
-                association: to_wire(&state, found),
+                association: to_wire(&state, &principal, found),
             })
         },
     )
@@ -276,7 +290,7 @@ pub async fn list(
             associations: page
                 .items
                 .into_iter()
-                .map(|a| to_wire(&state, a).summary())
+                .map(|a| to_wire(&state, &principal, a).summary())
                 .collect(),
             next_token: page.next.map(|after| encode_next_token(after, &query)),
         })
@@ -288,6 +302,7 @@ pub async fn list(
 pub async fn update(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     params: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -329,7 +344,10 @@ pub async fn update(
         let mut attempt = 0;
         let written = loop {
             attempt += 1;
-            let current = load(&state, &cluster, &id).await?;
+            let current = match load(&state, &cluster, &id).await {
+                Ok(current) => current,
+                Err(e) => break Err(e),
+            };
             let updated = apply_update(&req, current.clone(), state.clock.now_millis())?;
             let result = state
                 .store
@@ -338,11 +356,24 @@ pub async fn update(
             state.forget_lookups();
             match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
-                result => break result.map_err(store_error)?,
+                result => break result.map(|w| (current, w)).map_err(store_error),
             }
         };
+        if !matches!(&written, Ok((_, w)) if w.replayed) {
+            let mut change =
+                Change::new(Operation::UpdatePodIdentityAssociation, &cluster, Some(&id));
+            if let Ok((before, w)) = &written {
+                change = change.diff(
+                    &association_state(before),
+                    &association_state(&w.association),
+                );
+            }
+            let who = Changer::of(&principal, &request_id);
+            change.record(&state, &who, written.as_ref().err()).await;
+        }
+        let (_, written) = written?;
         Ok(AssociationResponse {
-            association: to_wire(&state, written.association),
+            association: to_wire(&state, &principal, written.association),
         })
     })
     .await
@@ -389,18 +420,27 @@ fn apply_update(
 pub async fn delete(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     answer(Operation::DeletePodIdentityAssociation, &principal, async {
         let Path((cluster, id)) = params.map_err(path_error)?;
         validate::cluster_name(&cluster)?;
         validate::association_id(&id)?;
-        let deleted = state.store.delete_association(&cluster, &id).await;
+        let deleted = state
+            .store
+            .delete_association(&cluster, &id)
+            .await
+            .map_err(store_error);
         state.forget_lookups();
-        let deleted = deleted.map_err(store_error)?;
+        let mut change = Change::new(Operation::DeletePodIdentityAssociation, &cluster, Some(&id));
+        change.before = deleted.as_ref().ok().map(association_state);
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, deleted.as_ref().err()).await;
+        let deleted = deleted?;
         tracing::info!(cluster = %cluster, association_id = %id, "association deleted");
         Ok(AssociationResponse {
-            association: to_wire(&state, deleted),
+            association: to_wire(&state, &principal, deleted),
         })
     })
     .await
@@ -435,6 +475,7 @@ pub async fn list_tags(
 pub async fn tag(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     arn: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -447,11 +488,17 @@ pub async fn tag(
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::invalid_parameter("tags is required"))?;
         validate::tags(&tags)?;
-        state
+        let tagged = state
             .store
             .update_tags(&cluster, &id, &tags, &[])
             .await
-            .map_err(store_error)?;
+            .map_err(store_error);
+        // The keys it set (added or overwritten).
+        let mut change = Change::new(Operation::TagResource, &cluster, Some(&id));
+        change.after = Some(tag_keys(tags.keys()));
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, tagged.as_ref().err()).await;
+        tagged?;
         Ok(serde_json::json!({}))
     })
     .await
@@ -461,6 +508,7 @@ pub async fn tag(
 pub async fn untag(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     arn: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -482,11 +530,17 @@ pub async fn untag(
         for key in &keys {
             validate::tag_key(key)?;
         }
-        state
+        let untagged = state
             .store
             .update_tags(&cluster, &id, &Tags::new(), &keys)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error);
+        // The keys it removed.
+        let mut change = Change::new(Operation::UntagResource, &cluster, Some(&id));
+        change.before = Some(tag_keys(&keys));
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, untagged.as_ref().err()).await;
+        untagged?;
         Ok(serde_json::json!({}))
     })
     .await

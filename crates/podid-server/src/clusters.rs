@@ -13,8 +13,9 @@ use podid_api::cluster::{
 use podid_api::{validate, ApiError};
 
 use crate::authz::{Operation, Principal};
+use crate::broker::audit::change::{cluster_state, Change, Changer};
 use crate::jwks::discover_jwks_uri;
-use crate::wire::{answer, parse_json, path_error, store_error, MAX_UPDATE_ATTEMPTS};
+use crate::wire::{answer, parse_json, path_error, store_error, RequestId, MAX_UPDATE_ATTEMPTS};
 use crate::{AppState, SharedState};
 
 fn cluster_arn(value: &str) -> Result<(), ApiError> {
@@ -47,9 +48,7 @@ async fn resolve_keys(
             "give exactly one key source: jwks, jwksUri or discovery",
         ));
     }
-    let fetch_failed = |e: crate::jwks::FetchError| {
-        ApiError::invalid_parameter(format!("cannot load the cluster's keys: {e}"))
-    };
+    let fetch_failed = |e: crate::jwks::FetchError| crate::jwks::caller_error(&e);
     if let Some(doc) = jwks {
         validate::jwks(&doc)?;
         return Ok(Some((KeySource::Inline, None, doc)));
@@ -68,8 +67,9 @@ async fn resolve_keys(
         return Ok(None);
     };
     validate::url("jwks_uri", &uri)?;
-    let doc = state.fetcher.fetch_json(&uri).await.map_err(fetch_failed)?;
-    validate::jwks(&doc)?;
+    let doc = crate::jwks::fetch_jwks(state.fetcher.as_ref(), &uri)
+        .await
+        .map_err(fetch_failed)?;
     Ok(Some((source, Some(uri), doc)))
 }
 
@@ -77,6 +77,7 @@ async fn resolve_keys(
 pub async fn register(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -128,9 +129,17 @@ pub async fn register(
             created_at: now,
             modified_at: now,
         };
-        let inserted = state.store.insert_cluster(&cluster).await;
+        let inserted = state
+            .store
+            .insert_cluster(&cluster)
+            .await
+            .map_err(store_error);
         state.forget_lookups();
-        inserted.map_err(store_error)?;
+        let mut change = Change::new(Operation::RegisterCluster, &cluster.name, None);
+        change.after = Some(cluster_state(&cluster));
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, inserted.as_ref().err()).await;
+        inserted?;
         tracing::info!(
             cluster = %cluster.name,
             issuer = %cluster.issuer,
@@ -183,6 +192,7 @@ pub async fn describe(
 pub async fn update(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -219,9 +229,12 @@ pub async fn update(
         }
         // Read, change, write if nobody wrote in between; otherwise read again.
         let mut attempt = 0;
-        let cluster = loop {
+        let updated = loop {
             attempt += 1;
-            let current = load(&state, &name).await?;
+            let current = match load(&state, &name).await {
+                Ok(current) => current,
+                Err(e) => break Err(e),
+            };
             let mut cluster = current.clone();
             if let Some(issuer) = &req.issuer {
                 cluster.issuer = issuer.clone();
@@ -246,12 +259,16 @@ pub async fn update(
             state.forget_lookups();
             match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
-                result => {
-                    result.map_err(store_error)?;
-                    break cluster;
-                }
+                result => break result.map(|()| (current, cluster)).map_err(store_error),
             }
         };
+        let mut change = Change::new(Operation::UpdateCluster, &name, None);
+        if let Ok((before, after)) = &updated {
+            change = change.diff(&cluster_state(before), &cluster_state(after));
+        }
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, updated.as_ref().err()).await;
+        let (_, cluster) = updated?;
         tracing::info!(cluster = %cluster.name, "cluster updated");
         Ok(ClusterResponse { cluster })
     })
@@ -262,6 +279,7 @@ pub async fn update(
 pub async fn deregister(
     State(state): State<SharedState>,
     Extension(principal): Extension<Principal>,
+    Extension(request_id): Extension<RequestId>,
     name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -283,9 +301,17 @@ pub async fn deregister(
                 };
             }
         }
-        let cluster = state.store.delete_cluster(&name, force).await;
+        let cluster = state
+            .store
+            .delete_cluster(&name, force)
+            .await
+            .map_err(store_error);
         state.forget_lookups();
-        let cluster = cluster.map_err(store_error)?;
+        let mut change = Change::new(Operation::DeregisterCluster, &name, None);
+        change.before = cluster.as_ref().ok().map(cluster_state);
+        let who = Changer::of(&principal, &request_id);
+        change.record(&state, &who, cluster.as_ref().err()).await;
+        let cluster = cluster?;
         tracing::info!(cluster = %name, force, "cluster deregistered");
         Ok(ClusterResponse { cluster })
     })

@@ -18,7 +18,7 @@ pub(crate) const MAX_TAGS: usize = 50;
 /// constraint race (PostgreSQL only; SQLite writes never race).
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
-/// Audit events written per `INSERT` (12 parameters each: well under
+/// Audit events written per `INSERT` (16 parameters each: well under
 /// SQLite's and PostgreSQL's limits on bound parameters).
 pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 100;
 
@@ -77,6 +77,33 @@ pub(crate) fn decode_jwks(cluster: &str, text: &str) -> Result<serde_json::Value
         what: format!("JWKS of cluster '{cluster}'"),
         source: Some(e),
     })
+}
+
+/// A change's before or after fields as stored: a JSON object.
+pub(crate) fn encode_audit_state(
+    state: &Option<podid_api::audit::AuditState>,
+) -> Result<Option<String>, StoreError> {
+    state
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            what: "cannot encode an audit event's fields".into(),
+            source: Some(e),
+        })
+}
+
+/// A change's before or after fields read back.
+pub(crate) fn decode_audit_state(
+    seq: i64,
+    text: Option<String>,
+) -> Result<Option<podid_api::audit::AuditState>, StoreError> {
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            what: format!("audit event {seq}: changed fields"),
+            source: Some(e),
+        })
 }
 
 /// A key source read back.

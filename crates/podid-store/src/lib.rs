@@ -103,6 +103,8 @@ pub struct AuditQuery {
     pub service_account: Option<String>,
     /// Only this outcome.
     pub outcome: Option<podid_api::audit::AuditOutcome>,
+    /// Only events of this kind.
+    pub kind: Option<podid_api::audit::AuditKind>,
     /// Only events at or after this time.
     pub since: Option<EpochMillis>,
     /// Continue with events older than this position (from [`AuditPage::next`]).
@@ -296,6 +298,10 @@ pub trait AssociationStore: Send + Sync + 'static {
         -> Result<(), StoreError>;
     /// Lists audit events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Deletes at most `max_rows` of the oldest audit events older than
+    /// `older_than`, in one short transaction; returns how many it deleted.
+    async fn prune_audit(&self, older_than: EpochMillis, max_rows: u32)
+        -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names and runs its migrations:

@@ -244,8 +244,10 @@ suite! {
     concurrent_same_token,
     concurrent_tag_updates,
     concurrent_force_delete_and_creates,
-    audit_log;
-    persistent: reopen_keeps_data, corrupt_rows_and_stale_tokens,
+    audit_log,
+    audit_changes,
+    audit_prune;
+    persistent: reopen_keeps_data, corrupt_rows_and_stale_tokens, audit_rows_of_before_changes,
 }
 
 // ---------------------------------------------------------------- builders
@@ -1316,6 +1318,111 @@ async fn corrupt_rows_and_stale_tokens(f: &mut Fixture) {
     assert!(corrupt(s.get_cluster("c1").await));
 }
 
+async fn audit_changes(f: &mut Fixture) {
+    use podid_api::audit::AuditKind;
+    use podid_api::audit::AuditOutcome::Issued;
+    use podid_store::AuditQuery;
+    let s = f.store();
+    // Changes and decisions interleaved in one batch.
+    let events: Vec<_> = (0..12)
+        .map(|i| {
+            if i % 3 == 0 {
+                change_event(i)
+            } else {
+                audit_event(i, "blue", "a", Issued)
+            }
+        })
+        .collect();
+    s.record_audit(&events).await.unwrap();
+    let list = |kind| AuditQuery {
+        kind,
+        limit: 100,
+        ..Default::default()
+    };
+    let changes = s.list_audit(&list(Some(AuditKind::Change))).await.unwrap();
+    let mut read: Vec<_> = changes.events.clone();
+    for e in &mut read {
+        e.seq = 0;
+    }
+    let want: Vec<_> = [9, 6, 3, 0].iter().map(|&i| change_event(i)).collect();
+    assert_eq!(
+        read, want,
+        "a change's kind, action and fields come back as written"
+    );
+    let credentials = s
+        .list_audit(&list(Some(AuditKind::Credential)))
+        .await
+        .unwrap();
+    assert_eq!(credentials.events.len(), 8);
+    assert!(credentials
+        .events
+        .iter()
+        .all(|e| e.kind == AuditKind::Credential && e.action.is_none() && e.before.is_none()));
+    assert_eq!(s.list_audit(&list(None)).await.unwrap().events.len(), 12);
+}
+
+async fn audit_prune(f: &mut Fixture) {
+    use podid_api::audit::AuditOutcome::Issued;
+    use podid_store::AuditQuery;
+    let s = f.store();
+    // Times 1_000_000 .. 1_000_049, written newest first so seq and time disagree.
+    let events: Vec<_> = (0..50)
+        .rev()
+        .map(|i| audit_event(i, "blue", "a", Issued))
+        .collect();
+    s.record_audit(&events).await.unwrap();
+    // At most 15 per call, only those strictly older than the cut, oldest first.
+    let cut = EpochMillis(1_000_040);
+    assert_eq!(s.prune_audit(cut, 15).await.unwrap(), 15);
+    let left = |page: podid_store::AuditPage| {
+        let mut times: Vec<i64> = page.events.iter().map(|e| e.time.0 - 1_000_000).collect();
+        times.sort_unstable();
+        times
+    };
+    let all = AuditQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        left(s.list_audit(&all).await.unwrap()),
+        (15..50).collect::<Vec<_>>()
+    );
+    assert_eq!(s.prune_audit(cut, 15).await.unwrap(), 15);
+    assert_eq!(s.prune_audit(cut, 15).await.unwrap(), 10);
+    assert_eq!(s.prune_audit(cut, 15).await.unwrap(), 0);
+    assert_eq!(
+        left(s.list_audit(&all).await.unwrap()),
+        (40..50).collect::<Vec<_>>()
+    );
+}
+
+/// Rows written before the change columns existed read as credential
+/// events; damaged change fields are reported, not guessed.
+async fn audit_rows_of_before_changes(f: &mut Fixture) {
+    use podid_api::audit::AuditKind;
+    use podid_store::AuditQuery;
+    let s = f.store();
+    f.raw(
+        "INSERT INTO audit_events (time, request_id, caller, cluster, outcome) \
+         VALUES (5, 'old-row', 'NODEKEY', 'blue', 'issued')",
+    )
+    .await;
+    let all = AuditQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let page = s.list_audit(&all).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].kind, AuditKind::Credential);
+    assert_eq!(page.events[0].request_id, "old-row");
+    f.raw("UPDATE audit_events SET kind = 'change', before_state = '{not json'")
+        .await;
+    assert!(corrupt(s.list_audit(&all).await));
+    f.raw("UPDATE audit_events SET kind = 'gossip', before_state = NULL")
+        .await;
+    assert!(corrupt(s.list_audit(&all).await));
+}
+
 // ---------------------------------------------------------------- open()
 
 #[tokio::test]
@@ -1356,23 +1463,47 @@ fn audit_event(
     ns: &str,
     outcome: podid_api::audit::AuditOutcome,
 ) -> podid_api::audit::AuditEvent {
-    podid_api::audit::AuditEvent {
-        seq: 0,
-        time: EpochMillis(1_000_000 + i),
-        request_id: format!("req-{i}"),
-        caller: "NODEKEY".into(),
-        cluster: cluster.into(),
-        namespace: Some(ns.into()),
-        service_account: Some("sa".into()),
-        pod_name: Some(format!("pod-{i}")),
-        pod_uid: Some(format!("uid-{i}")),
-        association_id: (outcome == podid_api::audit::AuditOutcome::Issued)
-            .then(|| "a-0123456789abcdefg".into()),
-        role_arn: None,
+    use podid_api::audit::{AuditEvent, AuditKind, AuditOutcome};
+    let mut e = AuditEvent::new(
+        AuditKind::Credential,
+        EpochMillis(1_000_000 + i),
+        &format!("req-{i}"),
+        "NODEKEY",
+        cluster.into(),
         outcome,
-        error_code: (outcome != podid_api::audit::AuditOutcome::Issued)
-            .then(|| "InvalidTokenException".into()),
-    }
+    );
+    e.namespace = Some(ns.into());
+    e.service_account = Some("sa".into());
+    e.pod_name = Some(format!("pod-{i}"));
+    e.pod_uid = Some(format!("uid-{i}"));
+    e.association_id = (outcome == AuditOutcome::Issued).then(|| "a-0123456789abcdefg".into());
+    e.error_code = (outcome != AuditOutcome::Issued).then(|| "InvalidTokenException".into());
+    e
+}
+
+/// A change event: `UpdatePodIdentityAssociation` of the role, by `ADMINKEY`.
+fn change_event(i: i64) -> podid_api::audit::AuditEvent {
+    use podid_api::audit::{AuditEvent, AuditKind, AuditOutcome, AuditState};
+    let mut e = AuditEvent::new(
+        AuditKind::Change,
+        EpochMillis(1_000_000 + i),
+        &format!("change-{i}"),
+        "ADMINKEY",
+        "blue".into(),
+        AuditOutcome::Succeeded,
+    );
+    e.action = Some("UpdatePodIdentityAssociation".into());
+    e.association_id = Some("a-0123456789abcdefg".into());
+    e.before = Some(AuditState {
+        role_arn: Some("arn:aws:iam::111122223333:role/old".into()),
+        tag_keys: Some(vec!["team".into(), "env".into()]),
+        ..Default::default()
+    });
+    e.after = Some(AuditState {
+        role_arn: Some(format!("arn:aws:iam::111122223333:role/new-{i}")),
+        ..Default::default()
+    });
+    e
 }
 
 async fn audit_log(f: &mut Fixture) {

@@ -8,7 +8,7 @@ pub mod lookups;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use podid_api::audit::{AuditEvent, AuditOutcome};
+use podid_api::audit::{AuditEvent, AuditKind, AuditOutcome};
 use podid_api::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, PodCredentials, PodIdentityAssociationRef,
     Subject,
@@ -115,54 +115,49 @@ pub async fn assume_role_for_pod_identity(
     cluster_name: &str,
     token: Option<&str>,
 ) -> Result<AssumeRoleForPodIdentityResponse, ApiError> {
-    let mut event = AuditEvent {
-        seq: 0,
-        time: state.clock.now_millis(),
-        request_id: ctx.request_id.to_owned(),
-        caller: ctx.caller.to_owned(),
-        cluster: podid_api::arn::printable(cluster_name),
-        namespace: None,
-        service_account: None,
-        pod_name: None,
-        pod_uid: None,
-        association_id: None,
-        role_arn: None,
-        outcome: AuditOutcome::Denied,
-        error_code: None,
-    };
-    let result = decide(state, broker, cluster_name, token, &mut event).await;
-    match &result {
-        Ok(_) => {
+    let mut event = AuditEvent::new(
+        AuditKind::Credential,
+        state.clock.now_millis(),
+        ctx.request_id,
+        ctx.caller,
+        podid_api::arn::printable(cluster_name),
+        AuditOutcome::Denied,
+    );
+    let e = match decide(state, broker, cluster_name, token, &mut event).await {
+        Ok(answer) => {
             event.outcome = AuditOutcome::Issued;
-            state.metrics.broker.issued("issued", "");
-        }
-        Err(e) => {
-            event.outcome = match e.kind {
-                ErrorKind::ServiceUnavailable
-                | ErrorKind::Throttling
-                | ErrorKind::InternalServer
-                | ErrorKind::Server => AuditOutcome::Failed,
-                _ => AuditOutcome::Denied,
+            // Fail-closed: answered only once its event is written.
+            return match broker.audit.record_issued(event).await {
+                Ok(()) => {
+                    state.metrics.broker.issued("issued", "");
+                    Ok(answer)
+                }
+                Err(e) => {
+                    state.metrics.broker.issued("failed", e.kind.name());
+                    Err(e)
+                }
             };
-            event.error_code = Some(e.kind.name().to_owned());
-            state
-                .metrics
-                .broker
-                .issued(event.outcome.as_str(), e.kind.name());
-            tracing::info!(
-                request_id = ctx.request_id,
-                cluster = %event.cluster,
-                namespace = event.namespace.as_deref().unwrap_or("-"),
-                service_account = event.service_account.as_deref().unwrap_or("-"),
-                pod = event.pod_name.as_deref().unwrap_or("-"),
-                error = e.kind.name(),
-                reason = %e.message,
-                "credentials refused"
-            );
         }
-    }
+        Err(e) => e,
+    };
+    event.outcome = audit::outcome_of(&e);
+    event.error_code = Some(e.kind.name().to_owned());
+    state
+        .metrics
+        .broker
+        .issued(event.outcome.as_str(), e.kind.name());
+    tracing::info!(
+        request_id = ctx.request_id,
+        cluster = %event.cluster,
+        namespace = event.namespace.as_deref().unwrap_or("-"),
+        service_account = event.service_account.as_deref().unwrap_or("-"),
+        pod = event.pod_name.as_deref().unwrap_or("-"),
+        error = e.kind.name(),
+        reason = %e.message,
+        "credentials refused"
+    );
     broker.audit.record(event).await;
-    result
+    Err(e)
 }
 
 async fn decide(

@@ -291,15 +291,26 @@ macro_rules! association_store_trait {
                 if events.is_empty() {
                     return Ok(());
                 }
+                let states = events
+                    .iter()
+                    .map(|e| Ok((
+                        $crate::common::encode_audit_state(&e.before)?,
+                        $crate::common::encode_audit_state(&e.after)?,
+                    )))
+                    .collect::<Result<Vec<_>, $crate::StoreError>>()?;
                 let mut tx = self.begin_write().await?;
                 // Many rows per statement: each statement is a round trip to
                 // the database (for SQLite, to its connection's thread).
-                for chunk in events.chunks($crate::common::AUDIT_ROWS_PER_INSERT) {
+                for (chunk, states) in events
+                    .chunks($crate::common::AUDIT_ROWS_PER_INSERT)
+                    .zip(states.chunks($crate::common::AUDIT_ROWS_PER_INSERT))
+                {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (time, request_id, caller, cluster, namespace, service_account, \
-                         pod_name, pod_uid, association_id, role_arn, outcome, error_code) ",
+                         pod_name, pod_uid, association_id, role_arn, outcome, error_code, kind, action, \
+                         before_state, after_state) ",
                     );
-                    insert.push_values(chunk, |mut row, e| {
+                    insert.push_values(chunk.iter().zip(states), |mut row, (e, (before, after))| {
                         row.push_bind(e.time.0)
                             .push_bind(&e.request_id)
                             .push_bind(&e.caller)
@@ -311,7 +322,11 @@ macro_rules! association_store_trait {
                             .push_bind(&e.association_id)
                             .push_bind(&e.role_arn)
                             .push_bind(e.outcome.as_str())
-                            .push_bind(&e.error_code);
+                            .push_bind(&e.error_code)
+                            .push_bind(e.kind.as_str())
+                            .push_bind(&e.action)
+                            .push_bind(before)
+                            .push_bind(after);
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
@@ -323,7 +338,8 @@ macro_rules! association_store_trait {
                 use sqlx::Row as _;
                 let mut sql = String::from(
                     "SELECT seq, time, request_id, caller, cluster, namespace, service_account, pod_name, pod_uid, \
-                     association_id, role_arn, outcome, error_code FROM audit_events WHERE 1 = 1",
+                     association_id, role_arn, outcome, error_code, kind, action, before_state, after_state \
+                     FROM audit_events WHERE 1 = 1",
                 );
                 let mut n = 0;
                 let mut next = |column: &str, op: &str, sql: &mut String| {
@@ -334,6 +350,7 @@ macro_rules! association_store_trait {
                 if q.namespace.is_some() { next("namespace", "=", &mut sql); }
                 if q.service_account.is_some() { next("service_account", "=", &mut sql); }
                 if q.outcome.is_some() { next("outcome", "=", &mut sql); }
+                if q.kind.is_some() { next("kind", "=", &mut sql); }
                 if q.since.is_some() { next("time", ">=", &mut sql); }
                 if q.before.is_some() { next("seq", "<", &mut sql); }
                 n += 1;
@@ -343,6 +360,7 @@ macro_rules! association_store_trait {
                 if let Some(v) = &q.namespace { query = query.bind(v); }
                 if let Some(v) = &q.service_account { query = query.bind(v); }
                 if let Some(v) = q.outcome { query = query.bind(v.as_str()); }
+                if let Some(v) = q.kind { query = query.bind(v.as_str()); }
                 if let Some(v) = q.since { query = query.bind(v.0); }
                 if let Some(v) = q.before { query = query.bind(v); }
                 let limit = q.limit.max(1);
@@ -351,9 +369,13 @@ macro_rules! association_store_trait {
                 let mut events = Vec::with_capacity(rows.len().min(limit as usize));
                 for row in rows.iter().take(limit as usize) {
                     let outcome: String = row.try_get("outcome")?;
+                    let kind: String = row.try_get("kind")?;
                     let seq: i64 = row.try_get("seq")?;
                     events.push(podid_api::audit::AuditEvent {
                         seq,
+                        kind: podid_api::audit::AuditKind::parse(&kind)
+                            .ok_or_else(|| $crate::StoreError::corrupt(format!("audit event {seq}: kind '{kind}'")))?,
+                        action: row.try_get("action")?,
                         time: podid_api::EpochMillis(row.try_get("time")?),
                         request_id: row.try_get("request_id")?,
                         caller: row.try_get("caller")?,
@@ -364,6 +386,8 @@ macro_rules! association_store_trait {
                         pod_uid: row.try_get("pod_uid")?,
                         association_id: row.try_get("association_id")?,
                         role_arn: row.try_get("role_arn")?,
+                        before: $crate::common::decode_audit_state(seq, row.try_get("before_state")?)?,
+                        after: $crate::common::decode_audit_state(seq, row.try_get("after_state")?)?,
                         outcome: podid_api::audit::AuditOutcome::parse(&outcome)
                             .ok_or_else(|| $crate::StoreError::corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
                         error_code: row.try_get("error_code")?,
@@ -371,6 +395,26 @@ macro_rules! association_store_trait {
                 }
                 let next = if more { events.last().map(|e| e.seq) } else { None };
                 Ok($crate::AuditPage { events, next })
+            }
+
+            async fn prune_audit(
+                &self,
+                older_than: podid_api::EpochMillis,
+                max_rows: u32,
+            ) -> Result<u64, $crate::StoreError> {
+                // Oldest first through the time index, a bounded number per
+                // transaction, so a large backlog never holds the write lock long.
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "DELETE FROM audit_events WHERE seq IN \
+                     (SELECT seq FROM audit_events WHERE time < $1 ORDER BY time LIMIT $2)",
+                )
+                .bind(older_than.0)
+                .bind(i64::from(max_rows.max(1)))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
         }
     };

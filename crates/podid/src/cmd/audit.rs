@@ -1,18 +1,23 @@
-//! `podid audit …`: reads the broker's audit trail.
+//! `podid audit …`: reads the audit trail (the broker's decisions and the
+//! changes to associations and clusters).
 
 use anyhow::bail;
 use clap::Subcommand;
-use podid_api::audit::ListAuditResponse;
+use podid_api::audit::{AuditEvent, AuditKind, AuditState, ListAuditResponse};
 
 use super::connection::{format_time, print_json, print_table, Connection, OutputFormat};
 
 /// `podid audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// List the broker's decisions, newest first.
+    /// List the audit trail, newest first: the broker's decisions
+    /// (`credential`) and changes to associations and clusters (`change`).
     List {
         #[command(flatten)]
         conn: Connection,
+        /// Only this kind: credential or change.
+        #[arg(long)]
+        kind: Option<String>,
         /// Only this cluster.
         #[arg(long)]
         cluster_name: Option<String>,
@@ -22,7 +27,7 @@ pub enum AuditCommand {
         /// Only this service account.
         #[arg(long)]
         service_account: Option<String>,
-        /// Only this outcome: issued, denied or failed.
+        /// Only this outcome: issued, succeeded (changes), denied or failed.
         #[arg(long)]
         outcome: Option<String>,
         /// Only events since: a duration back from now (30s, 15m, 2h, 7d),
@@ -65,6 +70,7 @@ pub fn parse_since(value: &str, now: i64) -> anyhow::Result<i64> {
 pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     let AuditCommand::List {
         conn,
+        kind,
         cluster_name,
         namespace,
         service_account,
@@ -74,6 +80,12 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     } = cmd;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(v) = kind {
+        if AuditKind::parse(&v).is_none() {
+            bail!("--kind '{v}': use credential or change");
+        }
+        query.push(("kind", v));
+    }
     if let Some(v) = cluster_name {
         query.push(("cluster", v));
     }
@@ -103,29 +115,14 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             next_token: None,
         }),
         OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = events
-                .iter()
-                .map(|e| {
-                    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-                    vec![
-                        format_time(e.time.seconds()),
-                        e.outcome.as_str().to_owned(),
-                        e.cluster.clone(),
-                        format!("{}/{}", dash(&e.namespace), dash(&e.service_account)),
-                        dash(&e.pod_name),
-                        dash(&e.association_id),
-                        dash(&e.error_code),
-                        e.caller.clone(),
-                    ]
-                })
-                .collect();
+            let rows: Vec<Vec<String>> = events.iter().map(table_row).collect();
             print_table(
                 &[
                     "TIME",
+                    "KIND",
                     "OUTCOME",
                     "CLUSTER",
-                    "SERVICE ACCOUNT",
-                    "POD",
+                    "WHAT",
                     "ASSOCIATION",
                     "ERROR",
                     "CALLER",
@@ -137,9 +134,81 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// One event as a table row; WHAT is the pod for a decision, the operation
+/// and the changed fields for a change.
+fn table_row(e: &AuditEvent) -> Vec<String> {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let what = match e.kind {
+        AuditKind::Credential => format!(
+            "{}/{} {}",
+            dash(&e.namespace),
+            dash(&e.service_account),
+            dash(&e.pod_name)
+        ),
+        AuditKind::Change => {
+            let changes = changed_fields(e.before.as_ref(), e.after.as_ref());
+            format!("{} {changes}", dash(&e.action))
+                .trim_end()
+                .to_owned()
+        }
+    };
+    vec![
+        format_time(e.time.seconds()),
+        e.kind.as_str().to_owned(),
+        e.outcome.as_str().to_owned(),
+        e.cluster.clone(),
+        what,
+        dash(&e.association_id),
+        dash(&e.error_code),
+        e.caller.clone(),
+    ]
+}
+
+/// `field: before -> after` for each field a change touched.
+fn changed_fields(before: Option<&AuditState>, after: Option<&AuditState>) -> String {
+    let object = |s: Option<&AuditState>| match s.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::Object(map))) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (object(before), object(after));
+    let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "-".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    fields
+        .iter()
+        .map(|f| format!("{f}: {} -> {}", show(old.get(*f)), show(new.get(*f))))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_since;
+    use super::{changed_fields, parse_since};
+    use podid_api::audit::AuditState;
+
+    #[test]
+    fn changes_read_as_field_before_and_after() {
+        let before = AuditState {
+            role_arn: Some("arn:aws:iam::111122223333:role/a".into()),
+            tag_keys: Some(vec!["team".into()]),
+            ..Default::default()
+        };
+        let after = AuditState {
+            role_arn: Some("arn:aws:iam::111122223333:role/b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            changed_fields(Some(&before), Some(&after)),
+            "roleArn: arn:aws:iam::111122223333:role/a -> arn:aws:iam::111122223333:role/b; \
+             tagKeys: [\"team\"] -> -"
+        );
+        assert_eq!(changed_fields(None, None), "");
+    }
 
     #[test]
     fn durations_times_and_epochs() {
