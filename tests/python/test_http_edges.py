@@ -196,10 +196,13 @@ def test_clock_skew_within_five_minutes_is_accepted(podid, cluster, minutes):
     assert resp.status_code == 200, resp.text
 
 
-def test_any_region_and_the_eks_service_name_verify(podid, cluster):
-    for region in ("us-east-1", "eu-west-1", "ap-northeast-1"):
+def test_only_the_servers_region_verifies(podid, cluster):
+    """Issue 13: the scope names the server's --region (test_sigv4.py checks AWS's words)."""
+    resp = podid.request("GET", assoc_path(cluster), region="us-east-1")
+    assert resp.status_code == 200, resp.text
+    for region in ("eu-west-1", "ap-northeast-1"):
         resp = podid.request("GET", assoc_path(cluster), region=region)
-        assert resp.status_code == 200, (region, resp.text)
+        assert_aws_error(resp, 403, "InvalidSignatureException")
 
 
 def test_signed_query_strings_with_special_characters(podid, cluster):

@@ -9,6 +9,8 @@ the Common Errors list, and the messages AWS's JSON services send).
 
 Two targets: the association API (service `eks`, admin key) and
 AssumeRoleForPodIdentity (service `eks-auth`, node key, the fast path's shape).
+Signed for another region or service (issue 13), a request is refused in AWS's
+words; a signed query naming a parameter twice is InvalidParameterException.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def targets(cluster: str) -> dict[str, Target]:
     }
 
 
-def sign(podid, target: Target, *, at: dt.datetime | None = None, token: str | None = None) -> Sent:
+def sign(podid, target: Target, *, at: dt.datetime | None = None, token: str | None = None,
+         region: str = REGION) -> Sent:
     """botocore signs the target's request (with one extra header, X-Podid-Probe)."""
     url = podid.endpoint + target.path + ("?" + target.query if target.query else "")
     headers = {"X-Podid-Probe": "signed"}
@@ -116,7 +119,7 @@ def sign(podid, target: Target, *, at: dt.datetime | None = None, token: str | N
         headers["Content-Type"] = "application/json"
     request = AWSRequest(method=target.method, url=url, data=target.body, headers=headers)
     key = podid.keys[target.role]
-    signer = SigV4Auth(Credentials(key.access_key_id, key.secret_access_key, token), target.service, REGION)
+    signer = SigV4Auth(Credentials(key.access_key_id, key.secret_access_key, token), target.service, region)
     if at is None:
         signer.add_auth(request)
     else:
@@ -253,6 +256,39 @@ def test_signed_security_token_is_refused(podid, sigv4_cluster, target_name):
     sent = sign(podid, target, token=SESSION_TOKEN)
     assert "x-amz-security-token" in sent.get("Authorization")
     check(podid, target, sent, TOKEN_INVALID)
+
+
+@pytest.mark.parametrize("target_name", ["eks", "eks-auth"])
+def test_signed_for_another_region_is_refused(podid, sigv4_cluster, target_name):
+    """The scope must name the server's --region; AWS's words (as quoted in
+    aws/aws-sdk-ruby#508), naming the region sent, not the server's."""
+    target = targets(sigv4_cluster)[target_name]
+    sent = sign(podid, target, region="eu-west-1")
+    assert "/eu-west-1/" in sent.get("Authorization")
+    check(podid, target, sent, (403, "InvalidSignatureException",
+                                "Credential should be scoped to a valid region, not 'eu-west-1'."))
+
+
+@pytest.mark.parametrize("target_name,signed_for", [("eks", "eks-auth"), ("eks", "sts"), ("eks-auth", "eks")])
+def test_signed_for_another_service_is_refused(podid, sigv4_cluster, target_name, signed_for):
+    """The scope must name the operation's service: eks for the association
+    API, eks-auth for AssumeRoleForPodIdentity; AWS's words (as quoted in
+    cllunsford/aws-signing-proxy#25)."""
+    target = targets(sigv4_cluster)[target_name]
+    sent = sign(podid, replace(target, service=signed_for))
+    check(podid, target, sent, (403, "InvalidSignatureException",
+                                f"Credential should be scoped to correct service: '{target.service}'."))
+
+
+def test_signed_query_naming_a_parameter_twice_is_invalid_parameter(podid, sigv4_cluster):
+    """Once the signature holds (unsigned, it is the signature's answer: see
+    the "query parameter duplicated" case)."""
+    target = targets(sigv4_cluster)["eks"]
+    for query, name in [("namespace=default&maxResults=5&namespace=default", "namespace"),
+                        ("maxResults=5&maxResults=6", "maxResults")]:
+        twice = replace(target, query=query)
+        check(podid, twice, sign(podid, twice),
+              (400, "InvalidParameterException", f"the query parameter '{name}' is given more than once"))
 
 
 AMZ_RE = r"(\d{8}T\d{6}Z)"

@@ -1,8 +1,12 @@
 //! Authorisation: the operations the server answers, the roles of API keys,
-//! and which role may call which operation.
+//! which role may call which operation, and the clusters a key may act on.
+
+use std::sync::Arc;
 
 use podid_api::{ApiError, ErrorKind};
 use serde::Deserialize;
+
+pub(crate) mod routes;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -73,6 +77,25 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in the order of the enum.
+    pub const ALL: [Operation; 15] = [
+        Operation::CreatePodIdentityAssociation,
+        Operation::DescribePodIdentityAssociation,
+        Operation::ListPodIdentityAssociations,
+        Operation::UpdatePodIdentityAssociation,
+        Operation::DeletePodIdentityAssociation,
+        Operation::TagResource,
+        Operation::UntagResource,
+        Operation::ListTagsForResource,
+        Operation::RegisterCluster,
+        Operation::DescribeCluster,
+        Operation::ListClusters,
+        Operation::UpdateCluster,
+        Operation::DeregisterCluster,
+        Operation::AssumeRoleForPodIdentity,
+        Operation::ListAuditEvents,
+    ];
+
     /// The operation's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -108,6 +131,26 @@ impl Operation {
     }
 }
 
+/// The clusters a key may act on (`clusters = [...]` in the keys file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Clusters {
+    /// Every cluster (no `clusters` in the key's entry).
+    #[default]
+    All,
+    /// Only these, by name.
+    Only(Arc<[String]>),
+}
+
+impl Clusters {
+    /// Whether the key may act on cluster `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Clusters::All => true,
+            Clusters::Only(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
 /// Who made an authenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -115,6 +158,8 @@ pub struct Principal {
     pub access_key_id: String,
     /// The key's role.
     pub role: Role,
+    /// The clusters the key may act on.
+    pub clusters: Clusters,
 }
 
 impl Principal {
@@ -123,6 +168,40 @@ impl Principal {
         Principal {
             access_key_id: "anonymous".to_owned(),
             role: Role::Admin,
+            clusters: Clusters::All,
+        }
+    }
+
+    /// `Ok` if the principal may act on every cluster the request (`method`,
+    /// `uri`, `body`) names, else `AccessDenied`. A key scoped to clusters is
+    /// refused any request that cannot be bound to named clusters (listing
+    /// every cluster, the audit trail without `cluster=`, unknown paths).
+    pub(crate) fn authorise_clusters(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        if matches!(self.clusters, Clusters::All) {
+            return Ok(());
+        }
+        let denied = |what: String| {
+            Err(ApiError::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "key {} is scoped to clusters and may not act on {what}",
+                    self.access_key_id
+                ),
+            ))
+        };
+        match routes::clusters_named(method, uri, body) {
+            routes::Named::Clusters(names) => match names.iter().find(|n| !self.clusters.allows(n))
+            {
+                None => Ok(()),
+                Some(other) => denied(format!("cluster '{}'", podid_api::arn::printable(other))),
+            },
+            routes::Named::Every => denied("every cluster: name one of its clusters".to_owned()),
+            routes::Named::Unknown => denied("this request".to_owned()),
         }
     }
 

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use podid_api::Secret;
+use podid_api::{validate, Secret};
 use serde::Deserialize;
 
-use crate::authz::Role;
+use crate::authz::{Clusters, Role};
 
 /// Why a keys file was refused. No variant quotes a secret.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,14 @@ pub enum KeysFileError {
     /// An access key id appears twice.
     #[error("access_key_id '{0}' appears twice")]
     Duplicate(String),
+    /// A key's `clusters` is empty or names an invalid cluster.
+    #[error("the clusters of key '{key}': {reason}")]
+    Clusters {
+        /// The access key id.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// No key at all.
     #[error("the keys file defines no [[key]]")]
     Empty,
@@ -50,6 +59,8 @@ pub struct ApiKey {
     pub secret_access_key: Secret,
     /// What the key may do.
     pub role: Role,
+    /// The clusters it may act on.
+    pub clusters: Clusters,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +76,31 @@ struct KeyEntry {
     access_key_id: String,
     secret_access_key: String,
     role: Role,
+    #[serde(default)]
+    clusters: Option<Vec<String>>,
+}
+
+/// A key entry's `clusters`: absent is every cluster; a list must name at
+/// least one valid cluster name.
+fn clusters_of(access_key_id: &str, names: Option<Vec<String>>) -> Result<Clusters, KeysFileError> {
+    let Some(mut names) = names else {
+        return Ok(Clusters::All);
+    };
+    let bad = |reason: String| KeysFileError::Clusters {
+        key: access_key_id.to_owned(),
+        reason,
+    };
+    if names.is_empty() {
+        return Err(bad(
+            "an empty list allows no cluster; leave clusters out for every cluster".to_owned(),
+        ));
+    }
+    for name in &names {
+        validate::cluster_name(name).map_err(|e| bad(e.message))?;
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(Clusters::Only(Arc::from(names)))
 }
 
 /// The keys the server accepts, by access key id.
@@ -81,6 +117,7 @@ impl KeyRing {
     /// access_key_id = "PODIDADMIN"
     /// secret_access_key = "…"
     /// role = "admin"   # admin | reader | node
+    /// clusters = ["blue"]   # optional: only these clusters (default: all)
     /// ```
     pub fn load(path: &Path) -> Result<Self, KeysFileError> {
         Self::parse(&std::fs::read_to_string(path)?)
@@ -111,6 +148,7 @@ impl KeyRing {
                 return Err(KeysFileError::ShortSecret(entry.access_key_id));
             }
             let key = ApiKey {
+                clusters: clusters_of(&entry.access_key_id, entry.clusters)?,
                 access_key_id: entry.access_key_id.clone(),
                 secret_access_key: Secret::new(entry.secret_access_key),
                 role: entry.role,
@@ -138,6 +176,13 @@ impl KeyRing {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The access key ids, sorted (safe to log).
+    pub fn ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -179,6 +224,38 @@ mod tests {
             assert!(!err.to_string().contains(secret), "{err}");
         }
         assert!(format!("{:?}", Secret::new(secret)).contains("redacted"));
+    }
+
+    #[test]
+    fn keys_may_be_scoped_to_clusters() {
+        let entry = |clusters: &str| {
+            format!(
+                "[[key]]\naccess_key_id = \"NODEBLUE\"\nsecret_access_key = \"0123456789abcdef0123\"\n\
+                 role = \"node\"\n{clusters}\n"
+            )
+        };
+        let ring = KeyRing::parse(&entry(r#"clusters = ["green", "blue", "blue"]"#)).unwrap();
+        assert_eq!(
+            ring.get("NODEBLUE").unwrap().clusters,
+            Clusters::Only(Arc::from(["blue".to_owned(), "green".to_owned()]))
+        );
+        let ring = KeyRing::parse(&entry("")).unwrap();
+        assert_eq!(ring.get("NODEBLUE").unwrap().clusters, Clusters::All);
+        for (clusters, message) in [
+            (
+                "clusters = []",
+                "the clusters of key 'NODEBLUE': an empty list allows no cluster; leave clusters out for every cluster",
+            ),
+            (
+                r#"clusters = ["blue", "no spaces"]"#,
+                "the clusters of key 'NODEBLUE': ",
+            ),
+        ] {
+            let e = KeyRing::parse(&entry(clusters)).unwrap_err().to_string();
+            assert!(e.starts_with(message), "{e}");
+        }
+        assert!(KeyRing::parse(&entry(r#"clusters = "blue""#)).is_err());
+        assert!(KeyRing::parse(&entry("clusters = [1]")).is_err());
     }
 
     #[test]

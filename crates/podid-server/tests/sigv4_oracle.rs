@@ -11,6 +11,8 @@
 //!
 //! Two targets: the association API (service `eks`, admin key) and
 //! AssumeRoleForPodIdentity (service `eks-auth`, node key: the fast path).
+//! Signed again for another region or service, a request is refused in AWS's
+//! words; a query naming a parameter twice, signed, is InvalidParameterException.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{Read, Write};
@@ -32,6 +34,8 @@ const HOST_UNSIGNED: &str =
 const TOKEN_INVALID: &str = "The security token included in the request is invalid";
 const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN";
 const CLUSTER: &str = "blue";
+/// The server's `--region`.
+const REGION: &str = "us-east-1";
 
 /// A request as it goes on the wire.
 #[derive(Clone, Debug)]
@@ -128,7 +132,7 @@ fn signed(host: &str, target: &Target, at: SystemTime, token: Option<&str>) -> S
     }
     sign_as(
         target.key,
-        target.service,
+        (REGION, target.service),
         Sent {
             method: target.method,
             path: target.path.clone(),
@@ -143,7 +147,7 @@ fn signed(host: &str, target: &Target, at: SystemTime, token: Option<&str>) -> S
 
 fn sign_as(
     key: TestKey,
-    service: &str,
+    (region, service): (&str, &str),
     mut sent: Sent,
     at: SystemTime,
     token: Option<&str>,
@@ -152,7 +156,7 @@ fn sign_as(
         access_key_id: key.access_key_id,
         secret_access_key: key.secret_access_key,
         session_token: token,
-        region: "us-east-1",
+        region,
         service,
         time: at,
         every_header: false,
@@ -321,7 +325,38 @@ fn amz_plus(amz: &str, seconds: i64) -> String {
 fn cases(target: &Target) -> Vec<Case> {
     let wrong_signature = || -> Expected { Box::new(|_| mismatch()) };
     let accepted = || -> Expected { Box::new(|_| Expect::Accepted) };
+    // Signed again, for another scope (issue 13: the server's region, the operation's service).
+    let (key, service) = (target.key, target.service);
+    let resign = move |scope: (&'static str, &'static str)| -> Alter {
+        Box::new(move |s: Sent| {
+            let s = s.remove("authorization").remove("x-amz-date");
+            sign_as(key, scope, s, SystemTime::now(), None)
+        })
+    };
+    let other_service = if service == "eks" { "eks-auth" } else { "eks" };
     let mut cases: Vec<Case> = vec![
+        (
+            "signed for another region",
+            resign(("eu-west-1", service)),
+            Box::new(|_| {
+                Expect::Refused(
+                    403,
+                    "InvalidSignatureException",
+                    "Credential should be scoped to a valid region, not 'eu-west-1'.".into(),
+                )
+            }),
+        ),
+        (
+            "signed for another service",
+            resign((REGION, other_service)),
+            Box::new(move |_| {
+                Expect::Refused(
+                    403,
+                    "InvalidSignatureException",
+                    format!("Credential should be scoped to correct service: '{service}'."),
+                )
+            }),
+        ),
         ("unaltered", Box::new(|s| s), accepted()),
         (
             "host changed",
@@ -453,6 +488,21 @@ fn cases(target: &Target) -> Vec<Case> {
             }),
             wrong_signature(),
         ));
+        let twice = resign((REGION, service));
+        cases.push((
+            "query parameter duplicated, then signed",
+            Box::new(move |mut s| {
+                s.query.push_str("&namespace=default");
+                twice(s)
+            }),
+            Box::new(|_| {
+                Expect::Refused(
+                    400,
+                    "InvalidParameterException",
+                    "the query parameter 'namespace' is given more than once".into(),
+                )
+            }),
+        ));
     }
     cases
 }
@@ -486,7 +536,7 @@ fn server() -> (tempfile::TempDir, PodidServerProcess) {
     };
     let answer = send(
         &server,
-        &sign_as(ADMIN, "eks", register, SystemTime::now(), None),
+        &sign_as(ADMIN, (REGION, "eks"), register, SystemTime::now(), None),
     );
     assert_eq!(answer.status, 200, "registering {CLUSTER}: {answer:?}");
     (dir, server)
@@ -515,7 +565,7 @@ fn requests_altered_after_signing_get_the_aws_answer() {
             failures.push(format!("{}: signed security token: {wrong}", target.name));
         }
     }
-    assert_eq!(judged, 32);
+    assert_eq!(judged, 37);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

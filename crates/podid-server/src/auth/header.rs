@@ -135,10 +135,32 @@ pub(super) fn split_credential(credential: &str) -> Result<Credential<'_>, ApiEr
     }
 }
 
-/// The scope's terminator and date checked against `X-Amz-Date`, with AWS's
-/// `InvalidSignatureException` messages.
-pub(super) fn check_scope(credential: &Credential<'_>, amz_date: &str) -> Result<(), ApiError> {
+/// The scope checked, with AWS's `InvalidSignatureException` messages: its
+/// region against `region` (the server's; `None` takes any), its service
+/// against `service` (the operation's), its terminator, and its date against
+/// `X-Amz-Date`. The region and service messages are AWS's words as its
+/// JSON services answer them: "Credential should be scoped to a valid region,
+/// not 'eu-west-1'." (quoted in aws/aws-sdk-ruby#508, joona/aws-es-curl#15)
+/// and "Credential should be scoped to correct service: 'batch'." (quoted in
+/// cllunsford/aws-signing-proxy#25); neither names the server's region.
+pub(super) fn check_scope(
+    credential: &Credential<'_>,
+    amz_date: &str,
+    region: Option<&str>,
+    service: &str,
+) -> Result<(), ApiError> {
     let mut errors = Vec::new();
+    if region.is_some_and(|r| r != credential.region) {
+        errors.push(format!(
+            "Credential should be scoped to a valid region, not '{}'.",
+            credential.region
+        ));
+    }
+    if credential.service != service {
+        errors.push(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        ));
+    }
     if credential.terminator != "aws4_request" {
         errors.push(format!(
             "Credential should be scoped with a valid terminator: 'aws4_request', not '{}'.",

@@ -2,7 +2,7 @@
 //! against the keys file's keys with the SDKs' own canonicalisation.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -17,11 +17,12 @@ use self::header::{
     check_scope, format_amz_date, is_canonical_list, parse_amz_date, parse_authorization,
     split_credential, AuthorizationHeader, Credential,
 };
-use crate::authz::Principal;
+use crate::authz::{routes, Principal};
 use crate::keys::{ApiKey, KeyRing};
 
 mod fast;
 mod header;
+pub(crate) mod reload;
 
 /// Requests signed further than this from the server's clock are refused.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -36,19 +37,30 @@ pub(crate) enum Authentication {
 }
 
 impl Authentication {
-    /// Who sent the request whose head is `parts` and body `body`, at `now`.
+    /// Who sent the request whose head is `parts` and body `body`, at `now`;
+    /// then, for a correctly signed request, a query parameter named twice is
+    /// `InvalidParameter` and a cluster outside the key's `clusters` is
+    /// `AccessDenied` (the role is checked by the handler).
     pub(crate) fn authenticate(
         &self,
         now: SystemTime,
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<Principal, ApiError> {
-        match self {
-            Authentication::Disabled => Ok(Principal::anonymous()),
+        let principal = match self {
+            Authentication::Disabled => Principal::anonymous(),
             Authentication::SigV4(verifier) => {
-                verifier.verify(now, parts.method.as_str(), &parts.uri, &parts.headers, body)
+                verifier.verify(now, parts.method.as_str(), &parts.uri, &parts.headers, body)?
             }
+        };
+        if let Some(name) = routes::repeated_query_parameter(&parts.method, &parts.uri) {
+            return Err(ApiError::invalid_parameter(format!(
+                "the query parameter '{}' is given more than once",
+                podid_api::arn::printable(&name)
+            )));
         }
+        principal.authorise_clusters(&parts.method, &parts.uri, body)?;
+        Ok(principal)
     }
 }
 
@@ -61,26 +73,73 @@ struct RequestToVerify<'a> {
     body: &'a [u8],
 }
 
-/// Checks SigV4 signatures against a [`KeyRing`], keeping the signing keys
-/// it derives (one HMAC per request instead of five).
+/// The keys in service and the signing keys derived from them (replaced
+/// together, so a changed secret never meets a key derived from the old one).
 #[derive(Debug)]
-pub struct SigV4Verifier {
-    keys: KeyRing,
+struct Keys {
+    ring: KeyRing,
     signing_keys: SigningKeyCache,
 }
 
+impl Keys {
+    fn new(ring: KeyRing) -> Arc<Keys> {
+        Arc::new(Keys {
+            ring,
+            signing_keys: SigningKeyCache::default(),
+        })
+    }
+}
+
+/// Checks SigV4 signatures against a [`KeyRing`], keeping the signing keys
+/// it derives (one HMAC per request instead of five). The ring can be
+/// replaced while requests are verified ([`SigV4Verifier::replace_keys`]).
+#[derive(Debug)]
+pub struct SigV4Verifier {
+    keys: RwLock<Arc<Keys>>,
+    /// The region the credential scope must name; `None` accepts any.
+    region: Option<String>,
+}
+
 impl SigV4Verifier {
-    /// A verifier of requests signed by `keys`.
+    /// A verifier of requests signed by `keys` for any region (the service
+    /// must still be the path's).
     pub fn new(keys: KeyRing) -> Self {
         SigV4Verifier {
-            keys,
-            signing_keys: SigningKeyCache::default(),
+            keys: RwLock::new(Keys::new(keys)),
+            region: None,
         }
     }
 
-    /// The keys.
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
+    /// A verifier of requests signed by `keys` for `region` only (the
+    /// server's `--region`).
+    pub fn for_region(keys: KeyRing, region: impl Into<String>) -> Self {
+        SigV4Verifier {
+            region: Some(region.into()),
+            ..SigV4Verifier::new(keys)
+        }
+    }
+
+    fn current(&self) -> Arc<Keys> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The keys in service.
+    pub fn keys(&self) -> KeyRing {
+        self.current().ring.clone()
+    }
+
+    /// Puts `keys` in service from the next request on; returns the ring
+    /// they replace.
+    pub fn replace_keys(&self, keys: KeyRing) -> KeyRing {
+        let new = Keys::new(keys);
+        let old = std::mem::replace(
+            &mut *self.keys.write().unwrap_or_else(PoisonError::into_inner),
+            new,
+        );
+        old.ring.clone()
     }
 
     /// Verifies a SigV4-signed request and says who sent it.
@@ -90,7 +149,8 @@ impl SigV4Verifier {
     /// AWS's order and names: no AWS4 `Authorization` →
     /// `MissingAuthenticationTokenException`; a missing or malformed part →
     /// `IncompleteSignatureException`; too old or too new, `host` unsigned, a
-    /// wrong scope → `InvalidSignatureException`; an unknown key →
+    /// wrong scope (region not the server's, service not the path's,
+    /// terminator, date) → `InvalidSignatureException`; an unknown key →
     /// `UnrecognizedClientException`; a wrong signature →
     /// `InvalidSignatureException`; then any `X-Amz-Security-Token` (podid
     /// issues none) → `UnrecognizedClientException`. No error reveals what the
@@ -131,8 +191,14 @@ impl SigV4Verifier {
             ));
         }
         let credential = split_credential(auth.credential)?;
-        check_scope(&credential, amz_date)?;
-        let key = self.keys.get(credential.access_key_id).ok_or_else(|| {
+        check_scope(
+            &credential,
+            amz_date,
+            self.region.as_deref(),
+            routes::signing_service(uri.path()),
+        )?;
+        let keys = self.current();
+        let key = keys.ring.get(credential.access_key_id).ok_or_else(|| {
             ApiError::new(
                 ErrorKind::UnrecognizedClient,
                 "The security token included in the request is invalid.",
@@ -149,7 +215,7 @@ impl SigV4Verifier {
             body,
         };
         let expected = match fast::signature(
-            &self.signing_keys,
+            &keys.signing_keys,
             key,
             &credential,
             &auth,
@@ -176,6 +242,7 @@ impl SigV4Verifier {
         Ok(Principal {
             access_key_id: key.access_key_id.clone(),
             role: key.role,
+            clusters: key.clusters.clone(),
         })
     }
 }
@@ -276,5 +343,7 @@ fn sdk_signature(
     Ok(output.signature().to_owned())
 }
 
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use podid_test_support::sigv4::Signer;
 
 use super::*;
-use crate::authz::Role;
+use crate::authz::{Clusters, Role};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
@@ -12,8 +12,9 @@ fn ring() -> KeyRing {
     .unwrap()
 }
 
+/// A verifier for the server's region, `us-east-1`.
 fn verifier() -> SigV4Verifier {
-    SigV4Verifier::new(ring())
+    SigV4Verifier::for_region(ring(), "us-east-1")
 }
 
 /// Signs a request the way an SDK does, with aws-sigv4's defaults.
@@ -83,7 +84,8 @@ fn accepts_a_correct_signature_and_names_the_caller() {
         p,
         Principal {
             access_key_id: "AKIDEXAMPLE".into(),
-            role: Role::Admin
+            role: Role::Admin,
+            clusters: Clusters::All,
         }
     );
 }
@@ -298,6 +300,38 @@ fn each_malformed_part_gets_the_aws_error() {
         ),
         (
             format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDNOBODY/20260101/eu-west-1/eks/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature={sig}"
+            ),
+            day,
+            invalid,
+            "Credential should be scoped to a valid region, not 'eu-west-1'.".into(),
+        ),
+        (
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/eks-auth/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature={sig}"
+            ),
+            day,
+            invalid,
+            "Credential should be scoped to correct service: 'eks'.".into(),
+        ),
+        (
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251231/us-west-2/sts/aws5_request, \
+                 SignedHeaders=host;x-amz-date, Signature={sig}"
+            ),
+            day,
+            invalid,
+            "Credential should be scoped to a valid region, not 'us-west-2'. Credential should \
+             be scoped to correct service: 'eks'. Credential should be scoped with a valid \
+             terminator: 'aws4_request', not 'aws5_request'. Date in Credential scope does not \
+             match YYYYMMDD from ISO-8601 version of date from HTTP: '20251231' != '20260101', \
+             from '20260101T000000Z'."
+                .into(),
+        ),
+        (
+            format!(
                 "AWS4-HMAC-SHA256 Credential=AKIDNOBODY/20260101/us-east-1/eks/aws4_request, \
                  SignedHeaders=host;x-amz-date, Signature={sig}"
             ),
@@ -369,10 +403,12 @@ fn variants(now: SystemTime) -> Vec<Variant> {
                     ("host", "localhost:8080"),
                     ("amz-sdk-request", "attempt=1; max=3"),
                 ];
-                let scope = (
-                    ["us-east-1", "eu-west-3"][j % 2],
-                    ["eks-auth", "eks"][i % 2],
-                );
+                // Mostly the right scope; now and then another region or service.
+                let scope = match (i + j) % 4 {
+                    0 => ("eu-west-3", service_of(path)),
+                    1 => ("us-east-1", ["eks", "eks-auth"][i % 2]),
+                    _ => ("us-east-1", service_of(path)),
+                };
                 let (uri, h) = signed_as(method, path, body, now, SECRET, token, scope, &headers);
                 let uri = uri.path_and_query().unwrap().as_str().to_owned();
                 out.push((method, uri.clone(), h.clone(), body.to_vec(), true));
@@ -381,6 +417,24 @@ fn variants(now: SystemTime) -> Vec<Variant> {
         }
     }
     out
+}
+
+/// The service a request to `uri` must be signed for (issue 13: `eks-auth`
+/// for AssumeRoleForPodIdentity, `eks` for the rest).
+fn service_of(uri: &str) -> &'static str {
+    let path = uri.split('?').next().unwrap_or(uri);
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        ["", "clusters", _, "assume-role-for-pod-identity"] => "eks-auth",
+        _ => "eks",
+    }
+}
+
+/// Whether the `Credential` scope of `authorization` is the server's region
+/// (`us-east-1`) and `uri`'s service.
+fn scope_is_right(uri: &str, authorization: &str) -> bool {
+    let scope = format!("/us-east-1/{}/aws4_request,", service_of(uri));
+    authorization.contains(&scope)
 }
 
 /// Adds the variations of one signed request to `out`.
@@ -509,14 +563,17 @@ fn signature_of(authorization: &str) -> &str {
 fn agrees_with_the_sdk_signer() {
     let now = SystemTime::now();
     let verifier = verifier();
-    let key = verifier.keys().get("AKIDEXAMPLE").unwrap();
+    let ring = verifier.keys();
+    let key = ring.get("AKIDEXAMPLE").unwrap();
+    let signing_keys = &verifier.current().signing_keys;
     let (mut fast_taken, mut accepted, mut refused) = (0, 0, 0);
     for (method, uri, headers, body, original) in variants(now) {
         let what = format!("{method} {uri} {headers:?}");
         let sent = headers.get("authorization").unwrap().to_str().unwrap();
         let oracle = sdk_authorization(method, &uri, &headers, &body);
-        let expected =
-            oracle.as_deref() == Some(sent) && !headers.contains_key("x-amz-security-token");
+        let expected = oracle.as_deref() == Some(sent)
+            && !headers.contains_key("x-amz-security-token")
+            && scope_is_right(&uri, sent);
         let target: http::Uri = uri.parse().unwrap();
         let verdict = verifier.verify(now, method, &target, &headers, &body);
         assert_eq!(verdict.is_ok(), expected, "{what}: {verdict:?}");
@@ -543,7 +600,7 @@ fn agrees_with_the_sdk_signer() {
             body: &body,
         };
         let ours = fast::signature(
-            &verifier.signing_keys,
+            signing_keys,
             key,
             &credential,
             &auth,
@@ -604,24 +661,22 @@ fn signing_keys_are_kept_per_scope_and_bounded() {
         ("AKIDOTHER", OTHER_SECRET, day, "us-east-1", "eks-auth"),
         ("AKIDEXAMPLE", SECRET, day, "us-east-1", "eks"),
     ];
+    let ring = verifier.keys();
+    let signing_keys = &verifier.current().signing_keys;
     for (id, secret, at, region, service) in scopes {
-        let key = verifier.keys().get(id).unwrap();
+        let key = ring.get(id).unwrap();
         let expected = aws_sigv4::sign::v4::generate_signing_key(secret, at, region, service);
         assert_eq!(
-            verifier
-                .signing_keys
-                .derived_for_test(key, at, region, service),
+            signing_keys.derived_for_test(key, at, region, service),
             expected.as_ref(),
             "{id} {region} {service}"
         );
     }
-    let key = verifier.keys().get("AKIDEXAMPLE").unwrap();
+    let key = ring.get("AKIDEXAMPLE").unwrap();
     for i in 0..100 {
-        verifier
-            .signing_keys
-            .derived_for_test(key, day, &format!("r{i}"), "eks");
+        signing_keys.derived_for_test(key, day, &format!("r{i}"), "eks");
     }
-    assert!(verifier.signing_keys.len() <= 16);
+    assert!(signing_keys.len() <= 16);
     assert!(!format!("{:?}", verifier).contains(SECRET));
 }
 
