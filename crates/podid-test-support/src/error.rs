@@ -74,4 +74,13 @@ pub enum HarnessError {
         /// How long it was given.
         timeout: Duration,
     },
+    /// A test certificate or TLS configuration could not be made.
+    #[error("TLS: {what}")]
+    Tls {
+        /// What was being made.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

@@ -4,6 +4,7 @@
 //! `podid-bench`.
 
 pub mod agent;
+pub mod attack;
 pub mod ci;
 mod error;
 pub mod fake_eks_auth;
@@ -13,6 +14,7 @@ pub mod podid;
 pub mod process;
 pub mod sigv4;
 pub mod sts_broker;
+pub mod tls;
 pub mod tokens;
 pub mod wait;
 

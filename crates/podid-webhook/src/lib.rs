@@ -3,21 +3,19 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 pub mod lookup;
 pub mod metrics;
 pub mod mutate;
 pub mod review;
 pub mod server;
-pub mod tls;
 
 pub use lookup::{AssociationCache, AssociationLookup, HttpLookup};
 pub use metrics::WebhookMetrics;
 pub use mutate::{mutate, Mutation, MutationSettings};
+pub use podid_listen::{CertStore, ListenLimits};
 pub use review::{parse_review, Admission, AdmissionReviewResponse, PodAdmission};
 pub use server::{router, serve, Webhook, WebhookSettings};
-pub use tls::CertStore;
 
 /// Everything that can go wrong in the webhook.
 #[derive(Debug, thiserror::Error)]
@@ -83,34 +81,9 @@ pub enum WebhookError {
     /// The HTTP client for podid's server could not be made or could not sign.
     #[error("invalid configuration: {0}")]
     Client(#[source] Box<podid_client::ClientError>),
-    /// The TLS configuration could not be built.
-    #[error("invalid configuration: TLS: {0}")]
-    Tls(#[source] rustls::Error),
-    /// A TLS certificate or key could not be loaded.
-    #[error("TLS certificate {} / key {}: {what}{}", cert.display(), key.display(), source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
-    Certificate {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-        /// What is wrong.
-        what: &'static str,
-        /// The parser's or the crypto library's complaint, if any.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// A certificate or key file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    CertificateRead {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The certificate reload task failed.
-    #[error("reload task failed: {0}")]
-    ReloadTask(#[source] tokio::task::JoinError),
+    /// The certificate or the listener could not be set up.
+    #[error(transparent)]
+    Listen(#[from] podid_listen::ListenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {

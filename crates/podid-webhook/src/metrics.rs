@@ -175,6 +175,13 @@ impl WebhookMetrics {
     }
 }
 
+/// Certificate reloads are counted in `podid_webhook_certificate_reloads_total`.
+impl podid_listen::ReloadObserver for WebhookMetrics {
+    fn reloaded(&self, loaded: bool) {
+        self.certificate_reload(loaded);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,24 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use podid_listen::{CertStore, ListenLimits};
 
 use crate::lookup::{AssociationCache, AssociationLookup};
 use crate::metrics::{AdmissionResult, LookupResult, WebhookMetrics};
 use crate::mutate::MutationSettings;
 use crate::review::{parse_review, Admission, AdmissionReviewResponse, PodAdmission};
-use crate::tls::CertStore;
 use crate::WebhookError;
 
 /// The largest AdmissionReview accepted: 3 MiB, the apiserver's own request limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests may run after shutdown is asked.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the webhook behaves.
 #[derive(Debug, Clone)]
@@ -47,6 +39,8 @@ pub struct WebhookSettings {
     pub max_body_bytes: usize,
     /// How often the certificate files are checked for changes.
     pub reload_interval: Duration,
+    /// The listener's connection cap, size limit and deadlines.
+    pub limits: ListenLimits,
 }
 
 impl Default for WebhookSettings {
@@ -58,6 +52,7 @@ impl Default for WebhookSettings {
             cache_capacity: 10_000,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             reload_interval: Duration::from_secs(2),
+            limits: ListenLimits::webhook(),
         }
     }
 }
@@ -68,7 +63,7 @@ impl Default for WebhookSettings {
 /// answers with an error, the pod is admitted unchanged within the lookup
 /// timeout, with a `warnings` entry saying pod identity was not injected and
 /// why. Only a request that is not an AdmissionReview v1 gets an HTTP error
-/// (400, 413), with a JSON body `{"code","message"}`.
+/// (400, 408, 413), with a JSON body `{"code","message"}`.
 pub struct Webhook {
     lookup: Arc<dyn AssociationLookup>,
     cache: AssociationCache,
@@ -313,6 +308,14 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Respon
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             webhook.metrics.admission(AdmissionResult::Error, 0.0);
+            if podid_listen::is_body_timeout(&*e) {
+                tracing::info!("a request body was not complete by its read deadline");
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "RequestTimeout",
+                    "the AdmissionReview was not received within the body read timeout",
+                );
+            }
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -359,11 +362,12 @@ async fn metrics(State(webhook): State<Arc<Webhook>>) -> Response {
 }
 
 /// Loads the certificate, binds `addr`, reports the bound address through
-/// `on_bound` (port 0 works) and serves HTTPS (HTTP/1.1 and HTTP/2) until
-/// `shutdown` resolves, then drains in-flight requests. The certificate files
-/// are polled every `reload_interval` meanwhile. A certificate that cannot be
-/// loaded at start is logged and the server runs unready (handshakes fail,
-/// `/readyz` would say 503) until the files hold a usable pair.
+/// `on_bound` (port 0 works) and serves HTTPS (HTTP/1.1 and HTTP/2) under
+/// the settings' listener limits until `shutdown` resolves, then drains
+/// in-flight requests. The certificate files are polled every
+/// `reload_interval` meanwhile. A certificate that cannot be loaded at start
+/// is logged and the server runs unready (handshakes fail, `/readyz` would
+/// say 503) until the files hold a usable pair.
 pub async fn serve(
     webhook: Arc<Webhook>,
     addr: SocketAddr,
@@ -371,8 +375,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
     let certs = webhook.certs.clone();
-    certs.initial_load(&webhook.metrics);
-    let tls = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
+    certs.initial_load(webhook.metrics.as_ref());
+    let tls = podid_listen::TlsAcceptor::from(certs.server_config()?);
     let watcher = tokio::spawn(
         certs
             .clone()
@@ -387,56 +391,9 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| WebhookError::Bind { addr, source })?;
     on_bound(bound);
-
-    let app = router(webhook);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let tls = tls.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "some connections were still open after {} s",
-            DRAIN_TIMEOUT.as_secs()
-        );
-    }
+    let limits = webhook.settings.limits.clone();
+    let app = podid_listen::tower_service(router(webhook));
+    podid_listen::serve(listener, limits, Some(tls), app, shutdown).await?;
     Ok(())
 }
 

@@ -128,8 +128,8 @@ async fn podid_webhook_subcommand() {
         ],
     );
 
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, "binary"));
+    let ca = TestCa::new("podid test CA").unwrap();
+    let files = CertFiles::new(&ca.leaf(1, "binary").unwrap()).unwrap();
     let https = client(&ca.pem, false);
 
     // The reader key signs the lookups: injected.

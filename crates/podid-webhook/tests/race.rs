@@ -25,8 +25,8 @@ async fn webhook_at(
     // read as "unreachable" in tests about ordering and errors.
     let timeout = Duration::from_secs(10);
     let lookup = HttpLookup::new(&podid.endpoint, cluster, "us-east-1", None, timeout).unwrap();
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, cn));
+    let ca = TestCa::new("podid test CA").unwrap();
+    let files = CertFiles::new(&ca.leaf(1, cn).unwrap()).unwrap();
     let webhook = start(Arc::new(lookup), &files, WebhookSettings::default()).await;
     (webhook, files, client(&ca.pem, false))
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use podid_test_support::tls::Leaf;
 use podid_webhook::{AssociationLookup, WebhookError, WebhookSettings};
 use serde_json::json;
 
@@ -38,9 +39,9 @@ fn fast_reload() -> WebhookSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_https_and_rotates_the_certificate_without_restart() {
-    let ca = TestCa::new("podid test CA");
-    let first = ca.leaf(1001, "podid-webhook-1");
-    let files = CertFiles::new(&first);
+    let ca = TestCa::new("podid test CA").unwrap();
+    let first = ca.leaf(1001, "podid-webhook-1").unwrap();
+    let files = CertFiles::new(&first).unwrap();
     let server = start(Arc::new(Everyone), &files, fast_reload()).await;
 
     // A fresh connection verifies the chain and the 127.0.0.1 SAN and is answered.
@@ -51,7 +52,7 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     assert!(injected(&patched(&review, &answer)));
 
     // A client trusting another CA refuses the server.
-    let stranger = client(&TestCa::new("another CA").pem, true);
+    let stranger = client(&TestCa::new("another CA").unwrap().pem, true);
     assert!(stranger
         .get(format!("{}/healthz", server.url))
         .send()
@@ -85,13 +86,13 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     };
 
     // 1. A broken pair (the key does not match the certificate) is not loaded.
-    let second = ca.leaf(2002, "podid-webhook-2");
+    let second = ca.leaf(2002, "podid-webhook-2").unwrap();
     let broken = Leaf {
         cert_pem: second.cert_pem.clone(),
         key_pem: first.key_pem.clone(),
         der: Vec::new(),
     };
-    files.write(&broken);
+    files.write(&broken).unwrap();
     let metrics = server.metrics.clone();
     eventually(
         Duration::from_secs(10),
@@ -120,7 +121,7 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
     );
 
     // 2. The good new pair is picked up by fresh connections, without a restart.
-    files.write(&second);
+    files.write(&second).unwrap();
     eventually(
         Duration::from_secs(10),
         "a fresh connection to present the new certificate",
@@ -166,9 +167,9 @@ async fn serves_https_and_rotates_the_certificate_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_without_a_certificate_until_one_appears() {
-    let ca = TestCa::new("podid test CA");
-    let leaf = ca.leaf(7, "late");
-    let files = CertFiles::new(&leaf);
+    let ca = TestCa::new("podid test CA").unwrap();
+    let leaf = ca.leaf(7, "late").unwrap();
+    let files = CertFiles::new(&leaf).unwrap();
     std::fs::remove_file(&files.cert).unwrap();
     let server = start(Arc::new(Everyone), &files, fast_reload()).await;
     assert!(!server.webhook.certs().is_loaded());
@@ -181,7 +182,7 @@ async fn not_ready_without_a_certificate_until_one_appears() {
             .is_err(),
         "no certificate, no handshake"
     );
-    files.write(&leaf);
+    files.write(&leaf).unwrap();
     eventually(Duration::from_secs(10), "the certificate to load", || {
         let (fresh, url) = (fresh.clone(), server.url.clone());
         async move {
@@ -198,8 +199,8 @@ async fn not_ready_without_a_certificate_until_one_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_surface() {
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, "surface"));
+    let ca = TestCa::new("podid test CA").unwrap();
+    let files = CertFiles::new(&ca.leaf(1, "surface").unwrap()).unwrap();
     let settings = WebhookSettings {
         max_body_bytes: 64 * 1024,
         ..fast_reload()

@@ -27,8 +27,8 @@ async fn admit_against(
     String,
 ) {
     let lookup = HttpLookup::new(endpoint, "c1", "us-east-1", None, TIMEOUT).unwrap();
-    let ca = TestCa::new("podid test CA");
-    let files = CertFiles::new(&ca.leaf(1, "unreachable"));
+    let ca = TestCa::new("podid test CA").unwrap();
+    let files = CertFiles::new(&ca.leaf(1, "unreachable").unwrap()).unwrap();
     let settings = WebhookSettings {
         lookup_timeout: TIMEOUT,
         ..Default::default()

@@ -4,95 +4,15 @@
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podid_webhook::review::AdmissionReviewResponse;
 use podid_webhook::{AssociationLookup, CertStore, Webhook, WebhookMetrics, WebhookSettings};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SerialNumber,
-};
 use serde_json::{json, Value};
 
-/// A CA made for one test.
-pub struct TestCa {
-    pub pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A leaf certificate and its key, PEM, and the certificate's DER.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: Vec<u8>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> TestCa {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A serving certificate for `localhost` and 127.0.0.1 with this serial and CN.
-    pub fn leaf(&self, serial: u64, common_name: &str) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.serial_number = Some(SerialNumber::from(serial));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-}
-
-/// Where the webhook's certificate files live.
-pub struct CertFiles {
-    pub dir: tempfile::TempDir,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl CertFiles {
-    pub fn new(leaf: &Leaf) -> CertFiles {
-        let dir = tempfile::tempdir().unwrap();
-        let files = CertFiles {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-            dir,
-        };
-        files.write(leaf);
-        files
-    }
-
-    /// Replaces both files the way a Secret volume update does: new files,
-    /// then renamed over the old ones.
-    pub fn write(&self, leaf: &Leaf) {
-        write_atomically(&self.cert, leaf.cert_pem.as_bytes());
-        write_atomically(&self.key, leaf.key_pem.as_bytes());
-    }
-}
-
-pub fn write_atomically(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
+pub use podid_test_support::tls::{CertFiles, TestCa};
 
 /// A webhook served in-process.
 pub struct Running {

@@ -11,8 +11,20 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use crate::metrics::WebhookMetrics;
-use crate::WebhookError;
+use crate::ListenError;
+
+/// Told the outcome of each reload that found changed files: `true` when a
+/// new pair is in service, `false` when the files did not load.
+pub trait ReloadObserver: Send + Sync {
+    /// One reload's outcome.
+    fn reloaded(&self, loaded: bool);
+}
+
+impl<F: Fn(bool) + Send + Sync> ReloadObserver for F {
+    fn reloaded(&self, loaded: bool) {
+        self(loaded)
+    }
+}
 
 /// What one [`CertStore::reload`] did.
 #[derive(Debug)]
@@ -23,7 +35,7 @@ pub enum Reload {
     Loaded,
     /// The files changed but do not hold a usable pair; the previous one (if
     /// any) stays in service.
-    Failed(WebhookError),
+    Failed(ListenError),
 }
 
 /// The certificate and key files, and the pair loaded from them.
@@ -33,7 +45,7 @@ pub enum Reload {
 /// contents' SHA-256, so rewrites within one mtime tick and Kubernetes'
 /// symlink swaps of Secret volumes are both seen) and loads a changed pair.
 /// A pair that does not load — unreadable, not PEM, key not matching the
-/// certificate, half-written — is logged and counted, and the previous pair
+/// certificate, half-written — is logged and reported to the observer, and the previous pair
 /// stays in service; the next change is tried again.
 pub struct CertStore {
     cert_path: PathBuf,
@@ -96,14 +108,14 @@ impl CertStore {
     /// last attempt.
     pub fn reload(&self) -> Reload {
         let read = std::fs::read(&self.cert_path)
-            .map_err(|source| WebhookError::CertificateRead {
+            .map_err(|source| ListenError::CertificateRead {
                 path: self.cert_path.clone(),
                 source,
             })
             .and_then(|c| {
                 std::fs::read(&self.key_path)
                     .map(|k| (c, k))
-                    .map_err(|source| WebhookError::CertificateRead {
+                    .map_err(|source| ListenError::CertificateRead {
                         path: self.key_path.clone(),
                         source,
                     })
@@ -139,10 +151,10 @@ impl CertStore {
         }
     }
 
-    fn parse(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, WebhookError> {
+    fn parse(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, ListenError> {
         let fail = |what: &'static str,
                     source: Option<Box<dyn std::error::Error + Send + Sync>>| {
-            WebhookError::Certificate {
+            ListenError::Certificate {
                 cert: self.cert_path.clone(),
                 key: self.key_path.clone(),
                 what,
@@ -175,20 +187,20 @@ impl CertStore {
     }
 
     /// Loads once now (logging the outcome) and returns whether a pair is in service.
-    pub fn initial_load(&self, metrics: &WebhookMetrics) -> bool {
-        self.report(self.reload(), metrics);
+    pub fn initial_load(&self, observer: &dyn ReloadObserver) -> bool {
+        self.report(self.reload(), observer);
         self.is_loaded()
     }
 
-    fn report(&self, outcome: Reload, metrics: &WebhookMetrics) {
+    fn report(&self, outcome: Reload, observer: &dyn ReloadObserver) {
         match outcome {
             Reload::Unchanged => {}
             Reload::Loaded => {
-                metrics.certificate_reload(true);
+                observer.reloaded(true);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate loaded");
             }
             Reload::Failed(reason) => {
-                metrics.certificate_reload(false);
+                observer.reloaded(false);
                 if self.is_loaded() {
                     tracing::error!(%reason, "new TLS certificate not loaded; still serving the previous one");
                 } else {
@@ -199,7 +211,7 @@ impl CertStore {
     }
 
     /// Polls the files every `interval` until the task is dropped.
-    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<WebhookMetrics>) {
+    pub async fn watch(self: Arc<Self>, interval: Duration, observer: Arc<dyn ReloadObserver>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -208,18 +220,18 @@ impl CertStore {
             let store = self.clone();
             let outcome = match tokio::task::spawn_blocking(move || store.reload()).await {
                 Ok(o) => o,
-                Err(e) => Reload::Failed(WebhookError::ReloadTask(e)),
+                Err(e) => Reload::Failed(ListenError::ReloadTask(e)),
             };
-            self.report(outcome, &metrics);
+            self.report(outcome, observer.as_ref());
         }
     }
 
     /// A rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and
     /// http/1.1) whose certificate comes from this store.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, ListenError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(WebhookError::Tls)?
+            .map_err(ListenError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
