@@ -14,12 +14,13 @@ use podid_sts::{AwsStsIssuer, Issuer, RateLimitedIssuer};
 use podid_token::TokenVerifier;
 use tokio::task::JoinHandle;
 
-use crate::auth::{Authentication, SigV4Verifier};
+use crate::auth::reload::{KeysFileWatch, ReloadCounters, DEFAULT_RELOAD_INTERVAL};
+use crate::auth::Authentication;
+pub use crate::broker::audit::AuditMode;
 use crate::broker::audit::AuditSink;
 use crate::broker::cache::IssuedCredentialCache;
 use crate::broker::{Broker, BrokerSettings};
 use crate::jwks::{DocumentFetcher, HttpFetcher, VerifierFetcher};
-use crate::keys::KeyRing;
 use crate::metrics::ServerMetrics;
 use crate::{AppState, ServerError};
 
@@ -103,7 +104,81 @@ pub struct Config {
     pub credential_min_remaining: Duration,
     /// Most pods whose credentials are cached.
     pub credential_cache_size: usize,
+    /// How clusters' keys are fetched and refreshed.
+    pub jwks: JwksConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
 }
+
+/// How the keys of clusters registered by URL or discovery are fetched.
+#[derive(Debug, Clone)]
+pub struct JwksConfig {
+    /// Time between two fetches of each such cluster's JWKS (also fetched at start-up).
+    pub refresh_interval: Duration,
+    /// Fetch `http://` JWKS and discovery URLs too (local trials); https only otherwise.
+    pub allow_http: bool,
+    /// A PEM file of CA certificates trusted for those fetches besides the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for JwksConfig {
+    /// Every 5 minutes, https only, the system roots.
+    fn default() -> Self {
+        JwksConfig {
+            refresh_interval: crate::jwks::refresh::DEFAULT_REFRESH_INTERVAL,
+            allow_http: false,
+            ca_file: None,
+        }
+    }
+}
+
+impl JwksConfig {
+    /// The fetch policy: the scheme rule and the CA file's certificates (read now).
+    fn policy(&self) -> Result<crate::jwks::FetchPolicy, ServerError> {
+        let extra_roots_pem = match &self.ca_file {
+            None => None,
+            Some(path) => {
+                let failed = |source| ServerError::JwksCaFile {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let pem = std::fs::read(path).map_err(failed)?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(failed(std::io::Error::other(
+                        "no PEM certificate ('-----BEGIN CERTIFICATE-----') in the file",
+                    )));
+                }
+                Some(pem)
+            }
+        };
+        Ok(crate::jwks::FetchPolicy {
+            allow_http: self.allow_http,
+            extra_roots_pem,
+        })
+    }
+}
+
+/// The audit trail's settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// What happens to credentials whose `issued` event cannot be recorded.
+    pub mode: AuditMode,
+    /// Events older than this are deleted in the background; `None` keeps them.
+    pub retention: Option<Duration>,
+}
+
+impl Default for AuditConfig {
+    /// Best-effort, 30 days.
+    fn default() -> Self {
+        AuditConfig {
+            mode: AuditMode::BestEffort,
+            retention: Some(DEFAULT_AUDIT_RETENTION),
+        }
+    }
+}
+
+/// How long audit events are kept unless told otherwise.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// Where the broker's issuer comes from.
 enum IssuerSource {
@@ -128,6 +203,8 @@ impl Config {
     }
 
     async fn assemble(self, source: IssuerSource) -> Result<App, ServerError> {
+        let metrics = Arc::new(ServerMetrics::new());
+        let mut keys_watch = None;
         let auth = match &self.auth {
             AuthConfig::Disabled => {
                 tracing::warn!(
@@ -137,12 +214,20 @@ impl Config {
                 Authentication::Disabled
             }
             AuthConfig::KeysFile(path) => {
-                let keys = KeyRing::load(path).map_err(|source| ServerError::KeysFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                tracing::info!(keys = keys.len(), "loaded API keys");
-                Authentication::SigV4(Arc::new(SigV4Verifier::new(keys)))
+                let counters = ReloadCounters {
+                    loaded: metrics.keys_reload_counter("loaded"),
+                    failed: metrics.keys_reload_counter("failed"),
+                };
+                let watch = KeysFileWatch::load(path, &self.scope.region, counters).map_err(
+                    |source| ServerError::KeysFile {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )?;
+                let verifier = watch.verifier().clone();
+                tracing::info!(keys = verifier.keys().len(), "loaded API keys");
+                keys_watch = Some(Arc::new(watch));
+                Authentication::SigV4(verifier)
             }
         };
         let database = self.database_url.redacted();
@@ -154,8 +239,7 @@ impl Config {
             })?;
         tracing::info!(%database, "store open");
         let fetcher: Arc<dyn DocumentFetcher> =
-            Arc::new(HttpFetcher::new().map_err(ServerError::HttpClient)?);
-        let metrics = Arc::new(ServerMetrics::new());
+            Arc::new(HttpFetcher::new(&self.jwks.policy()?).map_err(ServerError::HttpClient)?);
         let issuer = match source {
             IssuerSource::Given(issuer) => issuer,
             IssuerSource::Aws => {
@@ -170,8 +254,20 @@ impl Config {
                 )
             }
         };
-        let (audit, audit_writer) =
-            AuditSink::start(store.clone(), metrics.broker.audit_dropped.clone());
+        let (audit, audit_writer) = AuditSink::start(
+            store.clone(),
+            metrics.broker.audit_dropped.clone(),
+            self.audit.mode,
+        );
+        tracing::info!(mode = self.audit.mode.as_str(), "audit trail");
+        let audit_pruner = self.audit.retention.map(|retention| {
+            crate::broker::audit::retention::start_pruner(
+                store.clone(),
+                Arc::new(SystemClock),
+                retention,
+                metrics.broker.audit_pruned.clone(),
+            )
+        });
         let broker = Broker {
             verifier: Arc::new(TokenVerifier::new(
                 Arc::new(VerifierFetcher(fetcher.clone())),
@@ -188,6 +284,14 @@ impl Config {
             settings: BrokerSettings {
                 session_duration: self.session_duration,
             },
+        };
+        let jwks_refresher = crate::jwks::refresh::JwksRefresher {
+            store: store.clone(),
+            verifier: broker.verifier.clone(),
+            lookups: broker.lookups.clone(),
+            clock: Arc::new(SystemClock),
+            metrics: metrics.jwks.clone(),
+            interval: self.jwks.refresh_interval,
         };
         tracing::info!(
             sts_endpoint = self.sts.endpoint.as_deref().unwrap_or("AWS"),
@@ -208,6 +312,10 @@ impl Config {
             listen: self.listen,
             state,
             audit_writer,
+            jwks_refresher,
+            audit_pruner,
+            keys_watch,
+            keys_reload_interval: Some(DEFAULT_RELOAD_INTERVAL),
         })
     }
 }
@@ -217,9 +325,24 @@ pub struct App {
     listen: SocketAddr,
     state: AppState,
     audit_writer: JoinHandle<()>,
+    /// Fetches the keys of clusters registered by URL or discovery, at start-up and periodically.
+    jwks_refresher: crate::jwks::refresh::JwksRefresher,
+    /// Deletes audit events past the retention; `None`: kept forever.
+    audit_pruner: Option<JoinHandle<()>>,
+    /// The keys file, re-read when it changes and on SIGHUP while running.
+    keys_watch: Option<Arc<KeysFileWatch>>,
+    /// How often the keys file is polled; `None`: only on SIGHUP.
+    keys_reload_interval: Option<Duration>,
 }
 
 impl App {
+    /// Polls the keys file every `interval` (default 1 s) instead; `None`
+    /// re-reads it only on SIGHUP.
+    pub fn keys_reload_interval(mut self, interval: Option<Duration>) -> App {
+        self.keys_reload_interval = interval;
+        self
+    }
+
     /// The server's HTTP service, for in-process tests.
     pub fn router(&self) -> axum::Router {
         crate::http_api::router(self.state.clone())
@@ -242,8 +365,23 @@ impl App {
             listen,
             state,
             audit_writer,
+            jwks_refresher,
+            audit_pruner,
+            keys_watch,
+            keys_reload_interval,
         } = self;
-        crate::serve(state, listen, on_bound, shutdown).await?;
+        // Caught before the address is announced: a SIGHUP from then on reloads.
+        let keys_watcher = keys_watch.map(|w| w.spawn(keys_reload_interval));
+        let jwks_refresh = jwks_refresher.spawn();
+        let served = crate::serve(state, listen, on_bound, shutdown).await;
+        jwks_refresh.abort();
+        if let Some(watcher) = keys_watcher {
+            watcher.abort();
+        }
+        if let Some(pruner) = audit_pruner {
+            pruner.abort();
+        }
+        served?;
         // The router and its state are gone: the audit writer drains what is queued.
         if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, audit_writer)
             .await
@@ -299,6 +437,8 @@ mod tests {
             session_duration: Duration::from_secs(3600),
             credential_min_remaining: Duration::from_secs(900),
             credential_cache_size: 10,
+            jwks: Default::default(),
+            audit: AuditConfig::default(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

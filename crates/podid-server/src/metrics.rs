@@ -5,6 +5,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Arc;
 
 /// Labels of a request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +42,20 @@ pub struct CacheLabels {
     pub result: String,
 }
 
+/// Labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The AWS error type answered (`InvalidSignatureException`, …).
+    pub reason: String,
+}
+
+/// Labels of a keys-file reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `loaded` or `failed`.
+    pub result: String,
+}
+
 /// The credential broker's metrics.
 #[derive(Debug)]
 pub struct BrokerMetrics {
@@ -58,6 +74,8 @@ pub struct BrokerMetrics {
     /// `podid_broker_audit_dropped_total`: audit events dropped because the queue stayed full
     /// or the store failed every retry.
     pub audit_dropped: Counter,
+    /// `podid_broker_audit_pruned_total`: audit events deleted past the retention.
+    pub audit_pruned: Counter,
 }
 
 impl BrokerMetrics {
@@ -70,6 +88,7 @@ impl BrokerMetrics {
             limiter_wait_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             limiter_refusals: Counter::default(),
             audit_dropped: Counter::default(),
+            audit_pruned: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("broker");
         r.register(
@@ -106,6 +125,11 @@ impl BrokerMetrics {
             "audit_dropped",
             "Audit events dropped because the queue stayed full or the store failed every retry",
             m.audit_dropped.clone(),
+        );
+        r.register(
+            "audit_pruned",
+            "Audit events deleted because they were older than the retention",
+            m.audit_pruned.clone(),
         );
         m
     }
@@ -158,6 +182,69 @@ impl podid_sts::LimiterObserver for LimiterMetrics {
     }
 }
 
+/// Labels of a cluster's JWKS refresh.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksRefreshLabels {
+    /// `unchanged`, `changed`, `superseded` or `failed`.
+    pub result: String,
+    /// Why it failed (`fetch`, `not_https`, `keys`, `store`); empty otherwise.
+    pub reason: String,
+}
+
+/// Labels naming a cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The cluster's name.
+    pub cluster: String,
+}
+
+/// The periodic JWKS refresh's metrics.
+#[derive(Debug, Default)]
+pub struct JwksMetrics {
+    /// `podid_jwks_refreshes_total{result,reason}`: one per cluster and round.
+    pub refreshes: Family<JwksRefreshLabels, Counter>,
+    /// `podid_jwks_last_fetch_timestamp_seconds{cluster}`: when the cluster's JWKS was last
+    /// fetched successfully (alert when it grows old: the keys are kept, however old).
+    pub last_fetch: Family<ClusterLabels, Gauge>,
+}
+
+impl JwksMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = JwksMetrics::default();
+        let r = registry.sub_registry_with_prefix("jwks");
+        r.register(
+            "refreshes",
+            "Periodic JWKS refreshes of clusters registered by URL or discovery, by result",
+            m.refreshes.clone(),
+        );
+        r.register(
+            "last_fetch_timestamp_seconds",
+            "When each cluster's JWKS was last fetched successfully (Unix seconds)",
+            m.last_fetch.clone(),
+        );
+        m
+    }
+
+    /// Counts one cluster's refresh.
+    pub fn refreshed(&self, result: &str, reason: &str) {
+        self.refreshes
+            .get_or_create(&JwksRefreshLabels {
+                result: result.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a successful fetch of `cluster`'s JWKS at `unix_seconds`.
+    pub fn fetched(&self, cluster: &str, unix_seconds: i64) {
+        self.last_fetch
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .set(unix_seconds);
+    }
+}
+
 /// The server's metrics and their registry.
 pub struct ServerMetrics {
     registry: Registry,
@@ -167,6 +254,12 @@ pub struct ServerMetrics {
     pub latency: HistogramFamily,
     /// The broker's metrics.
     pub broker: BrokerMetrics,
+    /// The periodic JWKS refresh's metrics.
+    pub jwks: Arc<JwksMetrics>,
+    /// `podid_server_refusals_total{reason}`: requests answered with an AWS error, by its type.
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// `podid_keys_reload_total{result}`: keys-file reloads, `loaded` or `failed`.
+    pub keys_reload: Family<ReloadLabels, Counter>,
 }
 
 impl ServerMetrics {
@@ -187,12 +280,37 @@ impl ServerMetrics {
             latency.clone(),
         );
         let broker = BrokerMetrics::register(&mut registry);
+        let jwks = Arc::new(JwksMetrics::register(&mut registry));
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.sub_registry_with_prefix("server").register(
+            "refusals",
+            "Requests answered with an AWS error, by its type",
+            refusals.clone(),
+        );
+        let keys_reload = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "keys_reload",
+            "Keys-file reloads by result (loaded, failed: the previous keys stay in service)",
+            keys_reload.clone(),
+        );
         ServerMetrics {
             registry,
             requests,
             latency,
             broker,
+            jwks,
+            refusals,
+            keys_reload,
         }
+    }
+
+    /// The counter of keys-file reloads with `result` (`loaded` or `failed`).
+    pub fn keys_reload_counter(&self, result: &str) -> Counter {
+        self.keys_reload
+            .get_or_create(&ReloadLabels {
+                result: result.to_owned(),
+            })
+            .clone()
     }
 
     /// Records one answered request.
@@ -208,6 +326,16 @@ impl ServerMetrics {
                 operation: operation.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// Counts one request answered with the AWS error type `reason` (one of
+    /// the server's own error names, never client text).
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

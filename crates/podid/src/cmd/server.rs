@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 use podid_api::arn::ArnScope;
-use podid_server::{AuthConfig, Config, StsConfig};
+use podid_server::{AuditConfig, AuditMode, AuthConfig, Config, StsConfig};
 
 /// Flags of `podid server`; each has an environment variable too.
 #[derive(Debug, Args)]
@@ -28,6 +28,10 @@ pub struct ServerArgs {
     /// Accept unsigned requests and treat every caller as admin. Local trials only.
     #[arg(long, conflicts_with = "keys_file")]
     insecure_no_auth: bool,
+    /// Seconds between two checks of the keys file for changes (0: re-read
+    /// only on SIGHUP, which always re-reads it at once).
+    #[arg(long, default_value_t = 1, env = "PODID_KEYS_RELOAD_INTERVAL")]
+    keys_reload_interval: u64,
     /// Region of podid's ARNs.
     #[arg(long, default_value = "us-east-1", env = "PODID_REGION")]
     region: String,
@@ -72,6 +76,63 @@ pub struct ServerArgs {
     /// Timeout of one STS call, in milliseconds.
     #[arg(long, default_value_t = 3000, env = "PODID_STS_TIMEOUT_MS")]
     sts_timeout_ms: u64,
+    /// Seconds between two fetches of the JWKS of each cluster registered by URL or discovery
+    /// (also fetched at start-up, and on a token naming an unknown key, at most once a minute).
+    #[arg(
+        long,
+        default_value_t = 300,
+        env = "PODID_JWKS_REFRESH_INTERVAL",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    jwks_refresh_interval: u64,
+    /// Fetch http:// JWKS and discovery URLs too (local trials only; https otherwise).
+    #[arg(long, env = "PODID_ALLOW_HTTP_JWKS")]
+    allow_http_jwks: bool,
+    /// PEM file of CA certificates trusted for JWKS and discovery fetches, besides the system roots.
+    #[arg(long, env = "PODID_JWKS_CA_FILE")]
+    jwks_ca_file: Option<PathBuf>,
+    /// `best-effort`: an audit event that cannot be queued or written is
+    /// dropped, counted and logged; `fail-closed`: credentials are answered
+    /// only once their `issued` event is written, else ServiceUnavailableException.
+    #[arg(long, default_value = "best-effort", env = "PODID_AUDIT_MODE", value_parser = parse_audit_mode)]
+    audit_mode: AuditMode,
+    /// How long audit events are kept (`30d`, `12h`, `90m`, `45s`); `0` or
+    /// `forever` keeps them.
+    #[arg(long, default_value = "30d", env = "PODID_AUDIT_RETENTION", value_parser = parse_retention)]
+    audit_retention: Retention,
+}
+
+/// `--audit-mode`.
+fn parse_audit_mode(value: &str) -> Result<AuditMode, String> {
+    AuditMode::parse(value).ok_or_else(|| format!("'{value}': use best-effort or fail-closed"))
+}
+
+/// `--audit-retention`: a duration, or none (keep forever).
+#[derive(Debug, Clone, Copy)]
+struct Retention(Option<Duration>);
+
+/// `--audit-retention`: `30d`, `12h`, `90m`, `45s`; `0` or `forever` keeps events.
+fn parse_retention(value: &str) -> Result<Retention, String> {
+    if value == "0" || value == "forever" {
+        return Ok(Retention(None));
+    }
+    let bad = || format!("'{value}': use a number and s, m, h or d (30d), or 0 / forever");
+    let unit = value.chars().last().ok_or_else(bad)?;
+    let n: u64 = value[..value.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
+    let seconds = match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => return Err(bad()),
+    }
+    .ok_or_else(bad)?;
+    if seconds == 0 {
+        return Ok(Retention(None));
+    }
+    Ok(Retention(Some(Duration::from_secs(seconds))))
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -87,6 +148,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !lower(&args.region) || !lower(&args.partition) {
         bail!("--region and --partition take lowercase letters, digits and '-'");
     }
+    let keys_reload_interval =
+        (args.keys_reload_interval > 0).then(|| Duration::from_secs(args.keys_reload_interval));
     let auth = match (args.keys_file, args.insecure_no_auth) {
         (_, true) => AuthConfig::Disabled,
         (Some(path), false) => AuthConfig::KeysFile(path),
@@ -110,12 +173,46 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         session_duration: Duration::from_secs(args.session_duration),
         credential_min_remaining: Duration::from_secs(args.credential_min_remaining),
         credential_cache_size: args.credential_cache_size,
+        jwks: podid_server::JwksConfig {
+            refresh_interval: Duration::from_secs(args.jwks_refresh_interval),
+            allow_http: args.allow_http_jwks,
+            ca_file: args.jwks_ca_file,
+        },
+        audit: AuditConfig {
+            mode: args.audit_mode,
+            retention: args.audit_retention.0,
+        },
     };
-    let app = config.build().await?;
+    let app = config
+        .build()
+        .await?
+        .keys_reload_interval(keys_reload_interval);
     app.run(
         super::announce_listening("server", "http"),
         podid_runtime::shutdown_signal(),
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_durations_or_forever() {
+        let secs = |v: &str| parse_retention(v).map(|r| r.0.map(|d| d.as_secs()));
+        assert_eq!(secs("30d"), Ok(Some(30 * 86_400)));
+        assert_eq!(secs("12h"), Ok(Some(43_200)));
+        assert_eq!(secs("90m"), Ok(Some(5400)));
+        assert_eq!(secs("3s"), Ok(Some(3)));
+        assert_eq!(secs("0"), Ok(None));
+        assert_eq!(secs("0d"), Ok(None));
+        assert_eq!(secs("forever"), Ok(None));
+        for bad in ["", "d", "30", "30w", "-1d", "1.5h", "99999999999999999d"] {
+            assert!(parse_retention(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_audit_mode("fail-closed"), Ok(AuditMode::FailClosed));
+        assert!(parse_audit_mode("closed").is_err());
+    }
 }
