@@ -22,7 +22,12 @@ pub mod keys;
 mod metrics;
 mod wire;
 
-pub use config::{App, AuthConfig, Config, DatabaseUrl, StsConfig};
+pub use config::{
+    App, AuditConfig, AuditMode, AuthConfig, Config, DatabaseUrl, StsConfig,
+    DEFAULT_AUDIT_RETENTION,
+};
+
+pub use config::JwksConfig;
 
 use auth::Authentication;
 use jwks::DocumentFetcher;
@@ -66,6 +71,15 @@ pub enum ServerError {
     /// The HTTP client for key documents could not be built.
     #[error("cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// The CA file for JWKS fetches (`--jwks-ca-file`) cannot be read or holds no certificate.
+    #[error("cannot use the JWKS CA file {path}")]
+    JwksCaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything a request handler needs.

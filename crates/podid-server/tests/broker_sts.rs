@@ -123,6 +123,8 @@ async fn world() -> Option<World> {
         session_duration: Duration::from_secs(3600),
         credential_min_remaining: Duration::from_secs(900),
         credential_cache_size: 1000,
+        jwks: Default::default(),
+        audit: Default::default(),
     };
     let app = config.build_with_issuer(recorder.clone()).await.unwrap();
     app.store()

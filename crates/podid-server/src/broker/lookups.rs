@@ -63,7 +63,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn trust_of(cluster: &Cluster) -> ClusterTrust {
+/// What the token verifier needs of a cluster; its version is `modified_at`.
+pub(crate) fn trust_of(cluster: &Cluster) -> ClusterTrust {
     ClusterTrust {
         name: cluster.name.clone(),
         issuer: cluster.issuer.clone(),
