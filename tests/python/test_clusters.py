@@ -14,6 +14,8 @@ from podid_helpers import (
     REGION,
     ROLE_ARN,
     DocumentServer,
+    Podid,
+    ServerProcess,
     assert_aws_error,
     closed_port,
     sample_jwks,
@@ -21,6 +23,16 @@ from podid_helpers import (
 )
 
 CLUSTER_FIELDS = {"name", "issuer", "audience", "clusterArn", "keySource", "jwks", "createdAt", "modifiedAt"}
+
+
+@pytest.fixture(scope="module")
+def podid(tmp_path_factory, keys_file, api_keys):
+    """This module's server: its key documents come from a local http server, which a server
+    fetches only with --allow-http-jwks (https otherwise)."""
+    server = ServerProcess(tmp_path_factory.mktemp("server"), keys_file, extra_args=["--allow-http-jwks"]).start()
+    yield Podid(server, api_keys)
+    rc = server.stop()
+    assert rc == 0, f"podid server exited with {rc} on SIGTERM:\n{server.log_tail()}"
 
 
 @pytest.fixture
@@ -193,8 +205,24 @@ def test_invalid_registrations(podid, body):
         assert_aws_error(describe(podid, body["name"]), 404, "ResourceNotFoundException")
 
 
+def test_http_key_urls_are_refused_without_allow_http_jwks(fresh_podid, docs):
+    """A server started without --allow-http-jwks fetches keys over https only: an http JWKS URL
+    or discovery issuer is refused before anything is fetched, with a message naming the rule."""
+    uri = docs.serve_json("/jwks", sample_jwks())
+    docs.serve_json("/.well-known/openid-configuration", {"issuer": docs.url, "jwks_uri": uri})
+    for body in ({"issuer": "https://i.example", "jwksUri": uri}, {"issuer": docs.url, "discovery": True}):
+        name = unique("http")
+        resp = register(fresh_podid, name=name, **body)
+        assert_aws_error(resp, 400, "InvalidParameterException")
+        message = resp.json()["message"]
+        assert "https://" in message and "--allow-http-jwks" in message, message
+        assert_aws_error(describe(fresh_podid, name), 404, "ResourceNotFoundException")
+    assert docs.hits == []
+
+
 def test_key_documents_that_cannot_be_loaded(podid, docs):
-    """Fetch failures are the caller's problem (InvalidParameterException), not a 5xx."""
+    """Fetch failures are the caller's problem (InvalidParameterException), not a 5xx; the
+    message is the same whatever the URL answered (status, body), which only the log says."""
     docs.serve_json("/missing-jwks-uri/.well-known/openid-configuration", {"issuer": "x"})
     docs.serve_raw("/not-json", b"<html>hello</html>", ctype="text/html")
     docs.serve_json("/not-a-jwks", {"keys": []})
@@ -209,11 +237,15 @@ def test_key_documents_that_cannot_be_loaded(podid, docs):
         {"issuer": docs.url + "/missing-jwks-uri", "discovery": True},
         {"issuer": docs.url + "/no-discovery-here", "discovery": True},
     ]
+    messages = set()
     for body in cases:
         name = unique("fetch")
         resp = register(podid, name=name, **body)
         assert_aws_error(resp, 400, "InvalidParameterException")
         assert_aws_error(describe(podid, name), 404, "ResourceNotFoundException")
+        messages.add(resp.json()["message"])
+        assert "500" not in resp.text and "boom" not in resp.text and "hello" not in resp.text, resp.text
+    assert len(messages) == 1, messages
 
 
 # --------------------------------------------------------------------------
