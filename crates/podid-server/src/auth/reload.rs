@@ -304,6 +304,34 @@ mod tests {
         assert_eq!(counters.loaded.get(), 1);
     }
 
+    /// The counters are the server's `podid_keys_reload_total{result}`.
+    #[test]
+    fn reloads_are_counted_in_the_servers_metrics() {
+        let metrics = crate::metrics::ServerMetrics::new();
+        let counters = ReloadCounters {
+            loaded: metrics.keys_reload_counter("loaded"),
+            failed: metrics.keys_reload_counter("failed"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, A).unwrap();
+        let watch = KeysFileWatch::load(&path, "us-east-1", counters).unwrap();
+        std::fs::write(&path, "garbage").unwrap();
+        watch.report(watch.reload(false), "test");
+        watch.report(watch.reload(true), "SIGHUP");
+        std::fs::write(&path, B).unwrap();
+        watch.report(watch.reload(false), "test");
+        let text = metrics.encode();
+        assert!(
+            text.contains("podid_keys_reload_total{result=\"failed\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("podid_keys_reload_total{result=\"loaded\"} 1\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_server_does_not_start_without_keys() {
         let dir = tempfile::tempdir().unwrap();
