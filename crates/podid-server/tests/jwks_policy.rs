@@ -64,7 +64,7 @@ async fn http_key_urls_need_allow_http_jwks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_may_not_leave_https() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("podid JWKS test CA").unwrap();
     let secure = KeyServer::start(Some(&ca)).await;
     let plain = KeyServer::start(None).await;
     let jwks = a_jwks();
@@ -97,7 +97,7 @@ async fn redirects_may_not_leave_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_an_address_answered_is_not_told_to_the_caller() {
     const MARK: &str = "INTERNAL-ONLY-7f3a";
-    let ca = TestCa::new();
+    let ca = TestCa::new("podid JWKS test CA").unwrap();
     let inside = KeyServer::start(Some(&ca)).await;
     let page = format!("<html><title>{MARK} admin console</title></html>").into_bytes();
     let cases = [

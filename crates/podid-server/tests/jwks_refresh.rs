@@ -24,7 +24,7 @@ const REFRESH_WAIT: Duration = Duration::from_secs(20);
 /// a CA of its own; a server trusting that CA, refreshing every `interval` seconds, with
 /// `cluster` registered by that URL and ns/sa associated.
 async fn url_cluster(cluster: &str, interval: &str) -> (KeyServer, SigningKey, SigningKey, Server) {
-    let ca = TestCa::new();
+    let ca = TestCa::new("podid JWKS test CA").unwrap();
     let keys = KeyServer::start(Some(&ca)).await;
     let k = SigningKey::generate(DevAlgorithm::Rs256, "k").unwrap();
     let stays = SigningKey::generate(DevAlgorithm::Es256, "stays").unwrap();

@@ -1,5 +1,5 @@
-//! What the JWKS tests share: a key server on 127.0.0.1 (https with a test CA made here by
-//! rcgen, or plain http) whose answers change while it runs and which counts what it is asked,
+//! What the JWKS tests share: a key server on 127.0.0.1 (https with a certificate of a test CA,
+//! or plain http) whose answers change while it runs and which counts what it is asked,
 //! and a real `podid server` process (`--insecure-no-auth`, SQLite, a fake STS) with its log.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use podid_test_support::fake_sts::FakeSts;
+pub use podid_test_support::tls::TestCa;
 use podid_test_support::{PodidServerLaunch, PodidServerProcess, StderrTo};
 use podid_token::dev::{ProjectedToken, SigningKey};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -19,46 +21,18 @@ use tokio::net::TcpListener;
 /// The issuer of the test cluster's tokens.
 pub const ISSUER: &str = "https://oidc.jwks.test";
 
-/// A CA made for one test and a serving certificate for 127.0.0.1 and localhost.
-pub struct TestCa {
-    /// The CA certificate, PEM.
-    pub pem: String,
-    /// The serving certificate (DER) and its key (PKCS#8 DER).
-    leaf: (Vec<u8>, Vec<u8>),
-}
-
-impl TestCa {
-    pub fn new() -> TestCa {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-        let leaf = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        TestCa {
-            pem: ca.pem(),
-            leaf: (leaf.der().to_vec(), key.serialize_der()),
-        }
-    }
-
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![self.leaf.0.clone().into()],
-                rustls::pki_types::PrivatePkcs8KeyDer::from(self.leaf.1.clone()).into(),
-            )
-            .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
+/// A TLS acceptor serving a certificate for 127.0.0.1 and localhost signed by `ca`.
+fn acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
+    let leaf = ca.leaf(1, "jwks key server").unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.into()], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// What the key server answers on a path.
@@ -134,7 +108,7 @@ impl KeyServer {
         let port = listener.local_addr().unwrap().port();
         let routes: Routes = Arc::default();
         let hits: Arc<Mutex<Vec<String>>> = Arc::default();
-        let acceptor = ca.map(TestCa::acceptor);
+        let acceptor = ca.map(acceptor);
         let (r, h) = (routes.clone(), hits.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
