@@ -41,10 +41,12 @@ pub const POD_IDENTITY_LABEL_VALUE: &str = "enabled";
 pub const SKIP_CONTAINERS_ANNOTATION: &str = "eks.amazonaws.com/skip-containers";
 /// Pod annotation: the token's `expirationSeconds`.
 pub const TOKEN_EXPIRATION_ANNOTATION: &str = "eks.amazonaws.com/token-expiration";
-/// The shortest token lifetime the kube-apiserver accepts, in seconds.
+/// The shortest token lifetime EKS uses, in seconds: the kube-apiserver's minimum (EKS's webhook,
+/// `aws/amazon-eks-pod-identity-webhook`, raises a smaller annotation to it).
 pub const MIN_TOKEN_EXPIRATION: i64 = 600;
-/// The longest `expirationSeconds` the kube-apiserver accepts (2^32 s).
-pub const MAX_TOKEN_EXPIRATION: i64 = 1 << 32;
+/// The longest token lifetime EKS uses, in seconds: a day ("24hrs as that is max for EKS", the
+/// EKS webhook's `DefaultTokenExpiration`). A longer-lived token would outlive what EKS allows.
+pub const MAX_TOKEN_EXPIRATION: i64 = 86_400;
 /// The lifetime chosen when the pod asks for none: EKS's jitter range, in seconds.
 pub const DEFAULT_TOKEN_EXPIRATION: RangeInclusive<i64> = 79_200..=86_400;
 
@@ -136,9 +138,10 @@ pub fn skipped_containers(pod: &Pod) -> BTreeSet<String> {
 /// used as written.
 ///
 /// - `eks.amazonaws.com/token-expiration` holding an integer is used as is
-///   when at least [`MIN_TOKEN_EXPIRATION`] (600); a smaller value (0 and
-///   negatives too) is raised to 600, as EKS does; a value above 2^32 (the
-///   apiserver's limit) is lowered to 2^32. An explicit `86400` is honoured
+///   inside EKS's range, [`MIN_TOKEN_EXPIRATION`] to [`MAX_TOKEN_EXPIRATION`]
+///   (600 to 86,400); outside it the value is clamped into it, with a
+///   warning: a smaller value (0 and negatives too) is raised to 600, as EKS
+///   does, a larger one lowered to 86,400. An explicit `86400` is honoured
 ///   (EKS cannot tell it from its default and jitters it).
 /// - Absent, or not an integer (ignored, as EKS does): EKS's jitter, a value
 ///   in 79200–86400 so that tokens of pods created together do not all expire
@@ -158,19 +161,21 @@ pub fn token_expiration(pod: &Pod, seed: &str) -> (i64, Option<String>) {
         return (jitter(), None);
     };
     match raw.trim().parse::<i64>() {
-        Ok(v) if v < MIN_TOKEN_EXPIRATION => (
-            MIN_TOKEN_EXPIRATION,
-            Some(format!(
-                "podid: {TOKEN_EXPIRATION_ANNOTATION}={v} is below the minimum; using {MIN_TOKEN_EXPIRATION} seconds"
-            )),
-        ),
-        Ok(v) if v > MAX_TOKEN_EXPIRATION => (
-            MAX_TOKEN_EXPIRATION,
-            Some(format!(
-                "podid: {TOKEN_EXPIRATION_ANNOTATION}={v} is above the maximum; using {MAX_TOKEN_EXPIRATION} seconds"
-            )),
-        ),
-        Ok(v) => (v, None),
+        Ok(v) if (MIN_TOKEN_EXPIRATION..=MAX_TOKEN_EXPIRATION).contains(&v) => (v, None),
+        Ok(v) => {
+            let (side, clamped) = if v < MIN_TOKEN_EXPIRATION {
+                ("below the minimum", MIN_TOKEN_EXPIRATION)
+            } else {
+                ("above the maximum", MAX_TOKEN_EXPIRATION)
+            };
+            (
+                clamped,
+                Some(format!(
+                    "podid: {TOKEN_EXPIRATION_ANNOTATION}={v} is {side} of EKS's range \
+                     ({MIN_TOKEN_EXPIRATION}-{MAX_TOKEN_EXPIRATION} seconds); using {clamped} seconds"
+                )),
+            )
+        }
         Err(_) => {
             let chosen = jitter();
             let shown: String = raw.chars().take(40).collect();
@@ -314,6 +319,14 @@ pub fn mutate(
     }
 
     if let Some(w) = expiration_warning {
+        let meta = &pod.metadata;
+        tracing::warn!(
+            namespace = meta.namespace.as_deref().unwrap_or("-"),
+            pod = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or("-"),
+            token_expiration,
+            warning = %w,
+            "token expiration annotation not used as written"
+        );
         mutation.warnings.push(w);
     }
     mutation
@@ -504,8 +517,12 @@ mod tests {
         assert_eq!(v, 600);
         assert!(w.unwrap().contains("below the minimum"));
         assert_eq!(token_expiration(&with("-5"), "s").0, 600);
-        // The kube-apiserver's largest expirationSeconds: 2^32.
-        assert_eq!(token_expiration(&with("99999999999"), "s").0, 4_294_967_296);
+        // EKS's longest token: a day.
+        let (v, w) = token_expiration(&with("99999999999"), "s");
+        assert_eq!(v, 86_400);
+        assert!(w
+            .unwrap()
+            .contains("above the maximum of EKS's range (600-86400 seconds)"));
         let (v, w) = token_expiration(&with("1h"), "s");
         assert!((79_200..=86_400).contains(&v), "{v}");
         assert!(w.unwrap().contains("not a number"));
