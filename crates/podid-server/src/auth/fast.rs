@@ -123,7 +123,7 @@ fn is_canonical_path(path: &str) -> bool {
 /// query, and whose signed headers each have one value that needs no
 /// trimming, is its own canonical request (every `AssumeRoleForPodIdentity`
 /// an SDK or agent sends). The result is byte for byte what aws-sigv4's
-/// signer computes (`tests::agrees_with_the_sdk_signer`); every other request
+/// signer computes (`differential_tests::agrees_with_the_sdk_signer`); every other request
 /// goes through aws-sigv4 ([`super::sdk_signature`]).
 ///
 /// The caller has already checked that `amz_date` (the `X-Amz-Date` header)

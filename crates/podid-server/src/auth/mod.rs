@@ -344,6 +344,8 @@ fn sdk_signature(
 }
 
 #[cfg(test)]
+mod differential_tests;
+#[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
 mod tests;
