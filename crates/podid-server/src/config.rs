@@ -291,6 +291,7 @@ impl Config {
             lookups: broker.lookups.clone(),
             clock: Arc::new(SystemClock),
             metrics: metrics.jwks.clone(),
+            audit: broker.audit.clone(),
             interval: self.jwks.refresh_interval,
         };
         tracing::info!(

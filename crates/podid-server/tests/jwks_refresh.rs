@@ -61,6 +61,26 @@ async fn a_key_removed_from_the_https_jwks_is_refused_after_the_next_refresh() {
     )
     .await;
     eprintln!("the registry held the new key set {waited:?} after K was removed");
+    // …and the audit trail has it as a change of the cluster by the refresh (written in
+    // batches: a bounded wait).
+    eventually(REFRESH_WAIT, "the refresh's change event", || async {
+        let (status, text) = server
+            .call(
+                reqwest::Method::GET,
+                "/podid/v1/audit?kind=change&cluster=blue",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let events: serde_json::Value = serde_json::from_str(&text).unwrap();
+        events["events"].as_array().unwrap().iter().any(|e| {
+            e["caller"] == "podid-server:jwks-refresh"
+                && e["action"] == "UpdateCluster"
+                && e["before"]["keyIds"] == json!(["k", "stays"])
+                && e["after"]["keyIds"] == json!(["stays"])
+        })
+    })
+    .await;
 
     // The same token is refused from then on; the key that stayed still works.
     for _ in 0..2 {

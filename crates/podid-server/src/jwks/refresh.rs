@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use podid_api::audit::{AuditEvent, AuditKind, AuditOutcome, AuditState};
 use podid_api::clock::Clock;
 use podid_api::cluster::Cluster;
 use podid_api::EpochMillis;
@@ -17,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::FetchError;
+use crate::broker::audit::AuditSink;
 use crate::broker::lookups::{trust_of, Lookups};
 use crate::metrics::JwksMetrics;
 
@@ -28,6 +30,9 @@ const CONCURRENT_FETCHES: usize = 4;
 
 /// Attempts at writing a changed set when the cluster changes in between.
 const WRITE_ATTEMPTS: usize = 3;
+
+/// Who the audit trail says changed a cluster's keys: the server itself, no API key.
+pub const REFRESH_CALLER: &str = "podid-server:jwks-refresh";
 
 /// What one cluster's refresh came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub struct JwksRefresher {
     pub clock: Arc<dyn Clock>,
     /// Counters.
     pub metrics: Arc<JwksMetrics>,
+    /// Where a written key set is recorded as a change of the cluster.
+    pub audit: AuditSink,
     /// Time between two rounds.
     pub interval: Duration,
 }
@@ -197,6 +204,8 @@ impl JwksRefresher {
                         removed = ?before.difference(&after).collect::<Vec<_>>(),
                         "cluster keys changed at their URL; the registry now holds the new set"
                     );
+                    self.audit(&current.name, before, after, updated.modified_at)
+                        .await;
                     return Outcome::Changed;
                 }
                 Err(StoreError::Conflict) => match self.store.get_cluster(&current.name).await {
@@ -210,6 +219,33 @@ impl JwksRefresher {
         }
         tracing::info!(cluster = %current.name, "cluster kept changing; its keys are written next round");
         Outcome::Superseded
+    }
+
+    /// Records the new key set as an `UpdateCluster` change by [`REFRESH_CALLER`].
+    async fn audit(
+        &self,
+        cluster: &str,
+        before: BTreeSet<String>,
+        after: BTreeSet<String>,
+        at: EpochMillis,
+    ) {
+        let request_id = format!("jwks-refresh-{}", uuid::Uuid::new_v4());
+        let mut event = AuditEvent::new(
+            AuditKind::Change,
+            at,
+            &request_id,
+            REFRESH_CALLER,
+            podid_api::arn::printable(cluster),
+            AuditOutcome::Succeeded,
+        );
+        event.action = Some(crate::authz::Operation::UpdateCluster.name().to_owned());
+        let keys = |ids: BTreeSet<String>| AuditState {
+            key_ids: Some(ids.into_iter().collect()),
+            ..AuditState::default()
+        };
+        event.before = Some(keys(before));
+        event.after = Some(keys(after));
+        self.audit.record(event).await;
     }
 
     fn store_failed(&self, cluster: &str, e: &StoreError) -> Outcome {

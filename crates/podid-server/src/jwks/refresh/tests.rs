@@ -57,6 +57,7 @@ fn cluster(name: &str, jwks: serde_json::Value, uri: Option<&str>) -> Cluster {
 
 struct Setup {
     refresher: JwksRefresher,
+    audit_writer: tokio::task::JoinHandle<()>,
     served: Arc<Served>,
     k: SigningKey,
     k2: SigningKey,
@@ -83,9 +84,15 @@ async fn setup() -> Setup {
         podid_token::system_clock(),
         100,
     ));
+    let (audit, audit_writer) = crate::broker::audit::AuditSink::start(
+        store.clone(),
+        Default::default(),
+        crate::broker::audit::AuditMode::BestEffort,
+    );
     let refresher = JwksRefresher {
         store,
         verifier,
+        audit,
         lookups: Arc::new(Lookups::default()),
         clock: Arc::new(SystemClock),
         metrics: Arc::new(JwksMetrics::default()),
@@ -93,6 +100,7 @@ async fn setup() -> Setup {
     };
     Setup {
         refresher,
+        audit_writer,
         served,
         k,
         k2,
@@ -157,6 +165,32 @@ async fn a_removed_key_is_written_to_the_registry_and_refused() {
             .get()
     };
     assert_eq!((refreshes("unchanged"), refreshes("changed")), (1, 1));
+
+    // The write is a change of the cluster in the audit trail, by the refresh, naming the keys.
+    let store = s.refresher.store.clone();
+    drop(s.refresher);
+    tokio::time::timeout(Duration::from_secs(10), s.audit_writer)
+        .await
+        .expect("the audit writer drains and stops")
+        .unwrap();
+    let query = podid_store::AuditQuery {
+        kind: Some(podid_api::audit::AuditKind::Change),
+        limit: 10,
+        ..Default::default()
+    };
+    let events = store.list_audit(&query).await.unwrap().events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.cluster.as_str(), e.caller.as_str()),
+        ("url", REFRESH_CALLER)
+    );
+    assert_eq!(e.action.as_deref(), Some("UpdateCluster"));
+    let ids = |state: &Option<AuditState>| state.as_ref().unwrap().key_ids.clone().unwrap();
+    assert_eq!(
+        (ids(&e.before), ids(&e.after)),
+        (vec!["k".into(), "k2".into()], vec!["k2".into()])
+    );
 }
 
 #[tokio::test]
