@@ -109,8 +109,8 @@ pub struct AgentArgs {
     /// Port of `/healthz` and `/readyz` on localhost.
     #[arg(long, default_value_t = 2703, env = "PODID_AGENT_PROBE_PORT")]
     probe_port: u16,
-    /// Address of the metrics server.
-    #[arg(long, default_value = "0.0.0.0", env = "PODID_AGENT_METRICS_ADDRESS")]
+    /// Address of the metrics server (0.0.0.0 to let scrapers on other hosts in).
+    #[arg(long, default_value = "127.0.0.1", env = "PODID_AGENT_METRICS_ADDRESS")]
     metrics_address: IpAddr,
     /// Port of `/metrics`.
     #[arg(long, default_value_t = 2705, env = "PODID_AGENT_METRICS_PORT")]
@@ -122,6 +122,14 @@ pub struct AgentArgs {
     /// before they ask (~1.2 KiB each); the others are refreshed when they ask.
     #[arg(long, default_value_t = CachePolicy::default().max_refresh_ahead, env = "PODID_AGENT_MAX_REFRESH_AHEAD")]
     max_refresh_ahead: usize,
+    /// Seconds a token the broker refused (ResourceNotFound, AccessDenied,
+    /// InvalidToken, ExpiredToken) is answered from memory, never past its
+    /// `exp`; 0 turns this negative cache off.
+    #[arg(long, default_value_t = CachePolicy::default().refused_ttl.as_secs(), env = "PODID_AGENT_REFUSED_TTL_SECS")]
+    refused_ttl_secs: u64,
+    /// Most refused tokens remembered (the oldest forgotten first).
+    #[arg(long, default_value_t = CachePolicy::default().max_refused, env = "PODID_AGENT_MAX_REFUSED")]
+    max_refused: usize,
     /// Requests per second each credential listener accepts (429 beyond); 0 = unlimited.
     #[arg(long, default_value_t = 0, env = "PODID_AGENT_RATE_LIMIT")]
     rate_limit: u32,
@@ -137,6 +145,17 @@ pub struct AgentArgs {
     /// https:// --endpoint (e.g. the CA that signed podid server's certificate).
     #[arg(long, env = "PODID_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Limits of each credential listener.
+    #[command(flatten, next_help_heading = "Credential listener limits")]
+    listen: CredentialListenArgs,
+}
+
+podid_listen::listen_args! {
+    /// The limits of each credential listener (`PODID_AGENT_` variables).
+    pub struct CredentialListenArgs {
+        prefix: "PODID_AGENT_",
+        defaults: podid_listen::ListenLimits::agent(),
+    }
 }
 
 /// A `--bind-hosts` item that is not an IP address.
@@ -212,17 +231,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         metrics_address: args.metrics_address,
         metrics_port: args.metrics_port,
         rate_limit: args.rate_limit,
+        limits: args.listen.limits()?,
         cache: match args.refresh_lead_secs {
             Some(lead) => CachePolicy {
                 max_entries: args.max_cache_size,
                 max_refresh_ahead: args.max_refresh_ahead,
                 refresh_lead: Duration::from_secs(lead),
                 long_session: Duration::from_secs(lead),
+                refused_ttl: Duration::from_secs(args.refused_ttl_secs),
+                max_refused: args.max_refused,
                 ..CachePolicy::default()
             },
             None => CachePolicy {
                 max_entries: args.max_cache_size,
                 max_refresh_ahead: args.max_refresh_ahead,
+                refused_ttl: Duration::from_secs(args.refused_ttl_secs),
+                max_refused: args.max_refused,
                 ..CachePolicy::default()
             },
         },

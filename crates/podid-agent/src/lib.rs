@@ -52,4 +52,7 @@ pub enum AgentError {
         /// The address.
         host: std::net::IpAddr,
     },
+    /// The listeners' limits cannot be enforced.
+    #[error("invalid configuration")]
+    Listen(#[from] podid_listen::ListenError),
 }

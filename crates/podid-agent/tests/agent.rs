@@ -696,28 +696,52 @@ async fn ipv6_listeners_check_bracketed_hosts() {
     assert_eq!(other.status(), 403);
 }
 
-/// On a paused clock (the watchdog uses tokio's timers): virtual time moves
-/// only when every task waits, so no load can stretch a gap past a period.
+/// On a paused clock (the deadlines use tokio's timers): virtual time moves
+/// only when every task waits, so no load can stretch a deadline.
 #[tokio::test(start_paused = true)]
-async fn idle_connections_are_closed() {
+async fn silent_and_trickling_connections_are_cut_at_their_deadlines() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const PERIOD: Duration = Duration::from_millis(100);
     let upstream = fake_upstream(false);
-    let agent = start_agent(&upstream, |c| c.idle_timeout = PERIOD).await;
-    // A connection that says nothing is closed after one to two periods.
+    let agent = start_agent(&upstream, |c| {
+        c.limits.header_read_timeout = PERIOD;
+        c.limits.idle_timeout = PERIOD;
+    })
+    .await;
+    let closed_at = |what: &str, closed_after: Duration| {
+        assert!(
+            (PERIOD..=PERIOD + Duration::from_millis(10)).contains(&closed_after),
+            "{what}: closed after {closed_after:?}, not at the {PERIOD:?} deadline"
+        );
+    };
+    // A connection that says nothing is closed at the head deadline.
     let mut silent = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
     let mut buf = [0u8; 16];
     let opened = tokio::time::Instant::now();
     let read = tokio::time::timeout(10 * PERIOD, silent.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "a silent connection closed within 10 periods: {read:?}"
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    closed_at("silent", opened.elapsed());
+    // A byte every tenth of a period does not move the deadline.
+    let mut trickling = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    let opened = tokio::time::Instant::now();
+    let head = format!(
+        "GET /v1/credentials HTTP/1.1\r\nHost: {}\r\nX: ",
+        agent.addr
     );
-    let closed_after = opened.elapsed();
-    assert!(
-        (PERIOD..=2 * PERIOD + Duration::from_millis(10)).contains(&closed_after),
-        "closed after {closed_after:?}, not within one to two periods"
-    );
+    for byte in head.bytes().chain(std::iter::repeat(b'a')) {
+        if trickling.write_all(&[byte]).await.is_err() {
+            break;
+        }
+        let read = tokio::time::timeout(PERIOD / 10, trickling.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            break;
+        }
+        assert!(
+            opened.elapsed() < 10 * PERIOD,
+            "the trickling client was never cut"
+        );
+    }
+    closed_at("trickling", opened.elapsed());
     // A connection in use is kept: requests half a period apart over four periods.
     let mut busy = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
     let request = format!("GET /nowhere HTTP/1.1\r\nHost: {}\r\n\r\n", agent.addr);

@@ -67,6 +67,16 @@ const IDLE_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, most likely).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Binds `addr`; the listener and its bound address (port 0 picks one).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
 /// A service per connection for a tower service (an axum `Router`): clones
 /// of `service`, the peer address unused.
 pub fn tower_service<T: Clone>(service: T) -> impl Fn(SocketAddr) -> TowerToHyperService<T> {

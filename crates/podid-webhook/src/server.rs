@@ -384,11 +384,8 @@ pub async fn serve(
     );
     let _stop_watching = AbortOnDrop(watcher);
 
-    let listener = tokio::net::TcpListener::bind(addr)
+    let (listener, bound) = podid_listen::bind(addr)
         .await
-        .map_err(|source| WebhookError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
         .map_err(|source| WebhookError::Bind { addr, source })?;
     on_bound(bound);
     let limits = webhook.settings.limits.clone();

@@ -1,11 +1,11 @@
 //! The agent's listeners: container credentials on each bind host (plain
-//! hyper, allocation-light hot path), probes on localhost, metrics.
+//! hyper, allocation-light hot path), probes on localhost, metrics; each
+//! accepted and bounded by `podid_listen` (connection cap, deadlines, sizes).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,15 +17,11 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use podid_listen::{ListenLimits, RequestBody};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-mod tracked;
-
-use self::tracked::Tracked;
 use crate::cache::{PodCredentialCache, Refusal, Served, Step};
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
@@ -51,7 +47,7 @@ pub struct AgentConfig {
     pub probe_address: IpAddr,
     /// Port of the probe server.
     pub probe_port: u16,
-    /// Address of the metrics server (`/metrics`).
+    /// Address of the metrics server (`/metrics`); 127.0.0.1 unless told otherwise.
     pub metrics_address: IpAddr,
     /// Port of the metrics server.
     pub metrics_port: u16,
@@ -60,12 +56,9 @@ pub struct AgentConfig {
     pub rate_limit: u32,
     /// The cache's size and timing.
     pub cache: CachePolicy,
-    /// How long shutdown waits for in-flight requests.
-    pub drain_timeout: Duration,
-    /// A credential connection that reads and writes nothing for a whole
-    /// period of this length is closed (so idle or stuck clients cannot hold
-    /// sockets forever): after between one and two periods of silence.
-    pub idle_timeout: Duration,
+    /// Each credential listener's connection cap, header size limit and
+    /// deadlines (head, body, idle); its drain timeout is the agent's at shutdown.
+    pub limits: ListenLimits,
 }
 
 impl Default for AgentConfig {
@@ -79,12 +72,11 @@ impl Default for AgentConfig {
             port: 80,
             probe_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             probe_port: 2703,
-            metrics_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            metrics_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             metrics_port: 2705,
             rate_limit: 0,
             cache: CachePolicy::default(),
-            drain_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            limits: ListenLimits::agent(),
         }
     }
 }
@@ -113,24 +105,22 @@ impl std::fmt::Debug for Agent {
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AgentError> {
-    let listener = TcpListener::bind(addr)
+    podid_listen::bind(addr)
         .await
-        .map_err(|source| AgentError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| AgentError::Bind { addr, source })?;
-    Ok((listener, bound))
+        .map_err(|source| AgentError::Bind { addr, source })
 }
 
 impl Agent {
     /// Binds every listener. A credential bind host that cannot be bound (no
     /// such address on the node, no IPv6) is logged and skipped; none bound,
-    /// or the probe or metrics port taken, is an error.
+    /// the probe or metrics port taken, or limits that cannot be enforced, is
+    /// an error.
     pub async fn bind(
         config: AgentConfig,
         source: Arc<dyn CredentialSource>,
         clock: Arc<dyn Clock>,
     ) -> Result<Agent, AgentError> {
+        config.limits.validate()?;
         let mut hosts = config.bind_hosts.clone();
         let mut seen = std::collections::HashSet::new();
         hosts.retain(|h| seen.insert(*h));
@@ -234,16 +224,20 @@ impl Agent {
         });
         let mut tasks = JoinSet::new();
         for listener in credential_listeners {
-            let service = CredentialService {
+            let (shared, limiter) = (
+                shared.clone(),
+                GcraLimiter::per_second(config.rate_limit).map(Arc::new),
+            );
+            let make_service = move |peer| CredentialService {
                 shared: shared.clone(),
-                limiter: GcraLimiter::per_second(config.rate_limit).map(Arc::new),
+                limiter: limiter.clone(),
+                peer,
             };
-            tasks.spawn(serve_credentials(
-                listener,
-                service,
-                config.idle_timeout,
-                stop_rx.clone(),
-            ));
+            let stop = wait_for_stop(stop_rx.clone());
+            let limits = config.limits.clone();
+            tasks.spawn(async move {
+                podid_listen::serve(listener, limits, None, make_service, stop).await
+            });
         }
         let probes = axum::Router::new()
             .route("/healthz", get(healthz))
@@ -254,11 +248,12 @@ impl Agent {
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
             .with_state(shared.clone());
-        for (listener, router, what) in [
-            (probe_listener, probes, "probe"),
-            (metrics_listener, metrics_router, "metrics"),
-        ] {
-            tasks.spawn(serve_router(listener, router, stop_rx.clone(), what));
+        for (listener, router) in [(probe_listener, probes), (metrics_listener, metrics_router)] {
+            let stop = wait_for_stop(stop_rx.clone());
+            let service = podid_listen::tower_service(router);
+            tasks.spawn(async move {
+                podid_listen::serve(listener, ListenLimits::local(), None, service, stop).await
+            });
         }
         let maintenance = tokio::spawn(cache.clone().run_maintenance());
 
@@ -266,18 +261,21 @@ impl Agent {
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         maintenance.abort();
-        let drained = tokio::time::timeout(config.drain_timeout, async {
+        // Each listener cuts what is left at its drain timeout; this bounds a stuck one.
+        let bound = config.limits.drain_timeout + Duration::from_secs(1);
+        let drained = tokio::time::timeout(bound, async {
             while let Some(result) = tasks.join_next().await {
-                if let Err(e) = result {
-                    if e.is_panic() {
-                        tracing::error!("a listener task panicked");
-                    }
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "a listener failed"),
+                    Err(e) if e.is_panic() => tracing::error!("a listener task panicked"),
+                    Err(_) => {}
                 }
             }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(timeout = ?config.drain_timeout, "requests still in flight at the drain timeout were cut");
+            tracing::warn!(timeout = ?bound, "listeners still draining were stopped");
             tasks.shutdown().await;
         }
         Ok(())
@@ -288,95 +286,22 @@ async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `router` on `listener` until `stop`; `what` names it in the log.
-async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    stop: watch::Receiver<bool>,
-    what: &'static str,
-) {
-    let stop = wait_for_stop(stop);
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "{what} server failed");
-    }
-}
-
 struct ListenerState {
     cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
     guard: HostGuard,
 }
 
-async fn serve_credentials(
-    listener: TcpListener,
-    service: CredentialService,
-    idle_timeout: Duration,
-    stop: watch::Receiver<bool>,
-) {
-    let stop = wait_for_stop(stop);
-    tokio::pin!(stop);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // No per-request timer (hyper's header read timeout arms one for every
-    // request); idle connections are closed by a per-connection watchdog.
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.keep_alive(true);
-    let idle_timeout = idle_timeout.max(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let activity = Arc::new(AtomicBool::new(false));
-                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-                    let connection = graceful.watch(http.serve_connection(io, service.clone()));
-                    tokio::spawn(async move {
-                        tokio::pin!(connection);
-                        let start = tokio::time::Instant::now() + idle_timeout;
-                        let mut watchdog = tokio::time::interval_at(start, idle_timeout);
-                        loop {
-                            tokio::select! {
-                                biased;
-                                result = &mut connection => {
-                                    if let Err(e) = result {
-                                        tracing::debug!(error = %e, "connection ended with an error");
-                                    }
-                                    break;
-                                }
-                                _ = watchdog.tick() => {
-                                    if !activity.swap(false, Ordering::Relaxed) {
-                                        tracing::debug!("closing an idle connection");
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors, most likely: let some close.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    graceful.shutdown().await;
-}
-
 type Body = Full<Bytes>;
 
-/// Serves one credential listener. A cached answer is produced synchronously
-/// in `call`, so the hot path allocates no future and clones no `Arc`.
-#[derive(Clone)]
+/// Serves one credential connection. A cached answer is produced
+/// synchronously in `call`, so the hot path allocates no future and clones
+/// no `Arc`.
 struct CredentialService {
     shared: Arc<ListenerState>,
     limiter: Option<Arc<GcraLimiter>>,
+    /// The client's address.
+    peer: SocketAddr,
 }
 
 enum AnswerFuture {
@@ -454,12 +379,12 @@ impl ListenerState {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for CredentialService {
+impl hyper::service::Service<Request<RequestBody>> for CredentialService {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = AnswerFuture;
 
-    fn call(&self, request: Request<Incoming>) -> AnswerFuture {
+    fn call(&self, request: Request<RequestBody>) -> AnswerFuture {
         let shared = &self.shared;
         if let Some(limiter) = &self.limiter {
             if !limiter.try_acquire() {
@@ -494,7 +419,7 @@ impl hyper::service::Service<Request<Incoming>> for CredentialService {
             None => request.uri().authority().map(|a| a.as_str()),
         };
         if !host.is_some_and(|h| shared.guard.allows(h)) {
-            tracing::debug!("refused a request naming another host");
+            tracing::debug!(peer = %self.peer, "refused a request naming another host");
             return AnswerFuture::Ready(Some(shared.refuse(
                 StatusCode::FORBIDDEN,
                 "AccessDenied",
