@@ -19,7 +19,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from broker_helpers import metric, run_podid, scrape, wait_for
+from broker_helpers import metric, run_podid, wait_for
 from podid_helpers import (
     ROLE_ARN,
     ROLE_ARN_2,
@@ -65,6 +65,14 @@ def _audit(api: Podid, home, *args: str, role: str = "reader") -> list[dict]:
     proc = run_podid(["audit", "list", "-o", "json", *args], home, api.keys[role], api.endpoint)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout)["events"]
+
+
+def _metrics(api: Podid) -> str:
+    """The server's metrics, as a signed caller reads them on the API's
+    address (unsigned, they are only on the metrics listener)."""
+    resp = api.request("GET", "/metrics", role="admin")
+    assert resp.status_code == 200, resp.text
+    return resp.text
 
 
 def _request_id(resp) -> str:
@@ -226,7 +234,7 @@ def test_refusals_before_the_broker_are_counted_by_reason(audited, keys):
     cluster = api.new_cluster()
     path = f"/clusters/{cluster}/pod-identity-associations"
     name = "podid_server_refusals_total"
-    before = scrape(api.endpoint)
+    before = _metrics(api)
     cases = [
         # (reason, how many, request)
         ("InvalidSignatureException", 2,
@@ -246,13 +254,13 @@ def test_refusals_before_the_broker_are_counted_by_reason(audited, keys):
         for _ in range(times):
             resp = send()
             assert resp.headers.get("x-amzn-errortype") == reason, (reason, resp.status_code, resp.text)
-    after = scrape(api.endpoint)
+    after = _metrics(api)
     for reason, times, _ in cases:
         delta = metric(after, name, reason=reason) - metric(before, name, reason=reason)
         assert delta == times, (reason, delta, [l for l in after.splitlines() if l.startswith(name)])
     ok_before = metric(after, name)
     assert api.request("GET", path).status_code == 200
-    assert metric(scrape(api.endpoint), name) == ok_before, "an answered request was counted as refused"
+    assert metric(_metrics(api), name) == ok_before, "an answered request was counted as refused"
 
 
 def test_retention_deletes_events_older_than_it(tmp_path_factory, keys, tmp_path):
@@ -269,7 +277,7 @@ def test_retention_deletes_events_older_than_it(tmp_path_factory, keys, tmp_path
         # within the retention plus a few prunings.
         wait_for(lambda: listed() == [], timeout=20, interval=0.2, what="the event's deletion")
         assert time.time() - event["time"] >= 2, "deleted before its retention ran out"
-        assert metric(scrape(api.endpoint), "podid_broker_audit_pruned_total") >= 1
+        assert metric(_metrics(api), "podid_broker_audit_pruned_total") >= 1
         assert "audit events past the retention deleted" in server.log_path.read_text()
     finally:
         assert server.stop() == 0, server.log_tail()
@@ -279,7 +287,7 @@ def test_retention_forever_keeps_events_and_bad_values_are_refused(tmp_path_fact
     server, api = _start(tmp_path_factory, keys, "--audit-retention", "forever")
     try:
         api.new_cluster()
-        assert metric(scrape(api.endpoint), "podid_broker_audit_pruned_total") == 0
+        assert metric(_metrics(api), "podid_broker_audit_pruned_total") == 0
         assert "audit retention" not in server.log_path.read_text()
     finally:
         assert server.stop() == 0, server.log_tail()

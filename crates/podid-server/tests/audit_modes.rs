@@ -10,12 +10,13 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
 use podid_test_support::fake_sts::{FAKE_STS_SECRET_ACCESS_KEY, FAKE_STS_SESSION_TOKEN};
+use podid_test_support::sigv4::Signer;
 use podid_test_support::sts_broker::{StsBroker, CLUSTER};
-use podid_test_support::{skip_or_fail, NODE};
+use podid_test_support::{skip_or_fail, ADMIN, NODE};
 
 /// What the server answered one `AssumeRoleForPodIdentity`.
 #[derive(Debug)]
@@ -99,10 +100,24 @@ const UNWRITABLE: &str = "CREATE TRIGGER audit_unwritable BEFORE INSERT ON audit
      BEGIN SELECT RAISE(ABORT, 'audit table unwritable (test)'); END;";
 const WRITABLE: &str = "DROP TRIGGER audit_unwritable;";
 
-/// The server's metrics exposition.
+/// The server's metrics exposition, as a signed caller (the admin key,
+/// signed by aws-sigv4) reads it on the API's address.
 async fn metrics(broker: &StsBroker) -> String {
     let url = format!("{}/metrics", broker.endpoint());
-    let response = reqwest::get(&url).await.unwrap();
+    let signer = Signer {
+        access_key_id: ADMIN.access_key_id,
+        secret_access_key: ADMIN.secret_access_key,
+        session_token: None,
+        region: "us-east-1",
+        service: "eks",
+        time: SystemTime::now(),
+        every_header: false,
+    };
+    let mut request = reqwest::Client::new().get(&url);
+    for (name, value) in signer.headers("GET", &url, &[], b"").unwrap() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
     assert!(response.status().is_success(), "{url}: {response:?}");
     response.text().await.unwrap()
 }
