@@ -42,8 +42,8 @@ pub struct ClusterTrust {
     /// The stored key set (a JWKS document); may be unusable (e.g. `null`)
     /// when `jwks_uri` is set.
     pub jwks: serde_json::Value,
-    /// Where a fresh JWKS is fetched when a token names an unknown key; none
-    /// means the stored set is final.
+    /// Where a fresh JWKS is fetched when a token names an unknown key, and
+    /// by [`TokenVerifier::refresh_keys`]; none means the stored set is final.
     pub jwks_uri: Option<String>,
     /// The cluster's version (its `modified_at` in milliseconds); a change
     /// invalidates the cached keys and tokens of the cluster.
