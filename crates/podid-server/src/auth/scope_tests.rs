@@ -221,6 +221,7 @@ fn a_scoped_key_acts_only_on_its_clusters() {
         ("GET", "/tags/not-an-arn", "", unknown),
         ("GET", "/clusters/blue/unknown", "", unknown),
         ("GET", "/", "", unknown),
+        ("GET", "/metrics", "", unknown),
     ] {
         let signed = request(
             ("SCOPED", SECRET),
