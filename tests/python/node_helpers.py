@@ -126,7 +126,7 @@ class NsServerProcess(ServerProcess):
         self.proc = self.ns.popen(
             [podid_bin(), "server", "--listen", "127.0.0.1:0", "--database-url", f"sqlite://{self.db_path}",
              "--keys-file", self.keys_file, "--region", REGION, "--account-id", self.account_id,
-             *self.extra_args],
+             "--metrics-listen", "127.0.0.1:0", *self.extra_args],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env, bufsize=0,
         )
         self.endpoint = self._read_listen_line(timeout)

@@ -216,6 +216,7 @@ class ServerProcess:
     """One `podid server` on 127.0.0.1:0 with its own SQLite file."""
 
     LISTEN_LINE = re.compile(rb"^podid server listening on (http://127\.0\.0\.1:\d+)$")
+    METRICS_LINE = re.compile(rb"^podid server metrics listening on (http://127\.0\.0\.1:\d+)$")
 
     def __init__(
         self,
@@ -237,6 +238,8 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.endpoint: str = ""
+        # Where /metrics is served unsigned (--metrics-listen 127.0.0.1:0).
+        self.metrics_endpoint: str = ""
 
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         binary = podid_bin()
@@ -267,6 +270,8 @@ class ServerProcess:
                 REGION,
                 "--account-id",
                 self.account_id,
+                "--metrics-listen",
+                "127.0.0.1:0",
                 *self.extra_args,
             ],
             stdout=subprocess.PIPE,
@@ -283,11 +288,18 @@ class ServerProcess:
         deadline only guards against a hung server; the synchronisation
         itself is the line arriving)."""
         assert self.proc is not None
-        line = Lines(self.proc, "podid server", self.log_path).next(timeout).encode()
+        lines = Lines(self.proc, "podid server", self.log_path)
+        line = lines.next(timeout).encode()
         m = self.LISTEN_LINE.match(line)
         if not m:
             self.proc.kill()
             raise RuntimeError(f"unexpected first stdout line {line!r}")
+        metrics = lines.next(timeout).encode()
+        mm = self.METRICS_LINE.match(metrics)
+        if not mm:
+            self.proc.kill()
+            raise RuntimeError(f"unexpected second stdout line {metrics!r}")
+        self.metrics_endpoint = mm.group(1).decode()
         return m.group(1).decode()
 
     def log_tail(self, n: int = 40) -> str:
@@ -392,6 +404,7 @@ class Podid:
         self.server = server
         self.keys = keys
         self.endpoint = server.endpoint
+        self.metrics_endpoint = server.metrics_endpoint
         self._clients: dict[str, Any] = {}
 
     def client(self, role: str = "admin", service: str = "eks"):
@@ -445,7 +458,7 @@ class Podid:
 
     def metrics(self) -> dict[tuple[str, str], float]:
         """podid_http_requests_total by (operation, status)."""
-        resp = requests.get(self.endpoint + "/metrics", timeout=10)
+        resp = requests.get(self.metrics_endpoint + "/metrics", timeout=10)
         assert resp.status_code == 200, resp.text
         return parse_request_counters(resp.text)
 

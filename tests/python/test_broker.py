@@ -653,7 +653,7 @@ def test_concurrent_calls_for_one_pod_share_one_sts_call(fresh_broker, blue, led
     assert len({r["credentials"]["sessionToken"] for r in results}) == 1
     assert proxy.count() == 1, proxy.calls()
 
-    m = scrape(api.endpoint)
+    m = scrape(api.metrics_endpoint)
     assert metric(m, "podid_broker_credential_cache_total", result="miss") == 1
     joined = metric(m, "podid_broker_credential_cache_total", result="joined")
     assert metric(m, "podid_broker_credential_cache_total", result="hit") + joined == 199
@@ -700,7 +700,7 @@ def test_sts_rate_limit_holds_at_sts_and_waiting_callers_get_credentials(fresh_b
         f"from call i to call i+50 (s, i): {[(round(g, 4), i) for g, i in short]}"
     )
 
-    m = scrape(api.endpoint)
+    m = scrape(api.metrics_endpoint)
     waited = metric(m, "podid_broker_sts_rate_limit_waits_total")
     assert waited >= 1, "no caller waited for a permit: the limit was never reached"
     assert metric(m, "podid_broker_issuances_total", outcome="issued") == 200
@@ -725,7 +725,7 @@ def test_sts_rate_limit_refuses_callers_that_would_wait_too_long(fresh_broker, b
     throttled = outcomes["ThrottlingException 429"]
     assert outcomes["issued"] == proxy.count() <= 50 * 2, (outcomes, proxy.count())
 
-    m = scrape(api.endpoint)
+    m = scrape(api.metrics_endpoint)
     assert metric(m, "podid_broker_sts_rate_limit_refusals_total") == throttled > 0
     assert metric(m, "podid_broker_issuances_total", outcome="failed", error="ThrottlingException") == throttled
 

@@ -278,8 +278,19 @@ def test_health_endpoints_need_no_auth(podid):
         assert podid.request("GET", path).status_code == 200
 
 
+def test_metrics_on_the_api_port_need_a_signed_request(podid):
+    """`/metrics` is unsigned only on --metrics-listen; on the API port it is
+    an API call like any other (issue 13 item 8)."""
+    unsigned = requests.get(podid.endpoint + "/metrics", timeout=10)
+    assert_aws_error(unsigned, 403, "MissingAuthenticationTokenException")
+    for role in ("admin", "reader", "node"):
+        signed = podid.request("GET", "/metrics", role=role)
+        assert signed.status_code == 200, (role, signed.text)
+        assert "podid_http_requests_total" in signed.text
+
+
 def test_metrics_count_requests_by_operation_and_status(podid, cluster):
-    resp = requests.get(podid.endpoint + "/metrics", timeout=10)
+    resp = requests.get(podid.metrics_endpoint + "/metrics", timeout=10)
     assert resp.status_code == 200
     assert "podid_http_requests_total" in resp.text
     assert "podid_http_request_duration_seconds" in resp.text

@@ -145,7 +145,7 @@ class Node:
         return self.scrape(f"http://127.0.0.1:{self.agent.metrics.rsplit(':', 1)[1]}/metrics")
 
     def server_metrics(self) -> str:
-        return self.scrape(self.podid.endpoint + "/metrics")
+        return self.scrape(self.podid.metrics_endpoint + "/metrics")
 
     def eks(self, operation: str, **kw) -> dict:
         client = self.podid.client("admin")
@@ -288,7 +288,7 @@ def test_agent_init_puts_both_addresses_on_the_node_once(node):
 def test_agent_serves_on_both_addresses_with_probes_and_metrics(node):
     assert node.agent.listening == [f"{AGENT_V4}:80", f"[{AGENT_V6}]:80"], node.agent.listening
     assert node.agent.probes == "127.0.0.1:2703"
-    assert node.agent.metrics == "0.0.0.0:2705"
+    assert node.agent.metrics == "127.0.0.1:2705"
     health = node.ns.call(lambda: node.http().get("http://127.0.0.1:2703/healthz", timeout=5))
     assert health.status_code == 200, health.text
     ready = node.ns.call(lambda: node.http().get("http://127.0.0.1:2703/readyz", timeout=5))

@@ -53,6 +53,10 @@ pub enum ErrorKind {
     Throttling,
     /// EKS Auth: the server failed. 500.
     InternalServer,
+    /// The request's body did not arrive within the server's body read
+    /// timeout. 408; the SDKs retry it (`RequestTimeoutException` is among
+    /// botocore's and aws-sdk-rust's transient errors).
+    RequestTimeout,
 }
 
 impl ErrorKind {
@@ -79,6 +83,7 @@ impl ErrorKind {
             ErrorKind::CredentialsDenied => "AccessDeniedException",
             ErrorKind::Throttling => "ThrottlingException",
             ErrorKind::InternalServer => "InternalServerException",
+            ErrorKind::RequestTimeout => "RequestTimeoutException",
         }
     }
 
@@ -102,6 +107,7 @@ impl ErrorKind {
             ErrorKind::InvalidToken | ErrorKind::ExpiredToken | ErrorKind::CredentialsDenied => 400,
             ErrorKind::Throttling => 429,
             ErrorKind::InternalServer => 500,
+            ErrorKind::RequestTimeout => 408,
         }
     }
 
@@ -127,6 +133,7 @@ impl ErrorKind {
         ErrorKind::CredentialsDenied,
         ErrorKind::Throttling,
         ErrorKind::InternalServer,
+        ErrorKind::RequestTimeout,
     ];
 }
 

@@ -19,7 +19,7 @@ mod tls;
 pub use args::millis;
 pub use body::{is_body_timeout, BodyError, RequestBody};
 pub use limits::{ListenLimits, MIN_HEADER_BYTES};
-pub use serve::{bind, serve, tower_service, AnswerBody, BoxError, Handler};
+pub use serve::{bind, serve, tower_service, AnswerBody, BoxError, Handler, ACCEPT_BACKLOG};
 pub use tls::{CertStore, Reload, ReloadObserver};
 pub use tokio_rustls::TlsAcceptor;
 

@@ -67,12 +67,24 @@ const IDLE_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, most likely).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Binds `addr`; the listener and its bound address (port 0 picks one).
+/// The kernel's queue of connections not yet accepted (capped by
+/// `net.core.somaxconn`): where connections wait while a listener is at its
+/// cap, or busy. (tokio's default, 128, overflows when hundreds connect at once.)
+pub const ACCEPT_BACKLOG: u32 = 1024;
+
+/// Binds `addr` with an accept queue of [`ACCEPT_BACKLOG`]; the listener and
+/// its bound address (port 0 picks one).
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(ACCEPT_BACKLOG)?;
     let bound = listener.local_addr()?;
     Ok((listener, bound))
 }

@@ -57,8 +57,9 @@ impl Served {
 }
 
 async fn start(limits: ListenLimits, tls: Option<podid_listen::TlsAcceptor>) -> Served {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = podid_listen::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let make = |peer: SocketAddr| {
         hyper::service::service_fn(move |request| async move {

@@ -108,6 +108,8 @@ pub struct Config {
     pub jwks: JwksConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// How connections are accepted: limits, TLS, the metrics address.
+    pub listener: crate::listen::ListenerConfig,
 }
 
 /// How the keys of clusters registered by URL or discovery are fetched.
@@ -311,6 +313,8 @@ impl Config {
         };
         Ok(App {
             listen: self.listen,
+            listener: self.listener,
+            on_metrics_bound: None,
             state,
             audit_writer,
             jwks_refresher,
@@ -324,6 +328,10 @@ impl Config {
 /// The assembled server, not yet listening.
 pub struct App {
     listen: SocketAddr,
+    /// Limits, TLS and the metrics address.
+    listener: crate::listen::ListenerConfig,
+    /// Told the metrics listener's bound address.
+    on_metrics_bound: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
     state: AppState,
     audit_writer: JoinHandle<()>,
     /// Fetches the keys of clusters registered by URL or discovery, at start-up and periodically.
@@ -337,6 +345,13 @@ pub struct App {
 }
 
 impl App {
+    /// Tells `announce` the metrics listener's bound address, right after
+    /// the API's (when `--metrics-listen` is set).
+    pub fn on_metrics_bound(mut self, announce: impl FnOnce(SocketAddr) + Send + 'static) -> App {
+        self.on_metrics_bound = Some(Box::new(announce));
+        self
+    }
+
     /// Polls the keys file every `interval` (default 1 s) instead; `None`
     /// re-reads it only on SIGHUP.
     pub fn keys_reload_interval(mut self, interval: Option<Duration>) -> App {
@@ -364,6 +379,8 @@ impl App {
     ) -> Result<(), ServerError> {
         let App {
             listen,
+            listener,
+            on_metrics_bound,
             state,
             audit_writer,
             jwks_refresher,
@@ -374,7 +391,15 @@ impl App {
         // Caught before the address is announced: a SIGHUP from then on reloads.
         let keys_watcher = keys_watch.map(|w| w.spawn(keys_reload_interval));
         let jwks_refresh = jwks_refresher.spawn();
-        let served = crate::serve(state, listen, on_bound, shutdown).await;
+        let served = crate::listen::serve(
+            state,
+            listen,
+            listener,
+            on_bound,
+            on_metrics_bound,
+            shutdown,
+        )
+        .await;
         jwks_refresh.abort();
         if let Some(watcher) = keys_watcher {
             watcher.abort();
@@ -440,6 +465,7 @@ mod tests {
             credential_cache_size: 10,
             jwks: Default::default(),
             audit: AuditConfig::default(),
+            listener: Default::default(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

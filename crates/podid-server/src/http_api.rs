@@ -1,5 +1,5 @@
 //! The HTTP surface: routing, and the per-request front (request id, body
-//! limit, authentication, metrics, access log).
+//! limit and read deadline, authentication, metrics, access log).
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +9,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use podid_api::{ApiError, ErrorKind};
 
 use crate::authz::Operation;
+use crate::listen::TlsReady;
 use crate::wire::{error_chain, error_response, RequestId};
 use crate::{associations, broker, clusters, AppState, SharedState};
 
@@ -56,6 +57,8 @@ pub(crate) fn router(state: AppState) -> Router {
                 .patch(clusters::update)
                 .delete(clusters::deregister),
         )
+        // Signed like every API call; unsigned only on the metrics listener.
+        .route("/metrics", get(metrics))
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(state.clone(), front))
@@ -63,9 +66,15 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
         .fallback_service(api)
+}
+
+/// The metrics listener's router: `/metrics`, unsigned.
+pub(crate) fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(std::sync::Arc::new(state))
 }
 
 async fn unknown_operation(request: Request) -> Response {
@@ -79,7 +88,10 @@ async fn unknown_operation(request: Request) -> Response {
     ))
 }
 
-async fn readyz(State(state): State<SharedState>) -> Response {
+async fn readyz(State(state): State<SharedState>, tls: Option<Extension<TlsReady>>) -> Response {
+    if tls.is_some_and(|Extension(tls)| !tls.is_ready()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no TLS certificate loaded").into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => {
@@ -147,6 +159,9 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if !error.is_empty() {
+        state.metrics.refused(error);
+    }
     tracing::info!(
         request_id = %request_id.0,
         %method,
@@ -184,6 +199,10 @@ async fn buffer_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError>
     {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if podid_listen::is_body_timeout(&*e) => Err(ApiError::new(
+            ErrorKind::RequestTimeout,
+            "the request body was not received within the body read timeout",
+        )),
         Err(_) => Err(ApiError::invalid_request(
             "the request body could not be read",
         )),

@@ -2,7 +2,6 @@
 //! registry, the credential broker, health and metrics ([`Config::build`] → [`App::run`]).
 #![forbid(unsafe_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ mod config;
 mod http_api;
 mod jwks;
 pub mod keys;
+mod listen;
 mod metrics;
 mod wire;
 
@@ -28,6 +28,8 @@ pub use config::{
 };
 
 pub use config::JwksConfig;
+pub use listen::{ListenerConfig, TlsFiles};
+pub use podid_listen::ListenLimits;
 
 use auth::Authentication;
 use jwks::DocumentFetcher;
@@ -56,9 +58,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// Serving failed.
-    #[error("server failed")]
-    Serve(#[source] std::io::Error),
+    /// The listeners' limits or the TLS certificate could not be set up.
+    #[error("invalid listener configuration")]
+    Listen(#[from] podid_listen::ListenError),
     /// The store failed to open.
     #[error("cannot open the store at {url}")]
     Store {
@@ -113,28 +115,4 @@ impl AppState {
             broker.lookups.invalidate();
         }
     }
-}
-
-/// Binds `addr`, reports the bound address through `on_bound` (so `:0` works in
-/// tests) and serves until `shutdown` resolves, then drains in-flight requests.
-async fn serve(
-    state: AppState,
-    addr: SocketAddr,
-    on_bound: impl FnOnce(SocketAddr),
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    on_bound(bound);
-    axum::serve(
-        listener,
-        http_api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ServerError::Serve)
 }

@@ -125,6 +125,7 @@ async fn world() -> Option<World> {
         credential_cache_size: 1000,
         jwks: Default::default(),
         audit: Default::default(),
+        listener: Default::default(),
     };
     let app = config.build_with_issuer(recorder.clone()).await.unwrap();
     app.store()

@@ -211,7 +211,7 @@ impl AttackPlan {
             slow_head: slow_head.into_bytes(),
             slow_body_head: format!(
                 "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-                 Content-Length: 1000000\r\n\r\n"
+                 Content-Length: 100000\r\n\r\n"
             )
             .into_bytes(),
             slow_body: vec![b' '; 4096],
@@ -256,7 +256,8 @@ pub struct Attack {
 impl Attack {
     /// Starts every client of `plan` against `target` and returns once each
     /// has sent what it sends at once (the half-open heads, the slow body's
-    /// head, the kept-alive request answered), within `plan.limit`.
+    /// head, the kept-alive request answered) or failed to, within
+    /// `plan.limit`. (Clients in place early may be cut before the last ones are.)
     ///
     /// # Errors
     /// When the clients are not all in place within `plan.limit`.
@@ -271,8 +272,14 @@ impl Attack {
             clients += 1;
             let (target, plan, ready) = (target.clone(), plan.clone(), ready_tx.clone());
             tasks.spawn(async move {
-                let outcome = client(role, &target, &plan, ready).await?;
-                Ok((role, outcome))
+                match client(role, &target, &plan, &ready).await {
+                    Ok(outcome) => Ok((role, outcome)),
+                    Err(e) => {
+                        // Not in place, but no longer awaited: finish() reports it.
+                        let _ = ready.send(());
+                        Err(e)
+                    }
+                }
             });
         }
         drop(ready_tx);
@@ -292,17 +299,6 @@ impl Attack {
                 "hostile clients not in place in time",
                 std::io::ErrorKind::TimedOut.into(),
             ));
-        }
-        if let Some(done) = tasks.try_join_next() {
-            // A client that ended already failed to connect or was refused.
-            let failed = match done {
-                Ok(Err(e)) => e,
-                Ok(Ok((role, outcome))) => std::io::Error::other(format!(
-                    "{role:?} closed while the attack was being set up: {outcome:?}"
-                )),
-                Err(e) => std::io::Error::other(e),
-            };
-            return Err(io("a hostile client", failed));
         }
         Ok(Attack { tasks })
     }
@@ -352,7 +348,7 @@ async fn client(
     role: Role,
     target: &Target,
     plan: &AttackPlan,
-    ready: tokio::sync::mpsc::UnboundedSender<()>,
+    ready: &tokio::sync::mpsc::UnboundedSender<()>,
 ) -> std::io::Result<Outcome> {
     let (every, limit) = (plan.every, plan.limit);
     if role == Role::Silent {

@@ -1,5 +1,5 @@
 //! A `podid server` process on 127.0.0.1:0: how to launch it, and its bound
-//! address read from its "listening on" line.
+//! addresses read from its "listening on" lines (the API's, the metrics').
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -13,6 +13,9 @@ use crate::HarnessError;
 
 /// What `podid server` prints first on stdout.
 pub const LISTENING: &str = "podid server listening on ";
+
+/// What `podid server` prints next: the metrics listener's address.
+pub const METRICS_LISTENING: &str = "podid server metrics listening on ";
 
 /// The `podid` binary for tests outside the `podid` crate: `$PODID_BIN`,
 /// else the workspace's `target/debug/podid` (`$CARGO_TARGET_DIR` honoured).
@@ -38,9 +41,9 @@ pub enum StderrTo {
     Null,
 }
 
-/// How to launch `podid server`: `--listen 127.0.0.1:0 --region us-east-1
-/// --account-id 111122223333`, `PODID_LOG=info`, stderr captured, then what
-/// the builder adds.
+/// How to launch `podid server`: `--listen 127.0.0.1:0 --metrics-listen
+/// 127.0.0.1:0 --region us-east-1 --account-id 111122223333`,
+/// `PODID_LOG=info`, stderr captured, then what the builder adds.
 #[derive(Clone)]
 pub struct PodidServerLaunch {
     binary: PathBuf,
@@ -68,6 +71,8 @@ impl PodidServerLaunch {
     pub fn new(binary: impl Into<PathBuf>) -> PodidServerLaunch {
         let args = [
             "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--region",
             "us-east-1",
@@ -131,6 +136,17 @@ impl PodidServerLaunch {
         self.aws_key(key.access_key_id, key.secret_access_key)
     }
 
+    /// Serves HTTPS with this certificate chain and key (PEM files, reloaded
+    /// when they change); the endpoint is then `https://ADDR`.
+    pub fn tls(self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> PodidServerLaunch {
+        self.args([
+            OsString::from("--tls-cert"),
+            cert.as_ref().into(),
+            OsString::from("--tls-key"),
+            key.as_ref().into(),
+        ])
+    }
+
     /// Runs the binary through these words (e.g. `nice -n -19 taskset -c 0`).
     pub fn wrapped_in(mut self, words: Vec<OsString>) -> PodidServerLaunch {
         self.wrapper = words;
@@ -186,18 +202,33 @@ impl PodidServerLaunch {
         let endpoint = process
             .wait_for_line(LISTENING, self.timeout)
             .map_err(|e| self.with_log(e))?;
-        let addr = endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|source| HarnessError::Address {
-                what,
-                line: endpoint.clone(),
-                source,
-            })?;
+        let metrics_listen = self.args.iter().rposition(|a| a == "--metrics-listen");
+        let metrics = if metrics_listen.and_then(|i| self.args.get(i + 1)) == Some(&"none".into()) {
+            None
+        } else {
+            Some(
+                process
+                    .wait_for_line(METRICS_LISTENING, self.timeout)
+                    .map_err(|e| self.with_log(e))?,
+            )
+        };
+        let address = |line: &str| {
+            line.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .parse()
+                .map_err(|source| HarnessError::Address {
+                    what: what.clone(),
+                    line: line.to_owned(),
+                    source,
+                })
+        };
+        let addr = address(&endpoint)?;
+        let metrics_addr = metrics.as_deref().map(address).transpose()?;
         Ok(PodidServerProcess {
             process,
             endpoint,
             addr,
+            metrics_addr,
         })
     }
 
@@ -233,13 +264,20 @@ impl PodidServerLaunch {
 #[derive(Debug)]
 pub struct PodidServerProcess {
     process: ChildProcess,
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub endpoint: String,
     /// The bound address.
     pub addr: SocketAddr,
+    /// The metrics listener's bound address (`None` with `--metrics-listen none`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl PodidServerProcess {
+    /// `http://METRICS_ADDR/metrics`, when the metrics listener is on.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics_addr.map(|a| format!("http://{a}/metrics"))
+    }
+
     /// Its process id (`nice` and `taskset` exec the server: the same process).
     pub fn pid(&self) -> u32 {
         self.process.pid()

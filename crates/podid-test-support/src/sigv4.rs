@@ -45,6 +45,22 @@ impl std::fmt::Debug for Signer<'_> {
 #[error("aws-sigv4 cannot sign: {0}")]
 pub struct SigningFailed(String);
 
+impl Signer<'static> {
+    /// A test key signing for `service` in us-east-1 now, with the SDKs'
+    /// default settings.
+    pub fn now(key: &crate::TestKey, service: &'static str) -> Signer<'static> {
+        Signer {
+            access_key_id: key.access_key_id,
+            secret_access_key: key.secret_access_key,
+            session_token: None,
+            region: "us-east-1",
+            service,
+            time: SystemTime::now(),
+            every_header: false,
+        }
+    }
+}
+
 impl Signer<'_> {
     /// The headers aws-sigv4's `sign()` adds to `method url` with `headers`
     /// and `body`: `x-amz-date`, `authorization`, and `x-amz-security-token`

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cluster;
 mod connection;
 pub mod dev;
+mod listen;
 pub mod server;
 pub mod trust_policy;
 pub mod webhook;

@@ -100,6 +100,9 @@ pub struct ServerArgs {
     /// `forever` keeps them.
     #[arg(long, default_value = "30d", env = "PODID_AUDIT_RETENTION", value_parser = parse_retention)]
     audit_retention: Retention,
+    /// TLS, the metrics address and the API listener's limits.
+    #[command(flatten)]
+    listener: super::listen::ServerListenerArgs,
 }
 
 /// `--audit-mode`.
@@ -182,16 +185,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             mode: args.audit_mode,
             retention: args.audit_retention.0,
         },
+        listener: args.listener.config()?,
     };
     let app = config
         .build()
         .await?
         .keys_reload_interval(keys_reload_interval);
-    app.run(
-        super::announce_listening("server", "http"),
-        podid_runtime::shutdown_signal(),
-    )
-    .await?;
+    app.on_metrics_bound(super::announce_listening("server metrics", "http"))
+        .run(
+            super::announce_listening("server", args.listener.scheme()),
+            podid_runtime::shutdown_signal(),
+        )
+        .await?;
     Ok(())
 }
 

@@ -57,6 +57,9 @@ pub struct WebhookArgs {
     /// http://[fd00:ec2::23]/v1/credentials).
     #[arg(long, default_value = DEFAULT_CREDENTIALS_URI, env = "PODID_WEBHOOK_CREDENTIALS_URI")]
     credentials_uri: String,
+    /// Limits of the HTTPS listener.
+    #[command(flatten, next_help_heading = "Listener limits")]
+    limits: super::listen::WebhookLimitArgs,
 }
 
 /// Runs the webhook until SIGTERM or Ctrl-C.
@@ -94,6 +97,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         lookup_timeout: timeout,
         positive_ttl: Duration::from_secs(args.cache_seconds),
         reload_interval: Duration::from_secs(args.tls_reload_seconds),
+        limits: args.limits.limits()?,
         ..WebhookSettings::default()
     };
     let certs = Arc::new(CertStore::new(&args.tls_cert, &args.tls_key));
