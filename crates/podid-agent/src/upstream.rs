@@ -186,6 +186,14 @@ fn map_error(err: SdkError<AssumeRoleForPodIdentityError, HttpResponse>) -> Upst
             UpstreamError::unavailable("the credential broker did not answer in time")
         }
         SdkError::DispatchFailure(d) => {
+            // rustls' refusal of the broker's certificate: an operator's mistake, said loudly.
+            let detail = DisplayErrorContext(&err).to_string();
+            if detail.contains("invalid peer certificate") {
+                tracing::warn!(error = %detail, "the credential broker's TLS certificate is not trusted (a private CA needs --ca-file)");
+                return UpstreamError::unavailable(
+                    "cannot connect to the credential broker: its TLS certificate is not trusted",
+                );
+            }
             let what = if d.is_timeout() {
                 "timed out connecting to the credential broker"
             } else if d.is_io() {
