@@ -127,7 +127,8 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
     );
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    host_from_authority(&mut parts);
 
     let mut caller = None;
     let mut response = match buffer_body(&parts.headers, body).await {
@@ -177,6 +178,22 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// HTTP/2 carries the host as `:authority` (in the URI), not as a `Host`
+/// header; SigV4 signs it as `host` (AWS: "'Host' or ':authority'"), so it is
+/// given to the verifier as one.
+fn host_from_authority(parts: &mut http::request::Parts) {
+    if parts.headers.contains_key(header::HOST) {
+        return;
+    }
+    if let Some(value) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
 }
 
 async fn buffer_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
