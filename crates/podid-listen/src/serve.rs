@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::server::conn::http1;
+#[cfg(feature = "http2")]
+use hyper::server::conn::http2;
+#[cfg(feature = "http2")]
+use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -58,10 +62,6 @@ pub trait AnswerBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {
 
 impl<T> AnswerBody for T where T: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
 
-/// HTTP/2 flow-control windows: how much request body a client may send
-/// ahead of the handler (per stream, per connection).
-const H2_STREAM_WINDOW: u32 = 256 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 512 * 1024;
 /// How long an idle connection told to close (HTTP/2: GOAWAY) may take to do so.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, most likely).
@@ -100,6 +100,7 @@ struct Shared {
     limits: ListenLimits,
     tls: Option<TlsAcceptor>,
     http1: http1::Builder,
+    #[cfg(feature = "http2")]
     http2: http2::Builder<TokioExecutor>,
 }
 
@@ -134,18 +135,14 @@ where
     h1.keep_alive(true)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW);
     let max_connections = limits.max_connections;
     let drain_timeout = limits.drain_timeout;
     let shared = Arc::new(Shared {
+        http1: h1,
+        #[cfg(feature = "http2")]
+        http2: http2_builder(&limits),
         limits,
         tls,
-        http1: h1,
-        http2: h2,
     });
     let permits = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -219,6 +216,19 @@ where
     Ok(())
 }
 
+/// HTTP/2 under `limits`: the header list and the streams bounded, and
+/// flow-control windows small enough that a client cannot send much request
+/// body ahead of the handler (256 KiB a stream, 512 KiB a connection).
+#[cfg(feature = "http2")]
+fn http2_builder(limits: &ListenLimits) -> http2::Builder<TokioExecutor> {
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(512 * 1024);
+    h2
+}
+
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         if e.is_panic() {
@@ -265,17 +275,18 @@ async fn connection<S, B>(
             }
         },
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let h2 =
+        cfg!(feature = "http2") && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let state = Arc::new(ConnState::new(!h2));
     let io = TokioIo::new(Watched::new(stream, state.clone()));
     let service = Tracked::new(service, state.clone(), body_timeout);
+    #[cfg(feature = "http2")]
     if h2 {
         let conn = shared.http2.serve_connection(io, service);
-        drive(conn, &state, limits, stop, peer).await;
-    } else {
-        let conn = shared.http1.serve_connection(io, service);
-        drive(conn, &state, limits, stop, peer).await;
+        return drive(conn, &state, limits, stop, peer).await;
     }
+    let conn = shared.http1.serve_connection(io, service);
+    drive(conn, &state, limits, stop, peer).await;
 }
 
 /// Runs `conn` until it ends, closing it gracefully at shutdown and cutting

@@ -226,15 +226,17 @@ impl CertStore {
         }
     }
 
-    /// A rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and
-    /// http/1.1) whose certificate comes from this store.
+    /// A rustls server configuration (TLS 1.2 and 1.3, ALPN h2 — with the
+    /// `http2` feature — and http/1.1) whose certificate comes from this store.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, ListenError> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(ListenError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        #[cfg(feature = "http2")]
+        config.alpn_protocols.insert(0, b"h2".to_vec());
         // No session resumption: a resumed session skips the certificate, so
         // clients could go on seeing a replaced certificate. Every handshake
         // presents the pair in service; the apiserver keeps its connections

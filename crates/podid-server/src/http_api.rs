@@ -1,6 +1,7 @@
 //! The HTTP surface: routing, and the per-request front (request id, body
 //! limit and read deadline, authentication, metrics, access log).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -14,7 +15,6 @@ use http_body_util::BodyExt;
 use podid_api::{ApiError, ErrorKind};
 
 use crate::authz::Operation;
-use crate::listen::TlsReady;
 use crate::wire::{error_chain, error_response, RequestId};
 use crate::{associations, broker, clusters, AppState, SharedState};
 
@@ -74,7 +74,18 @@ pub(crate) fn router(state: AppState) -> Router {
 pub(crate) fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(std::sync::Arc::new(state))
+        .with_state(Arc::new(state))
+}
+
+/// Whether the API has a certificate to present (always true without TLS):
+/// `/readyz` answers 503 until it does.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsReady(pub(crate) Option<Arc<podid_listen::CertStore>>);
+
+impl TlsReady {
+    fn is_ready(&self) -> bool {
+        self.0.as_ref().is_none_or(|certs| certs.is_loaded())
+    }
 }
 
 async fn unknown_operation(request: Request) -> Response {

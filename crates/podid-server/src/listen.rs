@@ -11,7 +11,8 @@ use std::time::Duration;
 use podid_listen::{CertStore, ListenLimits, TlsAcceptor};
 use tokio::net::TcpListener;
 
-use crate::{http_api, AppState, ServerError};
+use crate::http_api::{self, TlsReady};
+use crate::{AppState, ServerError};
 
 /// How the server accepts connections.
 #[derive(Debug, Clone)]
@@ -45,17 +46,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// How often both files are checked for changes.
     pub reload_interval: Duration,
-}
-
-/// Whether the API has a certificate to present (always true without TLS):
-/// `/readyz` answers 503 until it does.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TlsReady(Option<Arc<CertStore>>);
-
-impl TlsReady {
-    pub(crate) fn is_ready(&self) -> bool {
-        self.0.as_ref().is_none_or(|certs| certs.is_loaded())
-    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
