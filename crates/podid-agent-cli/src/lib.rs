@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_credential_types::provider::ProvideCredentials;
 use clap::{Args, Subcommand};
+use podid_agent::ratelimit::ClientLimit;
 use podid_agent::{
     Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
 };
@@ -133,6 +134,17 @@ pub struct AgentArgs {
     /// Requests per second each credential listener accepts (429 beyond); 0 = unlimited.
     #[arg(long, default_value_t = 0, env = "PODID_AGENT_RATE_LIMIT")]
     rate_limit: u32,
+    /// Requests per second each source address (pod) may send (429 beyond),
+    /// checked before anything else; 0 turns the per-client limit off.
+    #[arg(long, default_value_t = ClientLimit::default().rate, env = "PODID_AGENT_CLIENT_RATE_LIMIT")]
+    client_rate_limit: u32,
+    /// Requests a source address may send at once after being quiet.
+    #[arg(long, default_value_t = ClientLimit::default().burst, env = "PODID_AGENT_CLIENT_BURST")]
+    client_burst: u32,
+    /// Source addresses the per-client limit tracks at once (beyond it,
+    /// those whose bucket is full again are forgotten, then the longest unseen).
+    #[arg(long, default_value_t = ClientLimit::default().max_clients, env = "PODID_AGENT_CLIENT_LIMIT_MAX_CLIENTS")]
+    client_limit_max_clients: usize,
     /// Refresh credentials this many seconds before they expire (sessions
     /// longer than this; shorter ones at half-life). Default: 1200 for sessions
     /// over 30 minutes, so pods always get more than 15 minutes of validity.
@@ -231,6 +243,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         metrics_address: args.metrics_address,
         metrics_port: args.metrics_port,
         rate_limit: args.rate_limit,
+        client_limit: ClientLimit {
+            rate: args.client_rate_limit,
+            burst: args.client_burst,
+            max_clients: args.client_limit_max_clients,
+        },
         limits: args.listen.limits()?,
         cache: match args.refresh_lead_secs {
             Some(lead) => CachePolicy {

@@ -76,6 +76,23 @@ pub fn have_program(program: &str) -> bool {
         .is_ok()
 }
 
+/// The agents' per-client limit (requests a second, and burst): far above
+/// any load here, so the check costs what it does in production and refuses nothing.
+const BENCH_CLIENT_RATE: &str = "10000000";
+
+/// Every load comes from 127.0.0.1, one client to the agent's per-client
+/// limit: [`BENCH_CLIENT_RATE`] unless this process's environment sets
+/// `PODID_AGENT_CLIENT_RATE_LIMIT` (0 measures the agent without the check).
+fn client_limit_env() -> Vec<(&'static str, &'static str)> {
+    if std::env::var_os("PODID_AGENT_CLIENT_RATE_LIMIT").is_some() {
+        return Vec::new();
+    }
+    vec![
+        ("PODID_AGENT_CLIENT_RATE_LIMIT", BENCH_CLIENT_RATE),
+        ("PODID_AGENT_CLIENT_BURST", BENCH_CLIENT_RATE),
+    ]
+}
+
 /// A `podid-agent` (or `podid agent`) process on 127.0.0.1 (port 0 for all three listeners),
 /// asking `endpoint`, signing with the test node key. Killed on drop.
 pub struct AgentProcess {
@@ -118,6 +135,7 @@ impl AgentProcess {
             .env("PODID_LOG", "warn")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
+            .envs(client_limit_env())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());

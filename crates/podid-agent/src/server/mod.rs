@@ -26,7 +26,7 @@ use crate::cache::{PodCredentialCache, Refusal, Served, Step};
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
 use crate::policy::CachePolicy;
-use crate::ratelimit::GcraLimiter;
+use crate::ratelimit::{ClientBucket, ClientLimit, ClientLimiter, GcraLimiter};
 use crate::response::error_body;
 use crate::upstream::CredentialSource;
 use crate::AgentError;
@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// Requests per second each credential listener accepts (token bucket,
     /// burst of one second's worth); 0 = unlimited.
     pub rate_limit: u32,
+    /// The per-client (source address) request limit, checked first; off
+    /// here, on in the executables (`ClientLimit::default()`, docs/agent.md).
+    pub client_limit: ClientLimit,
     /// The cache's size and timing.
     pub cache: CachePolicy,
     /// Each credential listener's connection cap, header size limit and
@@ -75,6 +78,7 @@ impl Default for AgentConfig {
             metrics_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             metrics_port: 2705,
             rate_limit: 0,
+            client_limit: ClientLimit::OFF,
             cache: CachePolicy::default(),
             limits: ListenLimits::agent(),
         }
@@ -223,12 +227,15 @@ impl Agent {
             guard,
         });
         let mut tasks = JoinSet::new();
+        let clients = ClientLimiter::new(config.client_limit);
         for listener in credential_listeners {
-            let (shared, limiter) = (
+            let (shared, limiter, clients) = (
                 shared.clone(),
                 GcraLimiter::per_second(config.rate_limit).map(Arc::new),
+                clients.clone(),
             );
-            let make_service = move |peer| CredentialService {
+            let make_service = move |peer: SocketAddr| CredentialService {
+                client: client_bucket(clients.as_ref(), &shared.metrics, peer),
                 shared: shared.clone(),
                 limiter: limiter.clone(),
                 peer,
@@ -294,12 +301,27 @@ struct ListenerState {
 
 type Body = Full<Bytes>;
 
+/// `peer`'s bucket under the per-client limit `clients` (once per connection).
+fn client_bucket(
+    clients: Option<&Arc<ClientLimiter>>,
+    metrics: &AgentMetrics,
+    peer: SocketAddr,
+) -> Option<ClientBucket> {
+    let (bucket, lookup) = clients?.bucket(peer.ip());
+    metrics
+        .rate_limit_clients
+        .set(i64::try_from(lookup.tracked).unwrap_or(i64::MAX));
+    Some(bucket)
+}
+
 /// Serves one credential connection. A cached answer is produced
 /// synchronously in `call`, so the hot path allocates no future and clones
 /// no `Arc`.
 struct CredentialService {
     shared: Arc<ListenerState>,
     limiter: Option<Arc<GcraLimiter>>,
+    /// The client's share of the per-client limit, if on.
+    client: Option<ClientBucket>,
     /// The client's address.
     peer: SocketAddr,
 }
@@ -386,6 +408,14 @@ impl hyper::service::Service<Request<RequestBody>> for CredentialService {
 
     fn call(&self, request: Request<RequestBody>) -> AnswerFuture {
         let shared = &self.shared;
+        if self.client.as_ref().is_some_and(|c| !c.try_acquire()) {
+            shared.metrics.client_rate_limited.inc();
+            return AnswerFuture::Ready(Some(shared.refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "this client's request rate limit was exceeded; retry later",
+            )));
+        }
         if let Some(limiter) = &self.limiter {
             if !limiter.try_acquire() {
                 shared.metrics.rate_limited.inc();
