@@ -10,7 +10,8 @@ The parts, all real processes:
   forwards every request to moto byte for byte (the Host header included, so
   the broker's SigV4 signature stays valid) and records, for every call, the
   time it arrived (monotonic clock of the proxy process, taken before any
-  other work), the STS `Action` and the form parameters, and moto's status;
+  other work), the STS `Action` and the form parameters, moto's status and
+  when moto's answer came back (`answered`; absent while it has not);
   it can also hold calls for a while (a slow STS: `StsProxy.delay`);
 * `podid server` with the broker enabled (see `start_broker_server`);
 * test clusters from `podid dev cluster create`, tokens from `podid dev
@@ -230,6 +231,21 @@ class StsProxy:
         self._log.close()
 
 
+def repeated_sessions(calls: list[dict]) -> dict[str, list[tuple[float, float | None, int | None]]]:
+    """The `RoleSessionName`s STS was asked for more than once, each with its
+    calls' (arrival, answered, status), times relative to the first call: one
+    issuance sent twice (the broker's SDK retrying a call STS had received)."""
+    if not calls:
+        return {}
+    t0 = min(c["t"] for c in calls)
+    by_session: dict[str, list] = {}
+    for c in calls:
+        answered = c.get("answered")
+        by_session.setdefault(c["params"].get("RoleSessionName"), []).append(
+            (round(c["t"] - t0, 3), None if answered is None else round(answered - t0, 3), c["status"]))
+    return {name: seen for name, seen in by_session.items() if len(seen) > 1}
+
+
 def max_in_window(times: Iterable[float], window: float = 1.0) -> int:
     """The most events any half-open window [t, t + window) holds."""
     ts = sorted(times)
@@ -376,6 +392,7 @@ async def _proxy_main(upstream: str) -> None:
                 finally:
                     up_writer.close()
                 record["status"] = status
+                record["answered"] = time.monotonic()
                 _respond(writer, status, "Proxied", rheaders, rbody)
                 await writer.drain()
                 if (_header(headers, "connection") or "").lower() == "close":

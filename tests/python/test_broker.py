@@ -40,6 +40,7 @@ from broker_helpers import (
     log_panics,
     max_in_window,
     metric,
+    repeated_sessions,
     scrape,
     start_broker_server,
     unsigned_alg_none,
@@ -688,7 +689,11 @@ def test_sts_rate_limit_holds_at_sts_and_waiting_callers_get_credentials(fresh_b
     issued = [ledger.answer(r) for r in results]
     assert len({r["credentials"]["accessKeyId"] for r in issued}) == len(issued)
 
+    # One AssumeRole per pod: a second call for a session would be one
+    # issuance sent twice (see the next test).
     calls = proxy.calls()
+    twice = repeated_sessions(calls)
+    assert twice == {}, f"sessions STS was asked for twice (arrived, answered, status): {twice}"
     assert len(calls) == len(issued), (len(calls), outcomes)
     assert all(c["status"] == 200 for c in calls)
     times = sorted(c["t"] for c in calls)
@@ -728,6 +733,26 @@ def test_sts_rate_limit_refuses_callers_that_would_wait_too_long(fresh_broker, b
     m = scrape(api.metrics_endpoint)
     assert metric(m, "podid_broker_sts_rate_limit_refusals_total") == throttled > 0
     assert metric(m, "podid_broker_issuances_total", outcome="failed", error="ThrottlingException") == throttled
+
+
+def test_an_sts_call_that_timed_out_is_not_sent_again(fresh_broker, blue, ledger):
+    # STS holds the call past the broker's --sts-timeout-ms: it has the request
+    # and issues after the broker gave up. Sending it again would be a second
+    # issuance under one rate-limit permit. aws-sdk-sts did send it again,
+    # within its 2 x 1.5 s operation timeout: the one way the rate-limit test
+    # above could see 201 STS calls for 200 pods (once, on a loaded machine).
+    api, proxy = fresh_broker("--sts-timeout-ms", "1500")
+    blue.register(api)
+    associate(api.client("admin"), "blue", "sts-slow")
+    token = ledger.token(blue.token("default", "sts-slow"))
+    proxy.delay(2500)
+
+    with pytest.raises(ClientError) as refused:
+        eks_auth_client(api).assume_role_for_pod_identity(clusterName="blue", token=token)
+    assert _outcome(refused.value) == "ServiceUnavailableException 503", refused.value.response
+    # The broker's answer ends its STS call: no request can follow it.
+    calls = proxy.calls()
+    assert len(calls) == 1, repeated_sessions(calls) or calls
 
 
 # --------------------------------------------------------------------------

@@ -3,11 +3,16 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_sdk_sts::config::interceptors::InterceptorContext;
+use aws_sdk_sts::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_sts::config::timeout::TimeoutConfig;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::types::Tag;
 
 use crate::{AssumeRoleSpec, IssueError, IssuedCredentials, Issuer, Secret};
+
+#[cfg(test)]
+mod tests;
 
 /// Issues credentials with aws-sdk-sts, against AWS or another STS endpoint
 /// (tested with moto). The broker's own credentials come from
@@ -20,9 +25,18 @@ pub struct AwsStsIssuer {
 
 impl AwsStsIssuer {
     /// An issuer from a loaded `SdkConfig`, optionally at another endpoint.
-    /// Calls time out after `timeout` (connect: at most 2 s) and are retried
-    /// once: throttling is handled by the broker's own limiter, not by retries.
+    /// Calls time out after `timeout` (connect: at most 2 s). A call is tried
+    /// again once only when STS cannot have issued for it (see
+    /// [`NoRetryOnceSent`]); throttling is handled by the broker's own limiter.
     pub fn new(sdk: &aws_types::SdkConfig, endpoint: Option<&str>, timeout: Duration) -> Self {
+        Self::from_config(Self::config(sdk, endpoint, timeout).build())
+    }
+
+    fn config(
+        sdk: &aws_types::SdkConfig,
+        endpoint: Option<&str>,
+        timeout: Duration,
+    ) -> aws_sdk_sts::config::Builder {
         let mut builder = aws_sdk_sts::config::Builder::from(sdk)
             .timeout_config(
                 TimeoutConfig::builder()
@@ -31,11 +45,15 @@ impl AwsStsIssuer {
                     .operation_timeout(timeout * 2)
                     .build(),
             )
-            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(2));
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(2))
+            .retry_classifier(NoRetryOnceSent);
         if let Some(endpoint) = endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        let config = builder.build();
+        builder
+    }
+
+    fn from_config(config: aws_sdk_sts::Config) -> Self {
         AwsStsIssuer {
             client: aws_sdk_sts::Client::from_conf(config.clone()),
             config,
@@ -62,6 +80,50 @@ impl AwsStsIssuer {
             }
         }
     }
+}
+
+/// Forbids the SDK's retry of an `AssumeRole` that may have reached STS: the
+/// attempt timed out, the connection broke after the request was written, or
+/// the answer was cut off. STS may have issued credentials for it, so sending
+/// it again would be a second issuance (and a second STS call under one permit
+/// of the broker's rate limit). Errors STS answered (5xx, throttling: nothing
+/// issued) and refused connections (nothing sent) keep the SDK's one retry.
+#[derive(Debug)]
+struct NoRetryOnceSent;
+
+impl ClassifyRetry for NoRetryOnceSent {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(error)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let may_have_been_sent = match error.as_connector_error() {
+            Some(connector) => !connection_refused(connector),
+            None => error.is_timeout_error() || error.is_response_error(),
+        };
+        if may_have_been_sent {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "podid: no AssumeRole retry once the request may have reached STS"
+    }
+}
+
+/// Whether `error`'s chain holds a refused TCP connection (nothing was sent).
+fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn map_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
