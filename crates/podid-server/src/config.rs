@@ -220,12 +220,13 @@ impl Config {
                     loaded: metrics.keys_reload_counter("loaded"),
                     failed: metrics.keys_reload_counter("failed"),
                 };
-                let watch = KeysFileWatch::load(path, &self.scope.region, counters).map_err(
-                    |source| ServerError::KeysFile {
-                        path: path.display().to_string(),
-                        source,
-                    },
-                )?;
+                let watch =
+                    KeysFileWatch::load(path, &self.scope.region, counters).map_err(|source| {
+                        ServerError::KeysFile {
+                            path: path.display().to_string(),
+                            source,
+                        }
+                    })?;
                 let verifier = watch.verifier().clone();
                 tracing::info!(keys = verifier.keys().len(), "loaded API keys");
                 keys_watch = Some(Arc::new(watch));

@@ -300,8 +300,7 @@ pub trait AssociationStore: Send + Sync + 'static {
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
     /// Deletes at most `max_rows` of the oldest audit events older than
     /// `older_than`, in one short transaction; returns how many it deleted.
-    async fn prune_audit(&self, older_than: EpochMillis, max_rows: u32)
-        -> Result<u64, StoreError>;
+    async fn prune_audit(&self, older_than: EpochMillis, max_rows: u32) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names and runs its migrations:
