@@ -127,15 +127,7 @@ fn token(pod: &str, expires_in: i64) -> String {
 }
 
 async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, serde_json::Value) {
-    let response = client
-        .get(url)
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, body)
+    podid_test_support::agent::ask_credentials(client, url, token).await
 }
 
 /// docs/agent.md: "New pods get 503 within 1.5 s, not a hang" (broker down or hung).

@@ -87,14 +87,7 @@ fn client_from(source: Ipv4Addr) -> reqwest::Client {
 }
 
 async fn ask(client: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
-    let response = client
-        .get(url)
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    podid_test_support::agent::ask_credentials(client, url, token).await
 }
 
 /// Forged tokens: a real token's header and claims, the pod renamed, the

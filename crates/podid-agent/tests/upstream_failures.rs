@@ -45,14 +45,7 @@ async fn get(agent: &RunningAgent, token: &str) -> (u16, Value) {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let response = client
-        .get(&agent.url)
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    podid_test_support::agent::ask_credentials(&client, &agent.url, token).await
 }
 
 /// The broker's audit trail, oldest first, once `marker`'s issuance is in it

@@ -34,3 +34,21 @@ pub fn loopback_agent_args(cluster: &str, endpoint: &str) -> Vec<String> {
     .map(str::to_owned)
     .to_vec()
 }
+
+/// Asks an agent's credential endpoint `url` with `token` as the
+/// `Authorization` header: the status and the JSON body (`Null` if not JSON).
+pub async fn ask_credentials(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .get(url)
+        .header("authorization", token)
+        .send()
+        .await
+        .expect("the agent answers");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
