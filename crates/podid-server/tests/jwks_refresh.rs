@@ -13,6 +13,7 @@ mod jwks_common;
 use std::time::Duration;
 
 use jwks_common::*;
+use podid_test_support::wait::eventually;
 use podid_token::dev::{DevAlgorithm, SigningKey};
 use serde_json::json;
 

@@ -22,3 +22,28 @@ pub async fn yield_until(what: &str, mut done: impl FnMut() -> bool) {
         "gave up after {MAX_YIELDS} yields waiting for {what}"
     );
 }
+
+/// Polls `check` every 50 ms on the real clock (for conditions another
+/// process makes true) until it holds, returning how long it took; panics
+/// naming `what` after `limit`.
+///
+/// # Panics
+/// When `check` still fails after `limit`.
+pub async fn eventually<F, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: F,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use podid_test_support::tls::{CertFiles, TestCa};
 use podid_test_support::{write_keys_file, PodidServerLaunch, PodidServerProcess};
@@ -57,16 +57,9 @@ async fn readyz(client: &reqwest::Client, server: &PodidServerProcess) -> u16 {
     client.get(url).send().await.unwrap().status().as_u16()
 }
 
-/// Polls `check` every 100 ms until it holds, for at most [`WAIT`].
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Polls `check` until it holds, for at most [`WAIT`].
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
+    podid_test_support::wait::eventually(WAIT, what, check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
