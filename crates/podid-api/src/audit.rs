@@ -187,6 +187,12 @@ pub struct AuditEvent {
     /// The pod's uid, when the token said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The node the pod token names (`kubernetes.io.node.name`), when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The node the calling agent proved with its own token (token identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_node: Option<String>,
     /// The association used or changed, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub association_id: Option<String>,
@@ -228,6 +234,8 @@ impl AuditEvent {
             service_account: None,
             pod_name: None,
             pod_uid: None,
+            node_name: None,
+            caller_node: None,
             association_id: None,
             role_arn: None,
             before: None,

@@ -5,6 +5,7 @@
 pub mod arn;
 pub mod association;
 pub mod audit;
+pub mod changes;
 pub mod clock;
 pub mod cluster;
 pub mod eks_auth;

@@ -167,6 +167,10 @@ impl TestCluster {
             key_source: podid_api::cluster::KeySource::Inline,
             jwks_uri: None,
             jwks: self.key.jwks(),
+            agent_identity: podid_api::cluster::AgentIdentity::Key,
+            agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+            node_binding: false,
+            token_review: None,
             created_at: now,
             modified_at: now,
         }

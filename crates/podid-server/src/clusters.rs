@@ -126,6 +126,10 @@ pub async fn register(
             key_source,
             jwks_uri,
             jwks,
+            agent_identity: podid_api::cluster::AgentIdentity::Key,
+            agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+            node_binding: false,
+            token_review: None,
             created_at: now,
             modified_at: now,
         };

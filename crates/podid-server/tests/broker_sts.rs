@@ -137,6 +137,10 @@ async fn world() -> Option<World> {
             key_source: KeySource::Inline,
             jwks_uri: None,
             jwks: key.jwks(),
+            agent_identity: podid_api::cluster::AgentIdentity::Key,
+            agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+            node_binding: false,
+            token_review: None,
             created_at: now,
             modified_at: now,
         })

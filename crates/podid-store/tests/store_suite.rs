@@ -261,6 +261,10 @@ fn cluster(name: &str) -> Cluster {
         key_source: KeySource::Inline,
         jwks_uri: None,
         jwks: json!({"keys": [{"kty": "RSA", "kid": "k1", "n": "abc", "e": "AQAB"}]}),
+        agent_identity: podid_api::cluster::AgentIdentity::Key,
+        agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+        node_binding: false,
+        token_review: None,
         created_at: EpochMillis(1_700_000_000_123),
         modified_at: EpochMillis(1_700_000_000_123),
     }

@@ -222,6 +222,10 @@ mod tests {
             key_source: podid_api::cluster::KeySource::Inline,
             jwks_uri: None,
             jwks: serde_json::json!({"keys": []}),
+            agent_identity: podid_api::cluster::AgentIdentity::Key,
+            agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+            node_binding: false,
+            token_review: None,
             created_at: podid_api::EpochMillis(1),
             modified_at: podid_api::EpochMillis(modified),
         }

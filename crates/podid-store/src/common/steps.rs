@@ -25,6 +25,11 @@ macro_rules! association_store_steps {
                 key_source: $crate::common::decode_key_source(&name, &key_source)?,
                 jwks_uri: row.try_get("jwks_uri")?,
                 jwks: $crate::common::decode_jwks(&name, &jwks)?,
+                // TODO(issue 14, store helper): columns of migration 0004.
+                agent_identity: podid_api::cluster::AgentIdentity::Key,
+                agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+                node_binding: false,
+                token_review: None,
                 created_at: podid_api::EpochMillis(row.try_get("created_at")?),
                 modified_at: podid_api::EpochMillis(row.try_get("modified_at")?),
                 name,

@@ -384,6 +384,9 @@ macro_rules! association_store_trait {
                         service_account: row.try_get("service_account")?,
                         pod_name: row.try_get("pod_name")?,
                         pod_uid: row.try_get("pod_uid")?,
+                        // TODO(issue 14, store helper): columns of migration 0004.
+                        node_name: None,
+                        caller_node: None,
                         association_id: row.try_get("association_id")?,
                         role_arn: row.try_get("role_arn")?,
                         before: $crate::common::decode_audit_state(seq, row.try_get("before_state")?)?,

@@ -102,6 +102,8 @@ impl ClusterSettings {
             jwks: self.jwks()?,
             jwks_uri: self.jwks_uri.clone(),
             discovery: self.discovery.then_some(true),
+            // TODO(issue 14, server helper): --agent-identity, --node-binding, --token-review-*.
+            ..UpdateClusterRequest::default()
         })
     }
 }
@@ -116,6 +118,10 @@ fn registration(name: String, settings: UpdateClusterRequest) -> RegisterCluster
         jwks: settings.jwks,
         jwks_uri: settings.jwks_uri,
         discovery: settings.discovery,
+        agent_identity: settings.agent_identity,
+        agent_service_account: settings.agent_service_account,
+        node_binding: settings.node_binding,
+        token_review: settings.token_review,
     }
 }
 

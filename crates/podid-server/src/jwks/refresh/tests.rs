@@ -50,6 +50,10 @@ fn cluster(name: &str, jwks: serde_json::Value, uri: Option<&str>) -> Cluster {
         },
         jwks_uri: uri.map(str::to_owned),
         jwks,
+        agent_identity: podid_api::cluster::AgentIdentity::Key,
+        agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
+        node_binding: false,
+        token_review: None,
         created_at: EpochMillis(1),
         modified_at: EpochMillis(1),
     }
