@@ -5,11 +5,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use podid_api::cluster::{ClusterResponse, RegisterClusterRequest};
+use podid_api::cluster::{
+    ClusterResponse, RegisterClusterRequest, AGENT_AUDIENCE, DEFAULT_AGENT_SERVICE_ACCOUNT,
+};
 use podid_token::dev::{DevAlgorithm, ProjectedToken, SigningKey};
 use serde::{Deserialize, Serialize};
 
 use super::connection::Connection;
+
+pub mod apiserver;
+// The stand-ins share it; what one of them does not call yet is not dead.
+#[allow(dead_code)]
+pub mod pods_file;
 
 /// `podid dev …`
 #[derive(Debug, Subcommand)]
@@ -19,6 +26,10 @@ pub enum DevCommand {
     Cluster(DevClusterCommand),
     /// Mint a projected-style service-account token signed by a test cluster's key.
     Token(TokenArgs),
+    /// STAND-IN for tests, not a Kubernetes API server: answers TokenReview
+    /// (POST /apis/authentication.k8s.io/v1/tokenreviews) for tokens signed by a
+    /// test cluster's key whose pod is in a PodList file.
+    Apiserver(apiserver::ApiServerArgs),
 }
 
 /// `podid dev cluster …`
@@ -56,12 +67,12 @@ pub struct TokenArgs {
     /// A directory made by `podid dev cluster create`.
     #[arg(long)]
     cluster_dir: PathBuf,
-    /// Namespace.
-    #[arg(long)]
-    namespace: String,
-    /// Service account.
-    #[arg(long)]
-    service_account: String,
+    /// Namespace (with --agent: the agent's, podid-system).
+    #[arg(long, required_unless_present = "agent")]
+    namespace: Option<String>,
+    /// Service account (with --agent: the agent's, podid-agent).
+    #[arg(long, required_unless_present = "agent")]
+    service_account: Option<String>,
     /// Pod name (default SERVICE_ACCOUNT-pod).
     #[arg(long)]
     pod_name: Option<String>,
@@ -69,9 +80,16 @@ pub struct TokenArgs {
     #[arg(long)]
     pod_uid: Option<String>,
     /// Node name.
-    #[arg(long, default_value = "node-1")]
+    #[arg(long, default_value = "node-1", conflicts_with = "no_node")]
     node_name: String,
-    /// Audience (default pods.eks.amazonaws.com).
+    /// No `kubernetes.io.node` claim (a token of a Kubernetes older than 1.30, or a forgery).
+    #[arg(long)]
+    no_node: bool,
+    /// An agent's identity token: the default agent service account
+    /// (podid-system/podid-agent) and audience `podid`, unless given.
+    #[arg(long)]
+    agent: bool,
+    /// Audience (default pods.eks.amazonaws.com; with --agent, podid).
     #[arg(long)]
     audience: Option<String>,
     /// Lifetime in seconds.
@@ -188,12 +206,24 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&meta)?);
             Ok(())
         }
+        DevCommand::Apiserver(args) => apiserver::run(args).await,
         DevCommand::Token(args) => {
             let (meta, key) = read_cluster(&args.cluster_dir)?;
+            let (agent_namespace, agent_account) = DEFAULT_AGENT_SERVICE_ACCOUNT
+                .split_once('/')
+                .unwrap_or(("podid-system", "podid-agent"));
+            let (namespace, service_account) = match (args.namespace, args.service_account) {
+                (Some(ns), Some(sa)) => (ns, sa),
+                (ns, sa) if args.agent => (
+                    ns.unwrap_or_else(|| agent_namespace.to_owned()),
+                    sa.unwrap_or_else(|| agent_account.to_owned()),
+                ),
+                _ => bail!("give --namespace and --service-account (or --agent)"),
+            };
             let mut token = ProjectedToken::new(
                 meta.issuer,
-                args.namespace,
-                args.service_account,
+                namespace,
+                service_account,
                 args.issued_at.unwrap_or_else(now),
             );
             if let Some(pod) = args.pod_name {
@@ -202,9 +232,11 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             if let Some(uid) = args.pod_uid {
                 token.pod_uid = uid;
             }
-            token.node_name = Some(args.node_name);
+            token.node_name = (!args.no_node).then_some(args.node_name);
             if let Some(aud) = args.audience {
                 token.audience = vec![aud];
+            } else if args.agent {
+                token.audience = vec![AGENT_AUDIENCE.to_owned()];
             }
             token.expires_in_secs = args.expires_in;
             println!("{}", token.sign(&key));
