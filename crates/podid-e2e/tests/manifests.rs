@@ -12,6 +12,8 @@
 
 #[path = "manifests/binary.rs"]
 mod binary;
+#[path = "manifests/identity.rs"]
+mod identity;
 #[path = "manifests/parts.rs"]
 mod parts;
 #[path = "manifests/render.rs"]

@@ -9,11 +9,10 @@ use podid_test_support::skip_or_fail;
 
 use crate::render::*;
 
-#[test]
-fn args_use_flags_the_binary_has() {
-    let Some(all) = rendered() else { return };
-    // An explicit PODID_BIN is trusted; the default build only when it is
-    // newer than every source file (a stale binary would miss new flags).
+/// The built `podid` to cross-check against: an explicit PODID_BIN, or the
+/// default build when it is newer than every source file (a stale binary
+/// would miss new flags); `None` (after `skip_or_fail`) otherwise.
+fn fresh_binary() -> Option<PathBuf> {
     let explicit = std::env::var_os("PODID_BIN").map(PathBuf::from);
     let bin = explicit.clone().unwrap_or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
@@ -26,15 +25,41 @@ fn args_use_flags_the_binary_has() {
             "{} not built; flags not cross-checked (cargo build -p podid)",
             bin.display()
         ));
-        return;
+        return None;
     };
     if explicit.is_none() && newest_source(&workspace().join("crates")) > built {
         skip_or_fail(&format!(
             "{} is older than the sources; flags not cross-checked (cargo build -p podid)",
             bin.display()
         ));
-        return;
+        return None;
     }
+    Some(bin)
+}
+
+/// The `--help` text of `program path…` next to `bin`; `None` (after
+/// `skip_or_fail`) when it fails.
+fn help_of(bin: &Path, program: &str, path: &[String]) -> Option<String> {
+    let output = Command::new(bin.with_file_name(program))
+        .args(path)
+        .arg("--help")
+        .output()
+        .expect("run it");
+    if !output.status.success() {
+        skip_or_fail(&format!(
+            "`{program} {} --help` fails: this binary has no such subcommand; flags unchecked\n{}",
+            path.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+        return None;
+    }
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn args_use_flags_the_binary_has() {
+    let Some(all) = rendered() else { return };
+    let Some(bin) = fresh_binary() else { return };
     // (executable, subcommand path) → flags used.
     let mut checked = BTreeMap::<(String, Vec<String>), BTreeSet<String>>::new();
     for objects in all.values() {
@@ -63,20 +88,9 @@ fn args_use_flags_the_binary_has() {
         }
     }
     for ((program, path), flags) in checked {
-        let output = Command::new(bin.with_file_name(&program))
-            .args(&path)
-            .arg("--help")
-            .output()
-            .expect("run it");
-        if !output.status.success() {
-            skip_or_fail(&format!(
-                "`{program} {} --help` fails: this binary has no such subcommand; flags unchecked\n{}",
-                path.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            ));
+        let Some(help) = help_of(&bin, &program, &path) else {
             continue;
-        }
-        let help = String::from_utf8_lossy(&output.stdout);
+        };
         let known: BTreeSet<String> = help
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -88,6 +102,30 @@ fn args_use_flags_the_binary_has() {
                 "`{program} {}` has no flag {f}; it has {known:?}",
                 path.join(" ")
             );
+        }
+    }
+}
+
+#[test]
+fn the_agents_env_names_variables_the_agent_reads() {
+    let Some(all) = rendered() else { return };
+    let Some(bin) = fresh_binary() else { return };
+    let Some(help) = help_of(&bin, "podid-agent", &[]) else {
+        return;
+    };
+    for (overlay, objects) in all {
+        let pod = pod_spec_of(objects, "DaemonSet", "podid-agent");
+        let agent = container(&pod.containers, "agent");
+        for e in agent.env.iter().flatten() {
+            // Its flags' variables (clap shows `[env: NAME=…]`); NODE_IP,
+            // AWS_* and PODID_LOG_* are read elsewhere or only expanded.
+            if e.name.starts_with("PODID_AGENT_") {
+                assert!(
+                    help.contains(&format!("[env: {}", e.name)),
+                    "{overlay}: `podid-agent --help` names no variable {}",
+                    e.name
+                );
+            }
         }
     }
 }

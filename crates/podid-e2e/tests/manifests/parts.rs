@@ -312,21 +312,25 @@ fn agent_daemonset_matches_the_stock_agent_with_least_privilege() {
                 "{overlay}: hostPort"
             );
         }
-        // The node key is a "node" key from the operator's Secret.
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            let env = agent
-                .env
-                .iter()
-                .flatten()
-                .find(|e| e.name == var)
-                .unwrap_or_else(|| panic!("{var}"));
-            let secret = env
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-                .expect("from a Secret");
-            assert_eq!(secret.name, "podid-agent-key", "{overlay}: {var}");
+        // No key: the agent authenticates with its projected token (identity.rs).
+        for e in agent.env.iter().flatten() {
+            assert!(
+                !e.name.starts_with("AWS_ACCESS_KEY")
+                    && !e.name.starts_with("AWS_SECRET")
+                    && !e.name.starts_with("AWS_SESSION"),
+                "{overlay}: the agent reads a key from {}",
+                e.name
+            );
+            assert!(
+                e.value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .is_none(),
+                "{overlay}: the agent reads {} from a Secret",
+                e.name
+            );
         }
+        assert!(agent.env_from.is_none(), "{overlay}: the agent's envFrom");
     }
 }
 

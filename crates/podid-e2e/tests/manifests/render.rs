@@ -26,12 +26,12 @@ pub(crate) const OVERLAYS: [&str; 3] = ["in-cluster", "central-server", "in-clus
 pub(crate) const IN_CLUSTER_ENDPOINT: &str = "https://podid-server.podid-system.svc";
 pub(crate) const CENTRAL_ENDPOINT: &str = "https://podid.example.com";
 /// Secrets the operator creates; the manifests only reference them.
-pub(crate) const OPERATOR_SECRETS: [&str; 6] = [
+/// (The agents hold no key: they authenticate with their projected tokens.)
+pub(crate) const OPERATOR_SECRETS: [&str; 5] = [
     "podid-server-keys",
     "podid-server-tls",
     "podid-webhook-tls",
     "podid-webhook-key",
-    "podid-agent-key",
     "podid-server-aws",
 ];
 /// ConfigMaps the operator creates (not secret, but install-specific).
@@ -334,29 +334,38 @@ pub(crate) fn expanded_args(objects: &[Object], container: &Container) -> Vec<St
         .args
         .iter()
         .flatten()
-        .map(|arg| {
-            let mut out = String::new();
-            let mut rest = arg.as_str();
-            while let Some(start) = rest.find("$(") {
-                out.push_str(&rest[..start]);
-                let end = rest[start..]
-                    .find(')')
-                    .map(|e| start + e)
-                    .unwrap_or_else(|| panic!("unclosed $( in {arg}"));
-                let var = &rest[start + 2..end];
-                let value = env_value(objects, container, var).unwrap_or_else(|| {
-                    panic!(
-                        "container {}: {arg} references ${var}, which it does not define",
-                        container.name
-                    )
-                });
-                out.push_str(&value);
-                rest = &rest[end + 1..];
-            }
-            out.push_str(rest);
-            out
-        })
+        .map(|arg| expand(objects, container, arg))
         .collect()
+}
+
+/// An env var's value after Kubernetes' `$(VAR)` expansion (a literal may
+/// name variables defined before it); `None` as for [`env_value`].
+pub(crate) fn expanded_env(objects: &[Object], container: &Container, var: &str) -> Option<String> {
+    env_value(objects, container, var).map(|v| expand(objects, container, &v))
+}
+
+/// `text` with each `$(VAR)` replaced by the container's value of VAR.
+fn expand(objects: &[Object], container: &Container, text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("$(") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find(')')
+            .map(|e| start + e)
+            .unwrap_or_else(|| panic!("unclosed $( in {text}"));
+        let var = &rest[start + 2..end];
+        let value = env_value(objects, container, var).unwrap_or_else(|| {
+            panic!(
+                "container {}: {text} references ${var}, which it does not define",
+                container.name
+            )
+        });
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The value of `--flag=value` or `--flag value`.

@@ -217,22 +217,45 @@ fn server_and_webhook_run_as_non_root() {
 }
 
 #[test]
-fn no_part_gets_kubernetes_api_access() {
+fn no_part_gets_kubernetes_api_access_but_the_agents_kubelet_read() {
     let Some(all) = rendered() else { return };
     for (overlay, objects) in all {
         for o in objects {
+            // The agent's ClusterRole and its binding (checked rule by rule in
+            // identity.rs) are the only RBAC objects.
+            let agents_rbac = matches!(o, Object::ClusterRole(_) | Object::ClusterRoleBinding(_))
+                && o.name() == "podid-agent";
             assert!(
-                !matches!(
-                    o,
-                    Object::Role(_)
-                        | Object::RoleBinding(_)
-                        | Object::ClusterRole(_)
-                        | Object::ClusterRoleBinding(_)
-                ),
-                "{overlay}: {} {}: podid's parts use podid's API keys, not the Kubernetes API",
+                agents_rbac
+                    || !matches!(
+                        o,
+                        Object::Role(_)
+                            | Object::RoleBinding(_)
+                            | Object::ClusterRole(_)
+                            | Object::ClusterRoleBinding(_)
+                    ),
+                "{overlay}: {} {}: podid's parts use podid's API, not the Kubernetes API",
                 o.kind(),
                 o.name()
             );
+            // Only the agent carries service-account tokens (its projected ones).
+            if let Some(pod) = o.pod_spec().filter(|_| o.name() != "podid-agent") {
+                for v in pod.volumes.iter().flatten() {
+                    let tokens = v
+                        .projected
+                        .iter()
+                        .flat_map(|p| p.sources.iter().flatten())
+                        .filter(|s| s.service_account_token.is_some())
+                        .count();
+                    assert_eq!(
+                        tokens,
+                        0,
+                        "{overlay}: {}: token volume {}",
+                        o.name(),
+                        v.name
+                    );
+                }
+            }
             if let Object::ServiceAccount(sa) = o {
                 assert_eq!(
                     sa.automount_service_account_token,
@@ -306,8 +329,15 @@ fn secrets_are_referenced_never_committed() {
                 "deploy/README.md does not say how to create Secret {name}"
             );
         }
-        for must in ["podid-webhook-tls", "podid-webhook-key", "podid-agent-key"] {
+        for must in ["podid-webhook-tls", "podid-webhook-key"] {
             assert!(referenced.contains(must), "{overlay}: {must} not used");
+        }
+        // No agent or node key anywhere: the agents prove themselves with their tokens.
+        for name in &referenced {
+            assert!(
+                !name.contains("agent") && !name.contains("node"),
+                "{overlay}: Secret {name} looks like an agent key"
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! certificate of a Secret, the agents and the webhook call `https://`
 //! trusting the operator's CA, the cert-manager manifest issues that
 //! certificate for the server's Service name, and the keys README gives the
-//! webhook and the agents keys scoped to their cluster.
+//! webhook a key scoped to its cluster (and the agents none: issue 14).
 
 use std::collections::BTreeMap;
 
@@ -239,7 +239,7 @@ fn key_id_of_secret(readme: &str, secret: &str) -> String {
 }
 
 #[test]
-fn readme_scopes_the_webhook_and_agent_keys_to_their_cluster() {
+fn readme_scopes_the_webhook_key_to_its_cluster_and_gives_agents_none() {
     let Some(all) = rendered() else { return };
     let readme = std::fs::read_to_string(deploy().join("README.md")).expect("deploy/README.md");
     let start = readme
@@ -267,21 +267,30 @@ fn readme_scopes_the_webhook_and_agent_keys_to_their_cluster() {
     // The server's own parser reads the file the README writes.
     let keys = podid_server::keys::KeyRing::parse(&expand_shell(&readme[start..end], &vars))
         .unwrap_or_else(|e| panic!("the README's keys.toml does not load: {e}"));
-    for (secret, role) in [("podid-webhook-key", "reader"), ("podid-agent-key", "node")] {
-        let id = key_id_of_secret(&readme, secret);
-        let key = keys
-            .get(&id)
-            .unwrap_or_else(|| panic!("{secret}: no key {id} in the README's keys.toml"));
-        assert_eq!(key.role.as_str(), role, "{secret}: {id}");
-        assert!(
-            key.clusters.allows(cluster),
-            "{secret}: {id} acts for {cluster}"
-        );
-        assert!(
-            !key.clusters.allows("another-cluster"),
-            "{secret}: key {id} is not scoped to its cluster (clusters = [...])"
-        );
-    }
+    // The agents hold no key (they send their projected tokens), so the
+    // file has no node key at all.
+    assert!(
+        !keys
+            .ids()
+            .iter()
+            .filter_map(|id| keys.get(id))
+            .any(|k| k.role.as_str() == "node"),
+        "the README's keys.toml still has a node key"
+    );
+    let (secret, role) = ("podid-webhook-key", "reader");
+    let id = key_id_of_secret(&readme, secret);
+    let key = keys
+        .get(&id)
+        .unwrap_or_else(|| panic!("{secret}: no key {id} in the README's keys.toml"));
+    assert_eq!(key.role.as_str(), role, "{secret}: {id}");
+    assert!(
+        key.clusters.allows(cluster),
+        "{secret}: {id} acts for {cluster}"
+    );
+    assert!(
+        !key.clusters.allows("another-cluster"),
+        "{secret}: key {id} is not scoped to its cluster (clusters = [...])"
+    );
     let admin = keys.get("PODIDADMIN").expect("the admin key");
     assert_eq!(admin.role.as_str(), "admin");
     assert!(
