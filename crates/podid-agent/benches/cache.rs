@@ -43,6 +43,7 @@ impl CredentialSource for Fixed {
             ),
             expiration: SystemTime::now() + Duration::from_secs(3600),
             assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+            association_id: Some("a-0123456789abcdef0".into()),
         })
     }
 }

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod clock;
 pub mod host;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

@@ -197,6 +197,7 @@ mod tests {
             session_token: Secret::new("session-token"),
             expiration: UNIX_EPOCH + Duration::from_secs(1_795_946_400),
             assumed_role_arn: arn.into(),
+            association_id: None,
         }
     }
 

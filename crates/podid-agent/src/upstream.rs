@@ -1,6 +1,7 @@
 //! Asking the broker: [`CredentialSource`], the seam the cache calls, and
 //! [`EksAuthUpstream`], EKS Auth `AssumeRoleForPodIdentity` through aws-sdk-eksauth.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -9,7 +10,9 @@ use aws_sdk_eksauth::config::retry::RetryConfig;
 use aws_sdk_eksauth::config::timeout::TimeoutConfig;
 use aws_sdk_eksauth::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_eksauth::operation::assume_role_for_pod_identity::AssumeRoleForPodIdentityError;
+use http::header::AUTHORIZATION;
 
+use crate::identity::IdentityToken;
 pub use podid_api::Secret;
 
 /// Credentials the broker issued for a pod.
@@ -25,6 +28,9 @@ pub struct FetchedCredentials {
     pub expiration: SystemTime,
     /// `arn:…:sts::ACCOUNT:assumed-role/ROLE/SESSION` (may be empty).
     pub assumed_role_arn: String,
+    /// The association that granted them (`podIdentityAssociation.associationId`),
+    /// by which the change feed revokes them.
+    pub association_id: Option<String>,
 }
 
 /// Error codes after which a cached entry is dropped rather than served on:
@@ -124,6 +130,8 @@ pub struct EksAuthUpstream {
     client: aws_sdk_eksauth::Client,
     cluster_name: String,
     deadline: Duration,
+    /// Sent as `Authorization: Bearer` instead of signing, when set.
+    identity: Option<Arc<IdentityToken>>,
 }
 
 impl EksAuthUpstream {
@@ -158,7 +166,28 @@ impl EksAuthUpstream {
             cluster_name: cluster_name.into(),
             // A backstop above the SDK's own operation timeout.
             deadline: settings.operation_timeout + Duration::from_millis(250),
+            identity: None,
         }
+    }
+
+    /// As [`EksAuthUpstream::new`], but calls carry `identity` as
+    /// `Authorization: Bearer <token>` and are not signed (no AWS
+    /// credentials are used, whatever `sdk` holds). podid's server only.
+    pub fn with_identity_token(
+        sdk: &aws_types::SdkConfig,
+        endpoint: Option<&str>,
+        cluster_name: impl Into<String>,
+        settings: &UpstreamSettings,
+        identity: Arc<IdentityToken>,
+    ) -> Self {
+        let mut unsigned = sdk.to_builder();
+        unsigned.set_credentials_provider(None);
+        unsigned.set_token_provider(None);
+        let mut upstream = Self::new(&unsigned.build(), endpoint, cluster_name, settings);
+        let config = upstream.client.config().to_builder().allow_no_auth();
+        upstream.client = aws_sdk_eksauth::Client::from_conf(config.build());
+        upstream.identity = Some(identity);
+        upstream
     }
 }
 
@@ -222,12 +251,34 @@ fn map_error(err: SdkError<AssumeRoleForPodIdentityError, HttpResponse>) -> Upst
 #[async_trait]
 impl CredentialSource for EksAuthUpstream {
     async fn fetch(&self, token: &str) -> Result<FetchedCredentials, UpstreamError> {
-        let call = self
+        let request = self
             .client
             .assume_role_for_pod_identity()
             .cluster_name(&self.cluster_name)
-            .token(token)
-            .send();
+            .token(token);
+        let bearer = self
+            .identity
+            .as_ref()
+            .map(|identity| identity.authorization())
+            .transpose()
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the agent's identity token");
+                UpstreamError::unavailable("the agent cannot read its identity token")
+            })?;
+        let call = async move {
+            match bearer {
+                None => request.send().await,
+                Some(bearer) => {
+                    request
+                        .customize()
+                        .mutate_request(move |http| {
+                            http.headers_mut().insert(AUTHORIZATION, bearer.clone());
+                        })
+                        .send()
+                        .await
+                }
+            }
+        };
         let output = match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result.map_err(map_error)?,
             Err(_) => {
@@ -251,6 +302,10 @@ impl CredentialSource for EksAuthUpstream {
                 .assumed_role_user()
                 .map(|u| u.arn().to_owned())
                 .unwrap_or_default(),
+            association_id: output
+                .pod_identity_association()
+                .map(|a| a.association_id().to_owned())
+                .filter(|id| !id.is_empty()),
         })
     }
 }

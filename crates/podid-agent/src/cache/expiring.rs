@@ -109,6 +109,12 @@ impl<K: Hash + Eq + Copy, V, S: BuildHasher + Default> ExpiringMap<K, V, S> {
         }
     }
 
+    /// Forgets every key.
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.order.clear();
+    }
+
     /// Items in the insertion queue (live and stale).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {

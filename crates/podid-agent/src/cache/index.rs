@@ -51,6 +51,11 @@ impl FrontHasher {
     pub(crate) fn tag(&self, token: &str) -> u64 {
         self.0.hash_one(token.as_bytes())
     }
+
+    /// The tag of an association id (never zero).
+    pub(crate) fn association(&self, id: &str) -> AssociationTag {
+        AssociationTag::new(self.tag(id) | 1).unwrap_or(AssociationTag::MIN)
+    }
 }
 
 /// A pod, in the index that finds its entry when its token rotates: the first
@@ -88,6 +93,11 @@ impl From<&TokenInfo> for EntryClaims {
     }
 }
 
+/// The fast-hash tag of the association an entry's credentials came from
+/// (none when the broker did not name one). A collision could only make the
+/// feed drop another entry too, which is fetched again.
+pub(crate) type AssociationTag = std::num::NonZeroU64;
+
 /// A token an entry keeps, with its fast-hash tag (its key in the front index).
 pub(crate) struct KeptToken {
     pub(crate) token: SecretToken,
@@ -116,6 +126,8 @@ pub(crate) struct CachedEntry {
     failures: AtomicU32,
     /// No refresh before this (ms since the epoch).
     retry_at_ms: AtomicU64,
+    /// The association that granted the credentials.
+    association: Option<AssociationTag>,
 }
 
 impl CachedEntry {
@@ -140,7 +152,14 @@ impl CachedEntry {
             last_access: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             retry_at_ms: AtomicU64::new(0),
+            association: None,
         }
+    }
+
+    /// The entry, its credentials granted by the association `tag`.
+    pub(crate) fn with_association(mut self, tag: Option<AssociationTag>) -> Self {
+        self.association = tag;
+        self
     }
 
     /// Whether the token this entry was stored for has expired.
@@ -268,6 +287,15 @@ impl CredentialIndex {
     /// Every entry.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&TokenDigest, &Arc<CachedEntry>)> {
         self.entries.iter()
+    }
+
+    /// The digests of the entries whose credentials `association` granted.
+    pub(crate) fn of_association(&self, association: AssociationTag) -> Vec<TokenDigest> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.association == Some(association))
+            .map(|(d, _)| *d)
+            .collect()
     }
 
     /// The digest of the entry keeping exactly `token`, found by its

@@ -6,7 +6,11 @@ mod expiring;
 mod index;
 mod refresh;
 mod refused;
+mod revoke;
 
+pub use self::revoke::Revalidated;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -108,6 +112,9 @@ pub struct PodCredentialCache {
     health: UpstreamHealth,
     /// Tokens the broker refused, answered again without asking it.
     refused: RefusedTokens,
+    /// Revocations so far (changed under the index's write lock): a broker
+    /// answer that a revocation overtook is not stored (`revoke.rs`).
+    revocations: AtomicU64,
 }
 
 impl std::fmt::Debug for PodCredentialCache {
@@ -141,6 +148,7 @@ impl PodCredentialCache {
             refresh_permits: permits,
             health,
             refused,
+            revocations: AtomicU64::new(0),
         })
     }
 
@@ -385,6 +393,7 @@ impl PodCredentialCache {
             Origin::Refresh => self.refresh_permits.clone().acquire_owned().await.ok(),
             Origin::Fetch => None,
         };
+        let revocations = self.revocations.load(Ordering::Acquire);
         let started = tokio::time::Instant::now();
         let result = self.source.fetch(kept.token.expose()).await;
         self.metrics
@@ -393,7 +402,13 @@ impl PodCredentialCache {
         self.note_upstream(result.as_ref().err());
         let now = self.clock.now();
         match result {
-            Ok(credentials) => self.store(digest, kept, claims, &credentials, now, origin),
+            Ok(credentials) => {
+                let asked = Asked {
+                    origin,
+                    revocations,
+                };
+                self.store(digest, kept, claims, &credentials, now, asked)
+            }
             Err(e) => {
                 self.failed(&digest, &e, now, origin);
                 self.remember_refusal(digest, &e, claims.expires(), now);
@@ -474,8 +489,9 @@ impl PodCredentialCache {
         claims: EntryClaims,
         credentials: &FetchedCredentials,
         now: SystemTime,
-        origin: Origin,
+        asked: Asked,
     ) -> BrokerResult {
+        let origin = asked.origin;
         if credentials.expiration <= now {
             return Err(UpstreamError::internal(
                 "the credential broker answered expired credentials",
@@ -496,8 +512,18 @@ impl PodCredentialCache {
             self.policy.refresh_at(now, credentials.expiration),
             serve_until,
             origin == Origin::Fetch,
+        )
+        .with_association(
+            credentials
+                .association_id
+                .as_deref()
+                .map(|id| self.front_hash.association(id)),
         );
         let mut index = self.write();
+        if self.revocations.load(Ordering::Acquire) != asked.revocations {
+            // A revocation came while the broker answered: answer, keep nothing.
+            return Ok(body);
+        }
         let stored = index.store(digest, entry, origin, &self.policy, || {
             StoredAnswer::compact(body.clone(), credentials.session_token.expose())
         });
@@ -569,6 +595,13 @@ impl PodCredentialCache {
             drop(self.maintenance_pass());
         }
     }
+}
+
+/// How a broker call was made: for a pod or a refresh, and after how many revocations.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    origin: Origin,
+    revocations: u64,
 }
 
 /// A flight's result; a flight whose task ended without one (it panicked)

@@ -54,4 +54,9 @@ impl RefusedTokens {
     ) -> usize {
         self.map().insert(digest, error.clone(), until, now)
     }
+
+    /// Forgets every refusal.
+    pub(crate) fn clear(&self) {
+        self.map().clear();
+    }
 }

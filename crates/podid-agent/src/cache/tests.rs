@@ -23,6 +23,10 @@ struct FakeSource {
     calls: AtomicUsize,
     answer: Mutex<Result<Duration, UpstreamError>>,
     gate: Option<Semaphore>,
+    /// The association each token's answer names (else `a-default`).
+    associations: Mutex<HashMap<String, String>>,
+    /// Associations deleted: their tokens get 404 ResourceNotFoundException.
+    deleted: Mutex<Vec<String>>,
 }
 
 impl FakeSource {
@@ -32,6 +36,8 @@ impl FakeSource {
             calls: AtomicUsize::new(0),
             answer: Mutex::new(Ok(60 * MIN)),
             gate: gated.then(|| Semaphore::new(0)),
+            associations: Mutex::default(),
+            deleted: Mutex::default(),
         })
     }
 
@@ -53,12 +59,22 @@ impl CredentialSource for FakeSource {
             gate.acquire().await.unwrap().forget();
         }
         let lifetime = self.answer.lock().unwrap().clone()?;
+        let association = self.associations.lock().unwrap().get(token).cloned();
+        let association = association.unwrap_or_else(|| "a-default".into());
+        if self.deleted.lock().unwrap().contains(&association) {
+            return Err(UpstreamError::new(
+                404,
+                "ResourceNotFoundException",
+                "no association",
+            ));
+        }
         Ok(FetchedCredentials {
             access_key_id: format!("ASIA{n}"),
             secret_access_key: Secret::new("secret"),
             session_token: Secret::new("session"),
             expiration: self.clock.now() + lifetime,
             assumed_role_arn: "arn:aws:sts::111122223333:assumed-role/r/s".into(),
+            association_id: Some(association),
         })
     }
 }
@@ -559,3 +575,4 @@ async fn with_no_kept_tokens_the_cache_still_serves_and_refreshes_on_request() {
 }
 
 mod refused;
+mod revoke;
