@@ -8,6 +8,7 @@ pub mod cache;
 pub mod clock;
 pub mod host;
 pub mod identity;
+pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
