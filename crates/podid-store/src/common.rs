@@ -8,6 +8,7 @@ use podid_api::cluster::KeySource;
 
 use crate::StoreError;
 
+pub(crate) mod changes;
 pub(crate) mod steps;
 pub(crate) mod trait_impl;
 
@@ -18,7 +19,7 @@ pub(crate) const MAX_TAGS: usize = 50;
 /// constraint race (PostgreSQL only; SQLite writes never race).
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
-/// Audit events written per `INSERT` (16 parameters each: well under
+/// Audit events written per `INSERT` (18 parameters each: well under
 /// SQLite's and PostgreSQL's limits on bound parameters).
 pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 100;
 
@@ -34,7 +35,9 @@ pub(crate) use association_columns;
 /// The columns of `clusters`.
 macro_rules! cluster_columns {
     () => {
-        "name, issuer, audience, cluster_arn, key_source, jwks_uri, jwks, created_at, modified_at"
+        "name, issuer, audience, cluster_arn, key_source, jwks_uri, jwks, agent_identity, \
+         agent_service_account, node_binding, token_review_url, token_review_ca, token_review_token, \
+         created_at, modified_at"
     };
 }
 pub(crate) use cluster_columns;
@@ -115,6 +118,28 @@ pub(crate) fn decode_key_source(cluster: &str, text: &str) -> Result<KeySource, 
     })
 }
 
+/// An agent identity read back.
+pub(crate) fn decode_agent_identity(
+    cluster: &str,
+    text: &str,
+) -> Result<podid_api::cluster::AgentIdentity, StoreError> {
+    podid_api::cluster::AgentIdentity::parse(text).ok_or_else(|| {
+        StoreError::corrupt(format!(
+            "agent identity of cluster '{cluster}': unknown '{text}'"
+        ))
+    })
+}
+
+/// A change's kind read back.
+pub(crate) fn decode_change_kind(
+    position: i64,
+    text: &str,
+) -> Result<podid_api::changes::ChangeKind, StoreError> {
+    podid_api::changes::ChangeKind::parse(text).ok_or_else(|| {
+        StoreError::corrupt(format!("change {position}: unknown kind '{text}'"))
+    })
+}
+
 /// Whether a database error is a unique (or primary key) violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -145,25 +170,34 @@ pub(crate) fn merge_tags(
 /// `fn read_pool(&self) -> &sqlx::Pool<$db>` (for plain reads) and
 /// `async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error>`
 /// (for every write). `$for_update` and `$for_key_share` are the row-lock
-/// clauses appended to selects that precede a write in the same transaction.
+/// clauses appended to selects that precede a write in the same transaction;
+/// `$change_lock` (an `Option<&str>`) is the statement run before a change of
+/// the feed is appended, so that positions follow commit order.
 macro_rules! association_store_impl {
     (
         store: $store:ty,
         db: $db:ty,
         for_update: $for_update:literal,
-        for_key_share: $for_key_share:literal $(,)?
+        for_key_share: $for_key_share:literal,
+        change_lock: $change_lock:expr $(,)?
     ) => {
         $crate::common::steps::association_store_steps! {
             store: $store,
             db: $db,
             for_update: $for_update,
             for_key_share: $for_key_share,
+            change_lock: $change_lock,
+        }
+        $crate::common::changes::association_store_changes! {
+            store: $store,
+            db: $db,
         }
         $crate::common::trait_impl::association_store_trait! {
             store: $store,
             db: $db,
             for_update: $for_update,
             for_key_share: $for_key_share,
+            change_lock: $change_lock,
         }
     };
 }

@@ -1,5 +1,5 @@
 //! podid's durable state (clusters, pod identity associations, idempotency tokens, audit
-//! events) behind one [`AssociationStore`] trait: embedded SQLite (default) or PostgreSQL.
+//! events, the change feed) behind one [`AssociationStore`] trait: embedded SQLite (default) or PostgreSQL.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -298,6 +298,22 @@ pub trait AssociationStore: Send + Sync + 'static {
         -> Result<(), StoreError>;
     /// Lists audit events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// The change feed of `cluster`. Without `after`: no changes, and the feed's end as
+    /// the position to follow from. With `after`: the cluster's changes after it, oldest
+    /// first, at most `limit` (1 to 500), and the position to ask from next; `reset`
+    /// (and no changes) when `after` is below what pruning removed or beyond the feed's
+    /// end (another database). Every association create, update (tags included) and
+    /// delete and every cluster update and deregistration appends one change in its
+    /// own transaction; positions increase in commit order, with gaps.
+    async fn association_changes(
+        &self,
+        cluster: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<podid_api::changes::ChangesResponse, StoreError>;
+    /// Deletes the changes older than `before` (and any with a lower position),
+    /// remembering the highest position deleted; returns how many it deleted.
+    async fn prune_changes(&self, before: EpochMillis) -> Result<u64, StoreError>;
     /// Deletes at most `max_rows` of the oldest audit events older than
     /// `older_than`, in one short transaction; returns how many it deleted.
     async fn prune_audit(&self, older_than: EpochMillis, max_rows: u32) -> Result<u64, StoreError>;

@@ -13,6 +13,10 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// How long a call waits for a connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Taken (until commit) before a change of the feed is appended: writers append in turn,
+/// so their positions (a sequence) increase in commit order. The key spells "podid".
+const FEED_LOCK: &str = "SELECT pg_advisory_xact_lock(482905188708)";
+
 /// The association store in a PostgreSQL database.
 ///
 /// Transactions run at READ COMMITTED. Rows read before a write in the same
@@ -65,4 +69,5 @@ crate::common::association_store_impl! {
     db: Postgres,
     for_update: " FOR UPDATE",
     for_key_share: " FOR KEY SHARE",
+    change_lock: Some(FEED_LOCK),
 }

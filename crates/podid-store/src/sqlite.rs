@@ -118,4 +118,6 @@ crate::common::association_store_impl! {
     db: Sqlite,
     for_update: "",
     for_key_share: "",
+    // One writer at a time already: positions follow commit order.
+    change_lock: None,
 }

@@ -246,9 +246,22 @@ suite! {
     concurrent_force_delete_and_creates,
     audit_log,
     audit_changes,
-    audit_prune;
+    audit_prune,
+    changes_of_each_write,
+    changes_paging,
+    changes_prune_and_reset,
+    node_identity_columns,
+    concurrent_writes_followed;
     persistent: reopen_keeps_data, corrupt_rows_and_stale_tokens, audit_rows_of_before_changes,
+    failed_change_rolls_back, migration_from_0003,
 }
+
+#[path = "store_suite/changes.rs"]
+mod changes;
+use changes::{
+    changes_of_each_write, changes_paging, changes_prune_and_reset, concurrent_writes_followed,
+    failed_change_rolls_back, migration_from_0003, node_identity_columns,
+};
 
 // ---------------------------------------------------------------- builders
 

@@ -7,7 +7,8 @@ macro_rules! association_store_steps {
         store: $store:ty,
         db: $db:ty,
         for_update: $for_update:literal,
-        for_key_share: $for_key_share:literal $(,)?
+        for_key_share: $for_key_share:literal,
+        change_lock: $change_lock:expr $(,)?
     ) => {
         type Row = <$db as sqlx::Database>::Row;
         type Tx = sqlx::Transaction<'static, $db>;
@@ -18,6 +19,10 @@ macro_rules! association_store_steps {
             let name: String = row.try_get("name")?;
             let key_source: String = row.try_get("key_source")?;
             let jwks: String = row.try_get("jwks")?;
+            let agent_identity: String = row.try_get("agent_identity")?;
+            let token_review_url: Option<String> = row.try_get("token_review_url")?;
+            let token_review_ca: Option<String> = row.try_get("token_review_ca")?;
+            let token_review_token: Option<String> = row.try_get("token_review_token")?;
             Ok(podid_api::cluster::Cluster {
                 issuer: row.try_get("issuer")?,
                 audience: row.try_get("audience")?,
@@ -25,23 +30,29 @@ macro_rules! association_store_steps {
                 key_source: $crate::common::decode_key_source(&name, &key_source)?,
                 jwks_uri: row.try_get("jwks_uri")?,
                 jwks: $crate::common::decode_jwks(&name, &jwks)?,
-                // TODO(issue 14, store helper): columns of migration 0004.
-                agent_identity: podid_api::cluster::AgentIdentity::Key,
-                agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
-                node_binding: false,
-                token_review: None,
+                agent_identity: $crate::common::decode_agent_identity(&name, &agent_identity)?,
+                agent_service_account: row.try_get("agent_service_account")?,
+                node_binding: row.try_get("node_binding")?,
+                token_review: token_review_url.map(|api_server_url| {
+                    podid_api::cluster::TokenReviewSettings {
+                        api_server_url,
+                        ca_pem: token_review_ca,
+                        token: token_review_token.map(podid_api::Secret::new),
+                    }
+                }),
                 created_at: podid_api::EpochMillis(row.try_get("created_at")?),
                 modified_at: podid_api::EpochMillis(row.try_get("modified_at")?),
                 name,
             })
         }
 
-        /// `query` with the cluster's name and settings bound to `$1`…`$7`, in the order of
+        /// `query` with the cluster's name and settings bound to `$1`…`$13`, in the order of
         /// [`cluster_columns`](crate::common::cluster_columns).
         fn bind_cluster<'q>(
             query: Query<'q>,
             c: &'q podid_api::cluster::Cluster,
         ) -> Result<Query<'q>, $crate::StoreError> {
+            let review = c.token_review.as_ref();
             Ok(query
                 .bind(&c.name)
                 .bind(&c.issuer)
@@ -49,7 +60,42 @@ macro_rules! association_store_steps {
                 .bind(&c.cluster_arn)
                 .bind(c.key_source.as_str())
                 .bind(&c.jwks_uri)
-                .bind($crate::common::encode_jwks(&c.jwks)?))
+                .bind($crate::common::encode_jwks(&c.jwks)?)
+                .bind(c.agent_identity.as_str())
+                .bind(&c.agent_service_account)
+                .bind(c.node_binding)
+                .bind(review.map(|r| r.api_server_url.as_str()))
+                .bind(review.and_then(|r| r.ca_pem.as_deref()))
+                .bind(review.and_then(|r| r.token.as_ref()).map(|t| t.expose())))
+        }
+
+        /// Appends the feed's change of `kind` on `cluster` (and association `a`) to the
+        /// transaction, last before its commit: on PostgreSQL the advisory lock it takes
+        /// first is held until the commit, so positions increase in commit order.
+        async fn record_change(
+            tx: &mut Tx,
+            cluster: &str,
+            kind: podid_api::changes::ChangeKind,
+            a: Option<&$crate::StoredAssociation>,
+        ) -> Result<(), $crate::StoreError> {
+            const CHANGE_LOCK: Option<&str> = $change_lock;
+            if let Some(lock) = CHANGE_LOCK {
+                sqlx::query(lock).execute(&mut **tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO association_changes \
+                 (cluster, kind, association_id, namespace, service_account, time) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(cluster)
+            .bind(kind.as_str())
+            .bind(a.map(|a| a.id.as_str()))
+            .bind(a.map(|a| a.namespace.as_str()))
+            .bind(a.map(|a| a.service_account.as_str()))
+            .bind($crate::common::now_millis())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
 
         /// `query` with the settings an update may change bound next: role ARN, target
@@ -225,12 +271,12 @@ macro_rules! association_store_steps {
         }
 
         /// The end of a create or update: records the idempotency token, reads the association
-        /// back as written and commits.
+        /// back as written, appends its change and commits.
         async fn finish_write(
             mut tx: Tx,
             a: &$crate::StoredAssociation,
             idempotency: Option<&$crate::IdempotencyKey>,
-            done: &str,
+            kind: podid_api::changes::ChangeKind,
         ) -> Result<$crate::Written, $crate::StoreError> {
             if let Some(key) = idempotency {
                 insert_token(&mut tx, &a.cluster, key, &a.id).await?;
@@ -238,8 +284,13 @@ macro_rules! association_store_steps {
             let stored = association_by_id(&mut *tx, &a.cluster, &a.id, false)
                 .await?
                 .ok_or_else(|| {
-                    $crate::StoreError::corrupt(format!("association '{}' vanished while {done}", a.id))
+                    $crate::StoreError::corrupt(format!(
+                        "association '{}' vanished while written ({})",
+                        a.id,
+                        kind.as_str()
+                    ))
                 })?;
+            record_change(&mut tx, &a.cluster, kind, Some(&stored)).await?;
             tx.commit().await?;
             Ok($crate::Written { association: stored, replayed: false })
         }
@@ -294,7 +345,7 @@ macro_rules! association_store_steps {
                     .bind(a.modified_at.0)
                     .execute(&mut *tx)
                     .await?;
-                finish_write(tx, a, idempotency, "created").await
+                finish_write(tx, a, idempotency, podid_api::changes::ChangeKind::Create).await
             }
 
             async fn update_once(
@@ -334,7 +385,7 @@ macro_rules! association_store_steps {
                     .bind(a.modified_at.0)
                     .execute(&mut *tx)
                     .await?;
-                finish_write(tx, a, idempotency, "updated").await
+                finish_write(tx, a, idempotency, podid_api::changes::ChangeKind::Update).await
             }
         }
     };

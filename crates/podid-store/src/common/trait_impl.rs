@@ -6,7 +6,8 @@ macro_rules! association_store_trait {
         store: $store:ty,
         db: $db:ty,
         for_update: $for_update:literal,
-        for_key_share: $for_key_share:literal $(,)?
+        for_key_share: $for_key_share:literal,
+        change_lock: $change_lock:expr $(,)?
     ) => {
         #[async_trait::async_trait]
         impl $crate::AssociationStore for $store {
@@ -20,7 +21,7 @@ macro_rules! association_store_trait {
                 let insert = sqlx::query(concat!(
                     "INSERT INTO clusters (",
                     $crate::common::cluster_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
                 ));
                 let result = bind_cluster(insert, c)?
                     .bind(c.created_at.0)
@@ -61,7 +62,9 @@ macro_rules! association_store_trait {
                 let mut tx = self.begin_write().await?;
                 let update = sqlx::query(
                     "UPDATE clusters SET issuer = $2, audience = $3, cluster_arn = $4, key_source = $5, \
-                     jwks_uri = $6, jwks = $7, modified_at = $8 WHERE name = $1 AND modified_at = $9",
+                     jwks_uri = $6, jwks = $7, agent_identity = $8, agent_service_account = $9, \
+                     node_binding = $10, token_review_url = $11, token_review_ca = $12, \
+                     token_review_token = $13, modified_at = $14 WHERE name = $1 AND modified_at = $15",
                 );
                 let done = bind_cluster(update, c)?
                     .bind(c.modified_at.0)
@@ -80,6 +83,7 @@ macro_rules! association_store_trait {
                         $crate::StoreError::ClusterNotFound(c.name.clone())
                     });
                 }
+                record_change(&mut tx, &c.name, podid_api::changes::ChangeKind::ClusterUpdate, None).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -120,6 +124,7 @@ macro_rules! association_store_trait {
                 ] {
                     sqlx::query(sql).bind(name).execute(&mut *tx).await?;
                 }
+                record_change(&mut tx, name, podid_api::changes::ChangeKind::ClusterDelete, None).await?;
                 tx.commit().await?;
                 Ok(cluster)
             }
@@ -260,6 +265,7 @@ macro_rules! association_store_trait {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                record_change(&mut tx, cluster, podid_api::changes::ChangeKind::Delete, Some(&deleted)).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
@@ -282,6 +288,7 @@ macro_rules! association_store_trait {
                     .bind($crate::common::encode_tags(&merged)?)
                     .execute(&mut *tx)
                     .await?;
+                record_change(&mut tx, cluster, podid_api::changes::ChangeKind::Update, Some(&current)).await?;
                 tx.commit().await?;
                 current.tags = merged;
                 Ok(current)
@@ -308,7 +315,7 @@ macro_rules! association_store_trait {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO audit_events (time, request_id, caller, cluster, namespace, service_account, \
                          pod_name, pod_uid, association_id, role_arn, outcome, error_code, kind, action, \
-                         before_state, after_state) ",
+                         before_state, after_state, node_name, caller_node) ",
                     );
                     insert.push_values(chunk.iter().zip(states), |mut row, (e, (before, after))| {
                         row.push_bind(e.time.0)
@@ -326,7 +333,9 @@ macro_rules! association_store_trait {
                             .push_bind(e.kind.as_str())
                             .push_bind(&e.action)
                             .push_bind(before)
-                            .push_bind(after);
+                            .push_bind(after)
+                            .push_bind(&e.node_name)
+                            .push_bind(&e.caller_node);
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
@@ -338,8 +347,8 @@ macro_rules! association_store_trait {
                 use sqlx::Row as _;
                 let mut sql = String::from(
                     "SELECT seq, time, request_id, caller, cluster, namespace, service_account, pod_name, pod_uid, \
-                     association_id, role_arn, outcome, error_code, kind, action, before_state, after_state \
-                     FROM audit_events WHERE 1 = 1",
+                     association_id, role_arn, outcome, error_code, kind, action, before_state, after_state, \
+                     node_name, caller_node FROM audit_events WHERE 1 = 1",
                 );
                 let mut n = 0;
                 let mut next = |column: &str, op: &str, sql: &mut String| {
@@ -384,9 +393,8 @@ macro_rules! association_store_trait {
                         service_account: row.try_get("service_account")?,
                         pod_name: row.try_get("pod_name")?,
                         pod_uid: row.try_get("pod_uid")?,
-                        // TODO(issue 14, store helper): columns of migration 0004.
-                        node_name: None,
-                        caller_node: None,
+                        node_name: row.try_get("node_name")?,
+                        caller_node: row.try_get("caller_node")?,
                         association_id: row.try_get("association_id")?,
                         role_arn: row.try_get("role_arn")?,
                         before: $crate::common::decode_audit_state(seq, row.try_get("before_state")?)?,
@@ -398,6 +406,19 @@ macro_rules! association_store_trait {
                 }
                 let next = if more { events.last().map(|e| e.seq) } else { None };
                 Ok($crate::AuditPage { events, next })
+            }
+
+            async fn association_changes(
+                &self,
+                cluster: &str,
+                after: Option<i64>,
+                limit: u32,
+            ) -> Result<podid_api::changes::ChangesResponse, $crate::StoreError> {
+                self.changes_after(cluster, after, limit).await
+            }
+
+            async fn prune_changes(&self, before: podid_api::EpochMillis) -> Result<u64, $crate::StoreError> {
+                self.prune_changes_before(before).await
             }
 
             async fn prune_audit(
