@@ -12,6 +12,7 @@ pub mod fake_sts;
 pub mod keys;
 pub mod podid;
 pub mod process;
+pub mod relay;
 pub mod sigv4;
 pub mod sts_broker;
 pub mod tls;

@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 
+pub mod follow;
 pub mod lookup;
 pub mod metrics;
 pub mod mutate;
 pub mod review;
 pub mod server;
 
-pub use lookup::{AssociationCache, AssociationLookup, HttpLookup};
+pub use follow::{FollowSettings, FollowedAssociations};
+pub use lookup::{Answer, AssociationCache, AssociationLookup, HttpLookup, ServerAccess};
 pub use metrics::WebhookMetrics;
 pub use mutate::{mutate, Mutation, MutationSettings};
 pub use podid_listen::{CertStore, ListenLimits};

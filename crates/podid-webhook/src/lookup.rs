@@ -1,5 +1,6 @@
 //! Does a service account have an association? Asked of podid's server
-//! (`ListPodIdentityAssociations`, `maxResults=1`), with a short cache of positive answers.
+//! (`ListPodIdentityAssociations`, `maxResults=1`), with a short cache of positive answers;
+//! or answered from the associations followed on the change feed (`crate::follow`).
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -26,6 +27,111 @@ pub trait AssociationLookup: Send + Sync {
 
     /// Where the answers come from, for messages.
     fn describe(&self) -> String;
+
+    /// [`AssociationLookup::has_association`], saying whether the answer
+    /// needed a request to the server.
+    async fn lookup(&self, namespace: &str, service_account: &str) -> Result<Answer, WebhookError> {
+        let found = self.has_association(namespace, service_account).await?;
+        Ok(Answer {
+            found,
+            asked_server: true,
+        })
+    }
+
+    /// Whether the answers follow the server's changes as they happen, so a
+    /// positive answer must not be cached in front of them (a deletion would
+    /// be missed for the cache's lifetime).
+    fn follows_changes(&self) -> bool {
+        false
+    }
+}
+
+/// One lookup's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The service account has an association.
+    pub found: bool,
+    /// A request to podid's server was needed (false: answered from the followed set).
+    pub asked_server: bool,
+}
+
+/// Where podid's server is and how to call it.
+#[derive(Clone)]
+pub struct ServerAccess {
+    /// e.g. `https://podid.example:8443`.
+    pub endpoint: String,
+    /// The cluster's name in podid.
+    pub cluster: String,
+    /// The region in request signatures.
+    pub region: String,
+    /// A SigV4 key (a `reader` key is enough); unsigned without.
+    pub credentials: Option<Credentials>,
+    /// A private CA trusted besides the built-in roots.
+    pub ca: Option<CaBundle>,
+}
+
+impl std::fmt::Debug for ServerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAccess")
+            .field("endpoint", &self.endpoint)
+            .field("cluster", &self.cluster)
+            .field("region", &self.region)
+            .field("signed", &self.credentials.is_some())
+            .field("ca", &self.ca.is_some())
+            .finish()
+    }
+}
+
+impl ServerAccess {
+    /// A client of the server whose calls (connection included) are bounded by `timeout`.
+    pub fn client(&self, timeout: Duration) -> Result<ApiClient, WebhookError> {
+        if self.cluster.is_empty() {
+            return Err(WebhookError::EmptyCluster);
+        }
+        ApiClient::builder(&self.endpoint)
+            .region(&self.region)
+            .credentials(self.credentials.clone())
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .ca(self.ca.clone())
+            .build()
+            .map_err(|e| WebhookError::Client(Box::new(e)))
+    }
+}
+
+/// A client error as the webhook reports it: unreachable, or the server's error.
+pub(crate) fn from_client(e: ClientError, what: &str) -> WebhookError {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            message,
+            ..
+        } => WebhookError::Server {
+            status,
+            code,
+            message,
+        },
+        ClientError::Transport {
+            endpoint,
+            reason,
+            source,
+        } => WebhookError::Unreachable {
+            endpoint: endpoint.clone(),
+            reason: reason.clone(),
+            source: Some(Box::new(ClientError::Transport {
+                endpoint,
+                reason,
+                source,
+            })),
+        },
+        ClientError::Decode(e) => WebhookError::Server {
+            status: 200,
+            code: "UnexpectedAnswer".into(),
+            message: format!("not a {what} answer: {e}"),
+        },
+        e => WebhookError::Client(Box::new(e)),
+    }
 }
 
 /// Asks podid's association API over HTTP with [`podid_client::ApiClient`],
@@ -67,21 +173,29 @@ impl HttpLookup {
         timeout: Duration,
         ca: Option<CaBundle>,
     ) -> Result<Self, WebhookError> {
-        if cluster.is_empty() {
-            return Err(WebhookError::EmptyCluster);
-        }
-        let client = ApiClient::builder(endpoint)
-            .region(region)
-            .credentials(credentials)
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .ca(ca)
-            .build()
-            .map_err(|e| WebhookError::Client(Box::new(e)))?;
+        HttpLookup::at(
+            &ServerAccess {
+                endpoint: endpoint.to_owned(),
+                cluster: cluster.to_owned(),
+                region: region.to_owned(),
+                credentials,
+                ca,
+            },
+            timeout,
+        )
+    }
+
+    /// A lookup at `access`, each call bounded by `timeout`.
+    pub fn at(access: &ServerAccess, timeout: Duration) -> Result<Self, WebhookError> {
         Ok(HttpLookup {
-            client,
-            cluster: cluster.to_owned(),
+            client: access.client(timeout)?,
+            cluster: access.cluster.clone(),
         })
+    }
+
+    /// The client, bounded by the lookup timeout.
+    pub(crate) fn client(&self) -> &ApiClient {
+        &self.client
     }
 }
 
@@ -101,42 +215,11 @@ impl AssociationLookup for HttpLookup {
             ("serviceAccount", service_account.to_owned()),
             ("maxResults", "1".to_owned()),
         ];
-        match self
-            .client
+        self.client
             .call::<ListResponse>(reqwest::Method::GET, &path, &query, None)
             .await
-        {
-            Ok(list) => Ok(!list.associations.is_empty()),
-            Err(ClientError::Api {
-                status,
-                code,
-                message,
-                ..
-            }) => Err(WebhookError::Server {
-                status,
-                code,
-                message,
-            }),
-            Err(ClientError::Transport {
-                endpoint,
-                reason,
-                source,
-            }) => Err(WebhookError::Unreachable {
-                endpoint: endpoint.clone(),
-                reason: reason.clone(),
-                source: Some(Box::new(ClientError::Transport {
-                    endpoint,
-                    reason,
-                    source,
-                })),
-            }),
-            Err(ClientError::Decode(e)) => Err(WebhookError::Server {
-                status: 200,
-                code: "UnexpectedAnswer".into(),
-                message: format!("not a ListPodIdentityAssociations answer: {e}"),
-            }),
-            Err(e) => Err(WebhookError::Client(Box::new(e))),
-        }
+            .map(|list| !list.associations.is_empty())
+            .map_err(|e| from_client(e, "ListPodIdentityAssociations"))
     }
 
     fn describe(&self) -> String {

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -41,6 +42,8 @@ impl AdmissionResult {
 pub enum LookupResult {
     /// The server says there is an association.
     Found,
+    /// The followed set has it: no request to the server.
+    Followed,
     /// A fresh positive answer was in the cache.
     Cached,
     /// The server says there is none.
@@ -56,12 +59,38 @@ impl LookupResult {
     pub fn as_str(self) -> &'static str {
         match self {
             LookupResult::Found => "found",
+            LookupResult::Followed => "followed",
             LookupResult::Cached => "cached",
             LookupResult::NotFound => "not_found",
             LookupResult::Unreachable => "unreachable",
             LookupResult::Error => "error",
         }
     }
+}
+
+/// Who read the change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRead {
+    /// The follower's long poll.
+    Follower,
+    /// An admission catching up before it answers "no association".
+    Admission,
+}
+
+/// A `reader` and `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedReadLabels {
+    /// follower, admission.
+    pub reader: String,
+    /// ok, error.
+    pub result: String,
+}
+
+/// A `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The change's kind.
+    pub kind: String,
 }
 
 /// The webhook's metrics and their registry.
@@ -80,6 +109,18 @@ pub struct WebhookMetrics {
     pub server_unreachable: Counter,
     /// `podid_webhook_certificate_reloads_total{result}`: loaded, failed.
     pub certificate_reloads: Family<ReviewLabels, Counter>,
+    /// `podid_webhook_associations_known`: service accounts with an association in the followed set.
+    pub associations_known: Gauge,
+    /// `podid_webhook_feed_connected`: 1 while the follower reads the change feed, else 0.
+    pub feed_connected: Gauge,
+    /// `podid_webhook_feed_position`: the feed position the followed set reflects.
+    pub feed_position: Gauge,
+    /// `podid_webhook_feed_loads_total`: times the set was listed from the server.
+    pub feed_loads: Counter,
+    /// `podid_webhook_feed_reads_total{reader,result}`: change-feed reads.
+    pub feed_reads: Family<FeedReadLabels, Counter>,
+    /// `podid_webhook_feed_changes_total{kind}`: changes applied to the set.
+    pub feed_changes: Family<KindLabels, Counter>,
 }
 
 impl Default for WebhookMetrics {
@@ -99,6 +140,12 @@ impl WebhookMetrics {
             lookup_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             server_unreachable: Counter::default(),
             certificate_reloads: Family::default(),
+            associations_known: Gauge::default(),
+            feed_connected: Gauge::default(),
+            feed_position: Gauge::default(),
+            feed_loads: Counter::default(),
+            feed_reads: Family::default(),
+            feed_changes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,7 +178,85 @@ impl WebhookMetrics {
             "TLS certificate loads from disk, by result",
             m.certificate_reloads.clone(),
         );
+        registry.register(
+            "associations_known",
+            "Service accounts with an association in the set followed on the change feed",
+            m.associations_known.clone(),
+        );
+        registry.register(
+            "feed_connected",
+            "1 while the change feed is followed, 0 while it cannot be read",
+            m.feed_connected.clone(),
+        );
+        registry.register(
+            "feed_position",
+            "The change-feed position the followed set reflects",
+            m.feed_position.clone(),
+        );
+        registry.register(
+            "feed_loads",
+            "Times the followed set was listed from the server",
+            m.feed_loads.clone(),
+        );
+        registry.register(
+            "feed_reads",
+            "Change-feed reads, by reader (follower, admission) and result",
+            m.feed_reads.clone(),
+        );
+        registry.register(
+            "feed_changes",
+            "Changes applied to the followed set, by kind",
+            m.feed_changes.clone(),
+        );
         WebhookMetrics { registry, ..m }
+    }
+
+    /// Records whether the follower reads the feed.
+    pub fn feed_connected(&self, connected: bool) {
+        self.feed_connected.set(i64::from(connected));
+    }
+
+    /// Records a load of the set.
+    pub fn feed_loaded(&self, accounts: usize, position: i64) {
+        self.feed_loads.inc();
+        self.associations_known
+            .set(i64::try_from(accounts).unwrap_or(i64::MAX));
+        self.feed_position.set(position);
+    }
+
+    /// Counts one feed read.
+    pub fn feed_read(&self, reader: FeedRead, ok: bool) {
+        let reader = match reader {
+            FeedRead::Follower => "follower",
+            FeedRead::Admission => "admission",
+        };
+        self.feed_reads
+            .get_or_create(&FeedReadLabels {
+                reader: reader.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records an applied feed answer.
+    pub fn feed_applied(
+        &self,
+        changes: &[podid_api::changes::Change],
+        accounts: usize,
+        position: Option<i64>,
+    ) {
+        for change in changes {
+            self.feed_changes
+                .get_or_create(&KindLabels {
+                    kind: change.kind.as_str().to_owned(),
+                })
+                .inc();
+        }
+        self.associations_known
+            .set(i64::try_from(accounts).unwrap_or(i64::MAX));
+        if let Some(position) = position {
+            self.feed_position.set(position);
+        }
     }
 
     /// Counts one admission.

@@ -205,48 +205,53 @@ impl Webhook {
     }
 
     /// Whether (namespace, service account) has an association: a fresh
-    /// cached positive, else the server, bounded by the lookup timeout.
+    /// cached positive (not with a lookup that follows changes), else the
+    /// lookup, bounded by the lookup timeout.
     async fn has_association(
         &self,
         namespace: &str,
         service_account: &str,
     ) -> Result<bool, WebhookError> {
-        if self
-            .cache
-            .is_fresh(namespace, service_account, Instant::now())
+        let cache = !self.lookup.follows_changes();
+        if cache
+            && self
+                .cache
+                .is_fresh(namespace, service_account, Instant::now())
         {
             self.metrics.lookup(LookupResult::Cached);
             return Ok(true);
         }
         let started = Instant::now();
         let timeout = self.settings.lookup_timeout;
-        let answer = tokio::time::timeout(
-            timeout,
-            self.lookup.has_association(namespace, service_account),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(WebhookError::Unreachable {
-                endpoint: self.lookup.describe(),
-                reason: format!("no answer within {} ms", timeout.as_millis()),
-                source: None,
-            })
-        });
-        self.metrics
-            .lookup_latency
-            .observe(started.elapsed().as_secs_f64());
+        let answer = tokio::time::timeout(timeout, self.lookup.lookup(namespace, service_account))
+            .await
+            .unwrap_or_else(|_| {
+                Err(WebhookError::Unreachable {
+                    endpoint: self.lookup.describe(),
+                    reason: format!("no answer within {} ms", timeout.as_millis()),
+                    source: None,
+                })
+            });
         let result = match &answer {
-            Ok(true) => {
-                self.cache
-                    .remember(namespace, service_account, Instant::now());
+            Ok(a) if a.found && !a.asked_server => LookupResult::Followed,
+            Ok(a) if a.found => {
+                if cache {
+                    self.cache
+                        .remember(namespace, service_account, Instant::now());
+                }
                 LookupResult::Found
             }
-            Ok(false) => LookupResult::NotFound,
+            Ok(_) => LookupResult::NotFound,
             Err(WebhookError::Unreachable { .. }) => LookupResult::Unreachable,
             Err(_) => LookupResult::Error,
         };
+        if result != LookupResult::Followed {
+            self.metrics
+                .lookup_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
         self.metrics.lookup(result);
-        answer
+        answer.map(|a| a.found)
     }
 }
 

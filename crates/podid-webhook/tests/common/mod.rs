@@ -53,7 +53,16 @@ pub async fn start(
     files: &CertFiles,
     settings: WebhookSettings,
 ) -> Running {
-    let metrics = Arc::new(WebhookMetrics::new());
+    start_with_metrics(lookup, files, settings, Arc::new(WebhookMetrics::new())).await
+}
+
+/// [`start`] counting in `metrics` (shared with a followed lookup).
+pub async fn start_with_metrics(
+    lookup: Arc<dyn AssociationLookup>,
+    files: &CertFiles,
+    settings: WebhookSettings,
+    metrics: Arc<WebhookMetrics>,
+) -> Running {
     let certs = Arc::new(CertStore::new(&files.cert, &files.key));
     let webhook = Arc::new(Webhook::new(lookup, certs, settings, metrics.clone()));
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -258,7 +267,11 @@ pub struct PodidServer {
 
 impl PodidServer {
     pub fn start() -> PodidServer {
-        let dir = tempfile::tempdir().unwrap();
+        PodidServer::on(tempfile::tempdir().unwrap())
+    }
+
+    /// A server on the database in `dir` (a new one, or a stopped server's).
+    fn on(dir: tempfile::TempDir) -> PodidServer {
         let db = format!("sqlite://{}", dir.path().join("x.db").display());
         let process = podid_test_support::PodidServerLaunch::new(podid_bin())
             .args(["--insecure-no-auth", "--database-url", &db])
@@ -270,6 +283,65 @@ impl PodidServer {
             process,
             _dir: dir,
         }
+    }
+
+    /// Stops this server and starts another on the same database (another port).
+    pub fn restart(self) -> PodidServer {
+        let PodidServer { process, _dir, .. } = self;
+        process.terminate(Duration::from_secs(15));
+        PodidServer::on(_dir)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.process.addr
+    }
+
+    /// Requests the server answered for `operation` (any status), from its metrics.
+    pub async fn requests(&self, operation: &str) -> f64 {
+        let url = self.process.metrics_url().expect("a metrics listener");
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let series = format!(r#"podid_http_requests_total{{operation="{operation}","#);
+        text.lines()
+            .filter(|l| l.starts_with(&series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Creates an association for `namespace`/`service_account`; returns its id.
+    pub async fn associate(&self, cluster: &str, namespace: &str, service_account: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/clusters/{cluster}/pod-identity-associations",
+                self.endpoint
+            ))
+            .json(&json!({
+                "namespace": namespace,
+                "serviceAccount": service_account,
+                "roleArn": "arn:aws:iam::111122223333:role/s3-reader",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let body: Value = r.json().await.unwrap();
+        body["association"]["associationId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Deletes association `id` of `cluster`.
+    pub async fn dissociate(&self, cluster: &str, id: &str) {
+        let r = reqwest::Client::new()
+            .delete(format!(
+                "{}/clusters/{cluster}/pod-identity-associations/{id}",
+                self.endpoint
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     /// Registers `cluster` with an inline JWKS.

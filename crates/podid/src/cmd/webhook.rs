@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use podid_webhook::mutate::DEFAULT_CREDENTIALS_URI;
 use podid_webhook::{
-    CertStore, HttpLookup, MutationSettings, Webhook, WebhookMetrics, WebhookSettings,
+    AssociationLookup, CertStore, FollowSettings, FollowedAssociations, HttpLookup,
+    MutationSettings, ServerAccess, Webhook, WebhookMetrics, WebhookSettings,
 };
 
 /// Flags of `podid webhook`; each has an environment variable too.
@@ -45,8 +46,19 @@ pub struct WebhookArgs {
     #[arg(long, default_value_t = 1500, env = "PODID_WEBHOOK_LOOKUP_TIMEOUT_MS",
           value_parser = clap::value_parser!(u64).range(100..=25_000))]
     lookup_timeout_ms: u64,
-    /// How long a positive lookup answer is reused, in seconds (0: never).
-    /// Negative answers are never reused, so a new association is seen at once.
+    /// Follow the cluster's association changes (podid's change feed) and
+    /// answer admissions from them, asking the server only to catch up before
+    /// a "no association"; false: ask the server on every admission.
+    #[arg(long, default_value_t = true, env = "PODID_WEBHOOK_FOLLOW_CHANGES",
+          action = clap::ArgAction::Set)]
+    follow_changes: bool,
+    /// How long one read of the change feed waits for a change, in seconds.
+    #[arg(long, default_value_t = 20, env = "PODID_WEBHOOK_FOLLOW_WAIT_SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=30))]
+    follow_wait_seconds: u64,
+    /// With --follow-changes false: how long a positive lookup answer is
+    /// reused, in seconds (0: never). Negative answers are never reused, so a
+    /// new association is seen at once.
     #[arg(long, default_value_t = 30, env = "PODID_WEBHOOK_CACHE_SECONDS")]
     cache_seconds: u64,
     /// How often the certificate files are checked for changes, in seconds.
@@ -82,14 +94,25 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         );
     }
     let timeout = Duration::from_millis(args.lookup_timeout_ms);
-    let lookup = HttpLookup::with_ca(
-        &args.endpoint,
-        &args.cluster_name,
-        &args.region,
+    let access = ServerAccess {
+        endpoint: args.endpoint.clone(),
+        cluster: args.cluster_name.clone(),
+        region: args.region.clone(),
         credentials,
-        timeout,
         ca,
-    )?;
+    };
+    let metrics = Arc::new(WebhookMetrics::new());
+    let (lookup, follower): (Arc<dyn AssociationLookup>, _) = if args.follow_changes {
+        let settings = FollowSettings {
+            wait: Duration::from_secs(args.follow_wait_seconds),
+            ..FollowSettings::default()
+        };
+        let followed = FollowedAssociations::new(&access, timeout, settings, metrics.clone())?;
+        let task = tokio::spawn(followed.clone().follow());
+        (followed, Some(task))
+    } else {
+        (Arc::new(HttpLookup::at(&access, timeout)?), None)
+    };
     let settings = WebhookSettings {
         mutation: MutationSettings {
             credentials_uri: args.credentials_uri.clone(),
@@ -101,16 +124,12 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         ..WebhookSettings::default()
     };
     let certs = Arc::new(CertStore::new(&args.tls_cert, &args.tls_key));
-    let webhook = Arc::new(Webhook::new(
-        Arc::new(lookup),
-        certs,
-        settings,
-        Arc::new(WebhookMetrics::new()),
-    ));
+    let webhook = Arc::new(Webhook::new(lookup, certs, settings, metrics));
     tracing::info!(
         cluster = %args.cluster_name,
         endpoint = %args.endpoint,
         lookup_timeout_ms = args.lookup_timeout_ms,
+        follow_changes = args.follow_changes,
         cache_seconds = args.cache_seconds,
         ca_file = args.ca_file.as_ref().map(|p| p.display().to_string()),
         "webhook starting"
@@ -122,5 +141,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         podid_runtime::shutdown_signal(),
     )
     .await?;
+    if let Some(task) = follower {
+        task.abort();
+    }
     Ok(())
 }
