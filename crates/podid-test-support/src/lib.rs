@@ -10,6 +10,7 @@ mod error;
 pub mod fake_eks_auth;
 pub mod fake_sts;
 pub mod keys;
+pub mod kube;
 pub mod podid;
 pub mod process;
 pub mod relay;

@@ -125,19 +125,27 @@ impl StsBroker {
             "--jwks-file",
             &jwks,
         ])?;
-        broker.cli(&[
+        broker.associate(CLUSTER)?;
+        Ok(broker)
+    }
+
+    /// Associates [`NAMESPACE`]/[`SERVICE_ACCOUNT`] of `cluster` with [`ROLE_ARN`] (the CLI).
+    ///
+    /// # Errors
+    /// When the CLI call fails.
+    pub fn associate(&self, cluster: &str) -> Result<Output, HarnessError> {
+        self.cli(&[
             "association",
             "create",
             "--cluster-name",
-            CLUSTER,
+            cluster,
             "--namespace",
             NAMESPACE,
             "--service-account",
             SERVICE_ACCOUNT,
             "--role-arn",
             ROLE_ARN,
-        ])?;
-        Ok(broker)
+        ])
     }
 
     /// `http://ADDR` of the server (empty after [`StsBroker::stop`]).
