@@ -137,6 +137,7 @@ pub async fn create(
             .await
             .map_err(store_error);
         state.forget_lookups();
+        state.changes.published();
         // A replay wrote nothing: no change to record.
         if !matches!(&written, Ok(w) if w.replayed) {
             let made = written.as_ref().ok().map(|w| w.association.id.as_str());
@@ -354,6 +355,7 @@ pub async fn update(
                 .update_association(&updated, current.modified_at, idempotency.as_ref())
                 .await;
             state.forget_lookups();
+            state.changes.published();
             match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
                 result => break result.map(|w| (current, w)).map_err(store_error),
@@ -433,6 +435,7 @@ pub async fn delete(
             .await
             .map_err(store_error);
         state.forget_lookups();
+        state.changes.published();
         let mut change = Change::new(Operation::DeletePodIdentityAssociation, &cluster, Some(&id));
         change.before = deleted.as_ref().ok().map(association_state);
         let who = Changer::of(&principal, &request_id);
@@ -493,6 +496,7 @@ pub async fn tag(
             .update_tags(&cluster, &id, &tags, &[])
             .await
             .map_err(store_error);
+        state.changes.published();
         // The keys it set (added or overwritten).
         let mut change = Change::new(Operation::TagResource, &cluster, Some(&id));
         change.after = Some(tag_keys(tags.keys()));
@@ -535,6 +539,7 @@ pub async fn untag(
             .update_tags(&cluster, &id, &Tags::new(), &keys)
             .await
             .map_err(store_error);
+        state.changes.published();
         // The keys it removed.
         let mut change = Change::new(Operation::UntagResource, &cluster, Some(&id));
         change.before = Some(tag_keys(&keys));

@@ -16,7 +16,8 @@ pub enum Role {
     Admin,
     /// Describe, list and tag reads of associations; cluster reads.
     Reader,
-    /// Only the credential call (`AssumeRoleForPodIdentity`), for node agents.
+    /// Only the credential call (`AssumeRoleForPodIdentity`) and the change
+    /// feed (`ListAssociationChanges`), for node agents.
     Node,
 }
 
@@ -35,7 +36,10 @@ impl Role {
         match self {
             Role::Admin => true,
             Role::Reader => operation.is_read(),
-            Role::Node => operation == Operation::AssumeRoleForPodIdentity,
+            Role::Node => matches!(
+                operation,
+                Operation::AssumeRoleForPodIdentity | Operation::ListAssociationChanges
+            ),
         }
     }
 }
@@ -74,11 +78,13 @@ pub enum Operation {
     AssumeRoleForPodIdentity,
     /// The broker's audit trail: list.
     ListAuditEvents,
+    /// The change feed of a cluster's associations.
+    ListAssociationChanges,
 }
 
 impl Operation {
     /// Every operation, in the order of the enum.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::CreatePodIdentityAssociation,
         Operation::DescribePodIdentityAssociation,
         Operation::ListPodIdentityAssociations,
@@ -94,6 +100,7 @@ impl Operation {
         Operation::DeregisterCluster,
         Operation::AssumeRoleForPodIdentity,
         Operation::ListAuditEvents,
+        Operation::ListAssociationChanges,
     ];
 
     /// The operation's name.
@@ -114,6 +121,7 @@ impl Operation {
             Operation::DeregisterCluster => "DeregisterCluster",
             Operation::AssumeRoleForPodIdentity => "AssumeRoleForPodIdentity",
             Operation::ListAuditEvents => "ListAuditEvents",
+            Operation::ListAssociationChanges => "ListAssociationChanges",
         }
     }
 
@@ -127,6 +135,7 @@ impl Operation {
                 | Operation::DescribeCluster
                 | Operation::ListClusters
                 | Operation::ListAuditEvents
+                | Operation::ListAssociationChanges
         )
     }
 }

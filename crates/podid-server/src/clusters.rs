@@ -261,6 +261,7 @@ pub async fn update(
                 .update_cluster(&cluster, current.modified_at)
                 .await;
             state.forget_lookups();
+            state.changes.published();
             match result {
                 Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
                 result => break result.map(|()| (current, cluster)).map_err(store_error),
@@ -311,6 +312,7 @@ pub async fn deregister(
             .await
             .map_err(store_error);
         state.forget_lookups();
+        state.changes.published();
         let mut change = Change::new(Operation::DeregisterCluster, &name, None);
         change.before = cluster.as_ref().ok().map(cluster_state);
         let who = Changer::of(&principal, &request_id);

@@ -311,6 +311,7 @@ impl Config {
             fetcher,
             metrics,
             broker: Some(broker),
+            changes: Default::default(),
         };
         Ok(App {
             listen: self.listen,
@@ -322,6 +323,7 @@ impl Config {
             audit_pruner,
             keys_watch,
             keys_reload_interval: Some(DEFAULT_RELOAD_INTERVAL),
+            change_retention: Some(crate::changes::retention::DEFAULT_CHANGE_RETENTION),
         })
     }
 }
@@ -343,6 +345,8 @@ pub struct App {
     keys_watch: Option<Arc<KeysFileWatch>>,
     /// How often the keys file is polled; `None`: only on SIGHUP.
     keys_reload_interval: Option<Duration>,
+    /// How long the change feed keeps changes; `None`: kept forever.
+    change_retention: Option<Duration>,
 }
 
 impl App {
@@ -357,6 +361,13 @@ impl App {
     /// re-reads it only on SIGHUP.
     pub fn keys_reload_interval(mut self, interval: Option<Duration>) -> App {
         self.keys_reload_interval = interval;
+        self
+    }
+
+    /// Keeps the change feed's changes for `retention` (default 24 h) instead;
+    /// `None` keeps them forever.
+    pub fn change_retention(mut self, retention: Option<Duration>) -> App {
+        self.change_retention = retention;
         self
     }
 
@@ -388,10 +399,19 @@ impl App {
             audit_pruner,
             keys_watch,
             keys_reload_interval,
+            change_retention,
         } = self;
         // Caught before the address is announced: a SIGHUP from then on reloads.
         let keys_watcher = keys_watch.map(|w| w.spawn(keys_reload_interval));
         let jwks_refresh = jwks_refresher.spawn();
+        let change_pruner = change_retention
+            .map(|r| crate::changes::retention::start_pruner(state.store.clone(), r));
+        // Requests waiting on the change feed answer at once when the server stops.
+        let notifier = state.changes.clone();
+        let shutdown = async move {
+            shutdown.await;
+            notifier.close();
+        };
         let served = crate::listen::serve(
             state,
             listen,
@@ -406,6 +426,9 @@ impl App {
             watcher.abort();
         }
         if let Some(pruner) = audit_pruner {
+            pruner.abort();
+        }
+        if let Some(pruner) = change_pruner {
             pruner.abort();
         }
         served?;

@@ -57,6 +57,10 @@ pub(crate) fn router(state: AppState) -> Router {
                 .patch(clusters::update)
                 .delete(clusters::deregister),
         )
+        .route(
+            "/podid/v1/clusters/{name}/changes",
+            get(crate::changes::list),
+        )
         // Signed like every API call; unsigned only on the metrics listener.
         .route("/metrics", get(metrics))
         .fallback(unknown_operation)

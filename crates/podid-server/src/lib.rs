@@ -10,6 +10,7 @@ use podid_store::AssociationStore;
 
 mod associations;
 pub mod auth;
+mod changes;
 pub mod authz;
 mod broker;
 pub use podid_api::clock;
@@ -101,6 +102,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<ServerMetrics>,
     /// The credential broker; `None` answers the credential call with 503.
     pub(crate) broker: Option<broker::Broker>,
+    /// Wakes the change feed's waiting requests after each committed write.
+    pub(crate) changes: changes::ChangeNotifier,
 }
 
 /// The state as the router shares it: one [`AppState`] behind an `Arc`, so

@@ -78,7 +78,8 @@ pub(crate) fn clusters_named<'a>(
         ["", "clusters", cluster, "pod-identity-associations"]
         | ["", "clusters", cluster, "pod-identity-associations", _]
         | ["", "clusters", cluster, "assume-role-for-pod-identity"]
-        | ["", "podid", "v1", "clusters", cluster] => one(cluster),
+        | ["", "podid", "v1", "clusters", cluster]
+        | ["", "podid", "v1", "clusters", cluster, "changes"] => one(cluster),
         ["", "tags", arn] => match decoded(arn).as_deref().and_then(arn_cluster) {
             Some(cluster) => Named::Clusters(vec![Cow::Owned(cluster)]),
             None => Named::Unknown,

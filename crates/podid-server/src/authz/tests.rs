@@ -32,6 +32,10 @@ fn roles_allow_what_they_should() {
     }
     assert!(Role::Node.allows(AssumeRoleForPodIdentity));
     assert!(!Role::Node.allows(CreatePodIdentityAssociation));
+    // The change feed: every role (agents follow it with node keys).
+    for role in [Role::Admin, Role::Reader, Role::Node] {
+        assert!(role.allows(ListAssociationChanges), "{role:?}");
+    }
 }
 
 /// Every operation for every role, through `authorise`: the verdict and the
@@ -99,6 +103,13 @@ fn authorise_answers_each_role_and_operation() {
             true,
         ),
         (ListAuditEvents, "ListAuditEvents", true, true, false),
+        (
+            ListAssociationChanges,
+            "ListAssociationChanges",
+            true,
+            true,
+            true,
+        ),
     ];
     for (operation, name, admin, reader, node) in matrix {
         for (role, role_name, allowed) in [
@@ -149,6 +160,7 @@ fn each_route_has_its_signing_service() {
         "/tags/arn",
         "/podid/v1/clusters",
         "/podid/v1/clusters/blue",
+        "/podid/v1/clusters/blue/changes",
         "/podid/v1/audit",
         "/",
         "",
@@ -242,6 +254,13 @@ fn each_route_names_its_clusters() {
         ),
         (
             M::GET,
+            "/podid/v1/clusters/b%20x/changes?after=3".to_owned(),
+            "",
+            one("b x"),
+        ),
+        (M::GET, "/podid/v1/clusters/blue/changes/x".to_owned(), "", None),
+        (
+            M::GET,
             "/podid/v1/audit?cluster=blue&cluster=b+x".to_owned(),
             "",
             Some(vec!["blue".to_owned(), "b x".to_owned()]),
@@ -291,6 +310,7 @@ fn all_operations_are_listed_once() {
         Operation::DeregisterCluster => 12,
         Operation::AssumeRoleForPodIdentity => 13,
         Operation::ListAuditEvents => 14,
+        Operation::ListAssociationChanges => 15,
     };
     for (i, op) in Operation::ALL.iter().enumerate() {
         assert_eq!(position(*op), i, "{op:?}");

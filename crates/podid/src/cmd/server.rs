@@ -100,6 +100,11 @@ pub struct ServerArgs {
     /// `forever` keeps them.
     #[arg(long, default_value = "30d", env = "PODID_AUDIT_RETENTION", value_parser = parse_retention)]
     audit_retention: Retention,
+    /// How long the change feed keeps its changes (`24h`, `90m`, `45s`); a
+    /// follower further behind is told to revalidate everything (`reset`).
+    /// `0` or `forever` keeps them.
+    #[arg(long, default_value = "24h", env = "PODID_CHANGE_RETENTION", value_parser = parse_retention)]
+    change_retention: Retention,
     /// TLS, the metrics address and the API listener's limits.
     #[command(flatten)]
     listener: super::listen::ServerListenerArgs,
@@ -190,7 +195,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let app = config
         .build()
         .await?
-        .keys_reload_interval(keys_reload_interval);
+        .keys_reload_interval(keys_reload_interval)
+        .change_retention(args.change_retention.0);
     app.on_metrics_bound(super::announce_listening("server metrics", "http"))
         .run(
             super::announce_listening("server", args.listener.scheme()),
