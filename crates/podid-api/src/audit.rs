@@ -119,6 +119,18 @@ pub struct AuditState {
     /// The `kid`s of the cluster's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_ids: Option<Vec<String>>,
+    /// How the cluster's agents authenticate (`key` or `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_identity: Option<String>,
+    /// The cluster's agent service account (`namespace/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_service_account: Option<String>,
+    /// Whether the cluster's node binding is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_binding: Option<bool>,
+    /// The API server asked with `TokenReview` (its URL only: never the credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_review_url: Option<String>,
 }
 
 impl AuditState {

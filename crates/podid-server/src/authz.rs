@@ -169,6 +169,9 @@ pub struct Principal {
     pub role: Role,
     /// The clusters the key may act on.
     pub clusters: Clusters,
+    /// The node an agent token proved (`kubernetes.io.node.name`); `None`
+    /// for SigV4 keys and the anonymous caller.
+    pub node: Option<String>,
 }
 
 impl Principal {
@@ -178,6 +181,7 @@ impl Principal {
             access_key_id: "anonymous".to_owned(),
             role: Role::Admin,
             clusters: Clusters::All,
+            node: None,
         }
     }
 

@@ -18,6 +18,9 @@ use crate::jwks::discover_jwks_uri;
 use crate::wire::{answer, parse_json, path_error, store_error, RequestId, MAX_UPDATE_ATTEMPTS};
 use crate::{AppState, SharedState};
 
+mod agents;
+mod token_review;
+
 fn cluster_arn(value: &str) -> Result<(), ApiError> {
     let ok = value.starts_with("arn:")
         && value.len() <= 2048
@@ -83,6 +86,12 @@ pub async fn register(
 ) -> Response {
     answer(Operation::RegisterCluster, &principal, async {
         let req: RegisterClusterRequest = parse_json(&headers, &body)?;
+        let agents = agents::registered(&req)?;
+        let review = req
+            .token_review
+            .as_ref()
+            .map(token_review::settings)
+            .transpose()?;
         let name = req
             .name
             .ok_or_else(|| ApiError::invalid_parameter("name is required"))?;
@@ -126,10 +135,10 @@ pub async fn register(
             key_source,
             jwks_uri,
             jwks,
-            agent_identity: podid_api::cluster::AgentIdentity::Key,
-            agent_service_account: podid_api::cluster::DEFAULT_AGENT_SERVICE_ACCOUNT.to_owned(),
-            node_binding: false,
-            token_review: None,
+            agent_identity: agents.identity,
+            agent_service_account: agents.service_account,
+            node_binding: agents.node_binding,
+            token_review: review,
             created_at: now,
             modified_at: now,
         };
@@ -148,6 +157,8 @@ pub async fn register(
             cluster = %cluster.name,
             issuer = %cluster.issuer,
             key_source = cluster.key_source.as_str(),
+            agent_identity = cluster.agent_identity.as_str(),
+            node_binding = cluster.node_binding,
             "cluster registered"
         );
         Ok(ClusterResponse { cluster })
@@ -231,6 +242,10 @@ pub async fn update(
         if let Some(arn) = &req.cluster_arn {
             cluster_arn(arn)?;
         }
+        if let Some(account) = &req.agent_service_account {
+            agents::check_service_account(account)?;
+        }
+        let review = token_review::updated(&req)?;
         // Read, change, write if nobody wrote in between; otherwise read again.
         let mut attempt = 0;
         let updated = loop {
@@ -253,6 +268,13 @@ pub async fn update(
                 cluster.key_source = *source;
                 cluster.jwks_uri = uri.clone();
                 cluster.jwks = jwks.clone();
+            }
+            match agents::updated(&req, &current) {
+                Ok(agents) => agents.apply(&mut cluster),
+                Err(e) => break Err(e),
+            }
+            if let Some(review) = &review {
+                cluster.token_review = review.clone();
             }
             cluster.modified_at =
                 podid_api::EpochMillis(state.clock.now_millis().0.max(current.modified_at.0 + 1));

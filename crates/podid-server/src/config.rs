@@ -110,6 +110,24 @@ pub struct Config {
     pub audit: AuditConfig,
     /// How connections are accepted: limits, TLS, the metrics address.
     pub listener: crate::listen::ListenerConfig,
+    /// `TokenReview` of pod tokens at clusters that registered their API server.
+    pub token_review: TokenReviewConfig,
+}
+
+/// How the broker asks clusters' API servers with `TokenReview`.
+#[derive(Debug, Clone)]
+pub struct TokenReviewConfig {
+    /// How long an answer is kept per token (`Duration::ZERO`: asked every time).
+    pub cache_ttl: Duration,
+}
+
+impl Default for TokenReviewConfig {
+    /// Answers kept 10 s.
+    fn default() -> Self {
+        TokenReviewConfig {
+            cache_ttl: crate::broker::token_review::DEFAULT_CACHE_TTL,
+        }
+    }
 }
 
 /// How the keys of clusters registered by URL or discovery are fetched.
@@ -276,6 +294,16 @@ impl Config {
                 Arc::new(VerifierFetcher(fetcher.clone())),
                 podid_token::system_clock(),
                 podid_token::DEFAULT_MAX_CACHED_TOKENS,
+            )),
+            // Agents' tokens: the same fetch settings, caches of their own.
+            agent_verifier: Arc::new(TokenVerifier::new(
+                Arc::new(VerifierFetcher(fetcher.clone())),
+                podid_token::system_clock(),
+                podid_token::DEFAULT_MAX_CACHED_TOKENS,
+            )),
+            token_review: Arc::new(crate::broker::token_review::TokenReviewer::new(
+                self.token_review.cache_ttl,
+                metrics.token_reviews.clone(),
             )),
             issuer,
             cache: Arc::new(IssuedCredentialCache::new(
@@ -490,6 +518,7 @@ mod tests {
             jwks: Default::default(),
             audit: AuditConfig::default(),
             listener: Default::default(),
+            token_review: Default::default(),
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -14,8 +14,9 @@ use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use podid_api::{ApiError, ErrorKind};
 
-use crate::authz::Operation;
-use crate::wire::{error_chain, error_response, RequestId};
+use crate::auth::{admit, agent_token};
+use crate::authz::{Operation, Principal};
+use crate::wire::{error_chain, error_response, store_error, RequestId};
 use crate::{associations, broker, clusters, AppState, SharedState};
 
 /// The largest request body accepted. Association requests are a few KiB at
@@ -148,7 +149,7 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
     let mut caller = None;
     let mut response = match buffer_body(&parts.headers, body).await {
         Err(e) => error_response(&e),
-        Ok(bytes) => match state.auth.authenticate(state.clock.now(), &parts, &bytes) {
+        Ok(bytes) => match authenticate(&state, &parts, &bytes).await {
             Err(e) => error_response(&e),
             Ok(principal) => {
                 caller = Some(principal.access_key_id.clone());
@@ -193,6 +194,47 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// Who sent the request: an agent token (`Authorization: Bearer`, on the two
+/// routes that take one, verified with the named cluster's keys), else a
+/// SigV4 key (or nobody, without authentication).
+async fn authenticate(
+    state: &AppState,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Principal, ApiError> {
+    let Some(token) = agent_token::bearer(&parts.headers) else {
+        return state.auth.authenticate(state.clock.now(), parts, body);
+    };
+    let token = token?;
+    let cluster = agent_token::agent_route(&parts.method, parts.uri.path())
+        .ok_or_else(agent_token::not_here)?;
+    let Some(broker) = &state.broker else {
+        return Err(ApiError::new(
+            ErrorKind::ServiceUnavailable,
+            "this server does not verify agent tokens",
+        ));
+    };
+    let name = podid_api::arn::printable(&cluster);
+    let entry = broker
+        .lookups
+        .cluster(state.store.as_ref(), &cluster)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::AccessDenied,
+                format!("no cluster {name} is registered to verify the agent token"),
+            )
+        })?;
+    let principal =
+        agent_token::verify(&broker.agent_verifier, &entry.trust, &entry.cluster, token)
+            .await
+            .inspect_err(|e| {
+                tracing::info!(cluster = %name, reason = %e.message, "agent token refused");
+            })?;
+    admit(principal, parts, body)
 }
 
 /// HTTP/2 carries the host as `:authority` (in the URI), not as a `Host`

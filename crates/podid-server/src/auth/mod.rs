@@ -20,6 +20,7 @@ use self::header::{
 use crate::authz::{routes, Principal};
 use crate::keys::{ApiKey, KeyRing};
 
+pub(crate) mod agent_token;
 mod fast;
 mod header;
 pub(crate) mod reload;
@@ -53,15 +54,26 @@ impl Authentication {
                 verifier.verify(now, parts.method.as_str(), &parts.uri, &parts.headers, body)?
             }
         };
-        if let Some(name) = routes::repeated_query_parameter(&parts.method, &parts.uri) {
-            return Err(ApiError::invalid_parameter(format!(
-                "the query parameter '{}' is given more than once",
-                podid_api::arn::printable(&name)
-            )));
-        }
-        principal.authorise_clusters(&parts.method, &parts.uri, body)?;
-        Ok(principal)
+        admit(principal, parts, body)
     }
+}
+
+/// The checks after authentication, for SigV4 keys and agent tokens alike: a
+/// query parameter named twice is `InvalidParameter`, a cluster outside the
+/// principal's `clusters` is `AccessDenied`.
+pub(crate) fn admit(
+    principal: Principal,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Principal, ApiError> {
+    if let Some(name) = routes::repeated_query_parameter(&parts.method, &parts.uri) {
+        return Err(ApiError::invalid_parameter(format!(
+            "the query parameter '{}' is given more than once",
+            podid_api::arn::printable(&name)
+        )));
+    }
+    principal.authorise_clusters(&parts.method, &parts.uri, body)?;
+    Ok(principal)
 }
 
 /// A request as its signature covers it: `uri` as received (path and query,
@@ -243,6 +255,7 @@ impl SigV4Verifier {
             access_key_id: key.access_key_id.clone(),
             role: key.role,
             clusters: key.clusters.clone(),
+            node: None,
         })
     }
 }

@@ -86,6 +86,7 @@ fn accepts_a_correct_signature_and_names_the_caller() {
             access_key_id: "AKIDEXAMPLE".into(),
             role: Role::Admin,
             clusters: Clusters::All,
+            node: None,
         }
     );
 }

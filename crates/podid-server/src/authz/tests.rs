@@ -121,6 +121,7 @@ fn authorise_answers_each_role_and_operation() {
                 access_key_id: "AKIDROLETEST".into(),
                 role,
                 clusters: Clusters::All,
+                node: None,
             };
             match principal.authorise(operation) {
                 Ok(()) => assert!(allowed, "{role_name} must not call {name}"),

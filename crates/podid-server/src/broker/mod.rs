@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod cache;
 pub mod lookups;
+pub mod token_review;
+pub(crate) mod node_binding;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +46,11 @@ impl Default for BrokerSettings {
 pub struct Broker {
     /// Verifies projected tokens.
     pub verifier: Arc<TokenVerifier>,
+    /// Verifies agents' own tokens (`Authorization: Bearer`): a verifier of
+    /// its own, whose caches never meet the pod tokens'.
+    pub agent_verifier: Arc<TokenVerifier>,
+    /// Asks clusters' API servers with `TokenReview` (those that registered one).
+    pub token_review: Arc<token_review::TokenReviewer>,
     /// Issues credentials (rate-limited STS in production).
     pub issuer: Arc<dyn Issuer>,
     /// Per-pod credentials.
@@ -62,6 +69,8 @@ pub struct CallContext<'a> {
     pub request_id: &'a str,
     /// The caller's access key id.
     pub caller: &'a str,
+    /// The node the caller's agent token proved; `None` for a SigV4 key.
+    pub caller_node: Option<&'a str>,
 }
 
 fn token_error(cluster: &str, e: &TokenError) -> ApiError {
@@ -123,7 +132,8 @@ pub async fn assume_role_for_pod_identity(
         podid_api::arn::printable(cluster_name),
         AuditOutcome::Denied,
     );
-    let e = match decide(state, broker, cluster_name, token, &mut event).await {
+    event.caller_node = ctx.caller_node.map(str::to_owned);
+    let e = match decide(state, broker, cluster_name, token, ctx.caller_node, &mut event).await {
         Ok(answer) => {
             event.outcome = AuditOutcome::Issued;
             // Fail-closed: answered only once its event is written.
@@ -152,6 +162,8 @@ pub async fn assume_role_for_pod_identity(
         namespace = event.namespace.as_deref().unwrap_or("-"),
         service_account = event.service_account.as_deref().unwrap_or("-"),
         pod = event.pod_name.as_deref().unwrap_or("-"),
+        node = event.node_name.as_deref().unwrap_or("-"),
+        caller_node = event.caller_node.as_deref().unwrap_or("-"),
         error = e.kind.name(),
         reason = %e.message,
         "credentials refused"
@@ -165,6 +177,7 @@ async fn decide(
     broker: &Broker,
     cluster_name: &str,
     token: Option<&str>,
+    caller_node: Option<&str>,
     event: &mut AuditEvent,
 ) -> Result<AssumeRoleForPodIdentityResponse, ApiError> {
     validate::cluster_name(cluster_name)?;
@@ -178,6 +191,7 @@ async fn decide(
             ApiError::not_found(format!("No cluster found for name: {cluster_name}."))
         })?;
     let cluster = &entry.cluster;
+    node_binding::check_caller(cluster, caller_node)?;
     let pod: Arc<PodIdentity> = broker
         .verifier
         .verify(&entry.trust, token)
@@ -187,6 +201,19 @@ async fn decide(
     event.service_account = Some(pod.service_account.clone());
     event.pod_name = Some(pod.pod_name.clone());
     event.pod_uid = Some(pod.pod_uid.clone());
+    event.node_name = pod.node_name.clone();
+    node_binding::check_pod(cluster, &pod, caller_node)?;
+    // Still authenticated by the cluster's API server (when it registered one)?
+    let username = format!(
+        "{}{}:{}",
+        podid_token::SUBJECT_PREFIX,
+        pod.namespace,
+        pod.service_account
+    );
+    broker
+        .token_review
+        .check(cluster, token, &username)
+        .await?;
 
     let association = broker
         .lookups
@@ -311,6 +338,7 @@ pub async fn handler(
         let ctx = CallContext {
             request_id: &request_id.0,
             caller: &principal.access_key_id,
+            caller_node: principal.node.as_deref(),
         };
         assume_role_for_pod_identity(&state, broker, ctx, &cluster, req.token.as_deref()).await
     })

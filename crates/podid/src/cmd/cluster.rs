@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use podid_api::cluster::{
-    Cluster, ClusterResponse, ListClustersResponse, RegisterClusterRequest, UpdateClusterRequest,
+    AgentIdentity, Cluster, ClusterResponse, ListClustersResponse, RegisterClusterRequest,
+    TokenReviewRequest, UpdateClusterRequest,
 };
 use podid_client::segment;
 use reqwest::Method;
@@ -31,7 +32,7 @@ pub enum ClusterCommand {
         #[arg(long)]
         name: String,
     },
-    /// Change a cluster's issuer, audience, ARN or keys.
+    /// Change a cluster's issuer, audience, ARN, keys or agent settings.
     Update(ClusterChange),
     /// Deregister a cluster.
     Deregister {
@@ -79,9 +80,63 @@ pub struct ClusterSettings {
     /// Let the server find the keys through the issuer's OpenID discovery document.
     #[arg(long)]
     discovery: bool,
+    /// How the cluster's agents authenticate: `key` (a SigV4 node key, the
+    /// default) or `token` (their own service-account token, audience podid).
+    #[arg(long, value_name = "key|token", value_parser = parse_agent_identity)]
+    agent_identity: Option<AgentIdentity>,
+    /// The agents' service account, NAMESPACE/NAME (default podid-system/podid-agent).
+    #[arg(long, value_name = "NS/NAME")]
+    agent_service_account: Option<String>,
+    /// Serve a pod only through its own node's agent (token identity only;
+    /// default true there).
+    #[arg(long, value_name = "true|false")]
+    node_binding: Option<bool>,
+    /// Ask this API server (https://…) with TokenReview before issuing
+    /// credentials for a pod token (a deleted pod's token is then refused).
+    #[arg(long, value_name = "URL", requires = "token_review_token_file")]
+    token_review_url: Option<String>,
+    /// PEM file of the API server's CA (default: the system roots).
+    #[arg(long, value_name = "FILE", requires = "token_review_url")]
+    token_review_ca_file: Option<PathBuf>,
+    /// File holding a bearer token that may create tokenreviews (ClusterRole
+    /// system:auth-delegator); sent to the server, never shown again.
+    #[arg(long, value_name = "FILE", requires = "token_review_url")]
+    token_review_token_file: Option<PathBuf>,
+    /// Stop asking the cluster's API server (update only).
+    #[arg(long, conflicts_with = "token_review_url")]
+    disable_token_review: bool,
+}
+
+/// Reads a file the user named, saying which on failure.
+fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn parse_agent_identity(value: &str) -> Result<AgentIdentity, String> {
+    AgentIdentity::parse(value).ok_or_else(|| format!("'{value}' is not key or token"))
 }
 
 impl ClusterSettings {
+    /// `tokenReview` from the flags (the CA and token files read now).
+    fn token_review(&self) -> anyhow::Result<Option<TokenReviewRequest>> {
+        let Some(url) = &self.token_review_url else {
+            return Ok(None);
+        };
+        let token = match &self.token_review_token_file {
+            Some(path) => Some(read_text(path)?.trim().to_owned()),
+            None => None,
+        };
+        Ok(Some(TokenReviewRequest {
+            api_server_url: Some(url.clone()),
+            ca_pem: self
+                .token_review_ca_file
+                .as_deref()
+                .map(read_text)
+                .transpose()?,
+            token,
+        }))
+    }
+
     fn jwks(&self) -> anyhow::Result<Option<serde_json::Value>> {
         let Some(path) = &self.jwks_file else {
             return Ok(None);
@@ -102,8 +157,11 @@ impl ClusterSettings {
             jwks: self.jwks()?,
             jwks_uri: self.jwks_uri.clone(),
             discovery: self.discovery.then_some(true),
-            // TODO(issue 14, server helper): --agent-identity, --node-binding, --token-review-*.
-            ..UpdateClusterRequest::default()
+            agent_identity: self.agent_identity,
+            agent_service_account: self.agent_service_account.clone(),
+            node_binding: self.node_binding,
+            token_review: self.token_review()?,
+            disable_token_review: self.disable_token_review.then_some(true),
         })
     }
 }
@@ -144,16 +202,38 @@ fn print_clusters(output: OutputFormat, clusters: &[Cluster]) -> anyhow::Result<
                         c.issuer.clone(),
                         c.audience.clone(),
                         format!("{} ({keys} keys)", c.key_source.as_str()),
+                        agents_column(c),
+                        if c.node_binding { "on" } else { "off" }.to_owned(),
                         c.cluster_arn.clone(),
                     ]
                 })
                 .collect();
             print_table(
-                &["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER ARN"],
+                &[
+                    "NAME",
+                    "ISSUER",
+                    "AUDIENCE",
+                    "KEYS",
+                    "AGENTS",
+                    "NODE BINDING",
+                    "CLUSTER ARN",
+                ],
                 &rows,
             );
             Ok(())
         }
+    }
+}
+
+/// How the agents authenticate: `key`, or `token NS/NAME`.
+fn agents_column(c: &Cluster) -> String {
+    match c.agent_identity {
+        AgentIdentity::Key => AgentIdentity::Key.as_str().to_owned(),
+        AgentIdentity::Token => format!(
+            "{} {}",
+            AgentIdentity::Token.as_str(),
+            c.agent_service_account
+        ),
     }
 }
 
@@ -178,6 +258,12 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         }) => {
             if settings.jwks_file.is_none() && settings.jwks_uri.is_none() && !settings.discovery {
                 bail!("give the cluster's keys: --jwks-file, --jwks-uri or --discovery");
+            }
+            if settings.disable_token_review {
+                bail!(
+                    "--disable-token-review is for update: a new cluster asks no API server \
+                     unless --token-review-url is given"
+                );
             }
             let request = registration(name, settings.request()?);
             let body = serde_json::to_value(&request)?;

@@ -133,6 +133,10 @@ pub(crate) fn cluster_state(c: &Cluster) -> AuditState {
         key_source: Some(c.key_source.as_str().to_owned()),
         jwks_uri: c.jwks_uri.clone(),
         key_ids,
+        agent_identity: Some(c.agent_identity.as_str().to_owned()),
+        agent_service_account: Some(c.agent_service_account.clone()),
+        node_binding: Some(c.node_binding),
+        token_review_url: c.token_review.as_ref().map(|r| r.api_server_url.clone()),
         ..AuditState::default()
     }
 }
