@@ -14,6 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_credential_types::provider::ProvideCredentials;
 use clap::{Args, Subcommand};
+use podid_agent::follow::{ChangeFollower, FeedAuth, FeedSettings};
+use podid_agent::http::{HttpClient, HttpSettings, Trust};
+use podid_agent::identity::IdentityToken;
 use podid_agent::ratelimit::ClientLimit;
 use podid_agent::{
     Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
@@ -157,6 +160,17 @@ pub struct AgentArgs {
     /// https:// --endpoint (e.g. the CA that signed podid server's certificate).
     #[arg(long, env = "PODID_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// The agent's own projected service-account token (audience `podid`):
+    /// sent to podid's server as `Authorization: Bearer` instead of a SigV4
+    /// signature, so no AWS credentials are loaded; read again when kubelet
+    /// rotates it. Needs --endpoint.
+    #[arg(long, env = "PODID_AGENT_IDENTITY_TOKEN_FILE")]
+    identity_token_file: Option<PathBuf>,
+    /// Follow the cluster's change feed (true|false) and drop revoked
+    /// credentials at once. Default: true with --endpoint (podid's server),
+    /// false without (AWS's EKS Auth has no feed).
+    #[arg(long, env = "PODID_AGENT_FOLLOW_CHANGES", action = clap::ArgAction::Set)]
+    follow_changes: Option<bool>,
     /// Limits of each credential listener.
     #[command(flatten, next_help_heading = "Credential listener limits")]
     listen: CredentialListenArgs,
@@ -204,12 +218,30 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             bail!("--endpoint must be an http:// or https:// URL");
         }
     }
+    if args.endpoint.is_none() {
+        if args.identity_token_file.is_some() {
+            bail!("--identity-token-file needs --endpoint (podid's server): AWS's EKS Auth takes SigV4 only");
+        }
+        if args.follow_changes == Some(true) {
+            bail!("--follow-changes needs --endpoint (podid's server): AWS's EKS Auth has no change feed");
+        }
+    }
+    let identity = match &args.identity_token_file {
+        Some(path) => Some(Arc::new(IdentityToken::open(path)?)),
+        None => None,
+    };
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if identity.is_some() {
+        // The token is the agent's proof: no AWS credentials are looked for.
+        loader = loader.no_credentials();
+    }
+    let mut ca = None;
     if let Some(path) = &args.ca_file {
         // Every HTTPS call of the SDK config (the broker's included) trusts it.
-        let ca = podid_ca::CaBundle::read(path)?;
-        tracing::info!(ca_file = %path.display(), certificates = ca.certificates().len(), "trusting a private CA besides the system roots");
-        loader = loader.http_client(ca.sdk_http_client()?);
+        let bundle = podid_ca::CaBundle::read(path)?;
+        tracing::info!(ca_file = %path.display(), certificates = bundle.certificates().len(), "trusting a private CA besides the system roots");
+        loader = loader.http_client(bundle.sdk_http_client()?);
+        ca = Some(bundle);
     }
     if let Some(region) = &args.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
@@ -222,20 +254,36 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .region(aws_config::Region::new("us-east-1"))
             .build();
     }
-    match sdk.credentials_provider() {
-        Some(provider) => {
+    match (&identity, sdk.credentials_provider()) {
+        (Some(identity), _) => tracing::info!(
+            token_file = %identity.path().display(),
+            "authenticating to the server with the agent's identity token"
+        ),
+        (None, Some(provider)) => {
             if let Err(e) = provider.provide_credentials().await {
                 tracing::warn!(error = %e, "the node's AWS credentials cannot be loaded yet; broker calls fail until they can");
             }
         }
-        None => tracing::warn!("no AWS credentials provider: broker calls are unsigned"),
+        (None, None) => tracing::warn!("no AWS credentials provider: broker calls are unsigned"),
     }
-    let upstream = EksAuthUpstream::new(
-        &sdk,
-        args.endpoint.as_deref(),
-        cluster_name.clone(),
-        &UpstreamSettings::default(),
-    );
+    let settings = UpstreamSettings::default();
+    let endpoint = args.endpoint.as_deref();
+    let upstream = match &identity {
+        Some(identity) => EksAuthUpstream::with_identity_token(
+            &sdk,
+            endpoint,
+            cluster_name.clone(),
+            &settings,
+            identity.clone(),
+        ),
+        None => EksAuthUpstream::new(&sdk, endpoint, cluster_name.clone(), &settings),
+    };
+    let follower = match endpoint {
+        Some(endpoint) if args.follow_changes.unwrap_or(true) => {
+            change_follower(endpoint, &cluster_name, identity, &sdk, ca)?
+        }
+        _ => None,
+    };
     let config = AgentConfig {
         bind_hosts: args.bind_hosts,
         port: args.port,
@@ -269,7 +317,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         },
         ..AgentConfig::default()
     };
-    let agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;
+    let mut agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;
+    if let Some(follower) = follower {
+        agent.follow_changes(follower);
+    }
     // One machine-readable line per listener on stdout, for scripts and tests
     // that start the agent on port 0.
     for addr in agent.credential_addrs() {
@@ -286,6 +337,46 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     agent.serve(podid_runtime::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The follower of `cluster`'s change feed at `endpoint`, proving itself as
+/// the broker calls do; `None` (said) when the agent has no proof to give.
+fn change_follower(
+    endpoint: &str,
+    cluster: &str,
+    identity: Option<Arc<IdentityToken>>,
+    sdk: &aws_config::SdkConfig,
+    ca: Option<podid_ca::CaBundle>,
+) -> anyhow::Result<Option<ChangeFollower>> {
+    let auth = match (identity, sdk.credentials_provider()) {
+        (Some(identity), _) => FeedAuth::Bearer(identity),
+        (None, Some(credentials)) => FeedAuth::SigV4 {
+            credentials,
+            region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
+        },
+        (None, None) => {
+            tracing::warn!(
+                "no AWS credentials and no identity token: the change feed is not followed"
+            );
+            return Ok(None);
+        }
+    };
+    let trust = if endpoint.starts_with("http://") {
+        // This client calls only the endpoint and follows no redirects: over
+        // http:// it never makes a TLS connection, so no roots are loaded.
+        Trust::InsecureSkipVerify
+    } else {
+        Trust::System(ca)
+    };
+    let mut settings = HttpSettings::new(trust);
+    settings.max_answer_bytes = 4 * 1024 * 1024;
+    let client = HttpClient::new(settings).context("cannot set up the change feed's client")?;
+    tracing::info!(cluster, "following the cluster's change feed");
+    Ok(Some(ChangeFollower::new(
+        client,
+        auth,
+        FeedSettings::new(endpoint, cluster),
+    )))
 }
 
 #[cfg(test)]

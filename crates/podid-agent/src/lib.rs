@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod follow;
 pub mod host;
 pub mod identity;
 pub mod http;

@@ -31,6 +31,13 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// Labels of the change feed's counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The change's kind (`create`, `update`, `delete`, `cluster-update`, `cluster-delete`).
+    pub kind: &'static str,
+}
+
 /// Statuses counted without a label lookup.
 const FAST_STATUSES: [u16; 9] = [200, 400, 403, 404, 405, 429, 500, 503, 0];
 
@@ -77,6 +84,15 @@ pub struct AgentMetrics {
     pub client_rate_limited: Counter,
     /// `podid_agent_rate_limit_clients`: source addresses the per-client limit tracks.
     pub rate_limit_clients: Gauge,
+    /// `podid_agent_feed_connected`: 1 while the change feed answers (0 when
+    /// not followed or down).
+    pub feed_connected: Gauge,
+    /// `podid_agent_feed_changes_total{kind}`: changes applied.
+    pub feed_changes: Family<KindLabels, Counter>,
+    /// `podid_agent_feed_reconnects_total`: failed feed calls, each followed by a reconnect.
+    pub feed_reconnects: Counter,
+    /// `podid_agent_feed_revalidations_total`: revalidations of everything held.
+    pub feed_revalidations: Counter,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -171,7 +187,35 @@ impl AgentMetrics {
             "Source addresses tracked by the per-client rate limit",
             Gauge::default(),
         );
+        let feed_connected = registered(
+            &mut registry,
+            "feed_connected",
+            "1 while the cluster's change feed answers",
+            Gauge::default(),
+        );
+        let feed_changes = registered(
+            &mut registry,
+            "feed_changes",
+            "Changes of the cluster's associations applied to the cache, by kind",
+            Family::<KindLabels, Counter>::default(),
+        );
+        let feed_reconnects = registered(
+            &mut registry,
+            "feed_reconnects",
+            "Failed change feed calls (each followed by a reconnect)",
+            Counter::default(),
+        );
+        let feed_revalidations = registered(
+            &mut registry,
+            "feed_revalidations",
+            "Revalidations of every cached entry (cluster changes, feed resets)",
+            Counter::default(),
+        );
         AgentMetrics {
+            feed_connected,
+            feed_changes,
+            feed_reconnects,
+            feed_revalidations,
             cache_refused: lookup("refused"),
             refused_tokens,
             client_rate_limited,
@@ -224,6 +268,11 @@ impl AgentMetrics {
         }
     }
 
+    /// Counts one applied change of the feed.
+    pub fn feed_change(&self, kind: &'static str) {
+        self.feed_changes.get_or_create(&KindLabels { kind }).inc();
+    }
+
     /// Counts one failed broker call.
     pub fn upstream_error(&self, code: &str) {
         // Codes are few, but they come from outside: bound them.
@@ -264,6 +313,8 @@ mod tests {
         m.client_rate_limited.inc();
         m.refused_tokens.set(3);
         m.rate_limit_clients.set(2);
+        m.feed_change("delete");
+        m.feed_reconnects.inc();
         let text = m.encode();
         for needle in [
             "podid_agent_requests_total{status=\"200\"} 1",
@@ -279,6 +330,10 @@ mod tests {
             "podid_agent_client_rate_limited_total 1",
             "podid_agent_refused_tokens 3",
             "podid_agent_rate_limit_clients 2",
+            "podid_agent_feed_connected 0",
+            "podid_agent_feed_changes_total{kind=\"delete\"} 1",
+            "podid_agent_feed_reconnects_total 1",
+            "podid_agent_feed_revalidations_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::{PodCredentialCache, Refusal, Served, Step};
+use crate::follow::{ChangeFollower, FeedStatus};
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
 use crate::policy::CachePolicy;
@@ -96,6 +97,8 @@ pub struct Agent {
     metrics_addr: SocketAddr,
     cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
+    /// The change feed's follower, when on.
+    follower: Option<ChangeFollower>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -176,7 +179,13 @@ impl Agent {
             metrics_addr,
             cache,
             metrics,
+            follower: None,
         })
+    }
+
+    /// Follows the cluster's change feed while serving (`follow` module).
+    pub fn follow_changes(&mut self, follower: ChangeFollower) {
+        self.follower = Some(follower);
     }
 
     /// The bound credential listeners.
@@ -217,6 +226,7 @@ impl Agent {
             metrics_listener,
             cache,
             metrics,
+            follower,
             ..
         } = self;
         let guard = HostGuard::new(self.credential_addrs.iter().map(SocketAddr::ip));
@@ -225,6 +235,7 @@ impl Agent {
             cache: cache.clone(),
             metrics: metrics.clone(),
             guard,
+            feed: follower.as_ref().map(ChangeFollower::status),
         });
         let mut tasks = JoinSet::new();
         let clients = ClientLimiter::new(config.client_limit);
@@ -263,11 +274,15 @@ impl Agent {
             });
         }
         let maintenance = tokio::spawn(cache.clone().run_maintenance());
+        let following = follower.map(|f| tokio::spawn(f.run(cache.clone(), metrics.clone())));
 
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         maintenance.abort();
+        if let Some(following) = following {
+            following.abort();
+        }
         // Each listener cuts what is left at its drain timeout; this bounds a stuck one.
         let bound = config.limits.drain_timeout + Duration::from_secs(1);
         let drained = tokio::time::timeout(bound, async {
@@ -297,6 +312,8 @@ struct ListenerState {
     cache: Arc<PodCredentialCache>,
     metrics: Arc<AgentMetrics>,
     guard: HostGuard,
+    /// The change feed's status, when followed.
+    feed: Option<Arc<FeedStatus>>,
 }
 
 type Body = Full<Bytes>;
@@ -481,12 +498,16 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(shared): State<Arc<ListenerState>>) -> impl IntoResponse {
     let healthy = shared.cache.upstream_healthy();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if healthy { "ready" } else { "degraded" },
         "upstream": if healthy { "up" } else { "down" },
         "consecutiveUpstreamFailures": shared.cache.consecutive_upstream_failures(),
         "cachedEntries": shared.cache.len(),
     });
+    // Said, but readiness does not depend on it (docs/agent.md, "Change feed").
+    if let Some(feed) = &shared.feed {
+        body["changeFeed"] = feed.detail();
+    }
     let status = if healthy {
         StatusCode::OK
     } else {
