@@ -29,6 +29,7 @@ pub use config::{
 };
 
 pub use config::JwksConfig;
+pub use config::TokenReviewConfig;
 pub use listen::{ListenerConfig, TlsFiles};
 pub use podid_listen::ListenLimits;
 

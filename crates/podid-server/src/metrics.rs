@@ -56,6 +56,13 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of a `TokenReview` asked of a cluster's API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenReviewLabels {
+    /// `authenticated`, `unauthenticated`, `failed` (no answer), or `cached` (not sent).
+    pub result: String,
+}
+
 /// The credential broker's metrics.
 #[derive(Debug)]
 pub struct BrokerMetrics {
@@ -260,6 +267,8 @@ pub struct ServerMetrics {
     pub refusals: Family<RefusalLabels, Counter>,
     /// `podid_keys_reload_total{result}`: keys-file reloads, `loaded` or `failed`.
     pub keys_reload: Family<ReloadLabels, Counter>,
+    /// `podid_token_reviews_total{result}`: pod tokens checked with a cluster's API server.
+    pub token_reviews: Family<TokenReviewLabels, Counter>,
 }
 
 impl ServerMetrics {
@@ -293,7 +302,14 @@ impl ServerMetrics {
             "Keys-file reloads by result (loaded, failed: the previous keys stay in service)",
             keys_reload.clone(),
         );
+        let token_reviews = Family::<TokenReviewLabels, Counter>::default();
+        registry.register(
+            "token_reviews",
+            "TokenReviews of pod tokens by result (cached: answered from the cache, not sent)",
+            token_reviews.clone(),
+        );
         ServerMetrics {
+            token_reviews,
             registry,
             requests,
             latency,

@@ -126,6 +126,7 @@ async fn world() -> Option<World> {
         jwks: Default::default(),
         audit: Default::default(),
         listener: Default::default(),
+        token_review: Default::default(),
     };
     let app = config.build_with_issuer(recorder.clone()).await.unwrap();
     app.store()

@@ -105,6 +105,12 @@ pub struct ServerArgs {
     /// `0` or `forever` keeps them.
     #[arg(long, default_value = "24h", env = "PODID_CHANGE_RETENTION", value_parser = parse_retention)]
     change_retention: Retention,
+    /// How long the answer of a cluster's API server to a TokenReview is kept
+    /// per token, in seconds (0: asked on every request); for clusters that
+    /// registered a tokenReview API server.
+    #[arg(long, default_value_t = 10, env = "PODID_TOKEN_REVIEW_CACHE_SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    token_review_cache_secs: u64,
     /// TLS, the metrics address and the API listener's limits.
     #[command(flatten)]
     listener: super::listen::ServerListenerArgs,
@@ -191,6 +197,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             retention: args.audit_retention.0,
         },
         listener: args.listener.config()?,
+        token_review: podid_server::TokenReviewConfig {
+            cache_ttl: Duration::from_secs(args.token_review_cache_secs),
+        },
     };
     let app = config
         .build()
