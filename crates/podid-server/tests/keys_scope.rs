@@ -11,12 +11,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aws_sdk_eks::config::retry::RetryConfig;
 use aws_sdk_eks::error::ProvideErrorMetadata;
 use podid_server::authz::Operation;
-use podid_test_support::sigv4::Signer;
+use podid_test_support::signed::signed_call;
 use podid_test_support::{podid_binary, PodidServerLaunch, PodidServerProcess, TEST_JWKS};
 use serde_json::{json, Value};
 
@@ -77,50 +77,17 @@ struct Answer {
 /// and the service issue 13 names for the path.
 async fn call(
     server: &Server,
-    (id, secret): (&str, &str),
+    key: (&str, &str),
     method: &str,
     target: &str,
     body: &[u8],
 ) -> Answer {
-    let url = format!("{}{target}", server.process.endpoint);
-    let host = server.process.addr.to_string();
-    let mut headers = vec![("host", host.as_str())];
-    if !body.is_empty() {
-        headers.push(("content-type", "application/json"));
-    }
-    let service = if target.ends_with("/assume-role-for-pod-identity") {
-        "eks-auth"
-    } else {
-        "eks"
-    };
-    let signer = Signer {
-        access_key_id: id,
-        secret_access_key: secret,
-        session_token: None,
-        region: "us-east-1",
-        service,
-        time: SystemTime::now(),
-        every_header: false,
-    };
-    let added = signer.headers(method, &url, &headers, body).unwrap();
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), &url)
-        .timeout(Duration::from_secs(30))
-        .body(body.to_vec());
-    for (k, v) in headers.iter().copied() {
-        request = request.header(k, v);
-    }
-    for (k, v) in &added {
-        request = request.header(k, v);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let answer = signed_call(&server.process.endpoint, key, method, target, body).await;
     Answer {
-        status,
-        kind: body["__type"].as_str().unwrap_or("").to_owned(),
-        message: body["message"].as_str().unwrap_or("").to_owned(),
-        body,
+        status: answer.status,
+        kind: answer.kind().to_owned(),
+        message: answer.message().to_owned(),
+        body: answer.body,
     }
 }
 
@@ -325,6 +292,12 @@ async fn every_operation(
             Operation::ListAuditEvents,
             "GET",
             format!("/podid/v1/audit?cluster={cluster}"),
+            String::new(),
+        ),
+        (
+            Operation::ListAssociationChanges,
+            "GET",
+            format!("/podid/v1/clusters/{cluster}/changes?after=0"),
             String::new(),
         ),
     ];

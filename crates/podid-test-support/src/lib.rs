@@ -14,6 +14,7 @@ pub mod kube;
 pub mod podid;
 pub mod process;
 pub mod relay;
+pub mod signed;
 pub mod sigv4;
 pub mod sts_broker;
 pub mod tls;
