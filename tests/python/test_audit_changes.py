@@ -167,7 +167,8 @@ def test_every_change_is_audited_with_the_key_that_made_it(audited, keys, tmp_pa
 
     registered = {"issuer": "https://oidc.audit.test", "audience": "pods.eks.amazonaws.com",
                   "clusterArn": f"arn:aws:eks:us-east-1:111122223333:cluster/{cluster}",
-                  "keySource": "inline", "keyIds": [kid]}
+                  "keySource": "inline", "keyIds": [kid], "agentIdentity": "key",
+                  "agentServiceAccount": "podid-system/podid-agent", "nodeBinding": False}
     assert ev["RegisterCluster"]["after"] == registered and "before" not in ev["RegisterCluster"]
     assert ev["UpdateCluster"]["before"] == {"audience": "pods.eks.amazonaws.com"}
     assert ev["UpdateCluster"]["after"] == {"audience": "sts.amazonaws.com"}

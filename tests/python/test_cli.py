@@ -47,10 +47,12 @@ def test_cluster_register_describe_list(podid_cli, podid, tmp_path):
     table = podid_cli("cluster", "list")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ISSUER", "AUDIENCE", "KEYS", "CLUSTER", "ARN"]
+    assert lines[0].split() == ["NAME", "ISSUER", "AUDIENCE", "KEYS", "AGENTS", "NODE", "BINDING",
+                                "CLUSTER", "ARN"]
     rows = [l for l in lines[1:] if l.split()[0] == name]
     assert len(rows) == 1
     assert "https://issuer.example" in rows[0] and "inline (1 keys)" in rows[0] and c["clusterArn"] in rows[0]
+    assert rows[0].split()[6:8] == ["key", "off"], rows[0]
     assert len(lines) == 1 + len(listed)
 
     failed(podid_cli("cluster", "register", "--name", name, "--issuer", "https://issuer.example",

@@ -22,7 +22,8 @@ from podid_helpers import (
     unique,
 )
 
-CLUSTER_FIELDS = {"name", "issuer", "audience", "clusterArn", "keySource", "jwks", "createdAt", "modifiedAt"}
+CLUSTER_FIELDS = {"name", "issuer", "audience", "clusterArn", "keySource", "jwks", "createdAt", "modifiedAt",
+                  "agentIdentity", "agentServiceAccount", "nodeBinding"}
 
 
 @pytest.fixture(scope="module")

@@ -339,13 +339,32 @@ async fn agent_tokens_are_refused_with_their_reason() {
     );
     refusals += 1;
 
-    // A key cluster refuses agent tokens.
+    // The change feed takes the agent token of its own cluster.
+    let feed = |cluster: &str| {
+        let url = format!(
+            "{}/podid/v1/clusters/{cluster}/changes",
+            world.broker.endpoint()
+        );
+        world.http.get(url).bearer_auth(&agent).send()
+    };
+    let (status, _, body) = answered(feed(BOUND).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["position"].is_i64(), "{body}");
+
+    // A key cluster refuses agent tokens, on both routes.
+    let key_identity =
+        "cluster sts-failures authenticates its agents by SigV4 key (agentIdentity key)";
     assert_denied(
         &world.assume(CLUSTER, &agent, &pod).await,
-        "cluster sts-failures authenticates its agents by SigV4 key (agentIdentity key)",
+        key_identity,
         &agent,
     );
-    refusals += 1;
+    assert_denied(
+        &answered(feed(CLUSTER).await.unwrap()).await,
+        key_identity,
+        &agent,
+    );
+    refusals += 2;
 
     // A token cluster refuses the node's SigV4 key.
     let node_key = |cluster: &str, token: String| {
@@ -432,6 +451,37 @@ async fn the_registry_keeps_and_checks_agent_settings() {
             &key["cluster"]["nodeBinding"]
         ),
         (&json!("key"), &json!(false))
+    );
+
+    // The CLI shows them: a table and JSON.
+    let table = world
+        .broker
+        .cli(&["cluster", "describe", "--name", BOUND])
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    let (head, row) = table.split_once('\n').unwrap();
+    assert!(
+        head.contains("AGENTS") && head.contains("NODE BINDING"),
+        "{table}"
+    );
+    assert!(
+        row.contains("token podid-system/podid-agent") && row.contains(" on "),
+        "{table}"
+    );
+    let listed = world
+        .broker
+        .cli(&["cluster", "list", "-o", "json"])
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let loose = listed["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == LOOSE)
+        .unwrap();
+    assert_eq!(
+        (&loose["agentIdentity"], &loose["nodeBinding"]),
+        (&json!("token"), &json!(false))
     );
 
     invalid(

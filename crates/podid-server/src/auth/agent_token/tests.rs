@@ -189,3 +189,29 @@ async fn key_clusters_refuse_agent_tokens() {
          not by service-account token"
     );
 }
+
+#[tokio::test]
+async fn other_failures_name_the_check_and_unfetchable_keys_are_503() {
+    let mut s = setup(AgentIdentity::Token);
+    let mut t = agent_token();
+    t.issuer = "https://elsewhere.test".into();
+    let e = check(&s, &t.sign(&s.key)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AccessDenied);
+    assert_eq!(
+        e.message,
+        "the agent token is not valid for cluster nodes: \
+         the token's issuer is not the cluster's issuer"
+    );
+    // Keys only at a URL that cannot be fetched now.
+    s.trust.jwks = serde_json::Value::Null;
+    s.trust.jwks_uri = Some("https://oidc.nodes.test/keys".into());
+    s.trust.version = 2;
+    let e = check(&s, &agent_token().sign(&s.key)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ServiceUnavailable, "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("the keys of cluster nodes cannot be fetched now"),
+        "{}",
+        e.message
+    );
+}
