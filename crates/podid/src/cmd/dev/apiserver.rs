@@ -200,11 +200,17 @@ async fn answer(stand_in: &StandIn, request: Request<RequestBody>) -> Response<F
     {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return failure(
+            // The rest of the body is not read: the connection cannot carry another request.
+            let mut response = failure(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 "the request body is too large",
-            )
+            );
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return response;
         }
         Err(e) if podid_listen::is_body_timeout(&*e) => {
             return failure(
