@@ -1,7 +1,8 @@
 //! The `podid webhook` subcommand as a process: a `podid server` with API
 //! keys, the webhook signing its lookups with a `reader` key from the AWS
 //! environment variables, its stdout "listening" line on port 0, HTTPS with a
-//! test CA, and a clean exit on SIGTERM. A webhook holding a wrong secret is
+//! test CA, following the change feed with that key, and a clean exit on
+//! SIGTERM. A webhook holding a wrong secret is
 //! refused by the server and admits pods unchanged with a warning.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -151,6 +152,25 @@ async fn podid_webhook_subcommand() {
     assert!(answer.response.patch.is_none());
     let ready = https.get(format!("{url}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    // It follows the change feed with the reader key (the default
+    // --follow-changes true): the next pod is answered from the followed set.
+    podid_test_support::wait::eventually(Duration::from_secs(30), "the feed followed", || async {
+        let text = get_text(&https, &url, "/metrics").await;
+        metric(&text, "podid_webhook_feed_connected") == 1.0
+            && metric(&text, "podid_webhook_associations_known") == 1.0
+    })
+    .await;
+    let (answer, _) = post_review(&https, &url, &pod_review("uid-bin-2", "default", sa)).await;
+    assert!(answer.response.patch.is_some());
+    let text = get_text(&https, &url, "/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"podid_webhook_association_lookups_total{result="followed"}"#
+        ),
+        1.0,
+        "{text}"
+    );
 
     // SIGTERM: a clean exit.
     let status = good

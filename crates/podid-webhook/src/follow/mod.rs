@@ -74,7 +74,11 @@ impl FollowedAssociations {
         settings: FollowSettings,
         metrics: Arc<WebhookMetrics>,
     ) -> Result<Arc<Self>, WebhookError> {
-        let wait = settings.wait.min(Duration::from_secs(MAX_WAIT_SECONDS));
+        // At least a second: a zero wait would turn the follower into a busy loop.
+        let wait = settings.wait.clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(MAX_WAIT_SECONDS),
+        );
         Ok(Arc::new(FollowedAssociations {
             direct: HttpLookup::at(access, lookup_timeout)?,
             poll: access.client(wait + Duration::from_secs(10).max(lookup_timeout))?,
