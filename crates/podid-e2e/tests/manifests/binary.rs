@@ -130,6 +130,36 @@ fn the_agents_env_names_variables_the_agent_reads() {
     }
 }
 
+#[test]
+fn readme_registers_the_cluster_with_flags_the_cli_has() {
+    let readme = std::fs::read_to_string(deploy().join("README.md")).expect("deploy/README.md");
+    let Some(bin) = fresh_binary() else { return };
+    let path = ["cluster".to_owned(), "register".to_owned()];
+    let Some(help) = help_of(&bin, "podid", &path) else {
+        return;
+    };
+    let lines: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("podid cluster register "))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no `podid cluster register` in the README"
+    );
+    for line in lines {
+        for flag in line.split_whitespace().filter(|w| w.starts_with("--")) {
+            assert!(
+                help.contains(flag),
+                "`podid cluster register` has no {flag}: {line}"
+            );
+        }
+    }
+    assert!(
+        help.contains("<key|token>"),
+        "--agent-identity token is a value the CLI takes"
+    );
+}
+
 /// The newest modification time of a `.rs` file below `dir`.
 fn newest_source(dir: &Path) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;
