@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use podid_agent::follow::{ChangeFollower, FeedAuth, FeedSettings};
 use podid_agent::http::{HttpClient, HttpSettings, Trust};
 use podid_agent::identity::IdentityToken;
+use podid_agent::podcheck::{PodCheckMode, PodCheckSettings};
 use podid_agent::ratelimit::ClientLimit;
 use podid_agent::{
     Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
@@ -171,9 +172,85 @@ pub struct AgentArgs {
     /// false without (AWS's EKS Auth has no feed).
     #[arg(long, env = "PODID_AGENT_FOLLOW_CHANGES", action = clap::ArgAction::Set)]
     follow_changes: Option<bool>,
+    /// Whether each token's pod runs on this node (docs/agent.md, "Pod check").
+    #[command(flatten, next_help_heading = "Pod check")]
+    pod_check: PodCheckArgs,
     /// Limits of each credential listener.
     #[command(flatten, next_help_heading = "Credential listener limits")]
     listen: CredentialListenArgs,
+}
+
+/// Flags of the pod check: asks the node's kubelet which pods run here.
+#[derive(Debug, Args)]
+pub struct PodCheckArgs {
+    /// The node's kubelet, e.g. https://$(NODE_IP):10250: before serving or
+    /// refreshing a pod's credentials the agent checks in its `GET /pods`
+    /// that the pod runs on this node. Off when not given.
+    #[arg(long, env = "PODID_AGENT_KUBELET_URL")]
+    kubelet_url: Option<String>,
+    /// PEM CA bundle the kubelet's serving certificate must chain to (only
+    /// it; default: the system roots).
+    #[arg(long, env = "PODID_AGENT_KUBELET_CA_FILE")]
+    kubelet_ca_file: Option<PathBuf>,
+    /// Bearer token sent to the kubelet (read again when it changes); its
+    /// service account needs `get` on nodes/proxy.
+    #[arg(long, env = "PODID_AGENT_KUBELET_TOKEN_FILE", default_value = podid_agent::podcheck::DEFAULT_KUBELET_TOKEN_FILE)]
+    kubelet_token_file: PathBuf,
+    /// Accept any kubelet certificate (kubelets serving a self-signed one).
+    #[arg(
+        long,
+        env = "PODID_AGENT_KUBELET_INSECURE_SKIP_TLS_VERIFY",
+        conflicts_with = "kubelet_ca_file"
+    )]
+    kubelet_insecure_skip_tls_verify: bool,
+    /// When the kubelet cannot be asked: refuse (503, not ready) or serve.
+    #[arg(long, env = "PODID_AGENT_POD_CHECK", value_enum, default_value_t = PodCheckFlag::FailClosed)]
+    pod_check: PodCheckFlag,
+    /// Milliseconds a list of the kubelet's pods is used before asking again.
+    #[arg(long, env = "PODID_AGENT_POD_CHECK_CACHE_MS", default_value_t = 1000)]
+    pod_check_cache_ms: u64,
+}
+
+/// `--pod-check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PodCheckFlag {
+    /// Serve as if the pod ran here.
+    FailOpen,
+    /// Refuse until the kubelet answers again.
+    FailClosed,
+}
+
+impl PodCheckArgs {
+    /// The pod check's settings; `None` without --kubelet-url.
+    fn settings(&self) -> anyhow::Result<Option<PodCheckSettings>> {
+        let Some(url) = &self.kubelet_url else {
+            return Ok(None);
+        };
+        if self.pod_check_cache_ms == 0 {
+            bail!("--pod-check-cache-ms must be at least 1");
+        }
+        if url.starts_with("http://") {
+            tracing::warn!(
+                "--kubelet-url is plain http: the kubelet token crosses the network in clear"
+            );
+        }
+        if self.kubelet_insecure_skip_tls_verify {
+            tracing::warn!(
+                "--kubelet-insecure-skip-tls-verify: the kubelet's certificate is not checked"
+            );
+        }
+        Ok(Some(PodCheckSettings {
+            kubelet_url: url.clone(),
+            ca_file: self.kubelet_ca_file.clone(),
+            token_file: self.kubelet_token_file.clone(),
+            insecure_skip_tls_verify: self.kubelet_insecure_skip_tls_verify,
+            mode: match self.pod_check {
+                PodCheckFlag::FailOpen => PodCheckMode::FailOpen,
+                PodCheckFlag::FailClosed => PodCheckMode::FailClosed,
+            },
+            cache: Duration::from_millis(self.pod_check_cache_ms),
+        }))
+    }
 }
 
 podid_listen::listen_args! {
@@ -315,6 +392,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 ..CachePolicy::default()
             },
         },
+        pod_check: args.pod_check.settings()?,
         ..AgentConfig::default()
     };
     let mut agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;

@@ -8,9 +8,10 @@ pub mod cache;
 pub mod clock;
 pub mod follow;
 pub mod host;
-pub mod identity;
 pub mod http;
+pub mod identity;
 pub mod metrics;
+pub mod podcheck;
 pub mod policy;
 pub mod ratelimit;
 pub mod response;
@@ -58,4 +59,7 @@ pub enum AgentError {
     /// The listeners' limits cannot be enforced.
     #[error("invalid configuration")]
     Listen(#[from] podid_listen::ListenError),
+    /// The pod check cannot be set up (kubelet URL, CA file).
+    #[error("invalid configuration")]
+    PodCheck(#[from] podcheck::PodCheckError),
 }

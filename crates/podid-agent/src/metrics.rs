@@ -93,6 +93,17 @@ pub struct AgentMetrics {
     pub feed_reconnects: Counter,
     /// `podid_agent_feed_revalidations_total`: revalidations of everything held.
     pub feed_revalidations: Counter,
+    /// `podid_agent_pod_check_total{result}`: verdicts of the pod check —
+    /// `running`, `gone`, `no_pod`, `unverified_open` (kubelet not asked, served),
+    /// `unverified_closed` (refused 503).
+    pub pod_checks: Family<FetchLabels, Counter>,
+    /// `…{result="running"}`, resolved once (the hit path's).
+    pub pod_check_running: Counter,
+    /// `podid_agent_kubelet_up`: 1 while the kubelet's last `/pods` answered, 0 after a failure.
+    pub kubelet_up: Gauge,
+    /// `podid_agent_kubelet_lists_total{result}`: `GET /pods` calls — `ok`,
+    /// `unreachable`, `unauthorized`, `status`, `invalid`, `token_file`.
+    pub kubelet_lists: Family<FetchLabels, Counter>,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -211,7 +222,32 @@ impl AgentMetrics {
             "Revalidations of every cached entry (cluster changes, feed resets)",
             Counter::default(),
         );
+        let pod_checks = registered(
+            &mut registry,
+            "pod_check",
+            "Pod check verdicts: does the pod a token names run on this node",
+            Family::<FetchLabels, Counter>::default(),
+        );
+        let pod_check_running = pod_checks
+            .get_or_create(&FetchLabels { result: "running" })
+            .clone();
+        let kubelet_up = registered(
+            &mut registry,
+            "kubelet_up",
+            "1 while the kubelet's last /pods answered (pod check on), 0 after a failure",
+            Gauge::default(),
+        );
+        let kubelet_lists = registered(
+            &mut registry,
+            "kubelet_lists",
+            "Calls of the kubelet's /pods by result",
+            Family::<FetchLabels, Counter>::default(),
+        );
         AgentMetrics {
+            pod_checks,
+            pod_check_running,
+            kubelet_up,
+            kubelet_lists,
             feed_connected,
             feed_changes,
             feed_reconnects,
@@ -268,6 +304,18 @@ impl AgentMetrics {
         }
     }
 
+    /// Counts one pod check verdict (`running` has its own counter).
+    pub fn pod_check(&self, result: &'static str) {
+        self.pod_checks.get_or_create(&FetchLabels { result }).inc();
+    }
+
+    /// Counts one call of the kubelet's `/pods`.
+    pub fn kubelet_list(&self, result: &'static str) {
+        self.kubelet_lists
+            .get_or_create(&FetchLabels { result })
+            .inc();
+    }
+
     /// Counts one applied change of the feed.
     pub fn feed_change(&self, kind: &'static str) {
         self.feed_changes.get_or_create(&KindLabels { kind }).inc();
@@ -315,6 +363,9 @@ mod tests {
         m.rate_limit_clients.set(2);
         m.feed_change("delete");
         m.feed_reconnects.inc();
+        m.pod_check_running.inc();
+        m.pod_check("gone");
+        m.kubelet_list("ok");
         let text = m.encode();
         for needle in [
             "podid_agent_requests_total{status=\"200\"} 1",
@@ -334,6 +385,10 @@ mod tests {
             "podid_agent_feed_changes_total{kind=\"delete\"} 1",
             "podid_agent_feed_reconnects_total 1",
             "podid_agent_feed_revalidations_total 0",
+            "podid_agent_pod_check_total{result=\"running\"} 1",
+            "podid_agent_pod_check_total{result=\"gone\"} 1",
+            "podid_agent_kubelet_lists_total{result=\"ok\"} 1",
+            "podid_agent_kubelet_up 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -29,6 +29,19 @@ pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A pod as the cache and the pod check know it: the first 16 bytes of the
+/// SHA-256 of its uid — fixed size, no allocation per entry. A collision
+/// would only make a pod fetch again (or pass for another running pod).
+pub type PodKey = [u8; 16];
+
+/// The [`PodKey`] of the pod with uid `uid`.
+pub fn pod_key(uid: &str) -> PodKey {
+    let digest = digest(uid);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
 /// A pod's token, kept for refreshes: a boxed `str` (as small as a
 /// `Box<str>`), zeroed when dropped, never printed.
 #[derive(Clone)]

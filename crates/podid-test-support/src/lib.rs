@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod attack;
 pub mod ci;
+pub mod dev_kubelet;
 mod error;
 pub mod fake_eks_auth;
 pub mod fake_sts;
@@ -14,6 +15,7 @@ pub mod kube;
 pub mod podid;
 pub mod process;
 pub mod relay;
+pub mod scrape;
 pub mod signed;
 pub mod sigv4;
 pub mod sts_broker;

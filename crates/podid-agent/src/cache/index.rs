@@ -12,7 +12,7 @@ use foldhash::fast::RandomState as FrontHashState;
 
 use crate::policy::CachePolicy;
 use crate::response::StoredAnswer;
-use crate::token::{self, SecretToken, TokenDigest, TokenInfo};
+use crate::token::{pod_key, PodKey, SecretToken, TokenDigest, TokenInfo};
 
 /// Keys are SHA-256 digests or fast-hash tags, already uniform: hash their
 /// first 8 bytes.
@@ -58,18 +58,6 @@ impl FrontHasher {
     }
 }
 
-/// A pod, in the index that finds its entry when its token rotates: the first
-/// 16 bytes of the SHA-256 of its (unverified) uid claim — fixed size, no
-/// allocation per entry. A collision would only make a pod fetch again.
-type PodKey = [u8; 16];
-
-fn pod_key(uid: &str) -> PodKey {
-    let digest = token::digest(uid);
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
-}
-
 /// What an entry remembers of its token's claims.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryClaims {
@@ -81,6 +69,11 @@ impl EntryClaims {
     /// The token's `exp`, when it has one.
     pub(crate) fn expires(&self) -> Option<SystemTime> {
         self.expires
+    }
+
+    /// The pod its (unverified) uid claim names, if any.
+    pub(crate) fn pod(&self) -> Option<PodKey> {
+        self.pod
     }
 }
 

@@ -2,6 +2,7 @@
 //! broker, refreshes by the `refresh` rules, answers the broker's refusals
 //! again from `refused` for a while, and counts it all in the metrics.
 
+mod alive;
 mod expiring;
 mod index;
 mod refresh;
@@ -24,6 +25,7 @@ use self::index::{
 use self::refresh::{AfterFailure, HealthChange, UpstreamHealth};
 use self::refused::RefusedTokens;
 use crate::metrics::AgentMetrics;
+use crate::podcheck::PodCheck;
 use crate::policy::{CachePolicy, Freshness};
 use crate::response::{credentials_body, StoredAnswer};
 use crate::token::{self, SecretToken, TokenDigest, TokenInfo, TokenRejection};
@@ -82,13 +84,20 @@ pub enum Step {
     Fetch(Pending),
 }
 
-/// A token that passed the sanity checks and is not in memory.
+/// A token that passed the sanity checks and is not in memory, or a hit
+/// whose pod the kubelet must be asked about (`alive.rs`).
 #[derive(Debug)]
-pub struct Pending {
-    digest: TokenDigest,
-    tag: u64,
-    info: TokenInfo,
-    now: SystemTime,
+pub struct Pending(Next);
+
+#[derive(Debug)]
+enum Next {
+    Fetch {
+        digest: TokenDigest,
+        tag: u64,
+        info: TokenInfo,
+        now: SystemTime,
+    },
+    Hit(alive::HeldHit),
 }
 
 enum Lookup {
@@ -115,6 +124,8 @@ pub struct PodCredentialCache {
     /// Revocations so far (changed under the index's write lock): a broker
     /// answer that a revocation overtook is not stored (`revoke.rs`).
     revocations: AtomicU64,
+    /// Whether each pod runs on this node (`alive.rs`), when checked.
+    pods: Option<Arc<PodCheck>>,
 }
 
 impl std::fmt::Debug for PodCredentialCache {
@@ -149,7 +160,24 @@ impl PodCredentialCache {
             health,
             refused,
             revocations: AtomicU64::new(0),
+            pods: None,
         })
+    }
+
+    /// [`PodCredentialCache::new`], serving and refreshing only pods that
+    /// `pods` finds running on this node.
+    pub fn with_pod_check(
+        policy: CachePolicy,
+        source: Arc<dyn CredentialSource>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<AgentMetrics>,
+        pods: Arc<PodCheck>,
+    ) -> Arc<Self> {
+        let mut cache = Self::new(policy, source, clock, metrics);
+        if let Some(fresh) = Arc::get_mut(&mut cache) {
+            fresh.pods = Some(pods);
+        }
+        cache
     }
 
     /// The policy.
@@ -212,7 +240,7 @@ impl PodCredentialCache {
         let kept = self.read().find_kept(tag, token);
         let digest = kept.unwrap_or_else(|| token::digest(token));
         match self.lookup(&digest, token, tag, now) {
-            Lookup::Served(served) => Step::Done(Ok(served)),
+            Lookup::Served(served) => self.gate_hit(served, &digest),
             Lookup::TokenExpired => Step::Done(Err(Refusal::Token(TokenRejection::Expired))),
             Lookup::Miss => {
                 if let Some(refusal) = self.refused.get(&digest, now) {
@@ -220,30 +248,34 @@ impl PodCredentialCache {
                     return Step::Done(Err(Refusal::Upstream(refusal)));
                 }
                 match token::inspect(token, now) {
-                    Ok(info) => Step::Fetch(Pending {
+                    Ok(info) => Step::Fetch(Pending(Next::Fetch {
                         digest,
                         tag,
                         info,
                         now,
-                    }),
+                    })),
                     Err(rejection) => Step::Done(Err(Refusal::Token(rejection))),
                 }
             }
         }
     }
 
-    /// Asks the broker for `token` (or joins the call under way).
+    /// Asks the broker for `token` (or joins the call under way); for a hit
+    /// whose pod's liveness is not known, asks the kubelet (`alive.rs`).
     pub async fn finish(
         self: &Arc<Self>,
         token: &str,
         pending: Pending,
     ) -> Result<Served, Refusal> {
-        let Pending {
-            digest,
-            tag,
-            info,
-            now,
-        } = pending;
+        let (digest, tag, info, now) = match pending.0 {
+            Next::Fetch {
+                digest,
+                tag,
+                info,
+                now,
+            } => (digest, tag, info, now),
+            Next::Hit(hit) => return self.finish_hit(hit).await,
+        };
         self.fetch(digest, tag, token, info, now)
             .await
             .map_err(Refusal::Upstream)
@@ -393,6 +425,8 @@ impl PodCredentialCache {
             Origin::Refresh => self.refresh_permits.clone().acquire_owned().await.ok(),
             Origin::Fetch => None,
         };
+        // Only for a pod running on this node (a gone pod's entry is dropped).
+        self.gate_call(&digest, &claims).await?;
         let revocations = self.revocations.load(Ordering::Acquire);
         let started = tokio::time::Instant::now();
         let result = self.source.fetch(kept.token.expose()).await;

@@ -26,6 +26,7 @@ use crate::cache::{PodCredentialCache, Refusal, Served, Step};
 use crate::follow::{ChangeFollower, FeedStatus};
 use crate::host::HostGuard;
 use crate::metrics::AgentMetrics;
+use crate::podcheck::{PodCheck, PodCheckSettings};
 use crate::policy::CachePolicy;
 use crate::ratelimit::{ClientBucket, ClientLimit, ClientLimiter, GcraLimiter};
 use crate::response::error_body;
@@ -35,6 +36,9 @@ use podid_api::clock::Clock;
 
 /// The path SDKs ask.
 pub const CREDENTIALS_PATH: &str = "/v1/credentials";
+
+/// How often the pod check lists the kubelet's pods when no pod asked meanwhile.
+const POD_CHECK_PROBE: Duration = Duration::from_secs(10);
 
 /// Where and how the agent serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub struct AgentConfig {
     /// Each credential listener's connection cap, header size limit and
     /// deadlines (head, body, idle); its drain timeout is the agent's at shutdown.
     pub limits: ListenLimits,
+    /// Serve and refresh only pods the node's kubelet runs (`podcheck`); off when `None`.
+    pub pod_check: Option<PodCheckSettings>,
 }
 
 impl Default for AgentConfig {
@@ -82,6 +88,7 @@ impl Default for AgentConfig {
             client_limit: ClientLimit::OFF,
             cache: CachePolicy::default(),
             limits: ListenLimits::agent(),
+            pod_check: None,
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct Agent {
     metrics: Arc<AgentMetrics>,
     /// The change feed's follower, when on.
     follower: Option<ChangeFollower>,
+    /// The pod check, when on.
+    pods: Option<Arc<PodCheck>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -168,7 +177,20 @@ impl Agent {
         let (metrics_listener, metrics_addr) =
             bind_one(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
         let metrics = Arc::new(AgentMetrics::new());
-        let cache = PodCredentialCache::new(config.cache.clone(), source, clock, metrics.clone());
+        let pods = match &config.pod_check {
+            Some(settings) => Some(PodCheck::new(settings, metrics.clone())?),
+            None => None,
+        };
+        let cache = match &pods {
+            Some(pods) => PodCredentialCache::with_pod_check(
+                config.cache.clone(),
+                source,
+                clock,
+                metrics.clone(),
+                pods.clone(),
+            ),
+            None => PodCredentialCache::new(config.cache.clone(), source, clock, metrics.clone()),
+        };
         Ok(Agent {
             config,
             credential_listeners,
@@ -180,6 +202,7 @@ impl Agent {
             cache,
             metrics,
             follower: None,
+            pods,
         })
     }
 
@@ -227,6 +250,7 @@ impl Agent {
             cache,
             metrics,
             follower,
+            pods,
             ..
         } = self;
         let guard = HostGuard::new(self.credential_addrs.iter().map(SocketAddr::ip));
@@ -236,6 +260,7 @@ impl Agent {
             metrics: metrics.clone(),
             guard,
             feed: follower.as_ref().map(ChangeFollower::status),
+            pods: pods.clone(),
         });
         let mut tasks = JoinSet::new();
         let clients = ClientLimiter::new(config.client_limit);
@@ -274,12 +299,17 @@ impl Agent {
             });
         }
         let maintenance = tokio::spawn(cache.clone().run_maintenance());
+        // Keeps /readyz on the kubelet's state while no pod asks.
+        let probing = pods.map(|p| tokio::spawn(p.run_probe(POD_CHECK_PROBE)));
         let following = follower.map(|f| tokio::spawn(f.run(cache.clone(), metrics.clone())));
 
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         maintenance.abort();
+        if let Some(probing) = probing {
+            probing.abort();
+        }
         if let Some(following) = following {
             following.abort();
         }
@@ -314,6 +344,8 @@ struct ListenerState {
     guard: HostGuard,
     /// The change feed's status, when followed.
     feed: Option<Arc<FeedStatus>>,
+    /// The pod check, when on.
+    pods: Option<Arc<PodCheck>>,
 }
 
 type Body = Full<Bytes>;
@@ -497,16 +529,21 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Arc<ListenerState>>) -> impl IntoResponse {
-    let healthy = shared.cache.upstream_healthy();
+    let upstream_up = shared.cache.upstream_healthy();
+    // Fail-closed with the kubelet down refuses every pod: not ready (docs/agent.md, "Pod check").
+    let healthy = upstream_up && shared.pods.as_ref().is_none_or(|p| p.ready());
     let mut body = serde_json::json!({
         "status": if healthy { "ready" } else { "degraded" },
-        "upstream": if healthy { "up" } else { "down" },
+        "upstream": if upstream_up { "up" } else { "down" },
         "consecutiveUpstreamFailures": shared.cache.consecutive_upstream_failures(),
         "cachedEntries": shared.cache.len(),
     });
     // Said, but readiness does not depend on it (docs/agent.md, "Change feed").
     if let Some(feed) = &shared.feed {
         body["changeFeed"] = feed.detail();
+    }
+    if let Some(pods) = &shared.pods {
+        body["podCheck"] = pods.detail();
     }
     let status = if healthy {
         StatusCode::OK

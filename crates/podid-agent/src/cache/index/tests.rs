@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::token;
 
 fn at(offset: Duration) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_000_000) + offset

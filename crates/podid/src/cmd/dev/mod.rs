@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use super::connection::Connection;
 
 pub mod apiserver;
+pub mod kubelet;
 // The stand-ins share it; what one of them does not call yet is not dead.
 #[allow(dead_code)]
 pub mod pods_file;
+mod stand_in;
 
 /// `podid dev …`
 #[derive(Debug, Subcommand)]
@@ -30,6 +32,9 @@ pub enum DevCommand {
     /// (POST /apis/authentication.k8s.io/v1/tokenreviews) for tokens signed by a
     /// test cluster's key whose pod is in a PodList file.
     Apiserver(apiserver::ApiServerArgs),
+    /// STAND-IN for tests, not a kubelet: answers GET /pods (the kubelet's pod
+    /// listing) with a PodList file, to callers sending a token file's bearer token.
+    Kubelet(kubelet::KubeletArgs),
 }
 
 /// `podid dev cluster …`
@@ -207,6 +212,7 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DevCommand::Apiserver(args) => apiserver::run(args).await,
+        DevCommand::Kubelet(args) => kubelet::run(args).await,
         DevCommand::Token(args) => {
             let (meta, key) = read_cluster(&args.cluster_dir)?;
             let (agent_namespace, agent_account) = DEFAULT_AGENT_SERVICE_ACCOUNT
