@@ -399,6 +399,14 @@ impl App {
         self
     }
 
+    /// Waiting change-feed requests look at the store every `interval`
+    /// (default 1 s) besides being woken by this server's own writes: how
+    /// soon writes of other server processes on the same database are seen.
+    pub fn change_recheck_interval(mut self, interval: Duration) -> App {
+        self.state.changes = crate::changes::ChangeNotifier::with_recheck(interval);
+        self
+    }
+
     /// The server's HTTP service, for in-process tests.
     pub fn router(&self) -> axum::Router {
         crate::http_api::router(self.state.clone())

@@ -119,11 +119,12 @@ fn refused(answer: &ApiAnswer, status: u16, kind: &str) {
 }
 
 /// A delete made through the API wakes a request waiting on the feed: it
-/// answers with the `delete` within 500 ms of the delete's sending (the
-/// in-process wake-up, not the 1 s re-query).
+/// answers with the `delete` within the 2 s of the delete's sending.
+/// The store is re-read only every 60 s here, so only the in-process wake-up
+/// can answer it in time (without it the request answers after its 20 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_wakes_a_waiting_feed_request() {
-    let server = start(&[]).await;
+    let server = start(&["--change-recheck-ms", "60000"]).await;
     let (id, _) = associate(&server, "blue", "app").await;
     let from = end(&server, "blue").await;
     let query = format!("?after={from}&waitSeconds=20");
@@ -151,10 +152,7 @@ async fn a_delete_wakes_a_waiting_feed_request() {
         quiet.body,
         json!({"changes": [], "position": from, "reset": false})
     );
-    assert!(
-        waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
     assert!(!waiting.is_finished(), "the 20 s request answered early");
 
     // Measured from the delete's sending: its own round trip is included.
@@ -170,14 +168,14 @@ async fn a_delete_wakes_a_waiting_feed_request() {
     let change = &answer.body["changes"][0];
     assert_eq!(change["kind"], json!("delete"));
     assert_eq!(change["associationId"], json!(id));
-    assert!(delay < Duration::from_millis(500), "woken after {delay:?}");
+    assert!(delay < Duration::from_secs(2), "woken after {delay:?}");
 }
 
 /// A write by another server process on the same database reaches a waiting
-/// request through the re-query (at least every second).
+/// request through the re-query (every 200 ms here), well before its 20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_by_another_process_reaches_a_waiting_request() {
-    let server = start(&[]).await;
+    let server = start(&["--change-recheck-ms", "200"]).await;
     let other = Server {
         process: launch(server.dir.path(), &[]),
         dir: tempfile::tempdir().unwrap(),
@@ -207,7 +205,7 @@ async fn a_write_by_another_process_reaches_a_waiting_request() {
     println!("feed wake-up after another process's create: {delay:?}");
     assert_eq!(answer.body["changes"][0]["associationId"], json!(id));
     assert_eq!(answer.body["changes"][0]["kind"], json!("create"));
-    assert!(delay < Duration::from_millis(2500), "seen after {delay:?}");
+    assert!(delay < Duration::from_secs(10), "seen after {delay:?}");
 }
 
 /// Create, update, tag, untag, delete and a cluster update appear in order

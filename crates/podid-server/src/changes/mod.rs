@@ -20,10 +20,6 @@ pub(crate) mod retention;
 
 pub(crate) use notify::ChangeNotifier;
 
-/// How often a waiting request looks at the store again without a wake-up:
-/// writes by other server processes on the same database reach it this way.
-const RECHECK: Duration = Duration::from_secs(1);
-
 /// The parameters of a feed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FeedQuery {
@@ -130,7 +126,7 @@ async fn follow(
         if answer.reset || query.after.is_none() || now >= deadline || state.changes.is_closing() {
             return Ok(answer);
         }
-        let nap = (deadline - now).min(RECHECK);
+        let nap = (deadline - now).min(state.changes.recheck());
         if let Ok(Err(_)) = tokio::time::timeout(nap, woken.changed()).await {
             // No notifier any more (not while the state lives): look every nap.
             tokio::time::sleep(nap).await;

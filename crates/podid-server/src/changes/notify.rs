@@ -3,8 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
+
+/// How often a waiting feed request looks at the store without a wake-up,
+/// unless the server says otherwise.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Wakes the feed requests waiting for a change. Cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
@@ -16,18 +21,32 @@ struct Inner {
     version: watch::Sender<u64>,
     /// Set at shutdown: waiting requests answer at once.
     closing: AtomicBool,
+    /// How often a waiting request looks at the store without a wake-up
+    /// (writes by other server processes on the same database).
+    recheck: Duration,
 }
 
 impl Default for ChangeNotifier {
     fn default() -> Self {
-        ChangeNotifier(Arc::new(Inner {
-            version: watch::channel(0).0,
-            closing: AtomicBool::new(false),
-        }))
+        ChangeNotifier::with_recheck(DEFAULT_RECHECK)
     }
 }
 
 impl ChangeNotifier {
+    /// A notifier whose waiters also look at the store every `recheck`.
+    pub(crate) fn with_recheck(recheck: Duration) -> Self {
+        ChangeNotifier(Arc::new(Inner {
+            version: watch::channel(0).0,
+            closing: AtomicBool::new(false),
+            recheck: recheck.max(Duration::from_millis(10)),
+        }))
+    }
+
+    /// How often a waiting request looks at the store without a wake-up.
+    pub(crate) fn recheck(&self) -> Duration {
+        self.0.recheck
+    }
+
     /// Called after a write committed (and after the lookup caches were
     /// forgotten): every waiting request looks at the feed again.
     pub(crate) fn published(&self) {

@@ -105,6 +105,12 @@ pub struct ServerArgs {
     /// `0` or `forever` keeps them.
     #[arg(long, default_value = "24h", env = "PODID_CHANGE_RETENTION", value_parser = parse_retention)]
     change_retention: Retention,
+    /// Milliseconds between two looks at the database of a change-feed
+    /// request that is waiting: how soon it sees writes made by other server
+    /// processes on the same database (its own server's writes wake it at once).
+    #[arg(long, default_value_t = 1000, env = "PODID_CHANGE_RECHECK_MS",
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    change_recheck_ms: u64,
     /// How long the answer of a cluster's API server to a TokenReview is kept
     /// per token, in seconds (0: asked on every request); for clusters that
     /// registered a tokenReview API server.
@@ -205,7 +211,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .await?
         .keys_reload_interval(keys_reload_interval)
-        .change_retention(args.change_retention.0);
+        .change_retention(args.change_retention.0)
+        .change_recheck_interval(Duration::from_millis(args.change_recheck_ms));
     app.on_metrics_bound(super::announce_listening("server metrics", "http"))
         .run(
             super::announce_listening("server", args.listener.scheme()),
