@@ -10,6 +10,7 @@ pub mod dev_kubelet;
 mod error;
 pub mod fake_eks_auth;
 pub mod fake_sts;
+pub mod fleet;
 pub mod keys;
 pub mod kube;
 pub mod podid;
