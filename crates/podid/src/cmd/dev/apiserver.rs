@@ -3,11 +3,9 @@
 //! key whose pod is in a live-pods file; nothing else of the API is served.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,7 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use podid_listen::{CertStore, ListenLimits, RequestBody};
+use podid_listen::RequestBody;
 use podid_token::{verify_token, ClusterTrust, KeySet, PodIdentity, SUBJECT_PREFIX};
 
 use super::pods_file::{find_pod, read_pod_list};
@@ -82,51 +80,12 @@ pub async fn run(args: ApiServerArgs) -> anyhow::Result<()> {
         pods_file: args.pods_file,
         token_file: args.token_file,
     });
-    let (tls, scheme, _watch) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let certs = Arc::new(CertStore::new(cert, key));
-            let ignore = |_: bool| {};
-            anyhow::ensure!(
-                certs.initial_load(&ignore),
-                "cannot load the TLS certificate {} and key {}",
-                cert.display(),
-                key.display()
-            );
-            let acceptor = podid_listen::TlsAcceptor::from(certs.server_config()?);
-            let watch = tokio::spawn(certs.watch(Duration::from_secs(1), Arc::new(ignore)));
-            (Some(acceptor), "https", Some(AbortOnDrop(watch)))
-        }
-        _ => (None, "http", None),
-    };
-    let (listener, bound) = podid_listen::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    super::super::announce_listening("dev apiserver", scheme)(bound);
-    let make_service = move |_peer: SocketAddr| {
+    let tls = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
+    super::stand_in::serve("dev apiserver", args.listen, tls, move |request| {
         let stand_in = stand_in.clone();
-        hyper::service::service_fn(move |request: Request<RequestBody>| {
-            let stand_in = stand_in.clone();
-            async move { Ok::<_, Infallible>(answer(&stand_in, request).await) }
-        })
-    };
-    let limits = ListenLimits::local().with_max_connections(256);
-    podid_listen::serve(
-        listener,
-        limits,
-        tls,
-        make_service,
-        podid_runtime::shutdown_signal(),
-    )
-    .await?;
-    Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+        async move { answer(&stand_in, request).await }
+    })
+    .await
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -152,28 +111,6 @@ fn failure(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes
     json_response(code, &status)
 }
 
-/// Whether the request carries `Authorization: Bearer <the token file's contents>`.
-fn caller_allowed(stand_in: &StandIn, request: &Request<RequestBody>) -> Result<bool, String> {
-    let expected = std::fs::read_to_string(&stand_in.token_file)
-        .map_err(|e| format!("cannot read the token file: {e}"))?;
-    let expected = expected.trim();
-    let given = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    Ok(given.is_some_and(|given| {
-        !expected.is_empty()
-            && given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }))
-}
-
 async fn answer(stand_in: &StandIn, request: Request<RequestBody>) -> Response<Full<Bytes>> {
     if request.uri().path() != TOKEN_REVIEWS_PATH {
         return failure(
@@ -189,7 +126,7 @@ async fn answer(stand_in: &StandIn, request: Request<RequestBody>) -> Response<F
             "the server does not allow this method on the requested resource",
         );
     }
-    match caller_allowed(stand_in, &request) {
+    match super::stand_in::bearer_matches(&stand_in.token_file, &request) {
         Ok(true) => {}
         Ok(false) => return failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e),
