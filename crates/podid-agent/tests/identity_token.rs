@@ -59,6 +59,12 @@ async fn the_broker_gets_the_token_as_a_bearer_and_the_rewritten_one_next() {
     assert_eq!(seen, ["Bearer agent.token.one", "Bearer agent.token.two"]);
     let readyz = agent.readyz().await;
     assert!(readyz.get("changeFeed").is_none(), "not followed: {readyz}");
+    // The file gone: a new pod gets 503, and the broker is not asked.
+    std::fs::remove_file(&file).unwrap();
+    let (status, body) = agent.ask(&pod("p3")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["message"], "the agent cannot read its identity token");
+    assert_eq!(fake.seen().len(), 2);
     assert!(!agent.stderr().contains("agent.token"), "never logged");
 }
 
@@ -114,4 +120,25 @@ async fn an_agent_with_its_token_and_no_aws_keys_gets_credentials_and_follows_th
         !agent.stderr().contains(signature),
         "the token is never logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_that_cannot_be_used_stops_the_agent_at_start() {
+    if !built() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let empty = dir.path().join("empty");
+    project(&empty, "\n");
+    for (file, says) in [
+        (&missing, "cannot read the agent's identity token file"),
+        (&empty, "is empty"),
+    ] {
+        let proof = AgentProof::TokenFile(file);
+        let err = AgentProcess::start("c1", "http://127.0.0.1:9", proof, &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exited before printing"), "{text}");
+        assert!(text.contains(says), "{says}: {text}");
+    }
 }
