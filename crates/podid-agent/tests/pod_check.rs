@@ -336,6 +336,55 @@ async fn an_unreachable_kubelet_fails_closed_and_says_so() {
     let (status, ready) = node.readyz().await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(node.metric("podid_agent_kubelet_up").await, 1.0);
+    assert_eq!(node.broker_saw("p1"), 1, "the entry was kept meanwhile");
+}
+
+#[test]
+fn a_pod_check_that_cannot_work_stops_the_agent_at_start() {
+    let binary = podid_binary();
+    if !binary.is_file() {
+        skip_or_fail(&format!(
+            "{} is not built (cargo build -p podid)",
+            binary.display()
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let missing = dir.path().join("missing-token");
+    let cases: [(&str, &std::path::Path, &str); 2] = [
+        (
+            "https://127.0.0.1:10250",
+            &missing,
+            "the kubelet token file is unusable",
+        ),
+        (
+            "ftp://node",
+            &token,
+            "--kubelet-url: 'ftp://node/pods' is not an http:// or https:// URL",
+        ),
+    ];
+    for (url, token_file, message) in cases {
+        let mut command = Command::new(&binary);
+        command
+            .arg("agent")
+            .args(loopback_agent_args("c1", "http://127.0.0.1:9"))
+            .args(["--follow-changes", "false", "--kubelet-url", url])
+            .arg("--kubelet-token-file")
+            .arg(token_file);
+        for (name, value) in aws_key_env(NODE.access_key_id, NODE.secret_access_key) {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let err =
+            podid_test_support::run_to_success("podid agent", command, Duration::from_secs(60))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(message), "{url}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
