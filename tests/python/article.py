@@ -533,12 +533,13 @@ class Scenario:
     `podid`, `aws`, `python`: the binaries (default: this repository's build,
     the venv's aws CLI, this Python — which has boto3 — as the pod's python).
     `session_duration`, `refresh_lead`: the broker's session length and the
-    agents' refresh lead, chosen so that an agent refreshes a few seconds after
-    each fetch and a deleted association is noticed within seconds."""
+    agents' refresh lead (`None`: the agent's default). A deleted association
+    reaches the agents through the server's change feed, not a refresh:
+    `revoke_deadline` is the issue's bound on it (2 s)."""
 
     def __init__(self, workdir: Path, reporter: Reporter | None = None, *, mode: str = "auto",
                  podid: Path | None = None, aws: Path | None = None, python: Path | None = None,
-                 session_duration: int = 3600, refresh_lead: int = 3595, revoke_deadline: float = 60.0):
+                 session_duration: int = 3600, refresh_lead: int | None = None, revoke_deadline: float = 2.0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.reporter = reporter or Reporter()
@@ -889,7 +890,32 @@ class Scenario:
         self.reporter.output(proc.stderr.strip())
         info = json.loads((directory / "cluster.json").read_text())
         cluster.issuer, cluster.kid = info["issuer"], info["kid"]
+        proc = self._cli(self.central, [self.podid, "cluster", "update", "--name", name,
+                                        "--agent-identity", "token"])
+        self.reporter.output(proc.stdout.strip())
+        described = self._cli(self.central, [self.podid, "cluster", "describe", "--name", name, "--output", "json"],
+                              show=False)
+        registered = json.loads(described.stdout)
+        registered = registered.get("cluster", registered)
+        expect(registered.get("agentIdentity") == "token" and registered.get("nodeBinding") is True,
+               f"cluster {name} is not on token identity with node binding: {described.stdout[:400]}")
+        self.reporter.check(f"cluster {name}'s agents prove their node with their own service-account token "
+                            "(no shared node key); a pod token works only through its own node's agent")
         return cluster
+
+    def _agent_token(self, cluster: Cluster) -> Path:
+        """The agent's projected token (audience podid, bound to its node), as the
+        kubelet would write it into the agent's pod."""
+        argv = [self.podid, "dev", "token", "--cluster-dir", cluster.dir, "--agent",
+                "--pod-name", f"podid-agent-{cluster.name}", "--node-name", f"node-{cluster.name}",
+                "--expires-in", "3600"]
+        proc = self._cli(Local(), argv, role=None, show=False)
+        token = proc.stdout.strip()
+        expect(token.count(".") == 2, f"podid dev token --agent printed no JWT: {token[:80]!r}")
+        path = self.workdir / f"agent-{cluster.name}-token"
+        path.write_text(token)
+        path.chmod(0o600)
+        return path
 
     def _start_agent(self, cluster: Cluster) -> None:
         node = cluster.node
@@ -902,10 +928,13 @@ class Scenario:
                                "the agent serves on 127.0.0.1")
             place_args = ["--bind-hosts", "127.0.0.1", "--port", "0", "--probe-port", "0",
                           "--metrics-address", "127.0.0.1", "--metrics-port", "0"]
+        lead = ["--refresh-lead-secs", str(self.refresh_lead)] if self.refresh_lead is not None else []
         argv = [self.agent, "--cluster-name", cluster.name, "--endpoint", self.endpoint,
-                "--refresh-lead-secs", str(self.refresh_lead), *place_args]
+                "--identity-token-file", self._agent_token(cluster), *lead, *place_args]
         self.reporter.command(node.label, self._display(argv))
-        agent = Child(f"agent {cluster.name}", node, argv, self._key_env(f"agent-{cluster.name}", "node"),
+        env = self._base_env(self._home(f"agent-{cluster.name}"))
+        env.update({"AWS_REGION": REGION, "PODID_LOG": "info"})  # no AWS key: the token is its identity
+        agent = Child(f"agent {cluster.name}", node, argv, env,
                       self.workdir / f"agent-{cluster.name}.log", self.workdir)
         cluster.agent = agent
         lines = self._start(agent, lambda line: line.startswith("podid agent metrics on "))
@@ -1170,37 +1199,46 @@ class Scenario:
 
     def step_delete(self) -> None:
         blue, green = self.clusters["blue"], self.clusters["green"]
+        assert blue.pod is not None
+        before = self.agent_get(blue, blue.token)
+        expect(before.status_code == 200, f"before the delete the agent answered {before.status_code} "
+                                          f"{before.text[:300]}")
+        self.reporter.note("the agent holds the pod's credentials (fresh for an hour); it follows the server's "
+                           "change feed and drops them when their association goes")
+        start = time.monotonic()  # the CLI's own start-up and round trip are counted
         proc = self._cli(self.central, [self.podid, "association", "delete", "--cluster-name", "blue",
                                         "--association-id", blue.association_id])
         self.reporter.output(proc.stdout.strip())
-        self.reporter.note(f"the agent refreshes {self.refresh_lead}s before expiry of a {self.session_duration}s "
-                           "session (--refresh-lead-secs), i.e. seconds after a fetch; the pod keeps calling:")
-        assert blue.pod is not None
-        start = time.monotonic()
+        # Asked as the pod's SDK asks, every 20 ms, until the agent refuses.
         attempts = 0
         while True:
             attempts += 1
-            run = self.run_pod(blue, blue.pod, blue.token, show=attempts == 1)
-            if run.returncode != 0:
+            resp = self.agent_get(blue, blue.token)
+            elapsed = time.monotonic() - start
+            if resp.status_code != 200:
                 break
-            expect(run.stdout == EXPECTED_POD_OUTPUT + "\n", f"the pod printed {run.stdout!r}")
-            expect(time.monotonic() - start < self.revoke_deadline,
-                   f"the pod still read the bucket {self.revoke_deadline:.0f}s after the association was deleted")
-            time.sleep(1)
-        elapsed = time.monotonic() - start
+            expect(elapsed < self.revoke_deadline,
+                   f"the agent still served the pod's credentials {elapsed:.2f}s after the delete "
+                   f"(bound {self.revoke_deadline:.0f}s)")
+            time.sleep(0.02)
         self.results["revoked_after"] = (elapsed, attempts)
+        self.results["agent_after_delete"] = resp
+        self.reporter.command(blue.node.label, f"curl -H 'Authorization: <pod token>' {blue.agent_uri}")
+        self.reporter.output(f"{resp.status_code} {resp.text.strip()}")
+        expect(resp.status_code == 404 and resp.json().get("code") == "ResourceNotFoundException",
+               f"the agent answered {resp.status_code} {resp.text[:300]} for a deleted association")
+        expect(elapsed < self.revoke_deadline,
+               f"the agent refused {elapsed:.2f}s after the delete (bound {self.revoke_deadline:.0f}s)")
+        run = self.run_pod(blue, blue.pod, blue.token)
         self.results["after_delete"] = run
         error = self.pod_error(run)
         self.reporter.output(error)
+        expect(run.returncode != 0, f"the pod still read the bucket after the agent refused: {run.stdout!r}")
         expect("CredentialRetrievalError" in error or "NoCredentialsError" in error,
                f"the pod failed, but not for lack of credentials: {error}")
-        resp = self.agent_get(blue, blue.token)
-        self.results["agent_after_delete"] = resp
-        self.reporter.output(f"agent: {resp.status_code} {resp.text.strip()}")
-        expect(resp.status_code == 404 and resp.json().get("code") == "ResourceNotFoundException",
-               f"the agent answered {resp.status_code} {resp.text[:300]} for a deleted association")
-        self.reporter.check(f"blue's pod lost its credentials {elapsed:.1f}s after the delete "
-                            f"(run {attempts}); the agent answers 404 ResourceNotFoundException")
+        self.reporter.check(f"the agent refused blue's pod {elapsed * 1000:.0f} ms after the delete command "
+                            f"started (bound {self.revoke_deadline:.0f} s; 404 "
+                            "ResourceNotFoundException); the pod's SDK finds no credentials")
         assert green.pod is not None
         again = self.run_pod(green, green.pod, green.token, show=False)
         expect(again.returncode == 0 and again.stdout == EXPECTED_POD_OUTPUT + "\n",
