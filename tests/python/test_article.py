@@ -193,10 +193,12 @@ def test_a_blue_token_under_greens_name_is_refused(played):
     assert "cluster green" in body["message"]
 
 
-def test_a_deleted_association_stops_the_pods_credentials_at_the_next_refresh(played):
+def test_a_deleted_association_stops_the_pods_credentials_within_2_s(played):
     scenario, _ = played
     elapsed, attempts = scenario.results["revoked_after"]
-    assert attempts >= 1 and elapsed < scenario.revoke_deadline
+    assert scenario.revoke_deadline == 2.0  # the bound, with the agent's default settings
+    assert scenario.refresh_lead is None
+    assert attempts >= 1 and elapsed < 2.0
     run = scenario.results["after_delete"]
     assert run.returncode == 1 and run.stdout == ""
     last = run.stderr.strip().splitlines()[-1]
