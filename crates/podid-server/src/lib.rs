@@ -10,9 +10,9 @@ use podid_store::AssociationStore;
 
 mod associations;
 pub mod auth;
-mod changes;
 pub mod authz;
 mod broker;
+mod changes;
 pub use podid_api::clock;
 mod clusters;
 mod config;

@@ -135,9 +135,8 @@ pub(crate) fn decode_change_kind(
     position: i64,
     text: &str,
 ) -> Result<podid_api::changes::ChangeKind, StoreError> {
-    podid_api::changes::ChangeKind::parse(text).ok_or_else(|| {
-        StoreError::corrupt(format!("change {position}: unknown kind '{text}'"))
-    })
+    podid_api::changes::ChangeKind::parse(text)
+        .ok_or_else(|| StoreError::corrupt(format!("change {position}: unknown kind '{text}'")))
 }
 
 /// Whether a database error is a unique (or primary key) violation.

@@ -197,7 +197,10 @@ async fn created_associations_are_seen_at_once_and_deleted_ones_dropped() {
     // A deregistered cluster: the set is dropped, admissions ask the server
     // (which says the cluster is unknown) and admit the pod with a warning.
     let r = reqwest::Client::new()
-        .delete(format!("{}/podid/v1/clusters/race?force=true", podid.endpoint))
+        .delete(format!(
+            "{}/podid/v1/clusters/race?force=true",
+            podid.endpoint
+        ))
         .send()
         .await
         .unwrap();

@@ -259,7 +259,12 @@ fn each_route_names_its_clusters() {
             "",
             one("b x"),
         ),
-        (M::GET, "/podid/v1/clusters/blue/changes/x".to_owned(), "", None),
+        (
+            M::GET,
+            "/podid/v1/clusters/blue/changes/x".to_owned(),
+            "",
+            None,
+        ),
         (
             M::GET,
             "/podid/v1/audit?cluster=blue&cluster=b+x".to_owned(),

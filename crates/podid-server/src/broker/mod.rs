@@ -4,8 +4,8 @@
 pub mod audit;
 pub mod cache;
 pub mod lookups;
-pub mod token_review;
 pub(crate) mod node_binding;
+pub mod token_review;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,7 +133,16 @@ pub async fn assume_role_for_pod_identity(
         AuditOutcome::Denied,
     );
     event.caller_node = ctx.caller_node.map(str::to_owned);
-    let e = match decide(state, broker, cluster_name, token, ctx.caller_node, &mut event).await {
+    let e = match decide(
+        state,
+        broker,
+        cluster_name,
+        token,
+        ctx.caller_node,
+        &mut event,
+    )
+    .await
+    {
         Ok(answer) => {
             event.outcome = AuditOutcome::Issued;
             // Fail-closed: answered only once its event is written.
@@ -210,10 +219,7 @@ async fn decide(
         pod.namespace,
         pod.service_account
     );
-    broker
-        .token_review
-        .check(cluster, token, &username)
-        .await?;
+    broker.token_review.check(cluster, token, &username).await?;
 
     let association = broker
         .lookups
