@@ -20,6 +20,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::error::AgentError;
+
 /// Which servers' certificates an `https://` call accepts.
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -57,93 +59,6 @@ impl HttpSettings {
     }
 }
 
-/// Why a call got no answer. Never carries request headers (they may hold a token).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HttpError {
-    /// The URL cannot be called.
-    #[error("'{url}' is not an http:// or https:// URL with a host")]
-    BadUrl {
-        /// The URL.
-        url: String,
-    },
-    /// The request could not be built (a header value, say).
-    #[error("cannot build the request")]
-    Request {
-        /// The cause.
-        #[source]
-        source: http::Error,
-    },
-    /// The TLS client could not be set up (system roots unreadable, …).
-    #[error("cannot set up TLS: {what}")]
-    TlsSetup {
-        /// What failed.
-        what: String,
-    },
-    /// The server's certificate is not trusted (or its name does not match).
-    #[error("{host}'s TLS certificate is not trusted")]
-    Untrusted {
-        /// The host called.
-        host: String,
-        /// rustls' reason.
-        #[source]
-        source: rustls::Error,
-    },
-    /// No connection (refused, unreachable, TLS handshake failed).
-    #[error("cannot connect to {host}")]
-    Connect {
-        /// The host called.
-        host: String,
-        /// The cause.
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    /// The connection broke before a whole answer head came.
-    #[error("the call to {host} failed")]
-    Failed {
-        /// The host called.
-        host: String,
-        /// The cause.
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    /// No whole answer within the call's timeout.
-    #[error("{host} did not answer within {timeout:?}")]
-    Timeout {
-        /// The host called.
-        host: String,
-        /// The timeout.
-        timeout: Duration,
-    },
-    /// The answer's body is longer than allowed.
-    #[error("{host}'s answer is larger than {limit} bytes")]
-    TooLarge {
-        /// The host called.
-        host: String,
-        /// The limit.
-        limit: usize,
-    },
-    /// The answer's body broke off.
-    #[error("{host}'s answer broke off: {reason}")]
-    Body {
-        /// The host called.
-        host: String,
-        /// What the body reader said.
-        reason: String,
-    },
-}
-
-impl HttpError {
-    /// Whether this says the server could not be reached or did not answer
-    /// (as opposed to a request the client could not make).
-    pub fn is_unreachable(&self) -> bool {
-        !matches!(
-            self,
-            HttpError::BadUrl { .. } | HttpError::Request { .. } | HttpError::TlsSetup { .. }
-        )
-    }
-}
-
 /// A whole answer.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
@@ -173,8 +88,8 @@ impl std::fmt::Debug for HttpClient {
 }
 
 /// Checks that `url` is `http://` or `https://` with a host.
-pub fn parse_url(url: &str) -> Result<Uri, HttpError> {
-    let bad = || HttpError::BadUrl {
+pub fn parse_url(url: &str) -> Result<Uri, AgentError> {
+    let bad = || AgentError::BadUrl {
         url: url.to_owned(),
     };
     let uri: Uri = url.parse().map_err(|_| bad())?;
@@ -189,11 +104,11 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, HttpError> {
+fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, AgentError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::TlsSetup {
+        .map_err(|e| AgentError::TlsSetup {
             what: e.to_string(),
         })?;
     let mut roots = rustls::RootCertStore::empty();
@@ -208,7 +123,7 @@ fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, HttpError> {
         Trust::System(bundle) => {
             let native = rustls_native_certs::load_native_certs();
             if native.certs.is_empty() && bundle.is_none() {
-                return Err(HttpError::TlsSetup {
+                return Err(AgentError::TlsSetup {
                     what: format!(
                         "no system root certificates ({} errors)",
                         native.errors.len()
@@ -223,7 +138,7 @@ fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, HttpError> {
     if let Some(bundle) = bundle {
         for cert in bundle.certificates() {
             // CaBundle checked each certificate as a trust anchor already.
-            roots.add(cert.clone()).map_err(|e| HttpError::TlsSetup {
+            roots.add(cert.clone()).map_err(|e| AgentError::TlsSetup {
                 what: format!("{}: {e}", bundle.origin()),
             })?;
         }
@@ -233,7 +148,7 @@ fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, HttpError> {
 
 impl HttpClient {
     /// A client calling as `settings` say.
-    pub fn new(settings: HttpSettings) -> Result<HttpClient, HttpError> {
+    pub fn new(settings: HttpSettings) -> Result<HttpClient, AgentError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -259,10 +174,10 @@ impl HttpClient {
     }
 
     /// `GET uri` with `headers`, within the client's timeout.
-    pub async fn get(&self, uri: &Uri, headers: &HeaderMap) -> Result<HttpAnswer, HttpError> {
+    pub async fn get(&self, uri: &Uri, headers: &HeaderMap) -> Result<HttpAnswer, AgentError> {
         let mut request = Request::get(uri.clone())
             .body(Full::new(Bytes::new()))
-            .map_err(|source| HttpError::Request { source })?;
+            .map_err(|source| AgentError::HttpRequest { source })?;
         request.headers_mut().extend(headers.clone());
         self.send_within(request, self.settings.timeout).await
     }
@@ -273,17 +188,17 @@ impl HttpClient {
         &self,
         request: Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<HttpAnswer, HttpError> {
+    ) -> Result<HttpAnswer, AgentError> {
         let uri = request.uri();
         let host = uri.host().unwrap_or("").to_owned();
         if host.is_empty() || !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(HttpError::BadUrl {
+            return Err(AgentError::BadUrl {
                 url: uri.to_string(),
             });
         }
         match tokio::time::timeout(timeout, self.call(request, &host)).await {
             Ok(result) => result,
-            Err(_) => Err(HttpError::Timeout { host, timeout }),
+            Err(_) => Err(AgentError::Timeout { host, timeout }),
         }
     }
 
@@ -291,7 +206,7 @@ impl HttpClient {
         &self,
         request: Request<Full<Bytes>>,
         host: &str,
-    ) -> Result<HttpAnswer, HttpError> {
+    ) -> Result<HttpAnswer, AgentError> {
         let response = self
             .client
             .request(request)
@@ -304,12 +219,12 @@ impl HttpClient {
             .await
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
-                    HttpError::TooLarge {
+                    AgentError::TooLarge {
                         host: host.to_owned(),
                         limit,
                     }
                 } else {
-                    HttpError::Body {
+                    AgentError::AnswerBrokeOff {
                         host: host.to_owned(),
                         reason: e.to_string(),
                     }
@@ -325,7 +240,7 @@ impl HttpClient {
 }
 
 /// Names a refused certificate; tells a connection failure from a later one.
-fn classify(e: hyper_util::client::legacy::Error, host: &str) -> HttpError {
+fn classify(e: hyper_util::client::legacy::Error, host: &str) -> AgentError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(c) = cause {
         if let Some(tls) = c.downcast_ref::<rustls::Error>() {
@@ -333,7 +248,7 @@ fn classify(e: hyper_util::client::legacy::Error, host: &str) -> HttpError {
                 tls,
                 rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
             ) {
-                return HttpError::Untrusted {
+                return AgentError::Untrusted {
                     host: host.to_owned(),
                     source: tls.clone(),
                 };
@@ -347,9 +262,9 @@ fn classify(e: hyper_util::client::legacy::Error, host: &str) -> HttpError {
     }
     let host = host.to_owned();
     if e.is_connect() {
-        HttpError::Connect { host, source: e }
+        AgentError::Connect { host, source: e }
     } else {
-        HttpError::Failed { host, source: e }
+        AgentError::CallFailed { host, source: e }
     }
 }
 

@@ -1,6 +1,7 @@
-//! The agent's own service-account token (`--identity-token-file`): read
-//! from its file, read again when kubelet rotates it, sent as
-//! `Authorization: Bearer <token>` instead of a SigV4 signature. Never logged.
+//! A bearer token kept in a file: the agent's own service-account token
+//! (`--identity-token-file`, sent instead of a SigV4 signature) and the
+//! kubelet token (`--kubelet-token-file`). Read again when kubelet rotates
+//! it, sent as `Authorization: Bearer <token>`. Never logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -8,31 +9,10 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
+use crate::error::AgentError;
+
 /// The largest token file read (projected tokens are a few KiB).
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
-
-/// Why the identity token cannot be used. Never carries the token.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum IdentityTokenError {
-    /// The file cannot be read.
-    #[error("cannot read the agent's identity token file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file holds no token, or something that cannot be a header.
-    #[error("the agent's identity token file {path} {why}")]
-    Unusable {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-}
 
 /// What identifies one version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +54,7 @@ impl std::fmt::Debug for IdentityToken {
 
 impl IdentityToken {
     /// The token in `path`, read now (so a missing file fails at start).
-    pub fn open(path: impl Into<PathBuf>) -> Result<IdentityToken, IdentityTokenError> {
+    pub fn open(path: impl Into<PathBuf>) -> Result<IdentityToken, AgentError> {
         let token = IdentityToken {
             path: path.into(),
             loaded: Mutex::new(None),
@@ -94,8 +74,8 @@ impl IdentityToken {
 
     /// `Bearer <token>` (a sensitive header value), the file read again
     /// when its modification time, size or inode changed (one `stat` per call).
-    pub fn authorization(&self) -> Result<HeaderValue, IdentityTokenError> {
-        let read_error = |source| IdentityTokenError::Read {
+    pub fn authorization(&self) -> Result<HeaderValue, AgentError> {
+        let read_error = |source| AgentError::TokenFileRead {
             path: self.path.clone(),
             source,
         };
@@ -116,7 +96,7 @@ impl IdentityToken {
             .map_err(|_| self.unusable("holds characters a header cannot carry"))?;
         header.set_sensitive(true);
         if loaded.is_some() {
-            tracing::info!(path = %self.path.display(), "the agent's identity token changed: read again");
+            tracing::info!(path = %self.path.display(), "the token file changed: read again");
         }
         *loaded = Some(Loaded {
             version: now,
@@ -125,8 +105,8 @@ impl IdentityToken {
         Ok(header)
     }
 
-    fn unusable(&self, why: &'static str) -> IdentityTokenError {
-        IdentityTokenError::Unusable {
+    fn unusable(&self, why: &'static str) -> AgentError {
+        AgentError::TokenFileUnusable {
             path: self.path.clone(),
             why,
         }
@@ -167,11 +147,14 @@ mod tests {
     fn a_missing_empty_or_odd_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
+        // Neutral texts: the file is the agent's identity token or the kubelet token.
         let err = IdentityToken::open(&path).unwrap_err();
-        assert!(err.to_string().contains("cannot read"), "{err}");
+        let says = format!("cannot read the token file {}", path.display());
+        assert_eq!(err.to_string(), says);
         write(&path, " \n");
         let err = IdentityToken::open(&path).unwrap_err();
-        assert!(err.to_string().ends_with("is empty"), "{err}");
+        let says = format!("the token file {} is empty", path.display());
+        assert_eq!(err.to_string(), says);
         write(&path, "secret\u{1}token");
         let err = IdentityToken::open(&path).unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");

@@ -132,7 +132,7 @@ async fn a_token_file_that_cannot_be_used_stops_the_agent_at_start() {
     let empty = dir.path().join("empty");
     project(&empty, "\n");
     for (file, says) in [
-        (&missing, "cannot read the agent's identity token file"),
+        (&missing, "cannot read the token file"),
         (&empty, "is empty"),
     ] {
         let proof = AgentProof::TokenFile(file);

@@ -357,7 +357,7 @@ fn a_pod_check_that_cannot_work_stops_the_agent_at_start() {
         (
             "https://127.0.0.1:10250",
             &missing,
-            "the kubelet token file is unusable",
+            "the kubelet token file is unusable: cannot read the token file",
         ),
         (
             "ftp://node",

@@ -15,8 +15,9 @@ use podid_api::changes::{Change, ChangeKind, ChangesResponse};
 use tokio::sync::Notify;
 
 pub use self::request::FeedAuth;
-use self::request::{call, feed_url, FeedError};
+use self::request::{call, feed_url};
 use crate::cache::PodCredentialCache;
+use crate::error::AgentError;
 use crate::http::HttpClient;
 use crate::metrics::AgentMetrics;
 
@@ -214,7 +215,7 @@ impl ChangeFollower {
     }
 
     /// Notes a failed call; returns how many failed in a row.
-    fn failed(&self, error: &FeedError, metrics: &AgentMetrics) -> u32 {
+    fn failed(&self, error: &AgentError, metrics: &AgentMetrics) -> u32 {
         let errors = self
             .status
             .errors_in_a_row

@@ -15,8 +15,9 @@ use http_body_util::Full;
 use podid_api::changes::ChangesResponse;
 use serde::Deserialize;
 
-use crate::http::{HttpClient, HttpError};
-use crate::identity::{IdentityToken, IdentityTokenError};
+use crate::error::AgentError;
+use crate::http::HttpClient;
+use crate::identity::IdentityToken;
 
 /// How the agent proves itself to the feed: as to the broker.
 #[derive(Clone)]
@@ -39,27 +40,6 @@ impl std::fmt::Debug for FeedAuth {
             FeedAuth::SigV4 { region, .. } => write!(f, "SigV4({region})"),
         }
     }
-}
-
-/// Why a feed call gave no answer. Never carries a token or a key.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FeedError {
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error(transparent)]
-    Identity(#[from] IdentityTokenError),
-    #[error("cannot load the node's AWS credentials")]
-    Credentials(#[source] aws_credential_types::provider::error::CredentialsError),
-    #[error("cannot sign the feed request")]
-    Signing(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("the server answered {status} {code}: {message}")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("the server's answer is not a change feed page")]
-    Unreadable(#[source] serde_json::Error),
 }
 
 /// The AWS error shape's fields the agent reads.
@@ -99,7 +79,7 @@ pub(crate) fn feed_url(endpoint: &str, cluster: &str, after: Option<i64>, wait: 
 async fn authenticate(
     auth: &FeedAuth,
     request: &mut Request<Full<Bytes>>,
-) -> Result<(), FeedError> {
+) -> Result<(), AgentError> {
     match auth {
         FeedAuth::Bearer(token) => {
             request
@@ -113,14 +93,15 @@ async fn authenticate(
             let creds = credentials
                 .provide_credentials()
                 .await
-                .map_err(FeedError::Credentials)?;
+                .map_err(AgentError::FeedCredentials)?;
             let identity: Identity = creds.into();
             let host = request
                 .uri()
                 .authority()
                 .map(|a| a.as_str().to_owned())
                 .unwrap_or_default();
-            let host = HeaderValue::try_from(host).map_err(|e| FeedError::Signing(e.into()))?;
+            let host =
+                HeaderValue::try_from(host).map_err(|e| AgentError::FeedSigning(e.into()))?;
             request.headers_mut().insert(HOST, host);
             let params = v4::SigningParams::builder()
                 .identity(&identity)
@@ -129,7 +110,7 @@ async fn authenticate(
                 .time(SystemTime::now())
                 .settings(SigningSettings::default())
                 .build()
-                .map_err(|e| FeedError::Signing(e.into()))?
+                .map_err(|e| AgentError::FeedSigning(e.into()))?
                 .into();
             let uri = request.uri().to_string();
             let headers: Vec<(String, String)> = request
@@ -143,9 +124,9 @@ async fn authenticate(
                 headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 SignableBody::Bytes(&[]),
             )
-            .map_err(|e| FeedError::Signing(e.into()))?;
+            .map_err(|e| AgentError::FeedSigning(e.into()))?;
             let (instructions, _) = sign(signable, &params)
-                .map_err(|e| FeedError::Signing(e.into()))?
+                .map_err(|e| AgentError::FeedSigning(e.into()))?
                 .into_parts();
             instructions.apply_to_request_http1x(request);
         }
@@ -159,15 +140,15 @@ pub(crate) async fn call(
     auth: &FeedAuth,
     url: &str,
     timeout: Duration,
-) -> Result<ChangesResponse, FeedError> {
+) -> Result<ChangesResponse, AgentError> {
     let uri: Uri = crate::http::parse_url(url)?;
     let mut request = Request::get(uri)
         .body(Full::new(Bytes::new()))
-        .map_err(|source| HttpError::Request { source })?;
+        .map_err(|source| AgentError::HttpRequest { source })?;
     authenticate(auth, &mut request).await?;
     let answer = client.send_within(request, timeout).await?;
     if answer.status.is_success() {
-        return serde_json::from_slice(&answer.body).map_err(FeedError::Unreadable);
+        return serde_json::from_slice(&answer.body).map_err(AgentError::FeedUnreadable);
     }
     let shape: Option<ErrorShape> = serde_json::from_slice(&answer.body).ok();
     let header_kind = answer
@@ -181,7 +162,7 @@ pub(crate) async fn call(
         .or(header_kind)
         .unwrap_or_else(|| "UnknownError".to_owned());
     let message = shape.and_then(|s| s.message).unwrap_or_default();
-    Err(FeedError::Refused {
+    Err(AgentError::FeedRefused {
         status: answer.status.as_u16(),
         code: code.chars().take(64).collect(),
         message: message.chars().take(256).collect(),

@@ -129,7 +129,7 @@ async fn another_ca_is_not_trusted_unless_told_to_skip_verification() {
         .get(&url, &bearer("secret-token"))
         .await
         .unwrap_err();
-    assert!(matches!(err, HttpError::Untrusted { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::Untrusted { .. }), "{err:?}");
     assert!(err.is_unreachable());
     let text = format!("{err} {err:?}");
     assert!(text.contains("not trusted"), "{text}");
@@ -160,7 +160,7 @@ async fn plain_http_works_and_limits_hold() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, HttpError::TooLarge { limit: 1024, .. }),
+        matches!(err, AgentError::TooLarge { limit: 1024, .. }),
         "{err:?}"
     );
 
@@ -172,7 +172,7 @@ async fn plain_http_works_and_limits_hold() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, HttpError::Timeout { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::Timeout { .. }), "{err:?}");
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(5),
@@ -193,7 +193,7 @@ async fn a_closed_port_is_unreachable_and_bad_urls_are_refused() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, HttpError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::Connect { .. }), "{err:?}");
     assert!(err.is_unreachable());
     for url in [
         "ftp://host/x",
@@ -203,7 +203,7 @@ async fn a_closed_port_is_unreachable_and_bad_urls_are_refused() {
         "http:///x",
     ] {
         let err = parse_url(url).unwrap_err();
-        assert!(matches!(err, HttpError::BadUrl { .. }), "{url}: {err:?}");
+        assert!(matches!(err, AgentError::BadUrl { .. }), "{url}: {err:?}");
         assert!(!err.is_unreachable());
     }
 }

@@ -9,7 +9,8 @@ use http::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use http::{HeaderMap, StatusCode, Uri};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{PodCheckError, PodCheckSettings, PodSource, RunningPods};
+use super::{PodCheckSettings, PodSource, RunningPods};
+use crate::error::AgentError;
 use crate::http::{parse_url, HttpClient, HttpSettings, Trust};
 use crate::identity::IdentityToken;
 
@@ -49,8 +50,8 @@ impl std::fmt::Debug for KubeletPods {
 
 impl KubeletPods {
     /// Asks `{settings.kubelet_url}/pods`; its CA and token files are read now.
-    pub fn new(settings: &PodCheckSettings) -> Result<KubeletPods, PodCheckError> {
-        let config = |what: String| PodCheckError::Config { what };
+    pub fn new(settings: &PodCheckSettings) -> Result<KubeletPods, AgentError> {
+        let config = |what: String| AgentError::PodCheckConfig { what };
         let base = settings.kubelet_url.trim_end_matches('/');
         let url = parse_url(&format!("{base}/pods"))
             .map_err(|e| config(format!("--kubelet-url: {e}")))?;
@@ -75,41 +76,41 @@ impl KubeletPods {
         Ok(KubeletPods {
             client,
             url,
-            token: IdentityToken::open(&settings.token_file).map_err(PodCheckError::TokenFile)?,
+            token: IdentityToken::open(&settings.token_file)
+                .map_err(|e| AgentError::KubeletToken(Box::new(e)))?,
         })
     }
 }
 
 #[async_trait]
 impl PodSource for KubeletPods {
-    async fn running_pods(&self) -> Result<RunningPods, PodCheckError> {
+    async fn running_pods(&self) -> Result<RunningPods, AgentError> {
         let mut headers = HeaderMap::new();
         let token = self
             .token
             .authorization()
-            .map_err(PodCheckError::TokenFile)?;
+            .map_err(|e| AgentError::KubeletToken(Box::new(e)))?;
         headers.insert(AUTHORIZATION, token);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let answer = self
             .client
             .get(&self.url, &headers)
             .await
-            .map_err(PodCheckError::Unreachable)?;
+            .map_err(|e| AgentError::KubeletUnreachable(Box::new(e)))?;
         match answer.status {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(PodCheckError::Unauthorized {
+                return Err(AgentError::KubeletUnauthorized {
                     status: answer.status.as_u16(),
                 })
             }
             status => {
-                return Err(PodCheckError::Status {
+                return Err(AgentError::KubeletStatus {
                     status: status.as_u16(),
                 })
             }
         }
-        let list: PodList =
-            serde_json::from_slice(&answer.body).map_err(PodCheckError::NotPodList)?;
+        let list: PodList = serde_json::from_slice(&answer.body).map_err(AgentError::NotPodList)?;
         Ok(running_pods(&list))
     }
 }

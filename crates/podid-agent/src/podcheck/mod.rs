@@ -19,7 +19,7 @@ use foldhash::fast::RandomState;
 use podid_singleflight::SingleFlight;
 use tokio::time::Instant;
 
-use crate::http::HttpError;
+use crate::error::AgentError;
 use crate::metrics::AgentMetrics;
 use crate::token::{pod_key, PodKey};
 
@@ -83,55 +83,6 @@ impl PodCheckSettings {
     }
 }
 
-/// Why the kubelet's pods could not be had. Never carries the token.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PodCheckError {
-    /// The kubelet URL, CA file or TLS set-up is unusable (at start).
-    #[error("invalid pod check configuration: {what}")]
-    Config {
-        /// What is wrong.
-        what: String,
-    },
-    /// The kubelet token file cannot be read, or holds no token.
-    #[error("the kubelet token file is unusable")]
-    TokenFile(#[source] crate::identity::IdentityTokenError),
-    /// The kubelet could not be called.
-    #[error("cannot reach the kubelet")]
-    Unreachable(#[source] HttpError),
-    /// The kubelet refused the agent's token (401, 403).
-    #[error(
-        "the kubelet refused the agent's credentials ({status}): it needs `get` on nodes/proxy"
-    )]
-    Unauthorized {
-        /// Its status.
-        status: u16,
-    },
-    /// Another status.
-    #[error("the kubelet answered {status} to GET /pods")]
-    Status {
-        /// Its status.
-        status: u16,
-    },
-    /// The answer is not a `PodList`.
-    #[error("the kubelet's answer is not a PodList")]
-    NotPodList(#[source] serde_json::Error),
-}
-
-impl PodCheckError {
-    /// A short word for metrics and readiness.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PodCheckError::Config { .. } => "config",
-            PodCheckError::TokenFile(_) => "token_file",
-            PodCheckError::Unreachable(_) => "unreachable",
-            PodCheckError::Unauthorized { .. } => "unauthorized",
-            PodCheckError::Status { .. } => "status",
-            PodCheckError::NotPodList(_) => "invalid",
-        }
-    }
-}
-
 /// The pods running on this node, by [`PodKey`].
 #[derive(Debug, Default, Clone)]
 pub struct RunningPods(HashSet<PodKey, RandomState>);
@@ -162,7 +113,7 @@ impl RunningPods {
 #[async_trait]
 pub trait PodSource: Send + Sync + 'static {
     /// The pods running on this node now.
-    async fn running_pods(&self) -> Result<RunningPods, PodCheckError>;
+    async fn running_pods(&self) -> Result<RunningPods, AgentError>;
 }
 
 /// The verdict on one pod.
@@ -227,7 +178,7 @@ impl PodCheck {
     pub fn new(
         settings: &PodCheckSettings,
         metrics: Arc<AgentMetrics>,
-    ) -> Result<Arc<PodCheck>, PodCheckError> {
+    ) -> Result<Arc<PodCheck>, AgentError> {
         let source = KubeletPods::new(settings)?;
         Ok(Self::with_source(
             Arc::new(source),
@@ -336,9 +287,9 @@ impl PodCheck {
                 if !matches!(*known, Known::Failed(..)) {
                     tracing::warn!(error = %reason, mode = self.mode.as_str(), "cannot list this node's pods from the kubelet");
                 }
-                *known = Known::Failed(Instant::now(), reason.into(), e.kind());
+                *known = Known::Failed(Instant::now(), reason.into(), e.pod_check_kind());
                 self.metrics.kubelet_up.set(0);
-                self.metrics.kubelet_list(e.kind());
+                self.metrics.kubelet_list(e.pod_check_kind());
                 Err(())
             }
         }
@@ -414,7 +365,7 @@ impl PodCheck {
 }
 
 /// The error and its causes on one line (no token is ever in them).
-fn error_text(e: &PodCheckError) -> String {
+fn error_text(e: &AgentError) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {

@@ -117,15 +117,15 @@ impl FakePods {
 
 #[async_trait]
 impl PodSource for FakePods {
-    async fn running_pods(&self) -> Result<RunningPods, PodCheckError> {
+    async fn running_pods(&self) -> Result<RunningPods, AgentError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
             let _ = gate.acquire().await.unwrap();
         }
         match &*self.uids.lock().unwrap() {
             Ok(uids) => Ok(RunningPods::from_uids(uids.iter().map(String::as_str))),
-            Err(401) => Err(PodCheckError::Unauthorized { status: 401 }),
-            Err(status) => Err(PodCheckError::Status { status: *status }),
+            Err(401) => Err(AgentError::KubeletUnauthorized { status: 401 }),
+            Err(status) => Err(AgentError::KubeletStatus { status: *status }),
         }
     }
 }

@@ -178,7 +178,10 @@ impl Agent {
             bind_one(SocketAddr::new(config.metrics_address, config.metrics_port)).await?;
         let metrics = Arc::new(AgentMetrics::new());
         let pods = match &config.pod_check {
-            Some(settings) => Some(PodCheck::new(settings, metrics.clone())?),
+            Some(settings) => Some(
+                PodCheck::new(settings, metrics.clone())
+                    .map_err(|e| AgentError::PodCheck(Box::new(e)))?,
+            ),
             None => None,
         };
         let cache = match &pods {
