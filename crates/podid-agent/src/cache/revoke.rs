@@ -9,8 +9,9 @@ use std::sync::Arc;
 use podid_singleflight::Joined;
 use tokio::task::JoinSet;
 
+use super::broker::wait;
 use super::index::{CachedEntry, KeptToken, Origin};
-use super::{wait, BrokerResult, PodCredentialCache};
+use super::{BrokerResult, PodCredentialCache};
 use crate::token::{SecretToken, TokenDigest};
 
 /// What a revalidation did.

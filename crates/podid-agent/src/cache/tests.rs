@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::*;
 use crate::clock::TokioClock;
 use crate::token::tests::make_token;
-use crate::upstream::Secret;
+use crate::upstream::{FetchedCredentials, Secret};
 
 const MIN: Duration = Duration::from_secs(60);
 
