@@ -2,16 +2,19 @@
 //! with credentials shaped like real ones (or with a chosen error, or never),
 //! whatever the token and signature, on a runtime of its own so that it can
 //! be killed outright. Counts its calls and can record what it was sent.
+//! Its change feed (`GET /podid/v1/clusters/{cluster}/changes`) is a quiet
+//! one: no change ever, each long poll answered after its `waitSeconds`, as a
+//! podid server answers agents of a cluster nobody changes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use rand::distr::Alphanumeric;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
@@ -173,6 +176,7 @@ impl FakeEksAuthServer {
                 "/clusters/{cluster}/assume-role-for-pod-identity",
                 post(assume),
             )
+            .route("/podid/v1/clusters/{cluster}/changes", get(quiet_feed))
             .with_state(shared.clone());
         let listener = {
             let _entered = runtime.enter();
@@ -232,6 +236,24 @@ impl Drop for FakeEksAuthServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A feed without changes: the end is position 0; a poll after it waits its
+/// `waitSeconds` (at most 30) and answers no change.
+async fn quiet_feed(
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<serde_json::Value> {
+    let after = query.get("after").and_then(|v| v.parse::<i64>().ok());
+    if let Some(after) = after {
+        let wait = query
+            .get("waitSeconds")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(30);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        return axum::Json(serde_json::json!({"changes": [], "position": after, "reset": false}));
+    }
+    axum::Json(serde_json::json!({"changes": [], "position": 0, "reset": false}))
 }
 
 async fn assume(
