@@ -14,13 +14,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_credential_types::provider::ProvideCredentials;
 use clap::{Args, Subcommand};
-use podid_agent::follow::{ChangeFollower, FeedAuth, FeedSettings};
+use podid_agent::follow::{ChangeFollower, FeedAuth, FeedSettings, OpensOnFirstCall, StartGate};
 use podid_agent::http::{HttpClient, HttpSettings, Trust};
 use podid_agent::identity::IdentityToken;
 use podid_agent::podcheck::{PodCheckMode, PodCheckSettings};
 use podid_agent::ratelimit::ClientLimit;
 use podid_agent::{
-    Agent, AgentConfig, CachePolicy, EksAuthUpstream, SystemClock, UpstreamSettings,
+    Agent, AgentConfig, CachePolicy, CredentialSource, EksAuthUpstream, SystemClock,
+    UpstreamSettings,
 };
 
 /// `podid agent [init]`.
@@ -395,9 +396,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         pod_check: args.pod_check.settings()?,
         ..AgentConfig::default()
     };
-    let mut agent = Agent::bind(config, Arc::new(upstream), Arc::new(SystemClock)).await?;
+    // The follower starts with the first broker call: an idle agent holds nothing to revoke.
+    let gate = Arc::new(StartGate::default());
+    let source: Arc<dyn CredentialSource> = match follower {
+        Some(_) => Arc::new(OpensOnFirstCall::new(Arc::new(upstream), gate.clone())),
+        None => Arc::new(upstream),
+    };
+    let mut agent = Agent::bind(config, source, Arc::new(SystemClock)).await?;
     if let Some(follower) = follower {
-        agent.follow_changes(follower);
+        agent.follow_changes(follower.start_on(gate));
     }
     // One machine-readable line per listener on stdout, for scripts and tests
     // that start the agent on port 0.

@@ -282,10 +282,11 @@ async fn a_position_pruned_while_cut_off_makes_the_agent_revalidate() {
     let server = world.second_server(&["--change-retention", "1s"]);
     let relay = Relay::start(Some(server.addr)).await.unwrap();
     let agent = agent(&relay.url());
-    // Following first, then holding: no revalidation at the first position.
-    let position = feed(&agent, true).await["position"].as_i64().unwrap();
+    // The first pod's broker call starts the follower and waits for its first
+    // position: nothing is held then, so nothing is revalidated.
     let (gone, kept) = (world.token("sa", "pod-a"), world.token("sb", "pod-b"));
     assert_eq!(agent.ask(&gone).await.0, 200);
+    let position = feed(&agent, true).await["position"].as_i64().unwrap();
     let (status, before) = agent.ask(&kept).await;
     assert_eq!(status, 200, "{before}");
     let revalidations = "podid_agent_feed_revalidations_total";

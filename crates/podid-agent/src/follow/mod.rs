@@ -2,8 +2,10 @@
 //! long polls): a deleted or updated association's entries dropped at once,
 //! refused tokens forgotten on a create, everything held revalidated on a
 //! cluster change or a `reset`. Errors back off (bounded, jittered) and the
-//! follower reconnects from its position.
+//! follower reconnects from its position. It starts with the agent's first
+//! broker call (`gate`).
 
+mod gate;
 mod request;
 
 use std::hash::BuildHasher;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use podid_api::changes::{Change, ChangeKind, ChangesResponse};
 use tokio::sync::Notify;
 
+pub use self::gate::{OpensOnFirstCall, StartGate};
 pub use self::request::FeedAuth;
 use self::request::{call, feed_url};
 use crate::cache::PodCredentialCache;
@@ -70,6 +73,8 @@ impl FeedSettings {
 /// What `/readyz` and the metrics say of the feed.
 #[derive(Debug, Default)]
 pub struct FeedStatus {
+    /// Whether the follower started (with the agent's first broker call).
+    started: AtomicBool,
     connected: AtomicBool,
     /// The position followed from (-1 before the first answer).
     position: AtomicI64,
@@ -100,6 +105,7 @@ impl FeedStatus {
     /// The `changeFeed` object of `/readyz`.
     pub fn detail(&self) -> serde_json::Value {
         let mut detail = serde_json::json!({
+            "started": self.started.load(Ordering::Relaxed),
             "connected": self.connected(),
             "position": self.position(),
         });
@@ -117,6 +123,8 @@ pub struct ChangeFollower {
     auth: FeedAuth,
     settings: FeedSettings,
     status: Arc<FeedStatus>,
+    /// Opened by the first broker call; `None`: starts at once.
+    gate: Option<Arc<StartGate>>,
 }
 
 impl ChangeFollower {
@@ -131,7 +139,15 @@ impl ChangeFollower {
             auth,
             settings,
             status: Arc::new(status),
+            gate: None,
         }
+    }
+
+    /// Starts following only once `gate` is opened (by the first broker
+    /// call: [`OpensOnFirstCall`]) instead of at once.
+    pub fn start_on(mut self, gate: Arc<StartGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Its status (shared).
@@ -143,6 +159,10 @@ impl ChangeFollower {
     /// future to stop). Revalidations run beside the feed, one at a time
     /// (requests meanwhile make one more), so deletes keep flowing.
     pub async fn run(self, cache: Arc<PodCredentialCache>, metrics: Arc<AgentMetrics>) {
+        if let Some(gate) = &self.gate {
+            gate.wait().await;
+        }
+        self.status.started.store(true, Ordering::Relaxed);
         let revalidate = Notify::new();
         let follow = self.follow(&cache, &metrics, &revalidate);
         let revalidations = async {
@@ -180,7 +200,15 @@ impl ChangeFollower {
                 Ok(page) => {
                     self.connected(metrics);
                     let first = position.is_none();
-                    // Changes before the first position are unknown: recheck what is held.
+                    // Changes before the first position are unknown: recheck what is
+                    // held (broker calls wait for the first position: only a wait that
+                    // ran out leaves something held) and forget refusals.
+                    if first {
+                        cache.forget_refused();
+                        if let Some(gate) = &self.gate {
+                            gate.positioned();
+                        }
+                    }
                     if (first && !cache.is_empty()) || page.reset {
                         if page.reset {
                             tracing::warn!(

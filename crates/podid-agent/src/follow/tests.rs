@@ -380,6 +380,61 @@ async fn entries_held_before_the_first_position_are_revalidated() {
     );
 }
 
+/// A follower started on a gate asks the feed nothing until the gate opens
+/// (the agent's first broker call opens it), then follows as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_follower_waits_for_the_first_broker_call() {
+    let (script, addr) = scripted(vec![page(5, serde_json::json!([]), false)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "agent-token").unwrap();
+    let identity = Arc::new(IdentityToken::open(dir.path().join("token")).unwrap());
+    let client = HttpClient::new(HttpSettings::new(Trust::System(None))).unwrap();
+    let gate = Arc::new(super::StartGate::default());
+    let follower = ChangeFollower::new(
+        client,
+        FeedAuth::Bearer(identity),
+        FeedSettings::new(format!("http://{addr}"), "c1"),
+    )
+    .start_on(gate.clone());
+    let status = follower.status();
+    let metrics = Arc::new(AgentMetrics::new());
+    let broker = Arc::new(Broker {
+        calls: Default::default(),
+        deleted: Mutex::default(),
+    });
+    let source = Arc::new(super::OpensOnFirstCall::new(broker.clone(), gate.clone()));
+    let cache = PodCredentialCache::new(
+        CachePolicy::default(),
+        source,
+        Arc::new(SystemClock),
+        metrics.clone(),
+    );
+    let task = tokio::spawn(follower.run(cache.clone(), metrics.clone()));
+    // Bounded: the follower task is parked on the gate after a few polls.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        script.asked.lock().unwrap().is_empty(),
+        "asked before any broker call"
+    );
+    assert_eq!(status.detail()["started"], serde_json::json!(false));
+    // The first broker call opens the gate and waits for the first position.
+    cache.get(&token("a", "a-1")).await.unwrap();
+    assert!(
+        !script.asked.lock().unwrap().is_empty(),
+        "asked before the broker answered"
+    );
+    assert_eq!(status.position(), Some(5));
+    assert_eq!(
+        metrics.feed_revalidations.get(),
+        0,
+        "nothing held at the first position"
+    );
+    assert_eq!(status.detail()["started"], serde_json::json!(true));
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_node_key_each_call_is_signed_for_eks() {
     let (script, addr) = scripted(vec![page(3, serde_json::json!([]), false)]).await;
