@@ -32,6 +32,17 @@ if [ "${1:-}" != demo ]; then
             fi
         fi
     done
+    # Debian's Chromium and its WebDriver: the console's browser tests
+    # (tests/python/test_console.py, Selenium, headless).
+    for pair in chromium:chromium chromium-driver:chromedriver; do
+        if ! command -v "${pair#*:}" >/dev/null; then
+            if [ "$(id -u)" = 0 ]; then
+                missing+=("${pair%%:*}")
+            else
+                log "${pair#*:} is missing: the console's browser tests will skip (as root: apt-get install ${pair%%:*})"
+            fi
+        fi
+    done
 fi
 if [ "${1:-}" = postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     missing+=(postgresql)
