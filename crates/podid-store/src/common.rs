@@ -9,6 +9,7 @@ use podid_api::cluster::KeySource;
 use crate::StoreError;
 
 pub(crate) mod changes;
+pub(crate) mod overview;
 pub(crate) mod steps;
 pub(crate) mod trait_impl;
 
@@ -171,14 +172,16 @@ pub(crate) fn merge_tags(
 /// (for every write). `$for_update` and `$for_key_share` are the row-lock
 /// clauses appended to selects that precede a write in the same transaction;
 /// `$change_lock` (an `Option<&str>`) is the statement run before a change of
-/// the feed is appended, so that positions follow commit order.
+/// the feed is appended, so that positions follow commit order; `$position` is
+/// the substring-position function (see [`overview`]).
 macro_rules! association_store_impl {
     (
         store: $store:ty,
         db: $db:ty,
         for_update: $for_update:literal,
         for_key_share: $for_key_share:literal,
-        change_lock: $change_lock:expr $(,)?
+        change_lock: $change_lock:expr,
+        position: $position:literal $(,)?
     ) => {
         $crate::common::steps::association_store_steps! {
             store: $store,
@@ -190,6 +193,11 @@ macro_rules! association_store_impl {
         $crate::common::changes::association_store_changes! {
             store: $store,
             db: $db,
+        }
+        $crate::common::overview::association_store_overview! {
+            store: $store,
+            db: $db,
+            position: $position,
         }
         $crate::common::trait_impl::association_store_trait! {
             store: $store,

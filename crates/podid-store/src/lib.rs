@@ -10,9 +10,13 @@ use podid_api::cluster::Cluster;
 use podid_api::EpochMillis;
 
 mod common;
+mod overview;
 mod postgres;
 mod sqlite;
 
+pub use overview::{
+    OverviewCursor, OverviewPage, OverviewPosition, OverviewQuery, MAX_OVERVIEW_PAGE,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -101,6 +105,8 @@ pub struct AuditQuery {
     pub namespace: Option<String>,
     /// Only this service account.
     pub service_account: Option<String>,
+    /// Only events of this association.
+    pub association_id: Option<String>,
     /// Only this outcome.
     pub outcome: Option<podid_api::audit::AuditOutcome>,
     /// Only events of this kind.
@@ -266,6 +272,13 @@ pub trait AssociationStore: Send + Sync + 'static {
     ) -> Result<Option<StoredAssociation>, StoreError>;
     /// One page of a cluster's associations in creation order.
     async fn list_associations(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    /// One page of the associations of every cluster (or of the query's scope), newest
+    /// `modified_at` first, with substring filters; pages are keyset positions, so rows
+    /// added or changed meanwhile neither repeat nor skip the rows of other pages.
+    async fn list_all_associations(
+        &self,
+        query: &OverviewQuery,
+    ) -> Result<OverviewPage, StoreError>;
     /// Writes changed settings of an existing association (matched by cluster
     /// and id; namespace, service account, external id, tags and creation time
     /// are kept), if it still has `expected_modified_at` — else

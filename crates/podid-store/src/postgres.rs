@@ -70,4 +70,5 @@ crate::common::association_store_impl! {
     for_update: " FOR UPDATE",
     for_key_share: " FOR KEY SHARE",
     change_lock: Some(FEED_LOCK),
+    position: "strpos",
 }

@@ -120,4 +120,5 @@ crate::common::association_store_impl! {
     for_key_share: "",
     // One writer at a time already: positions follow commit order.
     change_lock: None,
+    position: "instr",
 }

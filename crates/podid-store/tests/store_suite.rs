@@ -251,10 +251,22 @@ suite! {
     changes_paging,
     changes_prune_and_reset,
     node_identity_columns,
-    concurrent_writes_followed;
+    concurrent_writes_followed,
+    overview_order_and_filters,
+    overview_scope,
+    overview_paging,
+    overview_paging_while_rows_change,
+    audit_of_association;
     persistent: reopen_keeps_data, corrupt_rows_and_stale_tokens, audit_rows_of_before_changes,
     failed_change_rolls_back, migration_from_0003,
 }
+
+#[path = "store_suite/overview.rs"]
+mod overview;
+use overview::{
+    audit_of_association, overview_order_and_filters, overview_paging,
+    overview_paging_while_rows_change, overview_scope,
+};
 
 #[path = "store_suite/changes.rs"]
 mod changes;

@@ -224,6 +224,13 @@ macro_rules! association_store_trait {
                 Ok($crate::Page { items, next: if more { last } else { None } })
             }
 
+            async fn list_all_associations(
+                &self,
+                q: &$crate::OverviewQuery,
+            ) -> Result<$crate::OverviewPage, $crate::StoreError> {
+                self.overview_page(q).await
+            }
+
             async fn update_association(
                 &self,
                 a: &$crate::StoredAssociation,
@@ -358,6 +365,7 @@ macro_rules! association_store_trait {
                 if q.cluster.is_some() { next("cluster", "=", &mut sql); }
                 if q.namespace.is_some() { next("namespace", "=", &mut sql); }
                 if q.service_account.is_some() { next("service_account", "=", &mut sql); }
+                if q.association_id.is_some() { next("association_id", "=", &mut sql); }
                 if q.outcome.is_some() { next("outcome", "=", &mut sql); }
                 if q.kind.is_some() { next("kind", "=", &mut sql); }
                 if q.since.is_some() { next("time", ">=", &mut sql); }
@@ -368,6 +376,7 @@ macro_rules! association_store_trait {
                 if let Some(v) = &q.cluster { query = query.bind(v); }
                 if let Some(v) = &q.namespace { query = query.bind(v); }
                 if let Some(v) = &q.service_account { query = query.bind(v); }
+                if let Some(v) = &q.association_id { query = query.bind(v); }
                 if let Some(v) = q.outcome { query = query.bind(v.as_str()); }
                 if let Some(v) = q.kind { query = query.bind(v.as_str()); }
                 if let Some(v) = q.since { query = query.bind(v.0); }
