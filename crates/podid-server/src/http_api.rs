@@ -64,6 +64,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         // Signed like every API call; unsigned only on the metrics listener.
         .route("/metrics", get(metrics))
+        // The web console: its own sessions instead of SigV4 (see `front`).
+        .nest_service("/console", crate::console::router(state.clone()))
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(state.clone(), front))
@@ -147,8 +149,15 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
     host_from_authority(&mut parts);
 
     let mut caller = None;
+    let console = is_console(&path);
     let mut response = match buffer_body(&parts.headers, body).await {
         Err(e) => error_response(&e),
+        // The console checks its own session cookie.
+        Ok(bytes) if console => {
+            let mut request = Request::from_parts(parts, Body::from(bytes));
+            request.extensions_mut().insert(request_id.clone());
+            next.run(request).await
+        }
         Ok(bytes) => match authenticate(&state, &parts, &bytes).await {
             Err(e) => error_response(&e),
             Ok(principal) => {
@@ -165,7 +174,7 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         .extensions()
         .get::<Operation>()
         .map(|o| o.name())
-        .unwrap_or("unknown");
+        .unwrap_or(if console { "Console" } else { "unknown" });
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state
@@ -194,6 +203,12 @@ async fn front(State(state): State<SharedState>, request: Request, next: Next) -
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// Whether `path` is the web console's (`/console` and below).
+fn is_console(path: &str) -> bool {
+    path.strip_prefix("/console")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Who sent the request: an agent token (`Authorization: Bearer`, on the two

@@ -16,6 +16,7 @@ mod changes;
 pub use podid_api::clock;
 mod clusters;
 mod config;
+mod console;
 mod http_api;
 mod jwks;
 pub mod keys;

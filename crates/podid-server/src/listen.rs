@@ -125,7 +125,20 @@ pub(crate) async fn serve(
         api,
         config.limits,
         tls,
-        podid_listen::tower_service(router),
+        // Each connection's requests carry its peer address (the console's
+        // per-source sign-in limit).
+        move |peer| {
+            let router = tower::ServiceExt::map_request(
+                router.clone(),
+                move |mut request: http::Request<podid_listen::RequestBody>| {
+                    request
+                        .extensions_mut()
+                        .insert(crate::console::ClientAddr(peer));
+                    request
+                },
+            );
+            podid_listen::tower_service(router)(peer)
+        },
         stop,
     );
     let (api, metrics) = tokio::join!(api_served, metrics_served);
