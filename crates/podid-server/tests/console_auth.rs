@@ -1,5 +1,6 @@
 //! The web console's sign-in, sessions, CSRF and headers, through the
 //! server's whole router in process (tower's oneshot), with a real keys file.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::time::Duration;
 

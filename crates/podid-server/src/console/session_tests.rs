@@ -1,5 +1,6 @@
 //! Sessions on tokio's paused clock: expiry, the cap, key changes, CSRF and
 //! the sign-in limit.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
