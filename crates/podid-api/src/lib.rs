@@ -13,6 +13,7 @@ pub mod error;
 mod secret;
 pub mod text;
 pub mod time;
+pub mod trust_policy;
 pub mod validate;
 
 pub use error::{ApiError, ErrorKind};

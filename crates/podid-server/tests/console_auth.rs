@@ -352,3 +352,36 @@ async fn the_api_still_needs_sigv4() {
         "MissingAuthenticationTokenException"
     );
 }
+
+#[tokio::test]
+async fn the_trust_policy_page_shows_the_one_statement() {
+    let (router, _dir) = console().await;
+    let cookie = sign_in(&router, "READER1", "reader-secret-0123456789").await;
+    let page = get(&router, "/console/trust-policy", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    // The IAM statement of the issue: the broker may assume and tag.
+    for line in [
+        "&#34;Sid&#34;: &#34;PodidBroker&#34;",
+        "&#34;AWS&#34;: &#34;arn:aws:iam::123456789012:role/podid-broker&#34;",
+        "&#34;sts:AssumeRole&#34;",
+        "&#34;sts:TagSession&#34;",
+    ] {
+        assert!(page.body.contains(line), "{line} in {}", page.body);
+    }
+    assert!(page.body.contains("data-copy=\"trust-policy\""));
+    let page = get(
+        &router,
+        "/console/trust-policy?principal=arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2Fbroker",
+        Some(&cookie),
+    )
+    .await;
+    assert!(page.body.contains("arn:aws:iam::111122223333:role/broker"));
+    let page = get(
+        &router,
+        "/console/trust-policy?principal=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        Some(&cookie),
+    )
+    .await;
+    assert!(!page.body.contains("<script>alert(1)"));
+    assert!(page.body.contains("data-field=\"principal\""));
+}

@@ -16,6 +16,7 @@ mod login;
 pub(crate) mod page;
 pub(crate) mod session;
 mod static_files;
+mod trust_policy;
 
 pub(crate) use session::ClientAddr;
 
@@ -58,6 +59,7 @@ pub(crate) fn router(app: SharedState) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/clusters", get(clusters::list))
+        .route("/trust-policy", get(trust_policy::show))
         .route("/static/console.css", get(static_files::css))
         .route("/static/console.js", get(static_files::js))
         .fallback(page::not_found)
