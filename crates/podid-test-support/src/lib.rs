@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod attack;
 pub mod ci;
+pub mod console_pages;
 pub mod dev_kubelet;
 mod error;
 pub mod fake_eks_auth;

@@ -11,6 +11,7 @@ use crate::auth::Authentication;
 use crate::keys::KeyRing;
 use crate::SharedState;
 
+mod associations;
 mod clusters;
 mod login;
 pub(crate) mod page;
@@ -58,6 +59,8 @@ pub(crate) fn router(app: SharedState) -> Router {
         )
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .route("/associations", get(associations::list))
+        .route("/associations/{cluster}/{association_id}", get(associations::detail))
         .route("/clusters", get(clusters::list))
         .route("/trust-policy", get(trust_policy::show))
         .route("/static/console.css", get(static_files::css))
