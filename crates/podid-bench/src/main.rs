@@ -13,6 +13,7 @@ mod agent_memory;
 mod association_api;
 mod baseline;
 mod broker;
+mod console;
 mod fake_eks_auth;
 mod storm;
 
@@ -54,6 +55,8 @@ enum Command {
     Storm(storm::StormArgs),
     /// Target 5: association Create throughput and List over 10,000, SQLite and PostgreSQL, vs the raw store.
     AssociationApi(association_api::AssociationApiArgs),
+    /// The web console's association table with 10,000 associations: render time of the first and a filtered page vs the store query.
+    Console(console::ConsoleArgs),
     /// One raw-store step of association-api, in a process of its own (used by association-api).
     #[command(hide = true)]
     RawStore(association_api::RawStoreArgs),
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             Command::Broker(args) => broker::run(args).await,
             Command::Storm(args) => storm::run(args).await,
             Command::AssociationApi(args) => association_api::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::RawStore(args) => association_api::raw_store(args).await.map(|()| true),
         }
     });
