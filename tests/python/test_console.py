@@ -1,0 +1,298 @@
+"""The web console (issue 15) in Debian's Chromium, headless, against a real
+`podid server`: sign-in, sessions, CSRF, the security headers and escaping.
+
+The module's server has an admin, a reader, a node key and a reader scoped to
+one cluster; two clusters are registered and their associations created with
+boto3 (the API), so what the console shows is checked against what was made
+through another door. Screenshots (1280x800) go to $PODID_SCREENSHOT_DIR, else
+the pytest tmp dir; they are not committed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from console_helpers import (
+    HEIGHT,
+    SECURITY_HEADERS,
+    WIDTH,
+    WRONG_LOGIN,
+    Browser,
+    chromium_tools,
+    png_size,
+)
+from podid_helpers import ApiKey, make_keys, unique, write_keys_file
+
+XSS = "<script>alert(1)</script>"
+# The console's pages every signed-in key may open.
+PAGES = ("/console/associations", "/console/clusters", "/console/trust-policy")
+
+
+# --------------------------------------------------------------------------
+# the server's keys and contents
+
+BLUE = unique("blue")
+GREEN = unique("green")
+
+
+@pytest.fixture(scope="module")
+def api_keys():
+    """admin / reader / node, and a reader that may see only BLUE."""
+    keys = make_keys()
+    keys["scoped"] = ApiKey("PODIDSCOPEDREADER", "scoped-" + keys["reader"].secret_access_key, "reader")
+    return keys
+
+
+@pytest.fixture(scope="module")
+def keys_file(tmp_path_factory, api_keys):
+    path = tmp_path_factory.mktemp("console-keys") / "keys.toml"
+    plain = [k for name, k in api_keys.items() if name != "scoped"]
+    write_keys_file(path, plain)
+    s = api_keys["scoped"]
+    with path.open("a") as f:
+        f.write(
+            f'\n[[key]]\naccess_key_id = "{s.access_key_id}"\n'
+            f'secret_access_key = "{s.secret_access_key}"\nrole = "reader"\nclusters = ["{BLUE}"]\n'
+        )
+    return path
+
+
+@dataclass
+class World:
+    """What the module made through the API."""
+
+    clusters: tuple[str, str]
+    associations: list[dict] = field(default_factory=list)
+
+    def of(self, cluster: str) -> list[dict]:
+        return [a for a in self.associations if a["clusterName"] == cluster]
+
+
+@pytest.fixture(scope="module")
+def world(podid) -> World:
+    w = World((BLUE, GREEN))
+    for name in w.clusters:
+        podid.register_cluster(name)
+    w.associations += [
+        podid.create_association(BLUE, "payments", "api"),
+        podid.create_association(BLUE, "payments", "worker", roleArn="arn:aws:iam::123456789012:role/payments-worker"),
+        podid.create_association(BLUE, "web", "frontend", tags={"team": "web", "note": XSS}),
+        podid.create_association(GREEN, "payments", "api", targetRoleArn="arn:aws:iam::210987654321:role/target-role"),
+        podid.create_association(GREEN, "batch", "nightly"),
+    ]
+    return w
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory):
+    raw = os.environ.get("PODID_SCREENSHOT_DIR")
+    if raw:
+        return Path(raw)
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def browser(podid, tmp_path, screenshots):
+    tools = chromium_tools()
+    if tools is None:
+        pytest.skip("chromium or chromedriver is missing (scripts/setup.sh installs them as root)")
+    b = Browser(podid.endpoint, tools, tmp_path / "chromium-profile", screenshots)
+    yield b
+    b.quit()
+
+
+def sign_in(browser: Browser, key: ApiKey) -> None:
+    browser.login(key.access_key_id, key.secret_access_key)
+    browser.wait_path("/console/associations")
+
+
+# --------------------------------------------------------------------------
+# sign-in, sessions
+
+
+def test_a_page_without_session_goes_to_the_login(browser, world):
+    browser.open("/console/associations")
+    browser.wait_path("/console/login")
+    form = browser.el("form#login")
+    assert form.find_element("name", "access_key_id")
+    assert form.find_element("name", "secret_access_key").get_attribute("type") == "password"
+
+
+@pytest.mark.parametrize("role", ["admin", "reader"])
+def test_sign_in_shows_the_key_id_and_never_the_secret(browser, api_keys, role):
+    key = api_keys[role]
+    sign_in(browser, key)
+    assert key.access_key_id in browser.text("#session-key")
+    assert key.secret_access_key not in browser.driver.page_source
+    cookie = browser.session_cookie()
+    assert cookie is not None, "no podid_session cookie after signing in"
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/console"
+    for link in ("a#nav-associations", "a#nav-clusters", "a#nav-audit", "a#nav-trust-policy"):
+        assert browser.has(link), f"no {link} in the layout"
+
+
+def test_a_wrong_password_stays_on_the_login_page(browser, api_keys):
+    key = api_keys["admin"]
+    browser.login(key.access_key_id, key.secret_access_key + "x")
+    assert browser.path == "/console/login"
+    assert browser.text("#login-error") == WRONG_LOGIN
+    assert browser.session_cookie() is None
+    # An unknown key id gets the same words (no hint which half was wrong).
+    browser.login("PODIDNOSUCHKEY", key.secret_access_key)
+    assert browser.path == "/console/login"
+    assert browser.text("#login-error") == WRONG_LOGIN
+    browser.open("/console/associations")
+    browser.wait_path("/console/login")
+
+
+def test_a_node_key_cannot_sign_in(browser, api_keys):
+    key = api_keys["node"]
+    browser.login(key.access_key_id, key.secret_access_key)
+    assert browser.path == "/console/login"
+    assert browser.session_cookie() is None
+    resp = browser.http(
+        "POST",
+        "/console/login",
+        data={"access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key},
+        cookie=False,
+    )
+    assert resp.status_code == 403, (resp.status_code, resp.text[:500])
+    assert "podid_session" not in resp.cookies
+
+
+def test_logout_ends_the_session(browser, api_keys):
+    sign_in(browser, api_keys["reader"])
+    old = browser.session_cookie()
+    assert old is not None
+    browser.logout()
+    browser.wait_path("/console/login")
+    browser.open("/console/associations")
+    browser.wait_path("/console/login")
+    # The old cookie, replayed outside the browser, is no session either.
+    resp = requests.get(
+        browser.endpoint + "/console/associations",
+        cookies={old["name"]: old["value"]},
+        allow_redirects=False,
+        timeout=15,
+    )
+    assert resp.status_code in (302, 303), resp.status_code
+    assert resp.headers["location"].endswith("/console/login"), resp.headers
+
+
+# --------------------------------------------------------------------------
+# CSRF
+
+
+def forged_token(real: str) -> str:
+    """The real token with its last character changed."""
+    return real[:-1] + ("A" if real[-1] != "A" else "B")
+
+
+@pytest.mark.parametrize("token", ["missing", "empty", "wrong"])
+def test_a_post_without_the_right_csrf_token_is_refused(browser, api_keys, token):
+    sign_in(browser, api_keys["admin"])
+    real = browser.csrf_token()
+    assert len(real) >= 16, real
+    data = {"missing": {}, "empty": {"csrf_token": ""}, "wrong": {"csrf_token": forged_token(real)}}[token]
+    resp = browser.http("POST", "/console/logout", data=data)
+    assert resp.status_code == 403, (resp.status_code, resp.text[:500])
+    assert "podid_session" not in resp.cookies
+    # The refused logout did not end the session.
+    assert browser.http("GET", "/console/associations").status_code == 200
+    # The same forged form submitted by the browser itself: the session stays.
+    browser.driver.execute_script(
+        "const f = document.createElement('form'); f.method = 'POST'; f.action = '/console/logout';"
+        "if (arguments[0] !== null) { const i = document.createElement('input'); i.type = 'hidden';"
+        " i.name = 'csrf_token'; i.value = arguments[0]; f.appendChild(i); }"
+        "const b = document.createElement('button'); b.type = 'submit'; b.id = 'forged'; f.appendChild(b);"
+        "document.body.appendChild(f);",
+        data.get("csrf_token"),
+    )
+    browser.submit(browser.el("button#forged"))
+    assert browser.path == "/console/logout"
+    assert not browser.has("form#login")
+    browser.open("/console/associations")
+    browser.wait_path("/console/associations")
+
+
+# --------------------------------------------------------------------------
+# headers, escaping
+
+
+def assert_security_headers(resp, *, static: bool = False) -> None:
+    got = {k.lower(): v for k, v in resp.headers.items()}
+    for name, value in SECURITY_HEADERS.items():
+        if static and name == "content-security-policy":
+            continue
+        assert got.get(name) == value, (resp.url, resp.status_code, name, got.get(name))
+    if not static:
+        assert got.get("cache-control") == "no-store", (resp.url, got.get("cache-control"))
+
+
+def test_every_console_answer_has_the_security_headers(browser, api_keys):
+    anonymous = [browser.http("GET", p, cookie=False) for p in ("/console/login", "/console/associations", "/console/clusters")]
+    for resp in anonymous:
+        assert_security_headers(resp)
+    sign_in(browser, api_keys["reader"])
+    for path in PAGES:
+        resp = browser.http("GET", path)
+        assert resp.status_code == 200, (path, resp.status_code)
+        assert resp.headers["content-type"].startswith("text/html"), resp.headers
+        assert_security_headers(resp)
+    forbidden = browser.http("POST", "/console/logout", data={})
+    assert forbidden.status_code == 403
+    assert_security_headers(forbidden)
+    for path in ("/console/static/console.css", "/console/static/console.js"):
+        resp = browser.http("GET", path, cookie=False)
+        assert resp.status_code == 200, (path, resp.status_code)
+        assert_security_headers(resp, static=True)
+
+
+def test_pages_load_without_csp_violations(browser, api_keys, world):
+    browser.open("/console/login")
+    sign_in(browser, api_keys["reader"])
+    for path in PAGES:
+        browser.open(path)
+        browser.assert_no_injected_script()
+    errors = [e for e in browser.console_errors() if "Content Security Policy" in e or "Refused" in e]
+    assert errors == [], errors
+    # The stylesheet is applied (served as a file, allowed by style-src 'self').
+    sheets = browser.driver.execute_script("return document.styleSheets.length")
+    assert sheets >= 1
+
+
+def test_a_typed_key_id_is_shown_back_as_text(browser):
+    browser.login(XSS, "wrong")
+    assert browser.path == "/console/login"
+    assert browser.text("#login-error") == WRONG_LOGIN
+    browser.assert_no_injected_script()
+    typed = browser.el("form#login input[name=access_key_id]").get_attribute("value")
+    assert typed in ("", XSS), typed
+
+
+def test_the_clusters_page_lists_both_clusters(browser, api_keys, world):
+    sign_in(browser, api_keys["reader"])
+    browser.open("/console/clusters")
+    body = browser.text("body")
+    for name in world.clusters:
+        assert name in body, name
+
+
+def test_a_scoped_key_sees_only_its_clusters(browser, api_keys, world):
+    sign_in(browser, api_keys["scoped"])
+    browser.open("/console/clusters")
+    body = browser.text("body")
+    assert BLUE in body and GREEN not in body, body
+
+
+def test_screenshot_size_is_1280x800(browser, api_keys):
+    browser.open("/console/login")
+    shot = browser.screenshot("login")
+    assert png_size(shot) == (WIDTH, HEIGHT)
