@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -296,3 +297,107 @@ def test_screenshot_size_is_1280x800(browser, api_keys):
     browser.open("/console/login")
     shot = browser.screenshot("login")
     assert png_size(shot) == (WIDTH, HEIGHT)
+
+
+# --------------------------------------------------------------------------
+# the associations list and detail pages
+
+
+def ids(rows: list[dict[str, str]]) -> set[str]:
+    return {r["association-id"] for r in rows}
+
+
+def row_of(a: dict) -> dict[str, str]:
+    """The list row an association made through the API must have."""
+    return {
+        "cluster": a["clusterName"],
+        "namespace": a["namespace"],
+        "service-account": a["serviceAccount"],
+        "role-arn": a["roleArn"],
+        "association-id": a["associationId"],
+    }
+
+
+def test_a_reader_sees_the_associations_of_both_clusters(browser, api_keys, world):
+    sign_in(browser, api_keys["reader"])
+    rows = browser.rows()
+    for a in world.associations:
+        assert row_of(a) in rows, (a["associationId"], rows)
+    assert {r["cluster"] for r in rows} >= set(world.clusters)
+    browser.screenshot("associations")
+
+
+def test_the_filters_narrow_the_list(browser, api_keys, world):
+    sign_in(browser, api_keys["reader"])
+    browser.submit_form("form#filters", {"cluster": BLUE})
+    assert f"cluster={BLUE}" in browser.query
+    assert ids(browser.rows()) == {a["associationId"] for a in world.of(BLUE)}
+    browser.submit_form("form#filters", {"cluster": BLUE, "namespace": "payments"})
+    assert ids(browser.rows()) == {a["associationId"] for a in world.of(BLUE) if a["namespace"] == "payments"}
+    browser.submit_form("form#filters", {"cluster": "", "namespace": "payments"})
+    assert ids(browser.rows()) == {a["associationId"] for a in world.associations if a["namespace"] == "payments"}
+    # Substrings, combinable.
+    browser.submit_form("form#filters", {"namespace": "", "service_account": "work"})
+    assert [r["service-account"] for r in browser.rows()] == ["worker"]
+    browser.submit_form("form#filters", {"service_account": "", "role": "payments-worker"})
+    assert [r["role-arn"] for r in browser.rows()] == ["arn:aws:iam::123456789012:role/payments-worker"]
+    browser.submit_form("form#filters", {"cluster": GREEN, "role": "payments-worker"})
+    assert browser.rows() == [{}], "a filter matching nothing still shows one row saying so"
+    # The filters are query parameters: a link opens the same view.
+    browser.open(f"/console/associations?cluster={GREEN}&namespace=batch")
+    assert ids(browser.rows()) == {a["associationId"] for a in world.of(GREEN) if a["namespace"] == "batch"}
+
+
+def test_a_reader_has_no_create_edit_or_delete_controls(browser, api_keys, world):
+    a = world.of(BLUE)[0]
+    detail = f"/console/associations/{BLUE}/{a['associationId']}"
+    sign_in(browser, api_keys["admin"])
+    assert browser.has("a#new-association"), "the admin's list has the create link"
+    browser.logout()
+    sign_in(browser, api_keys["reader"])
+    assert not browser.has("a#new-association")
+    browser.open(detail)
+    browser.el("#association-detail")
+    assert not browser.has("a#edit-association")
+    assert not browser.has("form#delete-association")
+
+
+def test_the_detail_page_shows_every_field_and_the_tags_as_text(browser, api_keys, world, eks):
+    a = next(x for x in world.associations if x["tags"])
+    described = eks.describe_pod_identity_association(clusterName=a["clusterName"], associationId=a["associationId"])[
+        "association"
+    ]
+    sign_in(browser, api_keys["reader"])
+    rows = browser.rows()
+    link = next(
+        tr for tr in browser.els("table#associations tbody tr .association-id a") if tr.text.strip() == a["associationId"]
+    )
+    browser.submit(link)
+    # (The link may percent-encode what needs no encoding: the same path.)
+    assert unquote(browser.path) == f"/console/associations/{a['clusterName']}/{a['associationId']}", rows
+    detail = "#association-detail"
+    assert browser.text(f"{detail} .association-arn") == described["associationArn"]
+    assert browser.text(f"{detail} .cluster") == described["clusterName"]
+    assert browser.text(f"{detail} .namespace") == described["namespace"]
+    assert browser.text(f"{detail} .service-account") == described["serviceAccount"]
+    assert browser.text(f"{detail} .role-arn") == described["roleArn"]
+    tags = {
+        tr.find_element("css selector", ".tag-key").text: tr.find_element("css selector", ".tag-value").text
+        for tr in browser.els("table#tags tbody tr")
+    }
+    assert tags == described["tags"] == {"team": "web", "note": XSS}
+    browser.assert_no_injected_script()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in browser.driver.page_source
+    browser.el("table#events")
+    browser.screenshot("association-detail")
+
+
+def test_a_scoped_reader_sees_only_its_clusters_associations(browser, api_keys, world):
+    sign_in(browser, api_keys["scoped"])
+    rows = browser.rows()
+    assert {r["cluster"] for r in rows} == {BLUE}
+    assert ids(rows) >= {a["associationId"] for a in world.of(BLUE)}
+    green = world.of(GREEN)[0]
+    resp = browser.http("GET", f"/console/associations/{GREEN}/{green['associationId']}")
+    assert resp.status_code == 404, resp.status_code
+    assert green["associationId"] not in resp.text
