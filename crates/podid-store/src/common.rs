@@ -8,6 +8,7 @@ use podid_api::cluster::KeySource;
 
 use crate::StoreError;
 
+pub(crate) mod audit;
 pub(crate) mod changes;
 pub(crate) mod overview;
 pub(crate) mod steps;
@@ -198,6 +199,10 @@ macro_rules! association_store_impl {
             store: $store,
             db: $db,
             position: $position,
+        }
+        $crate::common::audit::association_store_audit! {
+            store: $store,
+            db: $db,
         }
         $crate::common::trait_impl::association_store_trait! {
             store: $store,

@@ -107,6 +107,8 @@ pub struct AuditQuery {
     pub service_account: Option<String>,
     /// Only events of this association.
     pub association_id: Option<String>,
+    /// Only events of these clusters (a key's scope); an empty list lists nothing.
+    pub clusters: Option<Vec<String>>,
     /// Only this outcome.
     pub outcome: Option<podid_api::audit::AuditOutcome>,
     /// Only events of this kind.
@@ -115,6 +117,9 @@ pub struct AuditQuery {
     pub since: Option<EpochMillis>,
     /// Continue with events older than this position (from [`AuditPage::next`]).
     pub before: Option<i64>,
+    /// Go back to the events newer than this position (from [`AuditPage::prev`]): the
+    /// page holds the oldest of them, still newest first. Wins over `before`.
+    pub after: Option<i64>,
     /// Page size, at least 1.
     pub limit: u32,
 }
@@ -126,6 +131,9 @@ pub struct AuditPage {
     pub events: Vec<podid_api::audit::AuditEvent>,
     /// Position to continue before, when older events follow.
     pub next: Option<i64>,
+    /// Position to go back from (as [`AuditQuery::after`]), when newer events precede
+    /// this page; a first page (neither `before` nor `after`) has none.
+    pub prev: Option<i64>,
 }
 
 /// Errors of the store. Domain outcomes (not found, conflicts) are variants of
@@ -311,6 +319,12 @@ pub trait AssociationStore: Send + Sync + 'static {
         -> Result<(), StoreError>;
     /// Lists audit events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// The number of associations of each cluster (of `scope`'s clusters only, when
+    /// given), in one statement; clusters without associations are absent.
+    async fn count_associations(
+        &self,
+        scope: Option<&[String]>,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError>;
     /// The change feed of `cluster`. Without `after`: no changes, and the feed's end as
     /// the position to follow from. With `after`: the cluster's changes after it, oldest
     /// first, at most `limit` (1 to 500), and the position to ask from next; `reset`

@@ -256,7 +256,9 @@ suite! {
     overview_scope,
     overview_paging,
     overview_paging_while_rows_change,
-    audit_of_association;
+    audit_of_association,
+    audit_pages_both_ways,
+    association_counts;
     persistent: reopen_keeps_data, corrupt_rows_and_stale_tokens, audit_rows_of_before_changes,
     failed_change_rolls_back, migration_from_0003,
 }
@@ -267,6 +269,10 @@ use overview::{
     audit_of_association, overview_order_and_filters, overview_paging,
     overview_paging_while_rows_change, overview_scope,
 };
+
+#[path = "store_suite/console.rs"]
+mod console;
+use console::{association_counts, audit_pages_both_ways};
 
 #[path = "store_suite/changes.rs"]
 mod changes;

@@ -4,11 +4,11 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use podid_store::ListQuery;
 
 use super::login::store_failed;
 use super::page::{render, Page};
 use super::ConsoleState;
+use crate::authz::Clusters;
 
 /// One row of the table.
 struct Row {
@@ -34,31 +34,20 @@ pub(crate) async fn list(State(console): State<ConsoleState>, page: Page) -> Res
         Ok(c) => c,
         Err(e) => return store_failed(&e),
     };
+    let scope = match &page.key.clusters {
+        Clusters::All => None,
+        Clusters::Only(names) => Some(names.to_vec()),
+    };
+    let counts = match store.count_associations(scope.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => return store_failed(&e),
+    };
     let mut rows = Vec::new();
     for c in clusters
         .into_iter()
         .filter(|c| page.key.clusters.allows(&c.name))
     {
-        let mut associations = 0u64;
-        let mut query = ListQuery {
-            cluster: c.name.clone(),
-            namespace: None,
-            service_account: None,
-            after: None,
-            limit: 1000,
-        };
-        loop {
-            match store.list_associations(&query).await {
-                Ok(p) => {
-                    associations += p.items.len() as u64;
-                    match p.next {
-                        Some(next) => query.after = Some(next),
-                        None => break,
-                    }
-                }
-                Err(e) => return store_failed(&e),
-            }
-        }
+        let associations = counts.get(&c.name).copied().unwrap_or(0);
         let key_ids = c.jwks["keys"]
             .as_array()
             .map(|keys| {

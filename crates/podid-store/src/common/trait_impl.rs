@@ -351,70 +351,14 @@ macro_rules! association_store_trait {
             }
 
             async fn list_audit(&self, q: &$crate::AuditQuery) -> Result<$crate::AuditPage, $crate::StoreError> {
-                use sqlx::Row as _;
-                let mut sql = String::from(
-                    "SELECT seq, time, request_id, caller, cluster, namespace, service_account, pod_name, pod_uid, \
-                     association_id, role_arn, outcome, error_code, kind, action, before_state, after_state, \
-                     node_name, caller_node FROM audit_events WHERE 1 = 1",
-                );
-                let mut n = 0;
-                let mut next = |column: &str, op: &str, sql: &mut String| {
-                    n += 1;
-                    sql.push_str(&format!(" AND {column} {op} ${n}"));
-                };
-                if q.cluster.is_some() { next("cluster", "=", &mut sql); }
-                if q.namespace.is_some() { next("namespace", "=", &mut sql); }
-                if q.service_account.is_some() { next("service_account", "=", &mut sql); }
-                if q.association_id.is_some() { next("association_id", "=", &mut sql); }
-                if q.outcome.is_some() { next("outcome", "=", &mut sql); }
-                if q.kind.is_some() { next("kind", "=", &mut sql); }
-                if q.since.is_some() { next("time", ">=", &mut sql); }
-                if q.before.is_some() { next("seq", "<", &mut sql); }
-                n += 1;
-                sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
-                let mut query = sqlx::query(&sql);
-                if let Some(v) = &q.cluster { query = query.bind(v); }
-                if let Some(v) = &q.namespace { query = query.bind(v); }
-                if let Some(v) = &q.service_account { query = query.bind(v); }
-                if let Some(v) = &q.association_id { query = query.bind(v); }
-                if let Some(v) = q.outcome { query = query.bind(v.as_str()); }
-                if let Some(v) = q.kind { query = query.bind(v.as_str()); }
-                if let Some(v) = q.since { query = query.bind(v.0); }
-                if let Some(v) = q.before { query = query.bind(v); }
-                let limit = q.limit.max(1);
-                let rows = query.bind(i64::from(limit) + 1).fetch_all(self.read_pool()).await?;
-                let more = rows.len() > limit as usize;
-                let mut events = Vec::with_capacity(rows.len().min(limit as usize));
-                for row in rows.iter().take(limit as usize) {
-                    let outcome: String = row.try_get("outcome")?;
-                    let kind: String = row.try_get("kind")?;
-                    let seq: i64 = row.try_get("seq")?;
-                    events.push(podid_api::audit::AuditEvent {
-                        seq,
-                        kind: podid_api::audit::AuditKind::parse(&kind)
-                            .ok_or_else(|| $crate::StoreError::corrupt(format!("audit event {seq}: kind '{kind}'")))?,
-                        action: row.try_get("action")?,
-                        time: podid_api::EpochMillis(row.try_get("time")?),
-                        request_id: row.try_get("request_id")?,
-                        caller: row.try_get("caller")?,
-                        cluster: row.try_get("cluster")?,
-                        namespace: row.try_get("namespace")?,
-                        service_account: row.try_get("service_account")?,
-                        pod_name: row.try_get("pod_name")?,
-                        pod_uid: row.try_get("pod_uid")?,
-                        node_name: row.try_get("node_name")?,
-                        caller_node: row.try_get("caller_node")?,
-                        association_id: row.try_get("association_id")?,
-                        role_arn: row.try_get("role_arn")?,
-                        before: $crate::common::decode_audit_state(seq, row.try_get("before_state")?)?,
-                        after: $crate::common::decode_audit_state(seq, row.try_get("after_state")?)?,
-                        outcome: podid_api::audit::AuditOutcome::parse(&outcome)
-                            .ok_or_else(|| $crate::StoreError::corrupt(format!("audit event {seq}: outcome '{outcome}'")))?,
-                        error_code: row.try_get("error_code")?,
-                    });
-                }
-                let next = if more { events.last().map(|e| e.seq) } else { None };
-                Ok($crate::AuditPage { events, next })
+                self.audit_page(q).await
+            }
+
+            async fn count_associations(
+                &self,
+                scope: Option<&[String]>,
+            ) -> Result<std::collections::BTreeMap<String, u64>, $crate::StoreError> {
+                self.association_counts(scope).await
             }
 
             async fn association_changes(
