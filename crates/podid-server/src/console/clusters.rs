@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::audit::scope_of;
 use super::login::store_failed;
 use super::page::{render, Page};
 use super::ConsoleState;
-use crate::authz::Clusters;
 
 /// One row of the table.
 struct Row {
@@ -34,11 +34,7 @@ pub(crate) async fn list(State(console): State<ConsoleState>, page: Page) -> Res
         Ok(c) => c,
         Err(e) => return store_failed(&e),
     };
-    let scope = match &page.key.clusters {
-        Clusters::All => None,
-        Clusters::Only(names) => Some(names.to_vec()),
-    };
-    let counts = match store.count_associations(scope.as_deref()).await {
+    let counts = match store.count_associations(scope_of(&page.key.clusters)).await {
         Ok(c) => c,
         Err(e) => return store_failed(&e),
     };

@@ -12,9 +12,11 @@ use crate::keys::KeyRing;
 use crate::SharedState;
 
 mod associations;
+mod audit;
 mod clusters;
 mod login;
 pub(crate) mod page;
+mod params;
 pub(crate) mod session;
 mod static_files;
 mod trust_policy;
@@ -62,6 +64,7 @@ pub(crate) fn router(app: SharedState) -> Router {
         .route("/associations", get(associations::list))
         .route("/associations/{cluster}/{association_id}", get(associations::detail))
         .route("/clusters", get(clusters::list))
+        .route("/audit", get(audit::list))
         .route("/trust-policy", get(trust_policy::show))
         .route("/static/console.css", get(static_files::css))
         .route("/static/console.js", get(static_files::js))
