@@ -10,6 +10,7 @@ the pytest tmp dir; they are not committed.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,7 @@ def test_a_node_key_cannot_sign_in(browser, api_keys):
     browser.login(key.access_key_id, key.secret_access_key)
     assert browser.path == "/console/login"
     assert browser.session_cookie() is None
+    assert "Node keys cannot sign in" in browser.text("#login-error")
     resp = browser.http(
         "POST",
         "/console/login",
@@ -401,3 +403,40 @@ def test_a_scoped_reader_sees_only_its_clusters_associations(browser, api_keys, 
     resp = browser.http("GET", f"/console/associations/{GREEN}/{green['associationId']}")
     assert resp.status_code == 404, resp.status_code
     assert green["associationId"] not in resp.text
+
+
+# --------------------------------------------------------------------------
+# the trust policy page
+
+
+def test_the_trust_policy_page_shows_the_statement_and_copies_it(browser, api_keys, podid_cli):
+    principal = "arn:aws:iam::111122223333:role/my-broker"
+    cli = podid_cli("trust-policy", "--broker-principal", principal, role=None, endpoint=False)
+    assert cli.returncode == 0, cli.stderr
+    sign_in(browser, api_keys["reader"])
+    browser.submit(browser.el("a#nav-trust-policy"))
+    browser.submit_form("form#principal", {"principal": principal})
+    shown = browser.text("pre#trust-policy")
+    assert json.loads(shown) == json.loads(cli.stdout)
+    statement = json.loads(shown)["Statement"]
+    assert statement == [
+        {
+            "Sid": "PodidBroker",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+        }
+    ]
+    # console.js (allowed by script-src 'self') shows the copy button and copies.
+    browser.driver.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": browser.endpoint, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    button = browser.el("button#copy-trust-policy")
+    browser.wait().until(lambda _: button.is_displayed(), "console.js did not show the copy button")
+    button.click()
+    browser.wait().until(lambda _: button.text == "Copied", "the copy button never said Copied")
+    copied = browser.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1]; navigator.clipboard.readText().then(done, e => done('error: ' + e));"
+    )
+    assert json.loads(copied) == json.loads(cli.stdout)
