@@ -32,7 +32,7 @@ from podid_helpers import ApiKey, make_keys, unique, write_keys_file
 
 XSS = "<script>alert(1)</script>"
 # The console's pages every signed-in key may open.
-PAGES = ("/console/associations", "/console/clusters", "/console/trust-policy")
+PAGES = ("/console/associations", "/console/clusters", "/console/audit", "/console/trust-policy")
 
 
 # --------------------------------------------------------------------------
@@ -440,3 +440,25 @@ def test_the_trust_policy_page_shows_the_statement_and_copies_it(browser, api_ke
         "const done = arguments[arguments.length - 1]; navigator.clipboard.readText().then(done, e => done('error: ' + e));"
     )
     assert json.loads(copied) == json.loads(cli.stdout)
+
+
+# --------------------------------------------------------------------------
+# the audit page
+
+
+def audit_ids(browser: Browser) -> list[str]:
+    return [td.text.strip() for td in browser.els("table#audit tbody tr td.association-id")]
+
+
+def test_the_audit_page_lists_changes_newest_first_and_filters(browser, api_keys, world):
+    green = [a["associationId"] for a in world.of(GREEN)]
+    sign_in(browser, api_keys["reader"])
+    browser.submit(browser.el("a#nav-audit"))
+    browser.submit_form("form#audit-filters", {"cluster": GREEN})
+    assert {td.text.strip() for td in browser.els("table#audit tbody tr td.cluster")} == {GREEN}
+    # Both creations through the API, the later one first.
+    assert [i for i in audit_ids(browser) if i] == list(reversed(green))
+    # The filter is a query parameter: a link opens the same view.
+    assert f"cluster={GREEN}" in browser.query
+    browser.open(f"/console/audit?cluster={BLUE}")
+    assert {td.text.strip() for td in browser.els("table#audit tbody tr td.cluster")} == {BLUE}
