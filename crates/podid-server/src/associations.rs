@@ -10,20 +10,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use podid_api::association::{
     AssociationResponse, CreateAssociationRequest, ListAssociationsResponse,
-    PodIdentityAssociation, Tags, TagsBody, UpdateAssociationRequest,
+    PodIdentityAssociation, TagsBody, UpdateAssociationRequest,
 };
 use podid_api::{validate, ApiError};
-use podid_store::{IdempotencyKey, ListQuery, StoredAssociation};
+use podid_store::{ListQuery, StoredAssociation};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::authz::{Operation, Principal, Role};
-use crate::broker::audit::change::{association_state, tag_keys, Change, Changer};
 use crate::wire::{
     answer, parse_json, path_error, query_pairs, store_error, RequestId, SubjectFilter,
-    MAX_UPDATE_ATTEMPTS,
 };
 use crate::{AppState, SharedState};
+
+mod change;
+pub(crate) use change::{
+    create_association, delete_association, tag_association, untag_association, update_association,
+    Caller,
+};
 
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -37,7 +41,11 @@ pub fn new_association_id() -> String {
 }
 
 /// The association as the API shows it to `viewer`: its `externalId` only to admins.
-fn to_wire(state: &AppState, viewer: &Principal, a: StoredAssociation) -> PodIdentityAssociation {
+pub(crate) fn to_wire(
+    state: &AppState,
+    viewer: &Principal,
+    a: StoredAssociation,
+) -> PodIdentityAssociation {
     let external_id = (viewer.role == Role::Admin).then_some(a.external_id);
     PodIdentityAssociation {
         association_arn: state.scope.association_arn(&a.cluster, &a.id),
@@ -55,12 +63,6 @@ fn to_wire(state: &AppState, viewer: &Principal, a: StoredAssociation) -> PodIde
         external_id,
         policy: a.policy,
     }
-}
-
-fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
-    value
-        .as_deref()
-        .ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))
 }
 
 /// A digest of what an idempotent request asks for, so a reused token with a
@@ -87,77 +89,13 @@ pub async fn create(
         let Path(cluster) = cluster.map_err(path_error)?;
         validate::cluster_name(&cluster)?;
         let req: CreateAssociationRequest = parse_json(&headers, &body)?;
-        let namespace = required("namespace", &req.namespace)?;
-        let service_account = required("serviceAccount", &req.service_account)?;
-        let role_arn = required("roleArn", &req.role_arn)?;
-        validate::namespace(namespace)?;
-        validate::service_account(service_account)?;
-        validate::role_arn("roleArn", role_arn)?;
-        if let Some(target) = &req.target_role_arn {
-            validate::role_arn("targetRoleArn", target)?;
-        }
-        let tags = req.tags.clone().unwrap_or_default();
-        validate::tags(&tags)?;
-        let disable_session_tags = req.disable_session_tags.unwrap_or(false);
-        if let Some(policy) = &req.policy {
-            validate::policy(policy, disable_session_tags)?;
-        }
-        let idempotency = match &req.client_request_token {
-            Some(token) => {
-                validate::client_request_token(token)?;
-                let mut canonical = req.clone();
-                canonical.client_request_token = None;
-                let json = serde_json::to_string(&canonical).unwrap_or_default();
-                Some(IdempotencyKey {
-                    token: token.clone(),
-                    operation: "create".to_owned(),
-                    request_digest: digest(&[&cluster, &json]),
-                })
-            }
-            None => None,
+        let caller = Caller {
+            principal: &principal,
+            request_id: &request_id,
         };
-        let now = state.clock.now_millis();
-        let record = StoredAssociation {
-            id: new_association_id(),
-            cluster: cluster.clone(),
-            namespace: namespace.to_owned(),
-            service_account: service_account.to_owned(),
-            role_arn: role_arn.to_owned(),
-            target_role_arn: req.target_role_arn.clone(),
-            external_id: uuid::Uuid::new_v4().to_string(),
-            disable_session_tags,
-            policy: req.policy.clone(),
-            tags,
-            created_at: now,
-            modified_at: now,
-        };
-        let written = state
-            .store
-            .create_association(&record, idempotency.as_ref())
-            .await
-            .map_err(store_error);
-        state.forget_lookups();
-        state.changes.published();
-        // A replay wrote nothing: no change to record.
-        if !matches!(&written, Ok(w) if w.replayed) {
-            let made = written.as_ref().ok().map(|w| w.association.id.as_str());
-            let mut change = Change::new(Operation::CreatePodIdentityAssociation, &cluster, made);
-            change.after = Some(association_state(&record));
-            let who = Changer::of(&principal, &request_id);
-            change.record(&state, &who, written.as_ref().err()).await;
-        }
-        let written = written?;
-        if !written.replayed {
-            tracing::info!(
-                cluster = %cluster,
-                association_id = %written.association.id,
-                namespace,
-                service_account,
-                "association created"
-            );
-        }
+        let created = create_association(&state, caller, &cluster, &req).await?;
         Ok(AssociationResponse {
-            association: to_wire(&state, &principal, written.association),
+            association: to_wire(&state, &principal, created),
         })
     })
     .await
@@ -183,7 +121,11 @@ pub async fn describe(
     .await
 }
 
-async fn load(state: &AppState, cluster: &str, id: &str) -> Result<StoredAssociation, ApiError> {
+pub(crate) async fn load(
+    state: &AppState,
+    cluster: &str,
+    id: &str,
+) -> Result<StoredAssociation, ApiError> {
     validate::cluster_name(cluster)?;
     validate::association_id(id)?;
     state
@@ -313,109 +255,16 @@ pub async fn update(
         validate::cluster_name(&cluster)?;
         validate::association_id(&id)?;
         let req: UpdateAssociationRequest = parse_json(&headers, &body)?;
-        if req.role_arn.is_none()
-            && req.target_role_arn.is_none()
-            && req.disable_session_tags.is_none()
-        {
-            return Err(ApiError::invalid_parameter(
-                "an update must change at least one of roleArn, targetRoleArn \
-                 and disableSessionTags",
-            ));
-        }
-        if let Some(role) = &req.role_arn {
-            validate::role_arn("roleArn", role)?;
-        }
-        if let Some(target) = req.target_role_arn.as_deref().filter(|t| !t.is_empty()) {
-            validate::role_arn("targetRoleArn", target)?;
-        }
-        if let Some(token) = &req.client_request_token {
-            validate::client_request_token(token)?;
-        }
-        let idempotency = req.client_request_token.as_ref().map(|token| {
-            let mut canonical = req.clone();
-            canonical.client_request_token = None;
-            let json = serde_json::to_string(&canonical).unwrap_or_default();
-            IdempotencyKey {
-                token: token.clone(),
-                operation: "update".to_owned(),
-                request_digest: digest(&[&cluster, &id, &json]),
-            }
-        });
-        // Read, change, write if nobody wrote in between; otherwise read again.
-        let mut attempt = 0;
-        let written = loop {
-            attempt += 1;
-            let current = match load(&state, &cluster, &id).await {
-                Ok(current) => current,
-                Err(e) => break Err(e),
-            };
-            let updated = apply_update(&req, current.clone(), state.clock.now_millis())?;
-            let result = state
-                .store
-                .update_association(&updated, current.modified_at, idempotency.as_ref())
-                .await;
-            state.forget_lookups();
-            state.changes.published();
-            match result {
-                Err(podid_store::StoreError::Conflict) if attempt < MAX_UPDATE_ATTEMPTS => continue,
-                result => break result.map(|w| (current, w)).map_err(store_error),
-            }
+        let caller = Caller {
+            principal: &principal,
+            request_id: &request_id,
         };
-        if !matches!(&written, Ok((_, w)) if w.replayed) {
-            let mut change =
-                Change::new(Operation::UpdatePodIdentityAssociation, &cluster, Some(&id));
-            if let Ok((before, w)) = &written {
-                change = change.diff(
-                    &association_state(before),
-                    &association_state(&w.association),
-                );
-            }
-            let who = Changer::of(&principal, &request_id);
-            change.record(&state, &who, written.as_ref().err()).await;
-        }
-        let (_, written) = written?;
+        let written = update_association(&state, caller, &cluster, &id, &req).await?;
         Ok(AssociationResponse {
-            association: to_wire(&state, &principal, written.association),
+            association: to_wire(&state, &principal, written),
         })
     })
     .await
-}
-
-/// `current` with an update request applied, validated as a whole. The new
-/// `modifiedAt` is always later than the old one: it is the version that
-/// concurrent updates and the broker's credential cache key on.
-fn apply_update(
-    req: &UpdateAssociationRequest,
-    current: StoredAssociation,
-    now: podid_api::EpochMillis,
-) -> Result<StoredAssociation, ApiError> {
-    let disable_session_tags = req
-        .disable_session_tags
-        .unwrap_or(current.disable_session_tags);
-    let policy = match &req.policy {
-        Some(p) if p.is_empty() => None,
-        Some(p) => Some(p.clone()),
-        None => current.policy.clone(),
-    };
-    if let Some(p) = &policy {
-        validate::policy(p, disable_session_tags)?;
-    }
-    let target_role_arn = match &req.target_role_arn {
-        Some(t) if t.is_empty() => None,
-        Some(t) => Some(t.clone()),
-        None => current.target_role_arn.clone(),
-    };
-    Ok(StoredAssociation {
-        role_arn: req
-            .role_arn
-            .clone()
-            .unwrap_or_else(|| current.role_arn.clone()),
-        target_role_arn,
-        disable_session_tags,
-        policy,
-        modified_at: podid_api::EpochMillis(now.0.max(current.modified_at.0 + 1)),
-        ..current
-    })
 }
 
 /// `DELETE /clusters/{cluster}/pod-identity-associations/{id}`.
@@ -427,21 +276,11 @@ pub async fn delete(
 ) -> Response {
     answer(Operation::DeletePodIdentityAssociation, &principal, async {
         let Path((cluster, id)) = params.map_err(path_error)?;
-        validate::cluster_name(&cluster)?;
-        validate::association_id(&id)?;
-        let deleted = state
-            .store
-            .delete_association(&cluster, &id)
-            .await
-            .map_err(store_error);
-        state.forget_lookups();
-        state.changes.published();
-        let mut change = Change::new(Operation::DeletePodIdentityAssociation, &cluster, Some(&id));
-        change.before = deleted.as_ref().ok().map(association_state);
-        let who = Changer::of(&principal, &request_id);
-        change.record(&state, &who, deleted.as_ref().err()).await;
-        let deleted = deleted?;
-        tracing::info!(cluster = %cluster, association_id = %id, "association deleted");
+        let caller = Caller {
+            principal: &principal,
+            request_id: &request_id,
+        };
+        let deleted = delete_association(&state, caller, &cluster, &id).await?;
         Ok(AssociationResponse {
             association: to_wire(&state, &principal, deleted),
         })
@@ -486,23 +325,11 @@ pub async fn tag(
     answer(Operation::TagResource, &principal, async {
         let (cluster, id) = resource(&state, arn)?;
         let req: TagsBody = parse_json(&headers, &body)?;
-        let tags = req
-            .tags
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::invalid_parameter("tags is required"))?;
-        validate::tags(&tags)?;
-        let tagged = state
-            .store
-            .update_tags(&cluster, &id, &tags, &[])
-            .await
-            .map_err(store_error);
-        state.changes.published();
-        // The keys it set (added or overwritten).
-        let mut change = Change::new(Operation::TagResource, &cluster, Some(&id));
-        change.after = Some(tag_keys(tags.keys()));
-        let who = Changer::of(&principal, &request_id);
-        change.record(&state, &who, tagged.as_ref().err()).await;
-        tagged?;
+        let caller = Caller {
+            principal: &principal,
+            request_id: &request_id,
+        };
+        tag_association(&state, caller, &cluster, &id, req.tags).await?;
         Ok(serde_json::json!({}))
     })
     .await
@@ -523,29 +350,11 @@ pub async fn untag(
             .filter(|(k, _)| k == "tagKeys")
             .map(|(_, v)| v)
             .collect();
-        if keys.is_empty() {
-            return Err(ApiError::invalid_parameter("tagKeys is required"));
-        }
-        if keys.len() > validate::MAX_TAGS {
-            return Err(ApiError::invalid_parameter(
-                "at most 50 tagKeys may be given",
-            ));
-        }
-        for key in &keys {
-            validate::tag_key(key)?;
-        }
-        let untagged = state
-            .store
-            .update_tags(&cluster, &id, &Tags::new(), &keys)
-            .await
-            .map_err(store_error);
-        state.changes.published();
-        // The keys it removed.
-        let mut change = Change::new(Operation::UntagResource, &cluster, Some(&id));
-        change.before = Some(tag_keys(&keys));
-        let who = Changer::of(&principal, &request_id);
-        change.record(&state, &who, untagged.as_ref().err()).await;
-        untagged?;
+        let caller = Caller {
+            principal: &principal,
+            request_id: &request_id,
+        };
+        untag_association(&state, caller, &cluster, &id, &keys).await?;
         Ok(serde_json::json!({}))
     })
     .await

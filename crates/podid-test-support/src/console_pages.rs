@@ -88,6 +88,32 @@ impl ConsoleSession {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        ConsoleAnswer::read(response).await
+    }
+}
+
+impl ConsoleSession {
+    /// `POST path` with the session cookie and a url-encoded form of `pairs`.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> ConsoleAnswer {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.endpoint))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url_encoded(pairs))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        ConsoleAnswer::read(response).await
+    }
+}
+
+impl ConsoleAnswer {
+    /// Status, `Location` and body of `response`.
+    async fn read(response: reqwest::Response) -> ConsoleAnswer {
         let status = response.status().as_u16();
         let location = response
             .headers()
@@ -101,6 +127,19 @@ impl ConsoleSession {
             body,
         }
     }
+}
+
+/// The text (escapes undone) of each `.field-error` for input `field`, in order.
+pub fn field_errors(html: &str, field: &str) -> Vec<String> {
+    let marker = format!("data-field=\"{field}\"");
+    html.match_indices(&marker)
+        .filter_map(|(at, _)| {
+            let tag_start = html[..at].rfind('<')?;
+            html[tag_start..at].contains("field-error").then_some(())?;
+            let inner = &html[at + html[at..].find('>')? + 1..];
+            Some(unescape(&strip_tags(&inner[..inner.find("</")?])))
+        })
+        .collect()
 }
 
 /// `application/x-www-form-urlencoded` of `pairs` (percent-encoding all but alphanumerics).

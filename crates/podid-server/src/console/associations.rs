@@ -93,7 +93,7 @@ pub(crate) fn utc(at: EpochMillis) -> String {
 }
 
 /// The path of an association's page.
-fn detail_href(cluster: &str, id: &str) -> String {
+pub(crate) fn detail_href(cluster: &str, id: &str) -> String {
     format!(
         "/console/associations/{}/{}",
         utf8_percent_encode(cluster, NON_ALPHANUMERIC),

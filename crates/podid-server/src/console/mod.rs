@@ -14,6 +14,7 @@ use crate::SharedState;
 mod associations;
 mod audit;
 mod clusters;
+mod forms;
 mod login;
 pub(crate) mod page;
 mod params;
@@ -63,6 +64,15 @@ pub(crate) fn router(app: SharedState) -> Router {
         .route("/logout", post(login::logout))
         .route("/associations", get(associations::list))
         .route("/associations/{cluster}/{association_id}", get(associations::detail))
+        .route("/associations/new", get(forms::new_form).post(forms::create))
+        .route(
+            "/associations/{cluster}/{association_id}/edit",
+            get(forms::edit_page).post(forms::edit),
+        )
+        .route(
+            "/associations/{cluster}/{association_id}/delete",
+            get(forms::delete_page).post(forms::delete),
+        )
         .route("/clusters", get(clusters::list))
         .route("/audit", get(audit::list))
         .route("/trust-policy", get(trust_policy::show))
