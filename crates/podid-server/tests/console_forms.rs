@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 const ADMIN: (&str, &str) = ("FORMADMIN", "form-admin-secret-0123456789");
 const READER: (&str, &str) = ("FORMREADER", "form-reader-secret-0123456789");
+const BLUE_ADMIN: (&str, &str) = ("BLUEADMIN", "blue-admin-secret-0123456789");
 const ROLE: &str = "arn:aws:iam::111122223333:role/console-made";
 const ROLE2: &str = "arn:aws:iam::111122223333:role/console-edited";
 
@@ -28,22 +29,30 @@ struct Server {
     process: PodidServerProcess,
 }
 
-/// A server with cluster blue, an admin and a reader key.
+/// A server with clusters blue and green, an admin, a reader and an admin scoped to blue.
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.toml");
     let entry = |(id, secret): (&str, &str), role: &str| {
         format!("[[key]]\naccess_key_id = \"{id}\"\nsecret_access_key = \"{secret}\"\nrole = \"{role}\"\n\n")
     };
-    std::fs::write(&keys, entry(ADMIN, "admin") + &entry(READER, "reader")).unwrap();
+    let scoped = entry(BLUE_ADMIN, "admin") + "clusters = [\"blue\"]\n";
+    std::fs::write(
+        &keys,
+        entry(ADMIN, "admin") + &entry(READER, "reader") + &scoped,
+    )
+    .unwrap();
     let db = format!("sqlite://{}", dir.path().join("podid.db").display());
     let process = PodidServerLaunch::new(podid_binary())
         .args(["--database-url", &db, "--keys-file", keys.to_str().unwrap()])
         .start()
         .unwrap_or_else(|e| panic!("podid server did not start: {e}"));
     let jwks: Value = serde_json::from_str(TEST_JWKS).unwrap();
-    let body = json!({"name": "blue", "issuer": "https://issuer.test/blue", "jwks": jwks});
-    api(&process.endpoint, "POST", "/podid/v1/clusters", &body).await;
+    for name in ["blue", "green"] {
+        let issuer = format!("https://issuer.test/{name}");
+        let body = json!({"name": name, "issuer": issuer, "jwks": jwks});
+        api(&process.endpoint, "POST", "/podid/v1/clusters", &body).await;
+    }
     Server { _dir: dir, process }
 }
 
@@ -75,6 +84,15 @@ async fn listed(endpoint: &str) -> Vec<Value> {
 async fn csrf(session: &ConsoleSession) -> String {
     let page = session.get("/console/associations").await;
     input_value(&page.body, "csrf_token").expect("a csrf_token input")
+}
+
+/// The API's error message for creating shop/cart in blue with `role` (must be refused).
+async fn api_refusal(endpoint: &str, role: &str) -> String {
+    let body = json!({"namespace": "shop", "serviceAccount": "cart", "roleArn": role});
+    let path = "/clusters/blue/pod-identity-associations";
+    let answer = signed_call(endpoint, ADMIN, "POST", path, body.to_string().as_bytes()).await;
+    assert!(answer.status >= 400, "{answer:?}");
+    answer.body["message"].as_str().unwrap().to_owned()
 }
 
 fn create_form<'a>(token: &'a str, role: &'a str, tags: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -238,18 +256,7 @@ async fn a_bad_role_arn_is_shown_next_to_its_field_with_the_apis_message() {
         .await;
     assert_eq!(answer.status, 400);
     // The API's own answer to the same request is the oracle.
-    let api_answer = signed_call(
-        endpoint,
-        ADMIN,
-        "POST",
-        "/clusters/blue/pod-identity-associations",
-        json!({"namespace": "shop", "serviceAccount": "cart", "roleArn": bad})
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
-    assert_eq!(api_answer.status, 400);
-    let message = api_answer.body["message"].as_str().unwrap();
+    let message = api_refusal(endpoint, bad).await;
     assert_eq!(field_errors(&answer.body, "role_arn"), [message]);
     // The form again with what was typed.
     assert_eq!(input_value(&answer.body, "role_arn").unwrap(), bad);
@@ -350,4 +357,74 @@ async fn readers_and_posts_without_the_csrf_token_are_refused() {
     let describe = format!("/clusters/blue/pod-identity-associations/{id}");
     let a = api(endpoint, "GET", &describe, &Value::Null).await;
     assert_eq!(a["association"]["roleArn"], ROLE);
+}
+
+#[tokio::test]
+async fn whole_request_errors_scope_and_tag_rules_on_the_forms() {
+    let server = start().await;
+    let endpoint = server.process.endpoint.as_str();
+    let admin = ConsoleSession::sign_in(endpoint, ADMIN.0, ADMIN.1).await;
+    let token = csrf(&admin).await;
+    let made = admin
+        .post("/console/associations/new", &create_form(&token, ROLE, ""))
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    let detail = made.location.unwrap();
+
+    // The same service account again: the API's conflict, for the whole form.
+    let again = admin
+        .post("/console/associations/new", &create_form(&token, ROLE2, ""))
+        .await;
+    assert_eq!(again.status, 400);
+    let message = api_refusal(endpoint, ROLE2).await;
+    assert_eq!(field_errors(&again.body, "form"), [message]);
+    assert!(has_id(&again.body, "form-error"));
+
+    // An edit whose tags break the API's rules writes nothing, not even the role.
+    let edited = admin
+        .post(
+            &format!("{detail}/edit"),
+            &[
+                ("csrf_token", &token),
+                ("role_arn", ROLE2),
+                ("tags", "aws:reserved=x"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 400);
+    let errors = field_errors(&edited.body, "tags");
+    assert_eq!(errors.len(), 1, "{}", edited.body);
+    assert!(
+        errors[0].contains("'aws:' prefix is reserved"),
+        "{errors:?}"
+    );
+    let all = listed(endpoint).await;
+    let id = all[0]["associationId"].as_str().unwrap();
+    let describe = format!("/clusters/blue/pod-identity-associations/{id}");
+    let a = api(endpoint, "GET", &describe, &Value::Null).await;
+    assert_eq!(a["association"]["roleArn"], ROLE);
+
+    // An admin scoped to blue: only blue in the select; green is refused.
+    let scoped = ConsoleSession::sign_in(endpoint, BLUE_ADMIN.0, BLUE_ADMIN.1).await;
+    let scoped_token = csrf(&scoped).await;
+    let form = scoped.get("/console/associations/new").await;
+    assert!(form.body.contains("<option value=\"blue\""));
+    assert!(!form.body.contains("<option value=\"green\""));
+    let mut green = create_form(&scoped_token, ROLE, "");
+    green[1] = ("cluster_name", "green");
+    let refused = scoped.post("/console/associations/new", &green).await;
+    assert_eq!(refused.status, 400);
+    let errors = field_errors(&refused.body, "form");
+    assert!(
+        errors[0].contains("may not act on cluster 'green'"),
+        "{errors:?}"
+    );
+    let green_list = api(
+        endpoint,
+        "GET",
+        "/clusters/green/pod-identity-associations",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(green_list["associations"], json!([]));
 }
