@@ -14,8 +14,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
+import botocore.exceptions
 import pytest
 import requests
 
@@ -28,7 +29,7 @@ from console_helpers import (
     chromium_tools,
     png_size,
 )
-from podid_helpers import ApiKey, make_keys, unique, write_keys_file
+from podid_helpers import ROLE_ARN, ROLE_ARN_2, ApiKey, make_keys, unique, write_keys_file
 
 XSS = "<script>alert(1)</script>"
 # The console's pages every signed-in key may open.
@@ -40,6 +41,8 @@ PAGES = ("/console/associations", "/console/clusters", "/console/audit", "/conso
 
 BLUE = unique("blue")
 GREEN = unique("green")
+# Where the browser creates associations (the list tests' clusters stay as made).
+CHANGES = unique("changes")
 
 
 @pytest.fixture(scope="module")
@@ -462,3 +465,110 @@ def test_the_audit_page_lists_changes_newest_first_and_filters(browser, api_keys
     assert f"cluster={GREEN}" in browser.query
     browser.open(f"/console/audit?cluster={BLUE}")
     assert {td.text.strip() for td in browser.els("table#audit tbody tr td.cluster")} == {BLUE}
+
+
+# --------------------------------------------------------------------------
+# changes from the browser (admin keys)
+
+FORM = "form#association-form"
+
+
+@pytest.fixture(scope="module")
+def changes_cluster(podid, world) -> str:
+    podid.register_cluster(CHANGES)
+    return CHANGES
+
+
+def create_in_browser(browser, namespace, service_account, role_arn=ROLE_ARN, **extra):
+    browser.open("/console/associations")
+    browser.submit(browser.el("a#new-association"))
+    browser.wait_path("/console/associations/new")
+    browser.screenshot("association-create")
+    values = {"cluster_name": CHANGES, "namespace": namespace, "service_account": service_account, "role_arn": role_arn}
+    values.update(extra)
+    browser.submit_form(FORM, values)
+
+
+def test_an_admin_creates_edits_and_deletes_an_association(browser, api_keys, changes_cluster, eks, aws_cli):
+    sign_in(browser, api_keys["admin"])
+    ns, sa = unique("ns"), unique("sa")
+    create_in_browser(browser, ns, sa, tags="team=web")
+    browser.el("#association-detail")
+    listed = eks.list_pod_identity_associations(clusterName=CHANGES, namespace=ns)["associations"]
+    assert [(a["namespace"], a["serviceAccount"]) for a in listed] == [(ns, sa)]
+    aid = listed[0]["associationId"]
+    rc, out, err = aws_cli("eks", "list-pod-identity-associations", "--cluster-name", CHANGES, "--namespace", ns)
+    assert rc == 0, err
+    assert [a["associationId"] for a in out["associations"]] == [aid]
+    browser.open(f"/console/associations?cluster={CHANGES}&namespace={ns}")
+    assert [r["association-id"] for r in browser.rows()] == [aid]
+    # Edit its role.
+    browser.open(f"/console/associations/{CHANGES}/{aid}")
+    browser.submit(browser.el("a#edit-association"))
+    browser.submit_form(FORM, {"role_arn": ROLE_ARN_2})
+    assert browser.text("#association-detail .role-arn") == ROLE_ARN_2
+    got = eks.describe_pod_identity_association(clusterName=CHANGES, associationId=aid)["association"]
+    assert got["roleArn"] == ROLE_ARN_2
+    # Delete it: the page asks first (form#confirm-delete).
+    browser.submit(browser.el("form#delete-association button"))
+    browser.submit(browser.el("form#confirm-delete button[type=submit]"))
+    browser.wait_path("/console/associations")
+    assert eks.list_pod_identity_associations(clusterName=CHANGES, namespace=ns)["associations"] == []
+
+
+def test_a_validation_error_is_shown_next_to_its_field(browser, api_keys, changes_cluster, eks):
+    bad = "arn:aws:iam::123:role/too-short-account"
+    with pytest.raises(botocore.exceptions.ClientError) as api:
+        eks.create_pod_identity_association(clusterName=CHANGES, namespace="default", serviceAccount="x", roleArn=bad)
+    message = api.value.response["Error"]["Message"]
+    sign_in(browser, api_keys["admin"])
+    create_in_browser(browser, "default", unique("sa"), role_arn=bad)
+    assert browser.path == "/console/associations/new"
+    assert browser.text('.field-error[data-field="role_arn"]') == message
+    assert browser.el("form#association-form input[name=role_arn]").get_attribute("value") == bad
+
+
+def test_a_tag_value_typed_in_the_form_is_shown_as_text(browser, api_keys, changes_cluster):
+    sign_in(browser, api_keys["admin"])
+    create_in_browser(browser, unique("ns"), unique("sa"), tags=f"note={XSS}")
+    tags = {
+        tr.find_element("css selector", ".tag-key").text: tr.find_element("css selector", ".tag-value").text
+        for tr in browser.els("table#tags tbody tr")
+    }
+    assert tags == {"note": XSS}
+    browser.assert_no_injected_script()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in browser.driver.page_source
+
+
+def test_a_create_post_without_the_right_csrf_token_is_refused(browser, api_keys, changes_cluster, eks):
+    sign_in(browser, api_keys["admin"])
+    real = browser.csrf_token()
+    ns = unique("ns")
+    form = {"cluster_name": CHANGES, "namespace": ns, "service_account": "x", "role_arn": ROLE_ARN}
+    for token in (None, forged_token(real)):
+        data = dict(form) if token is None else {**form, "csrf_token": token}
+        resp = browser.http("POST", "/console/associations/new", data=data)
+        assert resp.status_code == 403, (token, resp.status_code)
+    assert eks.list_pod_identity_associations(clusterName=CHANGES, namespace=ns)["associations"] == []
+
+
+def test_a_readers_changing_post_is_refused(browser, api_keys, world, eks):
+    a = world.of(BLUE)[0]
+    sign_in(browser, api_keys["admin"])
+    browser.open(f"/console/associations/{BLUE}/{a['associationId']}")
+    browser.submit(browser.el("form#delete-association button"))
+    delete_action = browser.el("form#confirm-delete").get_attribute("action")
+    browser.logout()
+    sign_in(browser, api_keys["reader"])
+    token = browser.csrf_token()
+    ns = unique("ns")
+    create = browser.http(
+        "POST",
+        "/console/associations/new",
+        data={"csrf_token": token, "cluster_name": BLUE, "namespace": ns, "service_account": "x", "role_arn": ROLE_ARN},
+    )
+    assert create.status_code == 403, create.status_code
+    assert eks.list_pod_identity_associations(clusterName=BLUE, namespace=ns)["associations"] == []
+    delete = browser.http("POST", urlsplit(delete_action).path, data={"csrf_token": token})
+    assert delete.status_code == 403, delete.status_code
+    eks.describe_pod_identity_association(clusterName=BLUE, associationId=a["associationId"])
