@@ -55,7 +55,7 @@ def chromium_tools() -> tuple[str, str] | None:
     Debian's from PATH; None when either is missing."""
     browser = os.environ.get("PODID_CHROMIUM") or shutil.which("chromium")
     driver = os.environ.get("PODID_CHROMEDRIVER") or shutil.which("chromedriver")
-    if not browser or not driver:
+    if not browser or not driver or not (os.access(browser, os.X_OK) and os.access(driver, os.X_OK)):
         return None
     return browser, driver
 
