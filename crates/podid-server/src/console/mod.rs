@@ -63,8 +63,14 @@ pub(crate) fn router(app: SharedState) -> Router {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/associations", get(associations::list))
-        .route("/associations/{cluster}/{association_id}", get(associations::detail))
-        .route("/associations/new", get(forms::new_form).post(forms::create))
+        .route(
+            "/associations/{cluster}/{association_id}",
+            get(associations::detail),
+        )
+        .route(
+            "/associations/new",
+            get(forms::new_form).post(forms::create),
+        )
         .route(
             "/associations/{cluster}/{association_id}/edit",
             get(forms::edit_page).post(forms::edit),

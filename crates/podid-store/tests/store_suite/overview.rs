@@ -98,7 +98,10 @@ pub(super) async fn overview_order_and_filters(f: &mut Fixture) {
         (filtered(None, Some("_"), None, None), vec![]),
         // Case-sensitive, like the ARNs.
         (filtered(None, None, None, Some("role/App")), vec![&c]),
-        (filtered(None, None, None, Some("role/app")), vec![&a, &b, &e]),
+        (
+            filtered(None, None, None, Some("role/app")),
+            vec![&a, &b, &e],
+        ),
         // The target role counts for the role filter.
         (filtered(None, None, None, Some("444455556666")), vec![&e]),
         (filtered(Some("green"), None, None, Some("app_1")), vec![]),
