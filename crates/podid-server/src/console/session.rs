@@ -172,8 +172,8 @@ pub(crate) struct LoginLimiter {
     failures: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
 }
 
-/// Sources remembered at most (expired windows are pruned beyond it).
-const MAX_SOURCES: usize = 10_000;
+/// Sources remembered at most (expired windows pruned first, then the oldest).
+pub(crate) const MAX_SOURCES: usize = 10_000;
 
 impl LoginLimiter {
     /// Whether `source` has used up its failures in the current window.
@@ -191,6 +191,16 @@ impl LoginLimiter {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if failures.len() >= MAX_SOURCES {
             failures.retain(|_, (start, _)| now.duration_since(*start) < LOGIN_WINDOW);
+        }
+        // Still full (a flood of sources within one window): forget the oldest.
+        if failures.len() >= MAX_SOURCES {
+            if let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, (start, _))| *start)
+                .map(|(source, _)| *source)
+            {
+                failures.remove(&oldest);
+            }
         }
         let entry = failures.entry(source).or_insert((now, 0));
         if now.duration_since(entry.0) >= LOGIN_WINDOW {

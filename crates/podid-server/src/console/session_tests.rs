@@ -145,3 +145,17 @@ async fn five_failures_a_minute_per_source_then_limited() {
     limiter.failed(one);
     assert!(!limiter.is_limited(one));
 }
+
+/// A flood of distinct sources within one window (IPv6 makes that cheap)
+/// cannot grow the limiter past its bound.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_sources_stays_within_the_bound() {
+    let limiter = LoginLimiter::default();
+    for i in 0..(MAX_SOURCES as u32 + 500) {
+        limiter.failed(Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(i),
+        ))));
+    }
+    let remembered = limiter.failures.lock().unwrap().len();
+    assert!(remembered <= MAX_SOURCES, "{remembered} sources remembered");
+}
