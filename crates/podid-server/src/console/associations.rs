@@ -7,7 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use podid_api::audit::AuditEvent;
 use podid_api::EpochMillis;
 use podid_store::{AuditQuery, OverviewPosition, OverviewQuery, StoredAssociation};
@@ -92,12 +92,19 @@ pub(crate) fn utc(at: EpochMillis) -> String {
         .unwrap_or_else(|| format!("{} ms", at.0))
 }
 
+/// What a path segment escapes: everything but RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The path of an association's page.
 pub(crate) fn detail_href(cluster: &str, id: &str) -> String {
     format!(
         "/console/associations/{}/{}",
-        utf8_percent_encode(cluster, NON_ALPHANUMERIC),
-        utf8_percent_encode(id, NON_ALPHANUMERIC)
+        utf8_percent_encode(cluster, SEGMENT),
+        utf8_percent_encode(id, SEGMENT)
     )
 }
 

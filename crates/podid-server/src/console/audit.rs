@@ -5,11 +5,10 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use podid_api::audit::{AuditEvent, AuditKind, AuditOutcome, AuditState};
 use podid_store::AuditQuery;
 
-use super::associations::{utc, PAGE_SIZE};
+use super::associations::{detail_href, utc, PAGE_SIZE};
 use super::login::store_failed;
 use super::page::{message, render, Page};
 use super::params;
@@ -187,11 +186,7 @@ impl From<AuditEvent> for Row {
             parts.map(|p| p.as_deref().unwrap_or("-")).join("/")
         };
         let association_id = e.association_id.unwrap_or_default();
-        let association_href = format!(
-            "/console/associations/{}/{}",
-            utf8_percent_encode(&e.cluster, NON_ALPHANUMERIC),
-            utf8_percent_encode(&association_id, NON_ALPHANUMERIC)
-        );
+        let association_href = detail_href(&e.cluster, &association_id);
         Row {
             time: utc(e.time),
             kind: e.kind.as_str(),
